@@ -1,0 +1,44 @@
+# Local run, tests and lint. Every target sets up .venv first, so a fresh clone needs only
+# Python 3.11 with venv (see docs/operations.md for services and deployment).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# Reinstall only when requirements.txt changes: the stamp is newer than it otherwise.
+STAMP  := $(VENV)/.requirements.stamp
+
+.PHONY: venv run test test-fast lint bench clean-local
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+# Web + Celery worker + beat on 127.0.0.1:$(PORT) until Ctrl-C. With REDIS_URL unset the
+# settings fall back to Celery's filesystem broker under var/, so no server is needed.
+run: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	PORT=$(PORT) $(BIN)/python scripts/devserver.py
+
+# The whole suite: unit, ops, end-to-end (real worker, real Redis, Chromium) and browser tests.
+test: venv
+	$(BIN)/python -m pytest
+
+# Everything but the slow end-to-end tests, for a quick loop while editing.
+test-fast: venv
+	$(BIN)/python -m pytest --ignore=tests/e2e
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python bench/history_page.py
+	$(BIN)/python bench/queue_throughput.py
+
+clean-local:
+	rm -rf var media db.sqlite3

@@ -1,0 +1,31 @@
+"""What every API view shares: the clinic-member permission and the error mapping."""
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, permissions
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+if TYPE_CHECKING:  # rest_framework.views imports this module through DEFAULT_PERMISSION_CLASSES
+    from rest_framework.views import APIView
+
+
+class IsClinicMember(permissions.BasePermission):
+    """Signed in and a member of a clinic: every API resource belongs to a clinic."""
+
+    message = "Your account is not a member of a clinic."
+
+    def has_permission(self, request: Request, view: "APIView") -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and getattr(user, "clinic_id", None))
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Services raise Django's ValidationError; answer it as DRF's 400 with the same messages."""
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        exc = exceptions.ValidationError(detail)
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    return drf_exception_handler(exc, context)

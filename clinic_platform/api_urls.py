@@ -1,0 +1,23 @@
+"""/api/ routes (namespace "api")."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.authtoken.views import ObtainAuthToken
+
+from apps.cases.apis import CaseDetailApi, CaseListApi
+from apps.patients.apis import PatientDetailApi, PatientListApi
+from apps.scans.apis import CaseScansApi, ScanDetailApi, ScanReviewApi
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", ObtainAuthToken.as_view(), name="token"),
+    path("patients/", PatientListApi.as_view(), name="patient-list"),
+    path("patients/<int:patient_id>/", PatientDetailApi.as_view(), name="patient-detail"),
+    path("cases/", CaseListApi.as_view(), name="case-list"),
+    path("cases/<int:case_id>/", CaseDetailApi.as_view(), name="case-detail"),
+    path("cases/<int:case_id>/scans/", CaseScansApi.as_view(), name="case-scans"),
+    path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
+    path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+]

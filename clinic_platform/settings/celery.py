@@ -1,0 +1,56 @@
+"""Celery. Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html
+
+Redis when REDIS_URL is set; otherwise Celery's filesystem transport under var/queue, so a
+laptop runs web + worker + beat with no server. Policy (acks_late, time limits, the
+"inference" queue) lives in workers/celery_policy.py so every task gets it.
+"""
+
+from pathlib import Path
+
+from .env import VAR_DIR, env
+
+REDIS_URL = env.str("REDIS_URL", default="")
+QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "queue")))
+
+if REDIS_URL:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the hard time limit, or Redis re-delivers a task a worker is still on.
+        "visibility_timeout": 3600,
+    }
+else:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+    _messages = QUEUE_DIR / "messages"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_messages),
+        "data_folder_out": str(_messages),
+        "processed_folder": str(QUEUE_DIR / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem"):
+        for _folder in (_messages, QUEUE_DIR / "processed"):
+            _folder.mkdir(parents=True, exist_ok=True)
+
+# Results live in the database (Scan/Prediction rows), not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = "inference"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# A model worker takes one scan at a time; a prefetched scan would wait behind it while
+# another worker idles. workers/celery_policy.py refuses to start a worker without this.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A web request must not hang while the broker is down: fail fast, the sweep re-enqueues.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-scans": {
+        "task": "workers.tasks.requeue_stale_scans",
+        "schedule": env.float("SCAN_SWEEP_INTERVAL_SECONDS", default=60.0),
+    },
+}

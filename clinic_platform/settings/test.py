@@ -1,0 +1,20 @@
+"""Settings for the test suite: the base settings plus fast hashing, an in-memory broker and
+media in a throw-away folder. DATABASE_URL and REDIS_URL still apply (CI runs on them)."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("DJANGO_SECURE", "0")
+if not os.environ.get("REDIS_URL"):
+    # Published messages stay in this process; tests read them back from the queue.
+    os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="clinic-test-media-"))
+
+from . import *  # noqa: F403
+from .env import VAR_DIR
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "test-celerybeat-schedule")

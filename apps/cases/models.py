@@ -1,0 +1,40 @@
+from django.conf import settings
+from django.db import models
+
+
+class CaseStatus(models.TextChoices):
+    """Derived from the case's scans (see selectors.case_list), never stored."""
+
+    EMPTY = "empty", "No scans"
+    PENDING = "pending", "In progress"
+    FAILED = "failed", "Failed"
+    DONE = "done", "Done"
+
+
+class Case(models.Model):
+    clinic = models.ForeignKey("accounts.Clinic", on_delete=models.PROTECT, related_name="cases")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="cases")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="cases_created"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    title = models.CharField(max_length=200, blank=True)
+    clinical_notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["clinic", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Case {self.pk}"
+
+
+def case_status(*, scans_total: int, scans_pending: int, scans_failed: int) -> CaseStatus:
+    """The one rule for a case's status, shared by the annotation and by Python callers."""
+    if scans_total == 0:
+        return CaseStatus.EMPTY
+    if scans_pending:
+        return CaseStatus.PENDING
+    if scans_failed:
+        return CaseStatus.FAILED
+    return CaseStatus.DONE

@@ -1,0 +1,127 @@
+"""Reads for cases, always within the user's clinic.
+
+The history page renders `case_history` over 10,000+ cases; its query count is constant
+(count, page, one prefetch of the page's scans with predictions) whatever the page size.
+"""
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Case as When_
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.http import Http404
+from django.utils.dateparse import parse_date
+
+from apps.accounts.models import User
+from apps.scans.models import Prediction, Scan, ScanStatus
+
+from .models import Case, CaseStatus
+
+MAX_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class CaseFilters:
+    """History filters. Build from a query string with `CaseFilters.from_query(request.GET)`."""
+
+    search: str = ""  # patient name or MRN, substring
+    patient_id: int | None = None
+    date_from: datetime.date | None = None  # case created on or after (inclusive)
+    date_to: datetime.date | None = None  # case created on or before (inclusive)
+    label: str = ""  # any scan of the case predicted with this label
+    status: str = ""  # a CaseStatus value
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "CaseFilters":
+        """Lenient parse: a malformed value is ignored rather than an error page."""
+
+        def _int(value: str | None) -> int | None:
+            return int(value) if value and value.strip().isdigit() else None
+
+        def _date(value: str | None) -> datetime.date | None:
+            try:
+                return parse_date(value.strip()) if value else None
+            except ValueError:
+                return None
+
+        status = (query.get("status") or "").strip()
+        return cls(
+            search=(query.get("q") or query.get("search") or "").strip(),
+            patient_id=_int(query.get("patient")),
+            date_from=_date(query.get("date_from")),
+            date_to=_date(query.get("date_to")),
+            label=(query.get("label") or "").strip(),
+            status=status if status in CaseStatus.values else "",
+        )
+
+
+def _annotated(user: User) -> QuerySet[Case]:
+    pending = Q(scans__status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+    return (
+        Case.objects.filter(clinic_id=user.clinic_id)
+        .select_related("patient", "created_by")
+        .annotate(
+            scans_total=Count("scans"),
+            scans_pending=Count("scans", filter=pending),
+            scans_failed=Count("scans", filter=Q(scans__status=ScanStatus.FAILED)),
+            scans_done=Count("scans", filter=Q(scans__status=ScanStatus.DONE)),
+        )
+        .annotate(
+            # Same rule as cases.models.case_status.
+            status=When_(
+                When(scans_total=0, then=Value(CaseStatus.EMPTY.value)),
+                When(scans_pending__gt=0, then=Value(CaseStatus.PENDING.value)),
+                When(scans_failed__gt=0, then=Value(CaseStatus.FAILED.value)),
+                default=Value(CaseStatus.DONE.value),
+            )
+        )
+    )
+
+
+def _with_scans(queryset: QuerySet[Case]) -> QuerySet[Case]:
+    scans = Scan.objects.select_related("prediction", "review").order_by("queued_at", "id")
+    return queryset.prefetch_related(Prefetch("scans", queryset=scans))
+
+
+def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Case]:
+    """The clinic's cases, newest first, each annotated with `scans_total`, `scans_pending`,
+    `scans_failed`, `scans_done` and `status` (CaseStatus), its patient joined and its scans
+    (with prediction and review) prefetched: `case.scans.all()` costs no query."""
+    filters = filters or CaseFilters()
+    queryset = _annotated(user)
+    if filters.search:
+        queryset = queryset.filter(
+            Q(patient__name__icontains=filters.search) | Q(patient__mrn__icontains=filters.search)
+        )
+    if filters.patient_id is not None:
+        queryset = queryset.filter(patient_id=filters.patient_id)
+    if filters.date_from is not None:
+        queryset = queryset.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to is not None:
+        queryset = queryset.filter(created_at__date__lte=filters.date_to)
+    if filters.label:
+        queryset = queryset.filter(Exists(Prediction.objects.filter(scan__case=OuterRef("pk"), label=filters.label)))
+    if filters.status:
+        queryset = queryset.filter(status=filters.status)
+    return _with_scans(queryset).order_by("-created_at", "-id")
+
+
+def case_history(*, user: User, filters: CaseFilters | None = None, page: int | str = 1, per_page: int = 25) -> Page:
+    """One page of `case_list` (an out-of-range or malformed page number gives the nearest page)."""
+    paginator = Paginator(case_list(user=user, filters=filters), min(max(1, per_page), MAX_PER_PAGE))
+    return paginator.get_page(page)
+
+
+def case_recent(*, user: User, limit: int = 10) -> list[Case]:
+    """The clinic's newest cases, for the dashboard."""
+    return list(case_list(user=user)[:limit])
+
+
+def case_get(*, user: User, case_id: int) -> Case:
+    """A case of the user's clinic, annotated and with scans prefetched as in case_list; else Http404."""
+    case = _with_scans(_annotated(user)).filter(pk=case_id).first()
+    if case is None:
+        raise Http404("No such case.")
+    return case

@@ -1,0 +1,13 @@
+from django.contrib import admin
+
+from clinic_platform.admin_scoping import ClinicScopedAdmin
+
+from .models import Patient
+
+
+@admin.register(Patient)
+class PatientAdmin(ClinicScopedAdmin):
+    list_display = ("name", "mrn", "clinic", "date_of_birth", "sex", "created_at")
+    list_filter = ("clinic", "sex")
+    search_fields = ("name", "mrn")
+    list_select_related = ("clinic",)

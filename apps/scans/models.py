@@ -1,0 +1,108 @@
+"""Scans, the model's prediction for each, and a radiologist's review of it.
+
+A scan's state machine is stored so the pages, the API and the worker agree on what happened:
+queued → processing → done | failed (with `error`), with the time of each step. Files get
+names the application makes up; the uploaded name is kept for display only.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+
+def _scan_path(instance: "Scan", filename: str) -> str:
+    ext = "png" if instance.format == "PNG" else "jpg"
+    return f"scans/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{ext}"
+
+
+def _prediction_path(instance: "Prediction", filename: str) -> str:
+    # `filename` is "heatmap.png" or "overlay.png", chosen by the service, never by a user.
+    return f"predictions/{timezone.now():%Y/%m}/{uuid.uuid4().hex}-{filename}"
+
+
+class ScanStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    PROCESSING = "processing", "Processing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Scan(models.Model):
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="scans")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="scans_uploaded"
+    )
+    image = models.FileField(upload_to=_scan_path, max_length=255)
+    original_filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=8)  # "JPEG" | "PNG", from the content
+
+    status = models.CharField(max_length=12, choices=ScanStatus.choices, default=ScanStatus.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    queued_at = models.DateTimeField(default=timezone.now)
+    # Last time a message was published for it (None: the broker was down at upload).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["queued_at", "id"]
+        indexes = [models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self) -> str:
+        return f"Scan {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ScanStatus.DONE, ScanStatus.FAILED)
+
+    def get_image_url(self) -> str:
+        return reverse("scans:image", args=[self.pk])
+
+    def get_overlay_url(self) -> str:
+        return reverse("scans:overlay", args=[self.pk])
+
+    def get_heatmap_url(self) -> str:
+        return reverse("scans:heatmap", args=[self.pk])
+
+
+class Prediction(models.Model):
+    scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="prediction")
+    label = models.CharField(max_length=32, db_index=True)
+    probabilities = models.JSONField()  # label → calibrated probability, sums to 1
+    model_version = models.CharField(max_length=100)
+    heatmap = models.FileField(upload_to=_prediction_path, max_length=255)  # 8-bit gray PNG
+    overlay = models.FileField(upload_to=_prediction_path, max_length=255)  # colour PNG
+    timings_ms = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.label} for scan {self.scan_id}"
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities.get(self.label, 0.0))
+
+    def sorted_probabilities(self) -> list[tuple[str, float]]:
+        """(label, probability) pairs, most likely first, for bars on the page."""
+        return sorted(((k, float(v)) for k, v in self.probabilities.items()), key=lambda kv: -kv[1])
+
+
+class ScanReview(models.Model):
+    """A radiologist's agreement with the prediction. One per scan; a later review replaces it."""
+
+    scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="review")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    agrees = models.BooleanField()
+    note = models.TextField(blank=True)
+    reviewed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{'Agrees' if self.agrees else 'Disagrees'} on scan {self.scan_id}"

@@ -1,0 +1,302 @@
+"""Writes for scans: upload, queueing, the worker's state transitions, review, the sweep.
+
+State machine (stored on Scan): queued → processing → done | failed. The Celery task in
+workers/tasks.py only orchestrates; every transition is one of the functions below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.cases.models import Case
+from workers.imaging import CLASS_NAMES, MAX_UPLOAD_BYTES, ScanDecodeError, inspect_scan
+
+from .models import Prediction, Scan, ScanReview, ScanStatus
+
+logger = logging.getLogger(__name__)
+
+
+class AnalysisResultLike(Protocol):
+    """What workers.runtime's AnalysisResult provides (docs/CONTRACTS.md)."""
+
+    label: str
+    probabilities: dict[str, float]
+    heatmap: Any  # float32 HxW array in [0, 1]
+    overlay_png: bytes
+    model_version: str
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _CheckedUpload:
+    data: bytes
+    original_filename: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+
+
+def _check_upload(upload: UploadedFile) -> _CheckedUpload:
+    """Read and validate one upload by content; ValidationError with a user-facing message."""
+    name = (upload.name or "upload")[-255:]
+    if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
+        raise ValidationError(
+            f"{name}: the file is {upload.size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB."
+        )
+    upload.seek(0)
+    data = upload.read(MAX_UPLOAD_BYTES + 1)  # never more than the limit in memory
+    try:
+        info = inspect_scan(data)
+    except ScanDecodeError as exc:
+        raise ValidationError(f"{name}: {exc.args[0]}") from exc
+    return _CheckedUpload(
+        data=data,
+        original_filename=name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=info.format,
+        width=info.width,
+        height=info.height,
+    )
+
+
+def scans_submit(*, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile]) -> list[Scan]:
+    """Store several scans for a case and queue them for analysis after the commit.
+
+    All files are validated before anything is written, so one bad file rejects the whole
+    batch with every file's problem listed, and nothing is half-saved: a failure while saving
+    removes the files already written and rolls back the rows.
+    """
+    if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
+        raise PermissionDenied("This case belongs to another clinic.")
+    if not uploads:
+        raise ValidationError("Choose at least one scan to upload.")
+    checked: list[_CheckedUpload] = []
+    problems: list[str] = []
+    for upload in uploads:
+        try:
+            checked.append(_check_upload(upload))
+        except ValidationError as exc:
+            problems.extend(exc.messages)
+    if problems:
+        raise ValidationError(problems)
+
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            scans = []
+            for item in checked:
+                scan = Scan(
+                    case=case,
+                    uploaded_by=uploaded_by,
+                    original_filename=item.original_filename,
+                    sha256=item.sha256,
+                    size_bytes=len(item.data),
+                    width=item.width,
+                    height=item.height,
+                    format=item.format,
+                )
+                scan.image.save("scan", ContentFile(item.data), save=False)
+                written.append(scan.image.name)
+                scan.save()
+                scans.append(scan)
+            ids = [scan.pk for scan in scans]
+            # After commit: a worker must never look for a row that is not there yet.
+            transaction.on_commit(lambda: scans_enqueue(scan_ids=ids), robust=True)
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    return scans
+
+
+def scan_submit(*, case: Case, uploaded_by: User, upload: UploadedFile) -> Scan:
+    """One scan; see scans_submit."""
+    return scans_submit(case=case, uploaded_by=uploaded_by, uploads=[upload])[0]
+
+
+def scan_enqueue(*, scan_id: int) -> bool:
+    """Publish the analysis task. False when the broker is unreachable: the scan stays queued
+    (the page says it is waiting) and the sweep publishes it again later."""
+    from workers.tasks import analyze_scan  # the tasks module imports this one
+
+    try:
+        analyze_scan.apply_async(args=[scan_id], retry=False)
+    except Exception:  # kombu/redis raise several types for "no broker"
+        logger.warning("scan %s: broker unavailable, left queued for the sweep", scan_id, exc_info=True)
+        return False
+    Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(enqueued_at=timezone.now())
+    return True
+
+
+def scans_enqueue(*, scan_ids: Iterable[int]) -> int:
+    """Publish several; returns how many were published."""
+    return sum(scan_enqueue(scan_id=scan_id) for scan_id in scan_ids)
+
+
+def scan_claim(*, scan_id: int) -> Scan | None:
+    """queued → processing, for the worker about to analyse it.
+
+    None when there is nothing to do: the row is gone, already done or failed, or another
+    worker holds it. The conditional UPDATE makes the claim safe even where the database
+    ignores select_for_update (SQLite).
+    """
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
+        if scan is None or scan.status != ScanStatus.QUEUED:
+            return None
+        claimed = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
+            status=ScanStatus.PROCESSING,
+            started_at=timezone.now(),
+            finished_at=None,
+            error="",
+            attempts=F("attempts") + 1,
+        )
+        if not claimed:
+            return None
+        scan.refresh_from_db()
+        return scan
+
+
+def _heatmap_png(heatmap: Any) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(heatmap, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
+    pixels = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _check_result(result: AnalysisResultLike) -> None:
+    if result.label not in CLASS_NAMES:
+        raise ValueError(f"model returned unknown label {result.label!r}")
+    if set(result.probabilities) != set(CLASS_NAMES):
+        raise ValueError(f"model returned probabilities for {sorted(result.probabilities)}")
+    if not result.overlay_png.startswith(b"\x89PNG"):
+        raise ValueError("model returned an overlay that is not a PNG")
+
+
+def scan_complete(*, scan: Scan, result: AnalysisResultLike) -> Prediction | None:
+    """processing → done, storing the prediction, heatmap and overlay.
+
+    None (and nothing stored) when this attempt no longer owns the scan: the sweep handed it
+    to a newer attempt, or another one finished first.
+    """
+    _check_result(result)
+    heatmap_png = _heatmap_png(result.heatmap)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            current = Scan.objects.select_for_update().get(pk=scan.pk)
+            if current.status != ScanStatus.PROCESSING or current.attempts != scan.attempts:
+                return None
+            prediction = Prediction(
+                scan=current,
+                label=result.label,
+                probabilities={k: float(v) for k, v in result.probabilities.items()},
+                model_version=str(result.model_version),
+                timings_ms={k: round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
+            )
+            prediction.heatmap.save("heatmap.png", ContentFile(heatmap_png), save=False)
+            written.append(prediction.heatmap.name)
+            prediction.overlay.save("overlay.png", ContentFile(result.overlay_png), save=False)
+            written.append(prediction.overlay.name)
+            prediction.save()
+            current.status, current.finished_at, current.error = ScanStatus.DONE, timezone.now(), ""
+            current.save(update_fields=["status", "finished_at", "error"])
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    return prediction
+
+
+def scan_fail(*, scan: Scan, error: str) -> bool:
+    """processing → failed with a message for the user. False if this attempt lost the scan."""
+    updated = Scan.objects.filter(pk=scan.pk, status=ScanStatus.PROCESSING, attempts=scan.attempts).update(
+        status=ScanStatus.FAILED, error=error[:2000], finished_at=timezone.now()
+    )
+    return bool(updated)
+
+
+def scan_review(*, scan: Scan, reviewer: User, agrees: bool, note: str = "") -> ScanReview:
+    """Record (or replace) a radiologist's agreement with a finished scan's prediction."""
+    if reviewer.clinic_id is None or scan.case.clinic_id != reviewer.clinic_id:
+        raise PermissionDenied("This scan belongs to another clinic.")
+    if not reviewer.can_review:
+        raise PermissionDenied("Only radiologists can review predictions.")
+    if scan.status != ScanStatus.DONE:
+        raise ValidationError("Only an analysed scan can be reviewed.")
+    review, _ = ScanReview.objects.update_or_create(
+        scan=scan,
+        defaults={"reviewer": reviewer, "agrees": agrees, "note": note.strip(), "reviewed_at": timezone.now()},
+    )
+    return review
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: int
+    published: int
+    failed: int
+
+
+def scans_requeue_stale(*, older_than: timedelta | None = None, limit: int = 500) -> SweepReport:
+    """Send again what a lost message or a dead worker left behind.
+
+    - queued for longer than `older_than` and not published within it (lost message,
+      broker down at upload): published again;
+    - processing for longer than the task's hard time limit (the worker died): back to
+      queued and published, or failed once SCAN_MAX_ATTEMPTS attempts have been spent.
+    A duplicate message is harmless: the task does nothing for a scan that is not queued.
+    """
+    now = timezone.now()
+    cutoff = now - (older_than or timedelta(minutes=settings.SCAN_REQUEUE_AFTER_MINUTES))
+    dead_cutoff = now - timedelta(seconds=settings.SCAN_TASK_TIME_LIMIT + 60)
+    failed = Scan.objects.filter(
+        status=ScanStatus.PROCESSING, started_at__lt=dead_cutoff, attempts__gte=settings.SCAN_MAX_ATTEMPTS
+    ).update(
+        status=ScanStatus.FAILED,
+        finished_at=now,
+        error=f"The analysis did not finish after {settings.SCAN_MAX_ATTEMPTS} attempts.",
+    )
+    revived = list(
+        Scan.objects.filter(status=ScanStatus.PROCESSING, started_at__lt=dead_cutoff).values_list("pk", flat=True)[
+            :limit
+        ]
+    )
+    Scan.objects.filter(pk__in=revived, status=ScanStatus.PROCESSING).update(
+        status=ScanStatus.QUEUED, started_at=None, enqueued_at=None
+    )
+    stale = list(
+        Scan.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=cutoff)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
+        .exclude(pk__in=revived)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    ids = revived + stale
+    published = scans_enqueue(scan_ids=ids)
+    if ids or failed:
+        logger.info("sweep: requeued=%d published=%d failed=%d", len(ids), published, failed)
+    return SweepReport(requeued=len(ids), published=published, failed=failed)

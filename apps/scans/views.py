@@ -1,0 +1,69 @@
+"""Scan images, overlays and heatmaps, served only to members of the scan's clinic.
+
+Files are never reachable through MEDIA_URL; these views look the scan up through the
+clinic-scoped selector, so another clinic's file is a 404 like a missing one.
+"""
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from .selectors import scan_get
+
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def _authenticate(request: HttpRequest) -> bool:
+    """Session (pages) or `Authorization: Token …` (API clients following image_url)."""
+    if request.user.is_authenticated:
+        return True
+    try:
+        result = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return False
+    if result is None:
+        return False
+    request.user = result[0]
+    return True
+
+
+def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
+    if not _authenticate(request):
+        return redirect_to_login(request.get_full_path())
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    if kind == "image":
+        field, content_type = scan.image, _CONTENT_TYPES.get(scan.format, "application/octet-stream")
+    else:
+        prediction = getattr(scan, "prediction", None)
+        if prediction is None:
+            raise Http404("This scan has not been analysed yet.")
+        field, content_type = getattr(prediction, kind), "image/png"
+    try:
+        handle = field.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file is missing.") from None
+    response = FileResponse(handle, content_type=content_type)
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# Private: a shared cache must not keep a patient's scan.
+@require_GET
+@cache_control(private=True, max_age=3600)
+def scan_image(request: HttpRequest, scan_id: int) -> HttpResponse:
+    return _serve(request, scan_id, "image")
+
+
+@require_GET
+@cache_control(private=True, max_age=3600)
+def scan_overlay(request: HttpRequest, scan_id: int) -> HttpResponse:
+    return _serve(request, scan_id, "overlay")
+
+
+@require_GET
+@cache_control(private=True, max_age=3600)
+def scan_heatmap(request: HttpRequest, scan_id: int) -> HttpResponse:
+    return _serve(request, scan_id, "heatmap")

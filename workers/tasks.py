@@ -1,0 +1,76 @@
+"""Celery tasks. They take ids and orchestrate; apps/scans/services.py owns the state machine.
+
+The web process imports this module to publish tasks, so TensorFlow is imported only inside
+the task body (via workers.runtime), i.e. only in worker processes.
+"""
+
+import logging
+import time
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from apps.scans import services
+from workers.celery_policy import inference_task
+
+logger = logging.getLogger(__name__)
+
+
+def _get_analyzer() -> Any:
+    from workers.runtime import get_analyzer  # lazy: loads TensorFlow; one model per process
+
+    return get_analyzer()
+
+
+@inference_task
+def analyze_scan(scan_id: int) -> str:
+    """Analyse one scan. Idempotent: a scan that is not queued (done, failed, taken by another
+    worker, deleted) is left alone, so a duplicate or redelivered message does nothing."""
+    started = time.perf_counter()
+    scan = services.scan_claim(scan_id=scan_id)
+    if scan is None:
+        logger.info("scan %s: not queued, nothing to do", scan_id)
+        return "skipped"
+    from workers.imaging import ScanDecodeError
+
+    try:
+        with scan.image.open("rb") as handle:
+            data = handle.read()
+        loaded = time.perf_counter()
+        result = _get_analyzer().analyze(data)
+        analysed = time.perf_counter()
+        prediction = services.scan_complete(scan=scan, result=result)
+    except ScanDecodeError as exc:
+        services.scan_fail(scan=scan, error=exc.args[0] if exc.args else "The image cannot be read.")
+        logger.info("scan %s: failed, unreadable image: %s", scan_id, exc)
+        return "failed"
+    except SoftTimeLimitExceeded:
+        services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
+        logger.warning("scan %s: failed, soft time limit", scan_id)
+        return "failed"
+    except FileNotFoundError:
+        services.scan_fail(scan=scan, error="The uploaded file is missing from storage.")
+        logger.exception("scan %s: failed, file missing", scan_id)
+        return "failed"
+    except Exception as exc:
+        services.scan_fail(scan=scan, error=f"The analysis failed ({type(exc).__name__}). Try uploading again.")
+        logger.exception("scan %s: failed", scan_id)
+        return "failed"
+    outcome = "done" if prediction is not None else "superseded"
+    logger.info(
+        "scan %s: %s label=%s read=%.0fms analyze=%.0fms store=%.0fms",
+        scan_id,
+        outcome,
+        getattr(prediction, "label", "-"),
+        (loaded - started) * 1000,
+        (analysed - loaded) * 1000,
+        (time.perf_counter() - analysed) * 1000,
+    )
+    return outcome
+
+
+@inference_task
+def requeue_stale_scans() -> dict[str, int]:
+    """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE); also `manage.py requeue_stale_scans`."""
+    report = services.scans_requeue_stale()
+    return {"requeued": report.requeued, "published": report.published, "failed": report.failed}

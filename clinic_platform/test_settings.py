@@ -1,5 +1,8 @@
 """Settings for the test suite: the base settings plus fast hashing, an in-memory broker and
-media in a throw-away folder. DATABASE_URL and REDIS_URL still apply (CI runs on them)."""
+media in a throw-away folder. DATABASE_URL and REDIS_URL still apply (CI runs on them).
+
+Outside the settings package on purpose: the environment defaults below must be in place
+before clinic_platform.settings is imported."""
 
 import os
 import tempfile
@@ -12,8 +15,8 @@ if not os.environ.get("REDIS_URL"):
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="clinic-test-media-"))
 
-from . import *  # noqa: F403
-from .env import VAR_DIR
+from clinic_platform.settings import *  # noqa: F403
+from clinic_platform.settings.env import VAR_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -20,6 +20,8 @@ $(STAMP): requirements.txt
 
 # Web + Celery worker + beat on 127.0.0.1:$(PORT) until Ctrl-C. With REDIS_URL unset the
 # settings fall back to Celery's filesystem broker under var/, so no server is needed.
+# DJANGO_DEBUG=1 unless set: the settings refuse to start without a secret key otherwise.
+run: export DJANGO_DEBUG ?= 1
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo

@@ -7,6 +7,7 @@ own stops the others instead of leaving a half-running stack behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,7 +28,8 @@ def commands(port: str) -> dict[str, list[str]]:
     return {
         "web": [py, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         # One process, prefetch 1: the model is loaded once and holds most of the memory.
-        "worker": [*celery, "worker", "-Q", "inference,celery", "--concurrency", "1",
+        # "inference" is the default queue, so the sweep that beat sends lands here too.
+        "worker": [*celery, "worker", "-Q", "inference", "--concurrency", "1",
                    "--hostname", "local@%h", "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO",
                  "--schedule", str(var / "celerybeat-schedule")],
@@ -38,19 +40,15 @@ def stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
     """SIGTERM every live child's group, wait a grace period, then SIGKILL what is left."""
     for proc in children.values():
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + STOP_GRACE_S
     for proc in children.values():
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
 
 
@@ -68,7 +66,7 @@ def main() -> int:
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name, cmd in commands(port).items():
-        children[name] = subprocess.Popen(cmd, start_new_session=True)
+        children[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603 (fixed argv)
     broker = "Redis" if os.environ.get("REDIS_URL") else "embedded filesystem broker (var/)"
     print(f"\n  Clinic platform on http://127.0.0.1:{port}/  (queue: {broker}). Ctrl-C stops all.\n",
           flush=True)

@@ -1,0 +1,100 @@
+"""Forms for the server-rendered pages. They only shape and check input; the services in
+apps/*/services.py decide and write, and their ValidationErrors come back onto the form."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+
+from apps.accounts.models import User
+from apps.cases.models import CaseStatus
+from apps.patients.models import Patient, Sex
+from apps.patients.selectors import patient_list
+from workers.imaging import CLASS_NAMES, MAX_UPLOAD_BYTES
+
+
+def add_service_errors(form: forms.Form, error: ValidationError) -> None:
+    """Put a service's ValidationError on the form: per field where it names one we show."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+class PatientForm(forms.Form):
+    mrn = forms.CharField(label="MRN", max_length=64, help_text="Medical record number.")
+    name = forms.CharField(max_length=200)
+    date_of_birth = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Date of birth"
+    )
+    sex = forms.ChoiceField(choices=Sex.choices, required=False)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files from one <input multiple>; content checks are the scan service's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png", "multiple": True})
+        )
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
+        files = data if isinstance(data, (list, tuple)) else [data]
+        files = [f for f in files if f]
+        if self.required and not files:
+            raise ValidationError("Choose at least one scan to upload.")
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
+
+
+_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20
+
+
+class ScanUploadForm(forms.Form):
+    files = MultipleFileField(
+        label="Scans", help_text=f"One or more JPEG or PNG slices, up to {_LIMIT_MB} MB each."
+    )
+
+
+class CaseCreateForm(ScanUploadForm):
+    patient = forms.ModelChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
+    title = forms.CharField(max_length=200, required=False)
+    clinical_notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+    field_order = ["patient", "title", "clinical_notes", "files"]
+
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the user's clinic's patients can be chosen (or even named in a forged POST).
+        self.fields["patient"].queryset = patient_list(user=user)
+
+
+class ReviewForm(forms.Form):
+    agrees = forms.TypedChoiceField(
+        label="Do you agree with the prediction?",
+        choices=[("yes", "Agree"), ("no", "Disagree")],
+        coerce=lambda value: value == "yes",
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+
+class HistoryFilterForm(forms.Form):
+    """Renders the history filters; parsing for the query is CaseFilters.from_query's job."""
+
+    q = forms.CharField(
+        required=False, label="Patient name or MRN", widget=forms.TextInput(attrs={"type": "search"})
+    )
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    label = forms.ChoiceField(
+        required=False, choices=[("", "Any label")] + [(c, c.capitalize()) for c in CLASS_NAMES]
+    )
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *CaseStatus.choices])

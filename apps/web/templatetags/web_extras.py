@@ -1,0 +1,57 @@
+"""Presentation-only helpers for the page templates (formatting, no queries)."""
+from __future__ import annotations
+
+import datetime
+
+from django import template
+
+from apps.cases.models import CaseStatus
+
+register = template.Library()
+
+
+@register.filter
+def percent(value: float | None, digits: int = 1) -> str:
+    """0.8734 → "87.3" (no % sign, so it also fits a CSS width)."""
+    if value is None:
+        return ""
+    return f"{float(value) * 100:.{int(digits)}f}"
+
+
+@register.simple_tag
+def elapsed(start: datetime.datetime | None, end: datetime.datetime | None) -> str:
+    """A short human duration between two timestamps: "850 ms", "4.2 s", "3 min 5 s"."""
+    if start is None or end is None:
+        return "—"
+    seconds = max(0.0, (end - start).total_seconds())
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+@register.filter
+def ms(value: float | int | None) -> str:
+    """A model timing in milliseconds, formatted for a table cell."""
+    if value is None:
+        return "—"
+    value = float(value)
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+@register.filter
+def humanize_key(value: str) -> str:
+    """timings_ms keys such as "gradcam_ms" or "decode" → "Gradcam", "Decode"."""
+    text = str(value).removesuffix("_ms").replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+@register.filter
+def case_status_label(value: str) -> str:
+    """The annotated case status ("pending") as its display label ("In progress")."""
+    try:
+        return str(CaseStatus(value).label)
+    except ValueError:
+        return str(value)

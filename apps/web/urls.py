@@ -1,0 +1,20 @@
+"""Page URLs, without a namespace so `{% url "login" %}` and LOGIN_URL = "login" resolve.
+Include from the root URLconf with `path("", include("apps.web.urls"))`."""
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("patients/", views.patients, name="patients"),
+    path("cases/new/", views.case_new, name="case_new"),
+    path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
+    path("cases/<int:case_id>/scans/", views.case_add_scans, name="case_add_scans"),
+    path("scans/<int:scan_id>/card/", views.scan_card, name="scan_card"),
+    path("scans/<int:scan_id>/review/", views.scan_review_submit, name="scan_review"),
+    path("history/", views.history, name="history"),
+]

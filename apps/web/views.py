@@ -1,0 +1,175 @@
+"""Server-rendered pages. Thin on purpose: read through selectors, write through services,
+render. Every read is clinic-scoped by the selector, so another clinic's ids are a 404."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.cases.selectors import CaseFilters, case_get, case_history, case_recent
+from apps.cases.services import case_create
+from apps.patients.selectors import patient_get, patient_list
+from apps.patients.services import patient_create
+from apps.scans.selectors import scan_get, scan_list_for_case, scan_queue_stats
+from apps.scans.services import scan_review, scans_submit
+
+from .forms import (
+    CaseCreateForm,
+    HistoryFilterForm,
+    PatientForm,
+    ReviewForm,
+    ScanUploadForm,
+    add_service_errors,
+)
+
+PATIENTS_PER_PAGE = 50
+CASES_PER_PAGE = 25
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness for the container health check: the process answers and reaches its database."""
+    connection.ensure_connection()
+    return HttpResponse("ok", content_type="text/plain")
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "web/dashboard.html",
+        {
+            "recent_cases": case_recent(user=request.user, limit=10),
+            "queue": scan_queue_stats(user=request.user),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patients(request: HttpRequest) -> HttpResponse:
+    form = PatientForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient = patient_create(created_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Patient {patient.name} ({patient.mrn}) added.")
+            return redirect("patients")
+    search = request.GET.get("q", "")
+    page = Paginator(patient_list(user=request.user, search=search), PATIENTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    status = 400 if request.method == "POST" else 200
+    return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = CaseCreateForm(request.POST, request.FILES, user=request.user)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                # One transaction: a rejected file leaves no empty case behind.
+                with transaction.atomic():
+                    case = case_create(
+                        created_by=request.user,
+                        patient=data["patient"],
+                        title=data["title"],
+                        clinical_notes=data["clinical_notes"],
+                    )
+                    scans = scans_submit(case=case, uploaded_by=request.user, uploads=data["files"])
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                messages.success(request, f"Case opened with {len(scans)} scan(s); analysis has been queued.")
+                return redirect("case_detail", case_id=case.pk)
+        return render(request, "web/case_new.html", {"form": form}, status=400)
+    form = CaseCreateForm(user=request.user, initial={"patient": request.GET.get("patient")})
+    return render(request, "web/case_new.html", {"form": form})
+
+
+def _case_context(request: HttpRequest, case_id: int, upload_form: ScanUploadForm | None = None) -> dict:
+    case = case_get(user=request.user, case_id=case_id)
+    return {
+        "case": case,
+        "scans": scan_list_for_case(case=case),
+        "upload_form": upload_form or ScanUploadForm(),
+        "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
+    }
+
+
+@login_required
+@require_GET
+def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
+    return render(request, "web/case_detail.html", _case_context(request, case_id))
+
+
+@login_required
+@require_POST
+def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
+    case = case_get(user=request.user, case_id=case_id)
+    form = ScanUploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            scans = scans_submit(case=case, uploaded_by=request.user, uploads=form.cleaned_data["files"])
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"{len(scans)} scan(s) added; analysis has been queued.")
+            return redirect("case_detail", case_id=case.pk)
+    return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=400)
+
+
+@never_cache
+@login_required
+@require_GET
+def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
+    """One scan's card: polled by htmx while the scan is queued or processing."""
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    return render(request, "web/_scan_card.html", {"scan": scan, "review_form": ReviewForm(auto_id=False)})
+
+
+@login_required
+@require_POST
+def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    form = ReviewForm(request.POST)
+    target = reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}"
+    if not form.is_valid():
+        messages.error(request, "Choose agree or disagree to record a review.")
+        return redirect(target)
+    try:
+        scan_review(scan=scan, reviewer=request.user, **form.cleaned_data)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    else:
+        messages.success(request, "Review recorded.")
+    return redirect(target)
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    filters = CaseFilters.from_query(request.GET)
+    page = case_history(
+        user=request.user, filters=filters, page=request.GET.get("page") or 1, per_page=CASES_PER_PAGE
+    )
+    # The patient filter arrives from a link (patients page); name it so it can be removed.
+    patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
+    return render(
+        request,
+        "web/history.html",
+        {"page": page, "form": HistoryFilterForm(request.GET), "patient": patient},
+    )

@@ -1,0 +1,227 @@
+"""The server-rendered pages: each renders, writes go through the services, another clinic's
+objects are a 404, the scan card polls until the scan is finished, history has a flat query count."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from apps.cases.models import Case
+from apps.cases.services import case_create
+from apps.patients.models import Patient
+from apps.patients.services import patient_create
+from apps.scans.models import Scan, ScanReview
+from apps.scans.services import scans_submit
+
+from .conftest import PASSWORD, finish_scan, png_upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client, world):
+    client.force_login(world.staff)
+    return client
+
+
+@pytest.fixture
+def rad_client(client, world):
+    client.force_login(world.radiologist)
+    return client
+
+
+@pytest.mark.parametrize("name", ["dashboard", "patients", "case_new", "history"])
+def test_pages_need_login(client, name: str) -> None:
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_login_and_logout(client, world) -> None:
+    response = client.post(reverse("login"), {"username": world.staff.username, "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get(reverse("dashboard")).status_code == 200
+    response = client.post(reverse("logout"))
+    assert response.status_code == 302
+    assert client.get(reverse("dashboard")).status_code == 302
+
+
+def test_login_page_renders_and_rejects_bad_password(client, world) -> None:
+    assert client.get(reverse("login")).status_code == 200
+    response = client.post(reverse("login"), {"username": world.staff.username, "password": "wrong"})
+    assert response.status_code == 200
+    assert b"errorlist" in response.content
+
+
+def test_dashboard_shows_recent_cases_and_queue(staff_client, world, other) -> None:
+    response = staff_client.get(reverse("dashboard"))
+    html = response.content.decode()
+    assert world.case.title in html
+    assert other.case.title not in html  # another clinic's case is not listed
+    assert response.context["queue"] == {"queued": 1, "processing": 0, "done": 0, "failed": 0}
+
+
+def test_assets_are_local(staff_client) -> None:
+    html = staff_client.get(reverse("dashboard")).content.decode()
+    assert "/static/vendor/htmx.min.js" in html
+    # Pages must work offline: no script or stylesheet from another host.
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_patient_create_and_duplicate_mrn(staff_client, world) -> None:
+    response = staff_client.post(reverse("patients"), {"mrn": "N-42", "name": "Ada Lovelace"})
+    assert response.status_code == 302
+    assert Patient.objects.filter(clinic=world.staff.clinic, mrn="N-42").exists()
+    response = staff_client.post(reverse("patients"), {"mrn": "N-42", "name": "Someone Else"})
+    assert response.status_code == 400
+    assert "already exists" in response.content.decode()
+    listing = staff_client.get(reverse("patients"), {"q": "lovelace"}).content.decode()
+    assert "Ada Lovelace" in listing
+
+
+def test_new_case_with_several_scans(staff_client, world, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = staff_client.post(
+            reverse("case_new"),
+            {"patient": world.patient.pk, "title": "Headache", "files": [png_upload("a.png"), png_upload("b.png")]},
+        )
+    assert response.status_code == 302
+    case = Case.objects.get(title="Headache")
+    assert response["Location"] == reverse("case_detail", args=[case.pk])
+    assert sorted(case.scans.values_list("original_filename", flat=True)) == ["a.png", "b.png"]
+    assert len(callbacks) == 1  # one enqueue after commit for the batch
+
+
+def test_new_case_with_a_bad_file_saves_nothing(staff_client, world) -> None:
+    cases_before, scans_before = Case.objects.count(), Scan.objects.count()
+    bad = SimpleUploadedFile("notes.png", b"%PDF-1.4 not an image", content_type="image/png")
+    response = staff_client.post(
+        reverse("case_new"), {"patient": world.patient.pk, "title": "Bad", "files": [png_upload(), bad]}
+    )
+    assert response.status_code == 400
+    assert "notes.png" in response.content.decode()  # the message names the file
+    assert (Case.objects.count(), Scan.objects.count()) == (cases_before, scans_before)
+
+
+def test_new_case_cannot_name_another_clinics_patient(staff_client, other) -> None:
+    response = staff_client.post(reverse("case_new"), {"patient": other.patient.pk, "files": [png_upload()]})
+    assert response.status_code == 400
+    assert not Case.objects.filter(patient=other.patient).exclude(pk=other.case.pk).exists()
+
+
+def test_case_detail_polls_until_done(staff_client, world) -> None:
+    url = reverse("case_detail", args=[world.case.pk])
+    card_url = reverse("scan_card", args=[world.scan.pk])
+    html = staff_client.get(url).content.decode()
+    assert f'hx-get="{card_url}"' in html
+    assert 'hx-trigger="every 2s"' in html
+
+    finish_scan(world.scan, label="meningioma")
+    card = staff_client.get(card_url).content.decode()
+    assert "hx-trigger" not in card  # finished: polling stops
+    assert world.scan.get_image_url() in card
+    assert world.scan.get_overlay_url() in card
+    assert 'type="range"' in card
+    assert "meningioma" in card
+    assert "70.0%" in card
+    assert "test-model-1" in card
+
+
+def test_scan_card_shows_failure(staff_client, world) -> None:
+    Scan.objects.filter(pk=world.scan.pk).update(status="failed", error="The file is not a scan.")
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert "The file is not a scan." in card
+    assert "hx-trigger" not in card
+
+
+def test_add_scans_to_case(staff_client, world, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=False):
+        response = staff_client.post(reverse("case_add_scans", args=[world.case.pk]), {"files": [png_upload("c.png")]})
+    assert response.status_code == 302
+    assert world.case.scans.count() == 2
+
+
+def test_radiologist_review(rad_client, world) -> None:
+    finish_scan(world.scan)
+    card = rad_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert reverse("scan_review", args=[world.scan.pk]) in card
+    response = rad_client.post(
+        reverse("scan_review", args=[world.scan.pk]), {"agrees": "no", "note": "Looks like a cyst"}
+    )
+    assert response.status_code == 302
+    review = ScanReview.objects.get(scan=world.scan)
+    assert (review.agrees, review.note) == (False, "Looks like a cyst")
+
+
+def test_staff_cannot_review(staff_client, world) -> None:
+    finish_scan(world.scan)
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert reverse("scan_review", args=[world.scan.pk]) not in card
+    staff_client.post(reverse("scan_review", args=[world.scan.pk]), {"agrees": "yes"})
+    assert not ScanReview.objects.filter(scan=world.scan).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "key"),
+    [
+        ("case_detail", "get", "case"),
+        ("case_add_scans", "post", "case"),
+        ("scan_card", "get", "scan"),
+        ("scan_review", "post", "scan"),
+    ],
+)
+def test_another_clinics_objects_are_404(staff_client, other, name: str, method: str, key: str) -> None:
+    target = getattr(other, key)
+    response = getattr(staff_client, method)(reverse(name, args=[target.pk]))
+    assert response.status_code == 404
+
+
+def test_history_filters_for_another_clinics_patient_is_404(staff_client, other) -> None:
+    assert staff_client.get(reverse("history"), {"patient": other.patient.pk}).status_code == 404
+
+
+def test_history_filters(staff_client, world, other) -> None:
+    second = patient_create(created_by=world.staff, mrn="N-777", name="Grace Hopper")
+    case_create(created_by=world.staff, patient=second, title="Grace's case")
+    finish_scan(world.scan, label="pituitary")
+
+    def titles(**params: str) -> set[str]:
+        page = staff_client.get(reverse("history"), params).context["page"]
+        return {case.title for case in page.object_list}
+
+    assert titles() == {"north case", "Grace's case"}
+    assert titles(q="hopper") == {"Grace's case"}
+    assert titles(patient=str(world.patient.pk)) == {"north case"}
+    assert titles(label="pituitary") == {"north case"}
+    assert titles(label="glioma") == set()
+    assert titles(status="empty") == {"Grace's case"}
+    assert titles(status="done") == {"north case"}
+    assert titles(date_from="2000-01-01", date_to="2999-12-31") == {"north case", "Grace's case"}
+    assert titles(date_to="2000-01-01") == set()
+
+
+def test_history_query_count_is_flat(staff_client, world, django_capture_on_commit_callbacks) -> None:
+    def queries_for(page_size_cases: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            response = staff_client.get(reverse("history"))
+        assert len(response.context["page"].object_list) == page_size_cases
+        return len(ctx.captured_queries)
+
+    small = queries_for(1)
+    for i in range(30):
+        case = case_create(created_by=world.staff, patient=world.patient, title=f"more {i}")
+        with django_capture_on_commit_callbacks(execute=False):
+            (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[png_upload()])
+        if i % 2:
+            finish_scan(scan)
+    assert queries_for(25) == small
+
+
+def test_healthz(client, db) -> None:
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 200
+    assert response.content == b"ok"

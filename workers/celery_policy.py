@@ -4,7 +4,8 @@
   message to be delivered again instead of losing the scan; tasks are idempotent for this.
 - soft/hard time limits: a stuck model call cannot hold a GPU worker forever; the soft
   limit raises inside the task so it can record the failure.
-- queue "inference": the queue GPU/CPU model workers consume (`celery -Q inference`).
+- queue "inference": the queue GPU/CPU model workers consume (`celery -Q inference`); routed
+  by CELERY_TASK_ROUTES in settings/celery.py (Celery 6 drops the per-task `queue` option).
 Prefetch 1 is a worker setting (settings/celery.py) checked in clinic_platform/celery.py.
 """
 
@@ -24,7 +25,6 @@ def inference_task(func: Callable[..., Any] | None = None, **options: Any) -> An
         "reject_on_worker_lost": True,
         "soft_time_limit": settings.SCAN_TASK_SOFT_TIME_LIMIT,
         "time_limit": settings.SCAN_TASK_TIME_LIMIT,
-        "queue": INFERENCE_QUEUE,
         "ignore_result": True,
         **options,
     }

@@ -34,7 +34,9 @@ else:
 # Results live in the database (Scan/Prediction rows), not in a result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
+# Every task goes to the queue the model workers consume (`celery worker -Q inference`).
 CELERY_TASK_DEFAULT_QUEUE = "inference"
+CELERY_TASK_ROUTES = {"workers.tasks.*": {"queue": "inference"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A model worker takes one scan at a time; a prefetched scan would wait behind it while

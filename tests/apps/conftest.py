@@ -1,0 +1,59 @@
+"""Fixtures for platform-core tests: two clinics side by side, built with the real services.
+
+No __init__.py here on purpose: a `tests/apps` package would shadow the project's `apps`.
+"""
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for `import coredata` from the tests
+
+from coredata import ClinicWorld, PublishedTask, make_world
+
+from clinic_platform.celery import app as celery_app
+
+
+@pytest.fixture
+def north(db, django_capture_on_commit_callbacks) -> ClinicWorld:
+    return make_world("north", django_capture_on_commit_callbacks)
+
+
+@pytest.fixture
+def south(db, django_capture_on_commit_callbacks) -> ClinicWorld:
+    return make_world("south", django_capture_on_commit_callbacks)
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path) -> Path:
+    """Each test writes files into its own folder, so leftover (orphan) files can be counted."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
+
+
+def _drain() -> list[PublishedTask]:
+    published = []
+    with celery_app.connection_for_read() as connection:
+        queue = connection.SimpleQueue("inference")
+        try:
+            while len(queue):
+                message = queue.get(timeout=1)
+                published.append(
+                    PublishedTask(
+                        message.headers["task"], message.payload[0], message.delivery_info.get("routing_key", "")
+                    )
+                )
+                message.ack()
+        finally:
+            queue.close()
+    return published
+
+
+@pytest.fixture
+def broker() -> Iterator[Callable[[], list[PublishedTask]]]:
+    """What was published to the "inference" queue: call it to drain and read the messages."""
+    _drain()
+    yield _drain
+    _drain()

@@ -1,0 +1,127 @@
+"""Builders for platform-core tests, using the real services. Tests import it as `coredata`
+(tests/apps has no __init__.py: a `tests/apps` package would shadow the project's `apps`)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from apps.accounts.models import Clinic, Role, User
+from apps.accounts.services import clinic_create, user_create
+from apps.cases.models import Case
+from apps.cases.services import case_create
+from apps.patients.models import Patient
+from apps.patients.services import patient_create
+from apps.scans.models import Scan
+from apps.scans.services import scan_claim, scan_complete, scans_submit
+from workers.imaging import CLASS_NAMES, decode_gray
+
+PASSWORD = "core-test-password"
+DATASET = Path("/work/shared/datasets/brain-mri/Training")
+
+
+def real_scan_bytes(label: str = "glioma", index: int = 0) -> bytes:
+    """A real MRI slice from the shared dataset (read only)."""
+    prefix = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}[label]
+    path = DATASET / label / f"Tr-{prefix}Tr_{index:04d}.jpg"
+    if not path.is_file():
+        pytest.skip(f"dataset scan {path} is not available on this machine")
+    return path.read_bytes()
+
+
+def upload(data: bytes, name: str = "scan.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, size=(size[1], size[0]), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+class AnalysisResult(NamedTuple):
+    """The shape of workers.runtime.AnalysisResult (docs/CONTRACTS.md)."""
+
+    label: str
+    probabilities: dict[str, float]
+    heatmap: np.ndarray
+    overlay_png: bytes
+    model_version: str
+    timings_ms: dict[str, float]
+
+
+class PixelAnalyzer:
+    """Stands in for the model in tests of the task and the pages: it really decodes the scan
+    (so an unreadable file raises ScanDecodeError like the runtime does) and returns a result
+    of the contract's shape, a heatmap of the scan's size. It is not the thing under test."""
+
+    model_version = "pixel-test-1"
+
+    def __init__(self, label: str = "glioma") -> None:
+        self.label = label
+        self.calls = 0
+
+    def analyze(self, data: bytes) -> AnalysisResult:
+        self.calls += 1
+        gray = decode_gray(data)
+        overlay = io.BytesIO()
+        Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")
+        probabilities = {name: (0.7 if name == self.label else 0.1) for name in CLASS_NAMES}
+        return AnalysisResult(
+            label=self.label,
+            probabilities=probabilities,
+            heatmap=gray.astype(np.float32),
+            overlay_png=overlay.getvalue(),
+            model_version=self.model_version,
+            timings_ms={"analyze": 1.0},
+        )
+
+
+def finish_scan(scan: Scan, label: str = "glioma") -> Scan:
+    """queued → processing → done through the same services the worker uses."""
+    claimed = scan_claim(scan_id=scan.pk)
+    assert claimed is not None
+    with scan.image.open("rb") as handle:
+        data = handle.read()
+    scan_complete(scan=claimed, result=PixelAnalyzer(label).analyze(data))
+    return Scan.objects.get(pk=scan.pk)
+
+
+class ClinicWorld(NamedTuple):
+    clinic: Clinic
+    staff: User
+    radiologist: User
+    admin: User
+    patient: Patient
+    case: Case
+    scan: Scan  # done, with a prediction, heatmap and overlay
+
+
+def make_world(name: str, capture: Callable) -> ClinicWorld:
+    clinic = clinic_create(name=name)
+    staff = user_create(clinic=clinic, username=f"{name}-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
+    radiologist = user_create(clinic=clinic, username=f"{name}-rad", password=PASSWORD, role=Role.RADIOLOGIST)
+    admin = user_create(clinic=clinic, username=f"{name}-admin", password=PASSWORD, role=Role.CLINIC_ADMIN)
+    patient = patient_create(created_by=staff, mrn=f"{name.upper()}-001", name=f"{name} Patient")
+    case = case_create(created_by=staff, patient=patient, title=f"{name} case")
+    with capture(execute=False):
+        (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())])
+    return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan))
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+class PublishedTask(NamedTuple):
+    task: str
+    args: list
+    routing_key: str

@@ -1,0 +1,48 @@
+import pytest
+from django.core.management import call_command
+
+from apps.accounts.models import Clinic, Role, User
+from apps.accounts.services import clinic_create, user_create
+
+
+@pytest.mark.django_db
+def test_clinic_admin_gets_admin_site_access_staff_does_not():
+    clinic = clinic_create(name="Central")
+    admin = user_create(clinic=clinic, username="boss", password="pw-123456!", role=Role.CLINIC_ADMIN)
+    staff = user_create(clinic=clinic, username="desk", password="pw-123456!", role=Role.CLINIC_STAFF)
+    assert admin.is_staff
+    assert not admin.is_superuser
+    assert not staff.is_staff
+    assert admin.check_password("pw-123456!")
+    assert not staff.can_review
+    assert user_create(clinic=clinic, username="rad", password=None, role=Role.RADIOLOGIST).can_review
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_users_with_env_password_and_is_idempotent(monkeypatch, capsys):
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-pass-123")
+    call_command("seed_demo")
+    call_command("seed_demo")
+    assert Clinic.objects.count() == 1
+    users = {u.username: u for u in User.objects.all()}
+    assert set(users) == {"admin", "radiologist", "staff"}
+    assert users["admin"].role == Role.CLINIC_ADMIN
+    assert users["admin"].is_superuser
+    assert users["admin"].is_staff
+    assert users["radiologist"].role == Role.RADIOLOGIST
+    assert not users["radiologist"].is_staff
+    assert users["staff"].role == Role.CLINIC_STAFF
+    assert all(u.check_password("demo-pass-123") for u in users.values())
+    assert all(u.clinic_id == users["admin"].clinic_id for u in users.values())
+
+
+@pytest.mark.django_db
+def test_seed_demo_without_env_prints_generated_password_and_keeps_it_on_rerun(monkeypatch, capsys):
+    monkeypatch.delenv("DEMO_PASSWORD", raising=False)
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    password = out.split("Demo password for new users: ")[1].split()[0]
+    assert User.objects.get(username="staff").check_password(password)
+    call_command("seed_demo")
+    assert "Demo password" not in capsys.readouterr().out
+    assert User.objects.get(username="radiologist").check_password(password)

@@ -1,0 +1,151 @@
+"""The analyze_scan task, run in-process: state machine, idempotency, failures, policy."""
+
+import io
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from coredata import PixelAnalyzer, real_scan_bytes, stored_files, upload
+from PIL import Image
+
+from apps.scans.models import Prediction, Scan, ScanStatus
+from apps.scans.services import scan_claim, scan_complete, scans_submit
+from clinic_platform.celery import _refuse_wrong_prefetch
+from clinic_platform.celery import app as celery_app
+from workers import tasks
+
+RUNTIME_EXISTS = (Path(tasks.__file__).parent / "runtime.py").is_file()
+
+
+@pytest.fixture
+def analyzer(monkeypatch):
+    """The model stand-in (see coredata.PixelAnalyzer); the task is what is under test."""
+    stand_in = PixelAnalyzer(label="meningioma")
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
+    return stand_in
+
+
+@pytest.fixture
+def queued(north, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("meningioma"))]
+        )
+    return scan
+
+
+def test_queued_scan_is_analysed_and_stored(queued, analyzer, media_root):
+    assert tasks.analyze_scan(queued.pk) == "done"
+    scan = Scan.objects.select_related("prediction").get(pk=queued.pk)
+    assert scan.status == ScanStatus.DONE
+    assert scan.error == ""
+    assert scan.attempts == 1
+    assert scan.queued_at <= scan.started_at <= scan.finished_at
+    prediction = scan.prediction
+    assert prediction.label == "meningioma"
+    assert prediction.model_version == "pixel-test-1"
+    assert abs(sum(prediction.probabilities.values()) - 1.0) < 1e-6
+    heatmap = Image.open(media_root / prediction.heatmap.name)
+    assert (heatmap.format, heatmap.mode, heatmap.size) == ("PNG", "L", (scan.width, scan.height))
+    assert Image.open(io.BytesIO(prediction.overlay.read())).format == "PNG"
+    assert "heatmap" in prediction.heatmap.name
+    assert "overlay" in prediction.overlay.name
+
+
+def test_second_run_does_nothing(queued, analyzer):
+    tasks.analyze_scan(queued.pk)
+    first = Scan.objects.select_related("prediction").get(pk=queued.pk)
+    assert tasks.analyze_scan(queued.pk) == "skipped"
+    again = Scan.objects.select_related("prediction").get(pk=queued.pk)
+    assert analyzer.calls == 1
+    assert again.prediction.pk == first.prediction.pk
+    assert (again.finished_at, again.attempts) == (first.finished_at, 1)
+
+
+def test_scan_held_by_another_worker_failed_or_missing_is_left_alone(queued, north, analyzer):
+    Scan.objects.filter(pk=queued.pk).update(status=ScanStatus.PROCESSING)
+    assert tasks.analyze_scan(queued.pk) == "skipped"
+    Scan.objects.filter(pk=queued.pk).update(status=ScanStatus.FAILED, error="earlier")
+    assert tasks.analyze_scan(queued.pk) == "skipped"
+    assert tasks.analyze_scan(10_000_000) == "skipped"
+    assert analyzer.calls == 0
+    assert Scan.objects.get(pk=queued.pk).error == "earlier"
+
+
+def test_unreadable_stored_file_fails_with_the_decoders_message(queued, analyzer, media_root):
+    path = media_root / queued.image.name
+    path.write_bytes(path.read_bytes()[:2000])  # the file got truncated in storage
+    files_before = stored_files(media_root)
+    assert tasks.analyze_scan(queued.pk) == "failed"
+    scan = Scan.objects.get(pk=queued.pk)
+    assert scan.status == ScanStatus.FAILED
+    assert scan.error == "The image is truncated or corrupt and cannot be read."
+    assert scan.finished_at is not None
+    assert not Prediction.objects.filter(scan=scan).exists()
+    assert stored_files(media_root) == files_before
+
+
+def test_unexpected_error_fails_with_a_readable_message(queued, monkeypatch):
+    class Broken:
+        def analyze(self, data):
+            raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
+
+    monkeypatch.setattr(tasks, "_get_analyzer", Broken)
+    assert tasks.analyze_scan(queued.pk) == "failed"
+    scan = Scan.objects.get(pk=queued.pk)
+    assert scan.status == ScanStatus.FAILED
+    assert scan.error == "The analysis failed (RuntimeError). Try uploading again."
+
+
+def test_result_outside_the_contract_fails_the_scan(queued, monkeypatch):
+    analyzer = PixelAnalyzer()
+    wrong = SimpleNamespace(analyze=lambda data: analyzer.analyze(data)._replace(label="astrocytoma"))
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: wrong)
+    assert tasks.analyze_scan(queued.pk) == "failed"
+    assert not Prediction.objects.filter(scan_id=queued.pk).exists()
+
+
+def test_a_superseded_attempt_stores_nothing(queued, media_root):
+    stale = scan_claim(scan_id=queued.pk)
+    # The sweep declared that worker dead and a new attempt claimed the scan.
+    Scan.objects.filter(pk=queued.pk).update(status=ScanStatus.QUEUED)
+    current = scan_claim(scan_id=queued.pk)
+    assert current.attempts == stale.attempts + 1
+    files_before = stored_files(media_root)
+    result = PixelAnalyzer().analyze(real_scan_bytes("meningioma"))
+    assert scan_complete(scan=stale, result=result) is None
+    assert stored_files(media_root) == files_before
+    assert scan_complete(scan=current, result=result) is not None
+
+
+def test_every_task_gets_the_queue_policy():
+    for task in (tasks.analyze_scan, tasks.requeue_stale_scans):
+        assert task.acks_late
+        assert task.reject_on_worker_lost
+        assert 0 < task.soft_time_limit < task.time_limit
+        assert celery_app.amqp.router.route({}, task.name)["queue"].name == "inference"
+    assert celery_app.conf.worker_prefetch_multiplier == 1
+
+
+def test_a_worker_with_prefetch_above_one_refuses_to_start():
+    worker = SimpleNamespace(app=SimpleNamespace(conf=SimpleNamespace(worker_prefetch_multiplier=4)))
+    with pytest.raises(RuntimeError, match="prefetch"):
+        _refuse_wrong_prefetch(worker)
+    _refuse_wrong_prefetch(SimpleNamespace(app=celery_app))
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not RUNTIME_EXISTS, reason="workers/runtime.py (the model owner's) does not exist yet")
+@pytest.mark.skipif(
+    os.environ.get("RUN_MODEL_TESTS") != "1",
+    reason="loads the real model with TensorFlow; set RUN_MODEL_TESTS=1 (CI/e2e machines)",
+)
+def test_real_analyzer_end_to_end_through_the_task(queued, media_root):
+    assert tasks.analyze_scan(queued.pk) == "done"
+    scan = Scan.objects.select_related("prediction").get(pk=queued.pk)
+    assert scan.prediction.label in ("glioma", "meningioma", "notumor", "pituitary")
+    assert abs(sum(scan.prediction.probabilities.values()) - 1.0) < 1e-3
+    heatmap = Image.open(media_root / scan.prediction.heatmap.name)
+    assert heatmap.size == (scan.width, scan.height)
+    assert tasks.analyze_scan(queued.pk) == "skipped"

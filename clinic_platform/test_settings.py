@@ -21,3 +21,5 @@ from clinic_platform.settings.env import VAR_DIR
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "test-celerybeat-schedule")
+# Whitenoise warns on every request when STATIC_ROOT does not exist (no collectstatic in tests).
+STATIC_ROOT = tempfile.mkdtemp(prefix="clinic-test-static-")

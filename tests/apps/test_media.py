@@ -1,0 +1,53 @@
+"""Images, overlays and heatmaps are served through clinic-checking views only."""
+
+import io
+
+from coredata import png_bytes, upload
+from django.conf import settings
+from django.urls import reverse
+from PIL import Image
+from rest_framework.authtoken.models import Token
+
+from apps.scans.services import scans_submit
+
+
+def _body(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_owner_gets_each_file_with_its_content_type(north, client):
+    client.force_login(north.staff)
+    image = client.get(reverse("scans:image", args=[north.scan.pk]))
+    assert image.status_code == 200
+    assert image["Content-Type"] == "image/jpeg"
+    assert image["X-Content-Type-Options"] == "nosniff"
+    assert "private" in image["Cache-Control"]
+    assert _body(image) == north.scan.image.open("rb").read()
+    for kind in ("overlay", "heatmap"):
+        response = client.get(reverse(f"scans:{kind}", args=[north.scan.pk]))
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/png"
+        assert Image.open(io.BytesIO(_body(response))).format == "PNG"
+
+
+def test_png_scan_is_served_as_png_and_overlay_is_404_until_analysed(north, client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "x.png")])
+    client.force_login(north.staff)
+    assert client.get(reverse("scans:image", args=[scan.pk]))["Content-Type"] == "image/png"
+    assert client.get(reverse("scans:overlay", args=[scan.pk])).status_code == 404
+
+
+def test_anonymous_is_sent_to_login_and_token_clients_are_served(north, client):
+    url = reverse("scans:image", args=[north.scan.pk])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse(settings.LOGIN_URL))
+    token = Token.objects.create(user=north.staff)
+    assert client.get(url, HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    assert client.get(url, HTTP_AUTHORIZATION="Token not-a-token").status_code == 302
+
+
+def test_files_are_not_reachable_through_media_url(north, client):
+    client.force_login(north.staff)
+    assert client.get(settings.MEDIA_URL + north.scan.image.name).status_code == 404

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Case as When_
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Case as SqlCase
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils.dateparse import parse_date
 
 from apps.accounts.models import User
-from apps.scans.models import Prediction, Scan, ScanStatus
+from apps.scans.models import Scan, ScanStatus
 
 from .models import Case, CaseStatus
 
@@ -57,20 +58,27 @@ class CaseFilters:
         )
 
 
+def _scan_count(**conditions: object) -> Coalesce:
+    # A correlated subquery, not a JOIN + GROUP BY: the database counts scans only for the rows
+    # it returns (one page), and the paginator's COUNT(*) drops these unused annotations.
+    scans = Scan.objects.filter(case=OuterRef("pk"), **conditions).order_by().values("case")
+    return Coalesce(Subquery(scans.annotate(n=Count("pk")).values("n")), 0)
+
+
 def _annotated(user: User) -> QuerySet[Case]:
-    pending = Q(scans__status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
     return (
         Case.objects.filter(clinic_id=user.clinic_id)
         .select_related("patient", "created_by")
         .annotate(
-            scans_total=Count("scans"),
-            scans_pending=Count("scans", filter=pending),
-            scans_failed=Count("scans", filter=Q(scans__status=ScanStatus.FAILED)),
-            scans_done=Count("scans", filter=Q(scans__status=ScanStatus.DONE)),
+            scans_total=_scan_count(),
+            scans_pending=_scan_count(status__in=pending),
+            scans_failed=_scan_count(status=ScanStatus.FAILED),
+            scans_done=_scan_count(status=ScanStatus.DONE),
         )
         .annotate(
             # Same rule as cases.models.case_status.
-            status=When_(
+            status=SqlCase(
                 When(scans_total=0, then=Value(CaseStatus.EMPTY.value)),
                 When(scans_pending__gt=0, then=Value(CaseStatus.PENDING.value)),
                 When(scans_failed__gt=0, then=Value(CaseStatus.FAILED.value)),
@@ -102,7 +110,8 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     if filters.date_to is not None:
         queryset = queryset.filter(created_at__date__lte=filters.date_to)
     if filters.label:
-        queryset = queryset.filter(Exists(Prediction.objects.filter(scan__case=OuterRef("pk"), label=filters.label)))
+        # From the case's scans (indexed by case) to their one prediction each.
+        queryset = queryset.filter(Exists(Scan.objects.filter(case=OuterRef("pk"), prediction__label=filters.label)))
     if filters.status:
         queryset = queryset.filter(status=filters.status)
     return _with_scans(queryset).order_by("-created_at", "-id")

@@ -48,14 +48,21 @@ def analyze_scan(scan_id: int) -> str:
         services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
         logger.warning("scan %s: failed, soft time limit", scan_id)
         return "failed"
+    except services.ModelOutputError:
+        services.scan_fail(scan=scan, error="The model returned an unusable result; the team has been notified.")
+        logger.exception("scan %s: failed, model output outside the contract", scan_id)
+        return "failed"
     except FileNotFoundError:
         services.scan_fail(scan=scan, error="The uploaded file is missing from storage.")
         logger.exception("scan %s: failed, file missing", scan_id)
         return "failed"
     except Exception as exc:
-        services.scan_fail(scan=scan, error=f"The analysis failed ({type(exc).__name__}). Try uploading again.")
-        logger.exception("scan %s: failed", scan_id)
-        return "failed"
+        # Possibly transient (GPU memory, a worker's setup): retried by the sweep, then failed.
+        status = services.scan_retry_or_fail(
+            scan=scan, error=f"The analysis failed ({type(exc).__name__}). Try uploading again."
+        )
+        logger.exception("scan %s: error on attempt %s, now %s", scan_id, scan.attempts, status or "superseded")
+        return "retry" if status == "queued" else "failed"
     outcome = "done" if prediction is not None else "superseded"
     logger.info(
         "scan %s: %s label=%s read=%.0fms analyze=%.0fms store=%.0fms",

@@ -43,6 +43,10 @@ class AnalysisResultLike(Protocol):
     timings_ms: dict[str, float]
 
 
+class ModelOutputError(ValueError):
+    """The analyzer returned something outside its contract (a bug, not a transient error)."""
+
+
 @dataclass(frozen=True)
 class _CheckedUpload:
     data: bytes
@@ -180,7 +184,7 @@ def _heatmap_png(heatmap: Any) -> bytes:
 
     values = np.asarray(heatmap, dtype=np.float32)
     if values.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
+        raise ModelOutputError(f"heatmap must be 2-D, got shape {values.shape}")
     pixels = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(out, format="PNG", optimize=False)
@@ -189,11 +193,11 @@ def _heatmap_png(heatmap: Any) -> bytes:
 
 def _check_result(result: AnalysisResultLike) -> None:
     if result.label not in CLASS_NAMES:
-        raise ValueError(f"model returned unknown label {result.label!r}")
+        raise ModelOutputError(f"model returned unknown label {result.label!r}")
     if set(result.probabilities) != set(CLASS_NAMES):
-        raise ValueError(f"model returned probabilities for {sorted(result.probabilities)}")
+        raise ModelOutputError(f"model returned probabilities for {sorted(result.probabilities)}")
     if not result.overlay_png.startswith(b"\x89PNG"):
-        raise ValueError("model returned an overlay that is not a PNG")
+        raise ModelOutputError("model returned an overlay that is not a PNG")
 
 
 def scan_complete(*, scan: Scan, result: AnalysisResultLike) -> Prediction | None:
@@ -239,6 +243,22 @@ def scan_fail(*, scan: Scan, error: str) -> bool:
     return bool(updated)
 
 
+def scan_retry_or_fail(*, scan: Scan, error: str) -> str:
+    """After an error that may be transient (out of GPU memory, a worker misconfigured): back
+    to queued for the sweep to publish again, or failed once SCAN_MAX_ATTEMPTS are spent.
+    Returns the new status, or "" if this attempt no longer owns the scan."""
+    owned = Scan.objects.filter(pk=scan.pk, status=ScanStatus.PROCESSING, attempts=scan.attempts)
+    if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
+        return ScanStatus.FAILED if scan_fail(scan=scan, error=error) else ""
+    updated = owned.update(
+        status=ScanStatus.QUEUED,
+        started_at=None,
+        enqueued_at=None,  # the next sweep publishes it again
+        error=f"Attempt {scan.attempts} failed; it will be retried. ({error})"[:2000],
+    )
+    return ScanStatus.QUEUED if updated else ""
+
+
 def scan_review(*, scan: Scan, reviewer: User, agrees: bool, note: str = "") -> ScanReview:
     """Record (or replace) a radiologist's agreement with a finished scan's prediction."""
     if reviewer.clinic_id is None or scan.case.clinic_id != reviewer.clinic_id:
@@ -271,7 +291,9 @@ def scans_requeue_stale(*, older_than: timedelta | None = None, limit: int = 500
     A duplicate message is harmless: the task does nothing for a scan that is not queued.
     """
     now = timezone.now()
-    cutoff = now - (older_than or timedelta(minutes=settings.SCAN_REQUEUE_AFTER_MINUTES))
+    if older_than is None:
+        older_than = timedelta(minutes=settings.SCAN_REQUEUE_AFTER_MINUTES)
+    cutoff = now - older_than
     dead_cutoff = now - timedelta(seconds=settings.SCAN_TASK_TIME_LIMIT + 60)
     failed = Scan.objects.filter(
         status=ScanStatus.PROCESSING, started_at__lt=dead_cutoff, attempts__gte=settings.SCAN_MAX_ATTEMPTS

@@ -2,6 +2,7 @@
 
 import io
 import os
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ from coredata import PixelAnalyzer, real_scan_bytes, stored_files, upload
 from PIL import Image
 
 from apps.scans.models import Prediction, Scan, ScanStatus
-from apps.scans.services import scan_claim, scan_complete, scans_submit
+from apps.scans.services import scan_claim, scan_complete, scans_requeue_stale, scans_submit
 from clinic_platform.celery import _refuse_wrong_prefetch
 from clinic_platform.celery import app as celery_app
 from workers import tasks
@@ -86,15 +87,23 @@ def test_unreadable_stored_file_fails_with_the_decoders_message(queued, analyzer
     assert stored_files(media_root) == files_before
 
 
-def test_unexpected_error_fails_with_a_readable_message(queued, monkeypatch):
+def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, monkeypatch, settings, broker):
     class Broken:
         def analyze(self, data):
             raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
 
+    settings.SCAN_MAX_ATTEMPTS = 2
     monkeypatch.setattr(tasks, "_get_analyzer", Broken)
+    assert tasks.analyze_scan(queued.pk) == "retry"
+    scan = Scan.objects.get(pk=queued.pk)
+    assert (scan.status, scan.attempts, scan.enqueued_at) == (ScanStatus.QUEUED, 1, None)
+    assert "will be retried" in scan.error
+    # The next sweep publishes it straight away (it was never published since).
+    assert scans_requeue_stale(older_than=timedelta(0)).published == 1
+    assert [p.args for p in broker()] == [[queued.pk]]
     assert tasks.analyze_scan(queued.pk) == "failed"
     scan = Scan.objects.get(pk=queued.pk)
-    assert scan.status == ScanStatus.FAILED
+    assert (scan.status, scan.attempts) == (ScanStatus.FAILED, 2)
     assert scan.error == "The analysis failed (RuntimeError). Try uploading again."
 
 
@@ -103,6 +112,7 @@ def test_result_outside_the_contract_fails_the_scan(queued, monkeypatch):
     wrong = SimpleNamespace(analyze=lambda data: analyzer.analyze(data)._replace(label="astrocytoma"))
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: wrong)
     assert tasks.analyze_scan(queued.pk) == "failed"
+    assert Scan.objects.get(pk=queued.pk).error.startswith("The model returned an unusable result")
     assert not Prediction.objects.filter(scan_id=queued.pk).exists()
 
 

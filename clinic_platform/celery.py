@@ -18,6 +18,8 @@ app.conf.imports = ("workers.tasks",)
 def _refuse_wrong_prefetch(sender, **kwargs) -> None:
     # One model per worker process, one scan at a time: a prefetched scan would sit behind a
     # running one while another worker idles, so a misconfigured worker must not start.
-    multiplier = sender.app.conf.worker_prefetch_multiplier
+    # The worker's own value includes a `--prefetch-multiplier` given on the command line.
+    multiplier = getattr(sender, "prefetch_multiplier", None) or sender.app.conf.worker_prefetch_multiplier
     if multiplier != 1:
-        raise RuntimeError(f"worker_prefetch_multiplier must be 1 for model workers, got {multiplier}")
+        # SystemExit, because Celery logs and swallows an Exception raised by a signal handler.
+        raise SystemExit(f"worker_prefetch_multiplier must be 1 for model workers, got {multiplier}")

@@ -139,10 +139,9 @@ def test_every_task_gets_the_queue_policy():
 
 
 def test_a_worker_with_prefetch_above_one_refuses_to_start():
-    worker = SimpleNamespace(app=SimpleNamespace(conf=SimpleNamespace(worker_prefetch_multiplier=4)))
-    with pytest.raises(RuntimeError, match="prefetch"):
-        _refuse_wrong_prefetch(worker)
-    _refuse_wrong_prefetch(SimpleNamespace(app=celery_app))
+    with pytest.raises(SystemExit, match="prefetch"):
+        _refuse_wrong_prefetch(SimpleNamespace(prefetch_multiplier=4, app=celery_app))  # --prefetch-multiplier 4
+    _refuse_wrong_prefetch(SimpleNamespace(prefetch_multiplier=1, app=celery_app))
 
 
 @pytest.mark.model

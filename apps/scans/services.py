@@ -150,8 +150,14 @@ def scan_enqueue(*, scan_id: int) -> bool:
 
 
 def scans_enqueue(*, scan_ids: Iterable[int]) -> int:
-    """Publish several; returns how many were published."""
-    return sum(scan_enqueue(scan_id=scan_id) for scan_id in scan_ids)
+    """Publish several; returns how many were published. Stops at the first failure: with the
+    broker down, each try costs the connection timeout, and the sweep publishes the rest."""
+    published = 0
+    for scan_id in scan_ids:
+        if not scan_enqueue(scan_id=scan_id):
+            break
+        published += 1
+    return published
 
 
 def scan_claim(*, scan_id: int) -> Scan | None:

@@ -38,8 +38,12 @@ def _drain() -> list[PublishedTask]:
     with celery_app.connection_for_read() as connection:
         queue = connection.SimpleQueue("inference")
         try:
-            while len(queue):
-                message = queue.get(timeout=1)
+            while True:
+                try:
+                    # Non-blocking get: `len(queue)` would fail on Redis for an empty (absent) list.
+                    message = queue.get(block=False)
+                except queue.Empty:
+                    break
                 published.append(
                     PublishedTask(
                         message.headers["task"], message.payload[0], message.delivery_info.get("routing_key", "")

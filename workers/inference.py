@@ -1,0 +1,23 @@
+"""The serving path's pure steps, shared with evaluation so both score scans identically."""
+from __future__ import annotations
+
+import numpy as np
+
+from workers.imaging import Prepared, decode_gray, prepare, to_model_input
+
+
+def preprocess_scan(data: bytes, input_size: int) -> Prepared:
+    """Uploaded bytes → the model's input (and how to map results back onto the scan)."""
+    return prepare(decode_gray(data), input_size)
+
+
+def model_batch(prepared: list[Prepared]) -> np.ndarray:
+    return to_model_input(np.stack([p.pixels for p in prepared]))
+
+
+def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of logits / T (temperature scaling), row-wise, numerically stable."""
+    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=-1, keepdims=True)

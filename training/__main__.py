@@ -1,0 +1,95 @@
+"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from training.data import DEFAULT_DATA, SPLIT_FILE  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    split = commands.add_parser("split", help="near-duplicate-aware stratified validation split")
+    split.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    split.add_argument("--out", type=Path, default=SPLIT_FILE)
+    split.add_argument("--val-fraction", type=float, default=0.2)
+    split.add_argument("--seed", type=int, default=1337)
+
+    pack = commands.add_parser("pack", help="cache the preprocessed training scans as WebP shards")
+    pack.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    pack.add_argument("--split", type=Path, default=SPLIT_FILE)
+    pack.add_argument("--out", type=Path, required=True)
+    pack.add_argument("--stored-size", type=int, default=256)
+
+    train = commands.add_parser("train", help="transfer learning: frozen head phase, then fine-tuning")
+    train.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder per class (used to build the pack)")
+    train.add_argument("--split", type=Path, default=SPLIT_FILE)
+    train.add_argument("--pack", type=Path, nargs="*", help="pack folders (default: built and cached under var/cache)")
+    train.add_argument("--run-dir", type=Path, default=REPO / "runs" / "train")
+    train.add_argument("--backbone-weights", default=str(REPO / ".weights" / "xception_imagenet_notop.weights.h5"),
+                       help="'imagenet' (download), a .weights.h5 path, or 'none'")
+    train.add_argument("--input-size", type=int, default=224)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--head-epochs", type=int, default=2)
+    train.add_argument("--finetune-epochs", type=int, default=14)
+    train.add_argument("--first-block", type=int, default=1, help="fine-tune Xception blocks from this one on")
+    train.add_argument("--finetune-lr", type=float, default=2e-4)
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute (GPU)")
+    train.add_argument("--deadline-minutes", type=float, default=0.0)
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity: 1 progress bar, 2 a line per epoch")
+    train.add_argument("--smoke", action="store_true", help="a few scans, 96 px, one epoch per phase")
+    train.add_argument("--version", default="brain-xception")
+
+    calibrate = commands.add_parser("calibrate", help="fit temperature scaling on the validation split")
+    calibrate.add_argument("--model", type=Path, required=True)
+    calibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
+
+    evaluate = commands.add_parser("evaluate", help="metrics, predictions and plots for a folder-per-class set")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+
+    robustness = commands.add_parser("robustness", help="validation accuracy under export perturbations")
+    robustness.add_argument("--model", type=Path, default=None)
+    robustness.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    robustness.add_argument("--out", type=Path, required=True)
+    robustness.add_argument("--limit", type=int, default=0, help="score only the first N validation scans")
+
+    args = parser.parse_args(argv)
+    if args.command == "split":
+        from training.commands import run_split
+
+        return run_split(args)
+    if args.command == "pack":
+        from training.commands import run_pack
+
+        return run_pack(args)
+    if args.command == "train":
+        from training.commands import run_train
+
+        return run_train(args, sys.argv)
+    if args.command == "calibrate":
+        from training.commands import run_calibrate
+
+        return run_calibrate(args)
+    if args.command == "evaluate":
+        from training.commands import run_evaluate
+
+        return run_evaluate(args)
+    from training.commands import run_robustness
+
+    return run_robustness(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

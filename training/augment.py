@@ -1,0 +1,72 @@
+"""Augmentation that makes the model indifferent to how a scan was exported.
+
+The data README: no-tumor slices come from a lower-resolution source, and a model fine-tuned on
+differently exported copies lost ~8 points. So besides geometry (rotation ±15°, flips, zoom),
+every class gets the same random resolution loss (down-and-up scaling), blur or sharpening,
+noise, brightness/contrast/gamma and JPEG re-encoding.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 gray stored scan → augmented float32 gray in [0, 1] at size×size."""
+    x = image.astype(np.float32) / 255.0
+    x = random_geometry(x, rng)
+    if rng.random() < 0.4:
+        x = down_up(x, rng.uniform(0.25, 0.75))
+    if rng.random() < 0.2:
+        x = cv2.GaussianBlur(x, (0, 0), sigmaX=rng.uniform(0.4, 1.5))
+    elif rng.random() < 0.3:
+        x = sharpen(x, rng.uniform(0.3, 1.5), rng.uniform(0.6, 2.0))
+    if rng.random() < 0.25:
+        x = x + rng.normal(0.0, rng.uniform(0.005, 0.04), x.shape).astype(np.float32)
+    if rng.random() < 0.5:
+        x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
+    x = np.clip(x, 0.0, 1.0)
+    if rng.random() < 0.4:
+        x = x ** rng.uniform(0.7, 1.45)
+    if rng.random() < 0.3:
+        x = jpeg(x, int(rng.integers(40, 96)))
+    interpolation = cv2.INTER_AREA if x.shape[0] > size else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(x, (size, size), interpolation=interpolation), 0.0, 1.0)
+
+
+def random_geometry(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    side = x.shape[0]
+    angle = rng.uniform(-15, 15)
+    zoom = rng.uniform(0.9, 1.15)
+    shift = rng.uniform(-0.05, 0.05, size=2) * side
+    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, zoom)
+    matrix[:, 2] += shift
+    x = cv2.warpAffine(x, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+    if rng.random() < 0.1:
+        x = x[::-1, :]
+    return np.ascontiguousarray(x)
+
+
+def down_up(x: np.ndarray, factor: float) -> np.ndarray:
+    side = x.shape[0]
+    small = max(32, int(side * factor))
+    x = cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
+    return cv2.resize(x, (side, side), interpolation=cv2.INTER_CUBIC if factor < 0.5 else cv2.INTER_LINEAR)
+
+
+def sharpen(x: np.ndarray, amount: float, sigma: float) -> np.ndarray:
+    return x + amount * (x - cv2.GaussianBlur(x, (0, 0), sigmaX=sigma))
+
+
+def jpeg(x: np.ndarray, quality: int) -> np.ndarray:
+    ok, buffer = cv2.imencode(".jpg", (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+
+
+def center(image: np.ndarray, size: int) -> np.ndarray:
+    """No augmentation: the stored scan at the model's size, as validation sees it."""
+    x = image.astype(np.float32) / 255.0
+    interpolation = cv2.INTER_AREA if x.shape[0] > size else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(x, (size, size), interpolation=interpolation), 0.0, 1.0)

@@ -1,0 +1,201 @@
+"""What each CLI command does, kept apart from argument parsing."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from training.data import list_samples, load_split, make_split, samples_from_keys
+from workers.imaging import CLASS_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_PER_CLASS = {"train": 6, "val": 3}
+
+
+def run_split(args: argparse.Namespace) -> int:
+    split = make_split(args.data, args.val_fraction, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(split))
+    print(f"{len(split['train'])} train, {len(split['val'])} validation scans in {split['groups']} near-duplicate groups "
+          f"(largest {split['largest_group']}) → {args.out}")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from training.pack import build_pack
+
+    keys = _split_keys(load_split(args.split))
+    samples = list_samples(args.data)
+    build_pack([s for s in samples if s.key in keys], [keys[s.key] for s in samples if s.key in keys],
+               args.out, args.stored_size)
+    print(f"packed {len(keys)} scans at {args.stored_size} px → {args.out}")
+    return 0
+
+
+def _split_keys(split: dict) -> dict[str, str]:
+    return {**{k: "train" for k in split["train"]}, **{k: "val" for k in split["val"]}}
+
+
+def _smoke_split(split: dict) -> dict:
+    """A few scans of each class from each side of the real split."""
+    smoke = {}
+    for part, count in SMOKE_PER_CLASS.items():
+        smoke[part] = [k for name in CLASS_NAMES for k in [x for x in split[part] if x.startswith(name + "/")][:count]]
+    return smoke
+
+
+def run_train(args: argparse.Namespace, argv: list[str]) -> int:
+    from training.pack import build_pack, load_pack
+    from training.train import TrainConfig, plot_history, read_history, train
+    from workers.model_store import save_weights_fp16, write_card
+
+    split = load_split(args.split)
+    if args.smoke:
+        split = _smoke_split(split)
+        args.input_size, args.batch_size, args.head_epochs, args.finetune_epochs = 96, 6, 1, 1
+        args.first_block = 13
+        if args.backbone_weights and not Path(args.backbone_weights).exists():
+            args.backbone_weights = "none"
+    keys = _split_keys(split)
+    if args.pack:
+        pack = load_pack(args.pack)
+    else:
+        cache = REPO / "var" / "cache" / f"pack-{'smoke' if args.smoke else 'full'}-256"
+        if not (cache / "pack.json").exists():
+            samples = [s for s in list_samples(args.data) if s.key in keys]
+            build_pack(samples, [keys[s.key] for s in samples], cache, 256)
+        pack = load_pack([cache])
+    config = TrainConfig(
+        input_size=args.input_size, batch_size=args.batch_size, head_epochs=args.head_epochs,
+        finetune_epochs=args.finetune_epochs, first_block=args.first_block, finetune_lr=args.finetune_lr,
+        workers=args.workers, mixed_precision=args.mixed_precision, deadline_minutes=args.deadline_minutes,
+        verbose=args.verbose,
+    )
+    weights = None if args.backbone_weights in (None, "none") else args.backbone_weights
+    started = time.monotonic()
+    model = train(pack, args.run_dir, config, weights, resume=args.resume)
+    minutes = (time.monotonic() - started) / 60
+
+    model_dir = args.run_dir / "model"
+    hashes = save_weights_fp16(model, model_dir)
+    (model_dir / "split.json").write_text(json.dumps({"train": split["train"], "val": split["val"]}))
+    plot_history(args.run_dir, model_dir / "training_curves.png")
+    history = read_history(args.run_dir)
+    card = {
+        "version": f"{args.version}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
+        "architecture": "Xception (ImageNet) → GAP → Dense(256, ReLU) → Dropout(0.3) → 4 logits",
+        "input_size": config.input_size,
+        "class_names": list(CLASS_NAMES),
+        "temperature": 1.0,
+        "weights_dtype": "float16",
+        "weights_sha256": hashes,
+        "data": {"source": "shared/datasets/brain-mri/Training (5,712 scans)", "train_scans": len(split["train"]),
+                 "validation_scans": len(split["val"]),
+                 "split": "stratified by class; pHash near-duplicate groups (≤6 of 64 bits) kept on one side"},
+        "recipe": {**config.__dict__, "backbone_weights": "imagenet" if weights else None,
+                   "stored_size": pack.stored_size, "smoke": bool(args.smoke)},
+        "command": "python -m training " + shlex.join(argv[1:]),
+        "train_wall_minutes": round(minutes, 2),
+        "hardware": _hardware(),
+        "training_history": history,
+        "libraries": _library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_card(model_dir, card)
+    print(f"model written to {model_dir} ({minutes:.1f} min)")
+    return 0
+
+
+def _hardware() -> str:
+    import os
+
+    import keras
+
+    devices = []
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = [d.device_kind for d in jax.devices()]
+    return f"{', '.join(devices) or platform.processor() or 'cpu'}; {os.cpu_count()} CPU cores"
+
+
+def _library_versions() -> dict[str, str]:
+    import keras
+
+    versions = {"keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__,
+                "python": platform.python_version()}
+    try:
+        backend = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras.backend.backend()])
+        versions[keras.backend.backend()] = backend.__version__
+    except (ImportError, KeyError):
+        pass
+    return versions
+
+
+def _validation_samples(model_dir: Path, data: Path) -> list:
+    split_file = Path(model_dir) / "split.json"
+    split = json.loads(split_file.read_text()) if split_file.exists() else load_split()
+    return samples_from_keys(data, split["val"])
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import fit_temperature
+    from training.metrics import summarize
+    from training.plots import plot_confusion, plot_reliability
+    from training.scoring import scan_logits
+    from workers.inference import calibrated_probabilities
+    from workers.model_store import load_classifier, read_card, write_card
+
+    model, card = load_classifier(args.model)
+    samples = _validation_samples(args.model, args.data)
+    true = np.array([s.label for s in samples])
+    logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]))
+    temperature = fit_temperature(logits, true)
+    before = summarize(calibrated_probabilities(logits, 1.0), true, CLASS_NAMES)
+    after = summarize(calibrated_probabilities(logits, temperature), true, CLASS_NAMES)
+    card = read_card(args.model)
+    card["temperature"] = round(temperature, 5)
+    card["validation"] = {"n": after["n"], "uncalibrated": _headline(before), "calibrated": _headline(after),
+                          "per_class": after["per_class"], "confusion_matrix": after["confusion_matrix"],
+                          "measured_with": "serving preprocessing on the original files, float16 weights"}
+    write_card(args.model, card)
+    plot_reliability(calibrated_probabilities(logits, temperature), true, Path(args.model) / "reliability.png", after["ece_15"])
+    plot_confusion(np.array(after["confusion_matrix"]), CLASS_NAMES, Path(args.model) / "confusion_matrix.png",
+                   title=f"Validation split (n={after['n']})")
+    print(f"temperature {temperature:.4f}; validation accuracy {after['accuracy']:.4f}, "
+          f"ECE {before['ece_15']:.4f} → {after['ece_15']:.4f}, NLL {before['nll']:.4f} → {after['nll']:.4f}")
+    return 0
+
+
+def _headline(metrics: dict) -> dict:
+    return {key: round(metrics[key], 5) for key in ("accuracy", "macro_f1", "ece_15", "nll", "brier")}
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+    from workers.model_store import DEFAULT_MODEL_DIR
+
+    metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR)
+    print(f"n={metrics['n']} accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f} "
+          f"ECE {metrics['ece_15']:.4f} → {args.out}")
+    return 0
+
+
+def run_robustness(args: argparse.Namespace) -> int:
+    from training.robustness import robustness_report
+    from workers.model_store import DEFAULT_MODEL_DIR
+
+    model_dir = args.model or DEFAULT_MODEL_DIR
+    samples = _validation_samples(model_dir, args.data)
+    if args.limit:
+        samples = samples[: args.limit]
+    report = robustness_report(model_dir, samples, args.out)
+    for name, row in report.items():
+        print(f"{name:>24}: accuracy {row['accuracy']:.4f}  notumor recall {row['recall']['notumor']:.4f}")
+    return 0

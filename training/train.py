@@ -1,0 +1,203 @@
+"""Transfer learning of Xception on the packed scans, in two phases, with checkpoints and resume.
+
+Phase 1 trains the head on a frozen backbone; phase 2 fine-tunes the backbone from
+`first_block` on with a low, cosine-decayed learning rate. BatchNorm stays in inference mode in
+both (see workers.model_def). Written against Keras alone, so the same code runs on TensorFlow
+here and on JAX on a GPU machine.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.augment import augment, center
+from training.pack import Pack
+from workers.imaging import to_model_input
+
+
+@dataclass
+class TrainConfig:
+    input_size: int = 224
+    batch_size: int = 32
+    head_epochs: int = 2
+    finetune_epochs: int = 14
+    head_lr: float = 1e-3
+    finetune_lr: float = 2e-4
+    weight_decay: float = 1e-5
+    first_block: int = 1
+    dropout: float = 0.3
+    seed: int = 1337
+    workers: int = 2
+    mixed_precision: bool = False
+    deadline_minutes: float = 0.0  # 0: no deadline
+    verbose: int = 1
+
+
+def make_sequence(pack: Pack, indices: np.ndarray, config: TrainConfig, training: bool) -> Any:
+    import keras
+
+    class ScanBatches(keras.utils.PyDataset):
+        """Batches of (pixels, label, weight); augmentation is seeded by (seed, epoch, batch)."""
+
+        def __init__(self) -> None:
+            super().__init__(workers=config.workers, use_multiprocessing=False, max_queue_size=16)
+            self.epoch = 0
+            self.order = self._order()
+
+        def _order(self) -> np.ndarray:
+            if not training:
+                return indices
+            return np.random.default_rng([config.seed, self.epoch]).permutation(indices)
+
+        def __len__(self) -> int:
+            # Every batch has the same shape, so a compiled step (XLA/JAX) is never rebuilt:
+            # training drops the last partial batch, validation pads it with zero-weight scans.
+            rounding = math.floor if training else math.ceil
+            return max(1, rounding(len(indices) / config.batch_size))
+
+        def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            chosen = self.order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            weights = np.ones(config.batch_size, dtype=np.float32)
+            weights[len(chosen) :] = 0.0
+            chosen = np.concatenate([chosen, np.repeat(chosen[:1], config.batch_size - len(chosen))])
+            rng = np.random.default_rng([config.seed, self.epoch, batch])
+            if training:
+                images = [augment(pack.image(i), config.input_size, rng) for i in chosen]
+            else:
+                images = [center(pack.image(i), config.input_size) for i in chosen]
+            return to_model_input(np.stack(images)), pack.labels[chosen].astype(np.int32), weights
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._order()
+
+    return ScanBatches()
+
+
+class Checkpoint:
+    """Saves the model (with optimizer state) and the progress after every epoch."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.model_path = self.run_dir / "checkpoint.keras"
+        self.state_path = self.run_dir / "state.json"
+
+    def state(self) -> dict:
+        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {"phase": None, "epochs_done": 0}
+
+    def callback(self, phase: str) -> Any:
+        import keras
+
+        checkpoint = self
+
+        class Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                self.model.save(checkpoint.model_path)
+                checkpoint.state_path.write_text(json.dumps({"phase": phase, "epochs_done": epoch + 1}))
+
+        return Save()
+
+
+def deadline_callback(minutes: float) -> Any:
+    import keras
+
+    class Deadline(keras.callbacks.Callback):
+        """Stops after the epoch that crosses the time budget; the last checkpoint is kept."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.end = time.monotonic() + minutes * 60
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if time.monotonic() > self.end:
+                print(f"deadline of {minutes} min reached after epoch {epoch + 1}", flush=True)
+                self.model.stop_training = True
+
+    return Deadline()
+
+
+def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str | None, resume: bool = False) -> Any:
+    """Train (or resume) in `run_dir`; returns the trained Keras model."""
+    import keras
+
+    from workers.model_def import build_classifier, set_trainable_blocks
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    train_batches = make_sequence(pack, pack.indices("train"), config, training=True)
+    val_batches = make_sequence(pack, pack.indices("val"), config, training=False)
+    checkpoint = Checkpoint(run_dir)
+    state = checkpoint.state() if resume else {"phase": None, "epochs_done": 0}
+    history = keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    extra = [deadline_callback(config.deadline_minutes)] if config.deadline_minutes else []
+    started = time.monotonic()
+
+    if state["phase"] is not None and checkpoint.model_path.exists():
+        model = keras.models.load_model(checkpoint.model_path)
+        print(f"resuming from {checkpoint.model_path}: phase {state['phase']}, {state['epochs_done']} epochs done", flush=True)
+    else:
+        model = build_classifier(config.input_size, backbone_weights, config.dropout)
+
+    done = state["epochs_done"]
+    if state["phase"] in (None, "head") and done < config.head_epochs:
+        if state["phase"] is None:
+            set_trainable_blocks(model, None)
+            model.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, weighted_metrics=["accuracy"])
+        model.fit(train_batches, validation_data=val_batches, epochs=config.head_epochs, initial_epoch=done,
+                  callbacks=[history, checkpoint.callback("head"), *extra], verbose=config.verbose)
+        done = config.head_epochs
+        if model.stop_training:
+            return model
+
+    total = config.head_epochs + config.finetune_epochs
+    if done < total:
+        if state["phase"] != "finetune":
+            set_trainable_blocks(model, config.first_block)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                config.finetune_lr, decay_steps=config.finetune_epochs * len(train_batches), alpha=0.01)
+            model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                          loss=loss, weighted_metrics=["accuracy"])
+        model.fit(train_batches, validation_data=val_batches, epochs=total, initial_epoch=done,
+                  callbacks=[history, checkpoint.callback("finetune"), *extra], verbose=config.verbose)
+    print(f"training took {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return model
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_history(run_dir: Path, out_path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_history(run_dir)
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        axis.plot(epochs, [float(r[metric]) for r in rows], label="train (augmented)")
+        axis.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=110)
+    plt.close(figure)

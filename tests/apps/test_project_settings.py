@@ -1,0 +1,78 @@
+"""Settings from the environment, checked in fresh processes (settings are read once per process)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys, django
+django.setup()
+from django.conf import settings
+import clinic_platform.urls, clinic_platform.wsgi, workers.tasks  # what the web process loads
+from clinic_platform.celery import app
+print(json.dumps({
+    "db": settings.DATABASES["default"]["ENGINE"], "db_name": str(settings.DATABASES["default"]["NAME"]),
+    "media": str(settings.MEDIA_ROOT), "broker": app.conf.broker_url, "debug": settings.DEBUG,
+    "hosts": settings.ALLOWED_HOSTS, "tensorflow": "tensorflow" in sys.modules,
+    "folder_in": (app.conf.broker_transport_options or {}).get("data_folder_in"),
+}))
+"""
+
+
+def probe(tmp_path, **env) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_", "REDIS_"))}
+    clean.pop("MEDIA_ROOT", None)
+    clean.update(DJANGO_SETTINGS_MODULE="clinic_platform.settings", **env)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_local_defaults_need_no_server_and_never_load_tensorflow(tmp_path):
+    queue = tmp_path / "queue"
+    settings = probe(tmp_path, DJANGO_DEBUG="1", CELERY_QUEUE_DIR=str(queue))
+    assert settings["db"] == "django.db.backends.sqlite3"
+    assert settings["db_name"] == str(ROOT / "var" / "db.sqlite3")
+    assert settings["media"] == str(ROOT / "var" / "media")
+    assert settings["broker"] == "filesystem://"
+    assert settings["folder_in"] == str(queue / "messages")
+    assert queue.joinpath("messages").is_dir()
+    assert settings["tensorflow"] is False
+
+
+def test_environment_selects_postgres_redis_and_media(tmp_path):
+    settings = probe(
+        tmp_path,
+        DJANGO_SECRET_KEY="x" * 50,
+        DATABASE_URL="postgres://u:p@db:5432/clinic",
+        REDIS_URL="redis://redis:6379/0",
+        MEDIA_ROOT=str(tmp_path / "m"),
+        DJANGO_ALLOWED_HOSTS="clinic.example.org",
+    )
+    assert settings["db"] == "django.db.backends.postgresql"
+    assert settings["broker"] == "redis://redis:6379/0"
+    assert settings["media"] == str(tmp_path / "m")
+    assert settings["debug"] is False
+    assert settings["hosts"] == ["clinic.example.org"]
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    clean["DJANGO_SETTINGS_MODULE"] = "clinic_platform.settings"
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "DJANGO_SECRET_KEY" in out.stderr

@@ -1,0 +1,132 @@
+"""The model runtime of a worker process: load the classifier once, analyze scans.
+
+`get_analyzer().analyze(data)` decodes a scan with the serving preprocessing, runs Xception
+once and, in that same pass, takes the gradient of the predicted class's logit with respect to
+`block14_sepconv2_act` for Grad-CAM (the app we replace rebuilt a gradient model and ran the
+network twice per request). Probabilities are temperature-calibrated. TensorFlow is imported
+here only, lazily: the web process never loads it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.gradcam import encode_png, gradcam_map, render_overlay
+from workers.imaging import CLASS_NAMES, decode_gray, map_to_scan, prepare, to_model_input
+from workers.inference import calibrated_probabilities
+from workers.model_store import DEFAULT_MODEL_DIR
+
+logger = logging.getLogger(__name__)
+
+# Below this top probability the result is flagged for a careful read, not asserted.
+LOW_CONFIDENCE = 0.70
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    label: str
+    probabilities: dict[str, float]
+    heatmap: np.ndarray  # float32, the decoded scan's height × width, in [0, 1]
+    overlay_png: bytes
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE
+
+
+class Analyzer:
+    """One loaded model; `analyze` is safe to call repeatedly (not concurrently) in a process."""
+
+    def __init__(self, model_dir: Path | str = DEFAULT_MODEL_DIR) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        started = time.perf_counter()
+        import keras
+        import tensorflow as tf
+
+        from workers.model_def import CAM_LAYER
+        from workers.model_store import load_classifier
+
+        model, card = load_classifier(Path(model_dir))
+        self.model_version: str = card["version"]
+        self.input_size: int = int(card["input_size"])
+        self.temperature: float = float(card.get("temperature", 1.0))
+        cam_model = keras.Model(model.inputs, [model.get_layer(CAM_LAYER).output, model.output])
+
+        @tf.function(input_signature=[tf.TensorSpec((1, self.input_size, self.input_size, 3), tf.float32)])
+        def forward(pixels: Any) -> tuple[Any, Any, Any]:
+            with tf.GradientTape() as tape:
+                features, logits = cam_model(pixels, training=False)
+                score = tf.gather(logits[0], tf.argmax(logits[0]))
+            # Only the head lies between the features and the logit: this backward pass is tiny.
+            return features, logits, tape.gradient(score, features)
+
+        self._forward = forward
+        self._forward(tf.zeros((1, self.input_size, self.input_size, 3)))  # trace once, at load
+        self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        logger.info("model %s loaded on %s in %.1f s", self.model_version, self.device, time.perf_counter() - started)
+
+    def analyze(self, data: bytes) -> AnalysisResult:
+        """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
+        clock = _Clock()
+        gray = decode_gray(data)
+        clock.lap("decode")
+        prepared = prepare(gray, self.input_size)
+        pixels = to_model_input(prepared.pixels[None])
+        clock.lap("preprocess")
+        features, logits, gradients = self._forward(pixels)
+        clock.lap("inference")
+        probabilities = calibrated_probabilities(logits.numpy()[0], self.temperature)
+        cam = gradcam_map(features.numpy()[0], gradients.numpy()[0])
+        heatmap = np.clip(map_to_scan(cam, prepared), 0.0, 1.0)
+        overlay = encode_png(render_overlay(gray, heatmap))
+        clock.lap("gradcam_and_overlay")
+        label = CLASS_NAMES[int(np.argmax(probabilities))]
+        return AnalysisResult(
+            label=label,
+            probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities)},
+            heatmap=heatmap,
+            overlay_png=overlay,
+            model_version=self.model_version,
+            timings_ms=clock.laps(),
+        )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self._laps[name] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+    def laps(self) -> dict[str, float]:
+        return {**self._laps, "total": round((self._last - self._start) * 1000, 2)}
+
+
+_analyzer: Analyzer | None = None
+_lock = threading.Lock()
+
+
+def get_analyzer() -> Analyzer:
+    """The process's analyzer, loaded on first use (model directory: env MODEL_DIR)."""
+    global _analyzer
+    if _analyzer is None:
+        with _lock:
+            if _analyzer is None:
+                _analyzer = Analyzer(os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
+    return _analyzer

@@ -1,0 +1,113 @@
+"""Per-scan analysis time: our runtime against the reference app's per-request path.
+
+The reference (the Flask app we replace), rebuilt here with the same Xception backbone at its
+299 px input: Pillow open → RGB → resize 299 → preprocess_input → model.predict; then a new
+keras.Model(inputs, [block14_sepconv2_act, softmax]) run again under a GradientTape, gradient
+of the predicted class's probability, spatial mean, weighted sum, ReLU, / max, resize to the
+image, JET colour map, 50/50 blend in OpenCV, PNG encode, base64. Both run in this process on
+the same real scans; the figure that matters is the ratio.
+
+usage: python bench/analyze_speed.py [--scans 24] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from training.data import DEFAULT_DATA, list_samples  # noqa: E402
+
+
+def build_reference_model(source_model):
+    """The reference app's classifier: same backbone and head, 299 px, softmax output."""
+    import keras
+
+    from workers.model_def import build_classifier
+
+    model = build_classifier(299)
+    model.set_weights(source_model.get_weights())
+    probabilities = keras.layers.Activation("softmax", name="softmax")(model.output)
+    return keras.Model(model.inputs, probabilities)
+
+
+def reference_request(model, data: bytes) -> str:
+    """One request of the reference app, step by step as it did it."""
+    import keras
+    import tensorflow as tf
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    resized = image.resize((299, 299))
+    # The reference called xception.preprocess_input; our model does that scaling as its first
+    # layer, so it receives the 0-255 pixels here (same arithmetic, counted once).
+    batch = np.expand_dims(np.asarray(resized, dtype=np.float32), 0)
+    predictions = model.predict(batch, verbose=0)
+    predicted = int(np.argmax(predictions[0]))
+    grad_model = keras.Model(model.inputs, [model.get_layer("block14_sepconv2_act").output, model.output])
+    with tf.GradientTape() as tape:
+        conv_outputs, outputs = grad_model(batch)
+        score = outputs[:, predicted]
+    gradients = tape.gradient(score, conv_outputs)
+    pooled = tf.reduce_mean(gradients, axis=(0, 1, 2))
+    heatmap = tf.squeeze(conv_outputs[0] @ pooled[..., tf.newaxis])
+    heatmap = tf.maximum(heatmap, 0) / (tf.reduce_max(heatmap) + 1e-8)
+    original = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+    heatmap = cv2.resize(heatmap.numpy(), (original.shape[1], original.shape[0]))
+    colored = cv2.applyColorMap(np.uint8(255 * heatmap), cv2.COLORMAP_JET)
+    overlay = cv2.addWeighted(original, 0.5, colored, 0.5, 0)
+    ok, png = cv2.imencode(".png", overlay)
+    return base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def time_each(function, blobs: list[bytes]) -> list[float]:
+    times = []
+    for blob in blobs:
+        start = time.perf_counter()
+        function(blob)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scans", type=int, default=24, help="real scans, spread over the four classes")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    from workers.runtime import Analyzer
+
+    samples = list_samples(DEFAULT_DATA)
+    chosen = [samples[i] for i in np.linspace(0, len(samples) - 1, args.scans).astype(int)]
+    blobs = [s.path.read_bytes() for s in chosen]
+    analyzer = Analyzer()
+    from workers.model_store import load_classifier
+
+    reference_model = build_reference_model(load_classifier()[0])
+    for blob in blobs[:2]:  # warm both paths: tracing, allocators
+        analyzer.analyze(blob)
+        reference_request(reference_model, blob)
+    ours, reference = [], []
+    for _ in range(args.rounds):
+        ours += time_each(analyzer.analyze, blobs)
+        reference += time_each(lambda b: reference_request(reference_model, b), blobs)
+    ours_ms, reference_ms = statistics.median(ours), statistics.median(reference)
+    print(f"scans: {len(blobs)} real scans × {args.rounds} rounds, on {analyzer.device}, {os.cpu_count()} CPU cores")
+    print(f"reference per-request path: median {reference_ms:8.1f} ms  (p90 {np.percentile(reference, 90):.1f})")
+    print(f"our analyze():              median {ours_ms:8.1f} ms  (p90 {np.percentile(ours, 90):.1f})")
+    print(f"speed-up (reference / ours): {reference_ms / ours_ms:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

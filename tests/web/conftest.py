@@ -1,86 +1,8 @@
-"""Page-test data built with the real write functions (services), two clinics side by side."""
+"""Fixtures for the page tests; the helpers they use live in page_support.py."""
 from __future__ import annotations
 
-import io
-from typing import NamedTuple
-
-import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image
-
-from apps.accounts.models import Role, User
-from apps.accounts.services import clinic_create, user_create
-from apps.cases.models import Case
-from apps.cases.services import case_create
-from apps.patients.models import Patient
-from apps.patients.services import patient_create
-from apps.scans.models import Scan
-from apps.scans.services import scan_claim, scan_complete, scans_submit
-from workers.imaging import CLASS_NAMES
-
-PASSWORD = "pages-test-password"
-
-
-def png_upload(name: str = "slice.png", size: int = 96) -> SimpleUploadedFile:
-    """A small gray PNG that passes the content checks."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, size=(size, size), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
-    return SimpleUploadedFile(name, buf.getvalue(), content_type="image/png")
-
-
-class FakeResult(NamedTuple):
-    """Shape of workers.runtime.AnalysisResult, for finishing a scan without the model."""
-
-    label: str
-    probabilities: dict[str, float]
-    heatmap: np.ndarray
-    overlay_png: bytes
-    model_version: str
-    timings_ms: dict[str, float]
-
-
-def finish_scan(scan: Scan, label: str = "glioma") -> None:
-    """queued → processing → done through the services the worker uses."""
-    claimed = scan_claim(scan_id=scan.pk)
-    assert claimed is not None
-    probs = {name: (0.7 if name == label else 0.1) for name in CLASS_NAMES}
-    overlay = io.BytesIO()
-    Image.new("RGB", (scan.width, scan.height), (255, 0, 0)).save(overlay, format="PNG")
-    scan_complete(
-        scan=claimed,
-        result=FakeResult(
-            label=label,
-            probabilities=probs,
-            heatmap=np.zeros((scan.height, scan.width), dtype=np.float32),
-            overlay_png=overlay.getvalue(),
-            model_version="test-model-1",
-            timings_ms={"decode_ms": 3.0, "forward_ms": 120.0},
-        ),
-    )
-
-
-class ClinicWorld(NamedTuple):
-    staff: User
-    radiologist: User
-    patient: Patient
-    case: Case
-    scan: Scan
-
-
-def make_world(name: str, django_capture_on_commit_callbacks) -> ClinicWorld:
-    clinic = clinic_create(name=name)
-    staff = user_create(clinic=clinic, username=f"{name}-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
-    radiologist = user_create(
-        clinic=clinic, username=f"{name}-rad", password=PASSWORD, role=Role.RADIOLOGIST
-    )
-    patient = patient_create(created_by=staff, mrn=f"{name}-001", name=f"{name} Patient")
-    case = case_create(created_by=staff, patient=patient, title=f"{name} case")
-    with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[png_upload()])
-    return ClinicWorld(staff, radiologist, patient, case, scan)
+from page_support import ClinicWorld, make_world
 
 
 @pytest.fixture

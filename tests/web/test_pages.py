@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from page_support import PASSWORD, finish_scan, png_upload
 
 from apps.cases.models import Case
 from apps.cases.services import case_create
@@ -16,8 +17,6 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scans_submit
-
-from .conftest import PASSWORD, finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,91 @@
+"""A person's path in a real browser (Debian's Chromium driven by Playwright): log in, add a
+patient, open a case with a real scan, watch the status update live until the overlay appears,
+and move the opacity slider."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import SCAN_TIMEOUT_S, Worker, scan_file
+
+from apps.accounts.models import Role
+from apps.accounts.services import clinic_create, user_create
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PASSWORD = "e2e-browser-password"
+
+
+@pytest.fixture
+def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test
+    # itself are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1024, "height": 768})  # a tablet in landscape
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        if os.environ.get("E2E_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / "case.png"), full_page=True)
+        context.close()
+        browser.close()
+
+
+def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Worker) -> None:
+    clinic = clinic_create(name="Browser Clinic")
+    user_create(clinic=clinic, username="nurse", password=PASSWORD, role=Role.CLINIC_STAFF)
+    base = live_server.url
+
+    # Log in
+    page.goto(f"{base}/")
+    assert "/login/" in page.url
+    page.fill("input[name=username]", "nurse")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"{base}/")
+    assert page.is_visible("text=Scan queue")
+
+    # Add a patient
+    page.click("nav >> text=Patients")
+    page.fill("input[name=mrn]", "BR-1")
+    page.fill("input[name=name]", "Brow Ser")
+    page.click("text=Add patient")
+    page.wait_for_selector("text=Patient Brow Ser (BR-1) added.")
+
+    # Open a case with one real scan
+    page.click("nav >> text=New case")
+    page.select_option("select[name=patient]", label="Brow Ser (BR-1)")
+    page.fill("input[name=title]", "Browser case")
+    page.set_input_files("input[name=files]", str(scan_file("pituitary")))
+    page.click("text=Open case and analyse")
+    page.wait_for_selector("h1:has-text('Browser case')")
+    card = page.locator("article[id^=scan-]")
+    assert card.get_attribute("data-status") in ("queued", "processing", "done")
+
+    # The card updates itself (htmx polling) until the overlay is there; no reload here.
+    overlay = page.locator("img.overlay")
+    overlay.wait_for(state="visible", timeout=SCAN_TIMEOUT_S * 1000)
+    assert page.locator("article[id^=scan-]").get_attribute("data-status") == "done", worker.log_tail()
+    assert page.evaluate("img => img.complete && img.naturalWidth > 0", overlay.element_handle())
+    assert page.locator(".probs li").count() == 4
+
+    # The opacity slider drives the overlay
+    page.locator("input[type=range]").fill("80")
+    assert page.evaluate("img => img.style.opacity", overlay.element_handle()) == "0.8"

@@ -14,6 +14,7 @@ urlpatterns = [
     path("cases/new/", views.case_new, name="case_new"),
     path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
     path("cases/<int:case_id>/scans/", views.case_add_scans, name="case_add_scans"),
+    path("cases/<int:case_id>/summary/", views.case_summary, name="case_summary"),
     path("scans/<int:scan_id>/card/", views.scan_card, name="scan_card"),
     path("scans/<int:scan_id>/review/", views.scan_review_submit, name="scan_review"),
     path("history/", views.history, name="history"),

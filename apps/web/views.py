@@ -138,7 +138,18 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
 def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
     """One scan's card: polled by htmx while the scan is queued or processing."""
     scan = scan_get(user=request.user, scan_id=scan_id)
-    return render(request, "web/_scan_card.html", {"scan": scan, "review_form": ReviewForm(auto_id=False)})
+    response = render(request, "web/_scan_card.html", {"scan": scan, "review_form": ReviewForm(auto_id=False)})
+    if scan.is_finished and request.headers.get("HX-Request"):
+        # The last poll of this card: tell the page to refresh the case's counts and status.
+        response["HX-Trigger"] = "scanFinished"
+    return response
+
+
+@never_cache
+@login_required
+@require_GET
+def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
+    return render(request, "web/_case_summary.html", {"case": case_get(user=request.user, case_id=case_id)})
 
 
 @login_required

@@ -85,6 +85,8 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     assert page.locator("article[id^=scan-]").get_attribute("data-status") == "done", worker.log_tail()
     assert page.evaluate("img => img.complete && img.naturalWidth > 0", overlay.element_handle())
     assert page.locator(".probs li").count() == 4
+    # ...and the finished card makes the case summary refresh itself too.
+    page.wait_for_selector("#case-summary >> text=1 done")
 
     # The opacity slider drives the overlay
     page.locator("input[type=range]").fill("80")

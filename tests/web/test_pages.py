@@ -224,3 +224,13 @@ def test_healthz(client, db) -> None:
     response = client.get(reverse("healthz"))
     assert response.status_code == 200
     assert response.content == b"ok"
+
+
+def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, world) -> None:
+    card_url = reverse("scan_card", args=[world.scan.pk])
+    assert "HX-Trigger" not in staff_client.get(card_url, headers={"HX-Request": "true"})
+    finish_scan(world.scan)
+    assert staff_client.get(card_url, headers={"HX-Request": "true"})["HX-Trigger"] == "scanFinished"
+    summary = staff_client.get(reverse("case_summary", args=[world.case.pk])).content.decode()
+    assert "1 done" in summary
+    assert 'hx-trigger="scanFinished from:body"' in summary

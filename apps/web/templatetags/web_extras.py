@@ -55,3 +55,13 @@ def case_status_label(value: str) -> str:
         return str(CaseStatus(value).label)
     except ValueError:
         return str(value)
+
+
+# Case statuses drawn with the scan badge colours: in progress like processing, empty like queued.
+_CASE_BADGE = {CaseStatus.PENDING: "processing", CaseStatus.EMPTY: "queued"}
+
+
+@register.filter
+def case_badge(value: str) -> str:
+    """The badge CSS class for an annotated case status."""
+    return _CASE_BADGE.get(value, str(value))

@@ -1,0 +1,34 @@
+# One image for web, workers and beat; docker-compose.yml picks the command.
+# The GPU worker builds it with TENSORFLOW="tensorflow[and-cuda]==2.21.0" (same version as the
+# tensorflow-cpu pin in requirements.txt), everything else with the CPU build.
+FROM python:3.11-slim-bookworm
+
+ARG TENSORFLOW="tensorflow-cpu==2.21.0"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MEDIA_ROOT=/srv/media \
+    STATIC_ROOT=/srv/static
+
+# libgl/libglib: OpenCV's headless wheel still wants libglib; libpq for psycopg without binary.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libglib2.0-0 libpq5 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+# Swap the TensorFlow line for the build-arg one; the test-only packages are small enough to keep.
+RUN grep -v '^tensorflow' requirements.txt > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt "${TENSORFLOW}"
+
+COPY . .
+RUN useradd --system --uid 1000 --home /app clinic \
+ && mkdir -p /srv/media /srv/static \
+ && DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
+ && chown -R clinic /srv/media /srv/static
+USER clinic
+
+EXPOSE 8000
+CMD ["gunicorn", "clinic_platform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]

@@ -1,0 +1,161 @@
+"""docker-compose.yml checked against the settings and the Celery policy (no Docker engine here).
+
+If a check fails after a settings change, change the compose file (or this test's list of
+required variables) in the same commit: compose drifting from the settings is what it guards."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.conf import settings
+from django.urls import reverse
+
+from workers.celery_policy import INFERENCE_QUEUE
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = ("web", "worker-gpu", "worker-cpu", "beat", "migrate")
+WORKERS = ("worker-gpu", "worker-cpu")
+# What a production container cannot run without (the local defaults are for a laptop).
+REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def settings_env_names() -> set[str]:
+    """Environment variables the settings read: env.str("X"), env.db("X"), os.environ["X"]..."""
+    pattern = re.compile(r"""(?:env(?:\.\w+)?\(|environ(?:\.get)?[\[(])\s*["']([A-Z][A-Z0-9_]*)["']""")
+    names: set[str] = set()
+    for path in (ROOT / "clinic_platform" / "settings").glob("*.py"):
+        names.update(pattern.findall(path.read_text()))
+    assert {"DATABASE_URL", "REDIS_URL"} <= names, "the settings no longer read these: update this test"
+    return names
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    cmd = service["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+
+
+def test_services_present(compose: dict[str, Any]) -> None:
+    assert {"db", "redis", *APP_SERVICES} <= set(compose["services"])
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_environment_matches_settings(compose: dict[str, Any], settings_env_names: set[str], name: str) -> None:
+    env = compose["services"][name]["environment"]
+    unknown = set(env) - settings_env_names
+    assert not unknown, f"{name} sets variables the settings never read (typo?): {sorted(unknown)}"
+    missing = set(REQUIRED_ENV) - set(env)
+    assert not missing, f"{name} lacks {sorted(missing)}"
+
+
+def test_urls_point_at_compose_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    env = services["web"]["environment"]
+    assert re.match(r"redis://redis:6379/\d+$", env["REDIS_URL"])
+    db = services["db"]["environment"]
+    match = re.match(r"postgres(?:ql)?://([^:]+):([^@]+)@db:5432/(\w+)$", env["DATABASE_URL"])
+    assert match, env["DATABASE_URL"]
+    assert (match.group(1), match.group(3)) == (db["POSTGRES_USER"], db["POSTGRES_DB"])
+    assert match.group(2) == db["POSTGRES_PASSWORD"]  # same ${POSTGRES_PASSWORD:-...} expression
+
+
+def test_one_media_volume_shared_at_media_root(compose: dict[str, Any]) -> None:
+    mounts = {}
+    for name in ("web", *WORKERS):
+        service = compose["services"][name]
+        media_root = service["environment"]["MEDIA_ROOT"]
+        volumes = [v for v in service["volumes"] if isinstance(v, str) and v.split(":")[1] == media_root]
+        assert len(volumes) == 1, f"{name}: nothing mounted at MEDIA_ROOT={media_root}"
+        mounts[name] = volumes[0].split(":")[0]
+    assert len(set(mounts.values())) == 1, f"web and workers must share one media volume: {mounts}"
+    assert next(iter(mounts.values())) in compose["volumes"]  # a named volume, not a host path
+
+
+def test_media_root_matches_the_image(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    media_root = compose["services"]["web"]["environment"]["MEDIA_ROOT"]
+    assert f"MEDIA_ROOT={media_root}" in dockerfile
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_consume_the_inference_queue(compose: dict[str, Any], name: str) -> None:
+    cmd = command(compose["services"][name])
+    assert cmd[:4] == ["celery", "-A", "clinic_platform", "worker"]
+    queues = cmd[cmd.index("-Q") + 1].split(",")
+    assert queues == [INFERENCE_QUEUE]
+    assert settings.CELERY_TASK_DEFAULT_QUEUE == INFERENCE_QUEUE  # the sweep lands there too
+    # One model process per container; prefetch 1 comes from the settings.
+    assert cmd[cmd.index("--concurrency") + 1] == "1"
+    assert settings.CELERY_WORKER_PREFETCH_MULTIPLIER == 1
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
+    gpu = compose["services"]["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert "and-cuda" in gpu["build"]["args"]["TENSORFLOW"]
+    assert "profiles" not in gpu  # on by default
+
+
+def test_cpu_worker_is_behind_a_profile(compose: dict[str, Any]) -> None:
+    cpu = compose["services"]["worker-cpu"]
+    assert cpu.get("profiles") == ["cpu"]
+    assert "deploy" not in cpu
+
+
+def test_redis_persists_and_never_evicts(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    cmd = command(redis)
+    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert any(v.endswith(":/data") for v in redis["volumes"])  # the AOF outlives the container
+
+
+def test_health_checks(compose: dict[str, Any]) -> None:
+    for name in ("db", "redis", "web", *WORKERS, "beat"):
+        assert "test" in compose["services"][name].get("healthcheck", {}), f"{name} has no health check"
+    web_check = " ".join(compose["services"]["web"]["healthcheck"]["test"])
+    assert reverse("healthz") in web_check
+
+
+def test_app_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        depends = compose["services"][name]["depends_on"]
+        assert depends["db"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_web_runs_the_wsgi_app_under_gunicorn(compose: dict[str, Any]) -> None:
+    cmd = command(compose["services"]["web"])
+    assert cmd[0] == "gunicorn"
+    assert cmd[1].replace(":", ".") == settings.WSGI_APPLICATION
+
+
+def test_dockerfile_tensorflow_pin_matches_requirements() -> None:
+    requirements = (ROOT / "requirements.txt").read_text()
+    pin = re.search(r"^tensorflow-cpu==([\w.]+)", requirements, re.M)
+    assert pin, "requirements.txt no longer pins tensorflow-cpu"
+    version = pin.group(1)
+    assert f'ARG TENSORFLOW="tensorflow-cpu=={version}"' in (ROOT / "Dockerfile").read_text()
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    assert f"tensorflow[and-cuda]=={version}" in compose_text
+
+
+def test_ci_script_is_executable_and_strict() -> None:
+    script = ROOT / ".ci" / "run"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert "set -Eeuo pipefail" in text
+    assert "make test" in text
+    for package in ("redis-server", "postgresql", "chromium"):
+        assert package in text

@@ -6,7 +6,7 @@ import json
 import platform
 import shlex
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def _split_keys(split: dict) -> dict[str, str]:
-    return {**{k: "train" for k in split["train"]}, **{k: "val" for k in split["val"]}}
+    return {**dict.fromkeys(split["train"], "train"), **dict.fromkeys(split["val"], "val")}
 
 
 def _smoke_split(split: dict) -> dict:
@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
     plot_history(args.run_dir, model_dir / "training_curves.png")
     history = read_history(args.run_dir)
     card = {
-        "version": f"{args.version}-{datetime.now(timezone.utc):%Y%m%d-%H%M}",
+        "version": f"{args.version}-{datetime.now(UTC):%Y%m%d-%H%M}",
         "architecture": "Xception (ImageNet) → GAP → Dense(256, ReLU) → Dropout(0.3) → 4 logits",
         "input_size": config.input_size,
         "class_names": list(CLASS_NAMES),
@@ -105,7 +105,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         "hardware": _hardware(),
         "training_history": history,
         "libraries": _library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_card(model_dir, card)
     print(f"model written to {model_dir} ({minutes:.1f} min)")
@@ -164,6 +164,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     card["validation"] = {"n": after["n"], "uncalibrated": _headline(before), "calibrated": _headline(after),
                           "per_class": after["per_class"], "confusion_matrix": after["confusion_matrix"],
                           "measured_with": "serving preprocessing on the original files, float16 weights"}
+    card["check_list"] = check_list(samples, logits)
     write_card(args.model, card)
     plot_reliability(calibrated_probabilities(logits, temperature), true, Path(args.model) / "reliability.png", after["ece_15"])
     plot_confusion(np.array(after["confusion_matrix"]), CLASS_NAMES, Path(args.model) / "confusion_matrix.png",
@@ -171,6 +172,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"temperature {temperature:.4f}; validation accuracy {after['accuracy']:.4f}, "
           f"ECE {before['ece_15']:.4f} → {after['ece_15']:.4f}, NLL {before['nll']:.4f} → {after['nll']:.4f}")
     return 0
+
+
+def check_list(samples: list, logits: np.ndarray, per_class: int = 25) -> dict:
+    """A fixed list of validation scans and the model's accuracy on it, for the load test."""
+    chosen = [i for label in range(len(CLASS_NAMES)) for i in [j for j, s in enumerate(samples) if s.label == label][:per_class]]
+    correct = logits[chosen].argmax(1) == np.array([samples[i].label for i in chosen])
+    return {"keys": [samples[i].key for i in chosen], "accuracy": round(float(correct.mean()), 5)}
 
 
 def _headline(metrics: dict) -> dict:

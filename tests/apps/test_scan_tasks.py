@@ -1,9 +1,7 @@
 """The analyze_scan task, run in-process: state machine, idempotency, failures, policy."""
 
 import io
-import os
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,8 +13,6 @@ from apps.scans.services import scan_claim, scan_complete, scans_requeue_stale, 
 from clinic_platform.celery import _refuse_wrong_prefetch
 from clinic_platform.celery import app as celery_app
 from workers import tasks
-
-RUNTIME_EXISTS = (Path(tasks.__file__).parent / "runtime.py").is_file()
 
 
 @pytest.fixture
@@ -145,11 +141,6 @@ def test_a_worker_with_prefetch_above_one_refuses_to_start():
 
 
 @pytest.mark.model
-@pytest.mark.skipif(not RUNTIME_EXISTS, reason="workers/runtime.py (the model owner's) does not exist yet")
-@pytest.mark.skipif(
-    os.environ.get("RUN_MODEL_TESTS") != "1",
-    reason="loads the real model with TensorFlow; set RUN_MODEL_TESTS=1 (CI/e2e machines)",
-)
 def test_real_analyzer_end_to_end_through_the_task(queued, media_root):
     assert tasks.analyze_scan(queued.pk) == "done"
     scan = Scan.objects.select_related("prediction").get(pk=queued.pk)

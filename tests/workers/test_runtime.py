@@ -1,0 +1,104 @@
+"""The worker runtime with the shipped model, on real scans in the formats clinics export."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.imaging import CLASS_NAMES, ScanDecodeError
+from workers.model_store import read_card
+
+pytestmark = pytest.mark.model
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "brain-mri" / "Training"
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from workers.runtime import get_analyzer
+
+    return get_analyzer()
+
+
+def scan(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def as_png(data: bytes, mode: str) -> bytes:
+    gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    image = {
+        "L16": lambda: Image.fromarray(gray.astype(np.uint16) * 257),
+        "RGBA": lambda: Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 255)])),
+        "RGB": lambda: Image.fromarray(np.stack([gray] * 3, -1)),
+    }[mode]()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data_name", "variant"),
+    [
+        ("glioma/Tr-glTr_0000.jpg", None),
+        ("meningioma/Tr-me_0010.jpg", "RGB"),
+        ("pituitary/Tr-pi_0010.jpg", "L16"),
+        ("notumor/Tr-no_0010.jpg", "RGBA"),
+    ],
+)
+def test_analyze_returns_the_contract(analyzer, data_name: str, variant: str | None) -> None:
+    data = scan(data_name)
+    if variant:
+        data = as_png(data, variant)
+    height, width = np.asarray(Image.open(io.BytesIO(data))).shape[:2]
+    result = analyzer.analyze(data)
+
+    assert result.label in CLASS_NAMES
+    assert set(result.probabilities) == set(CLASS_NAMES)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert result.label == max(result.probabilities, key=result.probabilities.get)
+    assert result.heatmap.shape == (height, width)
+    assert result.heatmap.dtype == np.float32
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    overlay = cv2.imdecode(np.frombuffer(result.overlay_png, np.uint8), cv2.IMREAD_COLOR)
+    assert overlay.shape == (height, width, 3)
+    assert result.model_version == read_card()["version"]
+    assert result.timings_ms["total"] > 0
+
+
+@pytest.mark.parametrize(
+    "name", ["glioma/Tr-gl_0010.jpg", "meningioma/Tr-me_0020.jpg", "pituitary/Tr-pi_0020.jpg"]
+)
+def test_tumour_scans_get_a_heatmap_that_points_somewhere(analyzer, name: str) -> None:
+    result = analyzer.analyze(scan(name))
+    assert result.heatmap.max() == pytest.approx(1.0, abs=0.02)
+    # Grad-CAM highlights a region, not the whole slice.
+    assert (result.heatmap > 0.5).mean() < 0.5
+
+
+def test_a_bad_file_raises_a_readable_error(analyzer) -> None:
+    data = scan("glioma/Tr-glTr_0000.jpg")
+    with pytest.raises(ScanDecodeError, match="truncated or corrupt"):
+        analyzer.analyze(data[:2000])
+    with pytest.raises(ScanDecodeError, match="not a JPEG or PNG"):
+        analyzer.analyze(b"this is a text file, not a scan" * 20)
+
+
+def test_repeated_analysis_keeps_memory_flat(analyzer) -> None:
+    data = scan("pituitary/Tr-pi_0030.jpg")
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    for _ in range(5):
+        analyzer.analyze(data)
+    before = rss_mb()
+    for _ in range(25):
+        analyzer.analyze(data)
+    assert rss_mb() - before < 40

@@ -25,10 +25,12 @@ else:
         "data_folder_in": str(_messages),
         "data_folder_out": str(_messages),
         "processed_folder": str(QUEUE_DIR / "processed"),
+        # Exchange tables; kombu's default is ./control, relative to wherever a process starts.
+        "control_folder": str(QUEUE_DIR / "control"),
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem"):
-        for _folder in (_messages, QUEUE_DIR / "processed"):
+        for _folder in (_messages, QUEUE_DIR / "processed", QUEUE_DIR / "control"):
             _folder.mkdir(parents=True, exist_ok=True)
 
 # Results live in the database (Scan/Prediction rows), not in a result backend.

@@ -1,10 +1,11 @@
 """The Celery app. Settings come from Django settings with the CELERY_ prefix
 (clinic_platform/settings/celery.py); tasks live in workers/tasks.py."""
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clinic_platform.settings")
 
@@ -23,3 +24,20 @@ def _refuse_wrong_prefetch(sender, **kwargs) -> None:
     if multiplier != 1:
         # SystemExit, because Celery logs and swallows an Exception raised by a signal handler.
         raise SystemExit(f"worker_prefetch_multiplier must be 1 for model workers, got {multiplier}")
+
+
+@worker_process_init.connect
+def _load_model_before_the_first_scan(**kwargs) -> None:
+    # Each pool process loads the model once, when it starts, so the first scan does not wait
+    # for it and a broken model shows in the worker log at start, not as a failed scan.
+    # WORKER_PRELOAD_MODEL=0 skips it (workers that run only the sweep).
+    if os.environ.get("WORKER_PRELOAD_MODEL", "1") == "0":
+        return
+    from workers.runtime import get_analyzer
+
+    try:
+        get_analyzer()
+    except Exception:
+        # Keep the process: each scan then fails with the loader's message instead of the
+        # pool restarting this process in a loop.
+        logging.getLogger(__name__).exception("could not load the model at worker start")

@@ -9,12 +9,13 @@ import time
 import pytest
 import redis
 import requests
-from e2e_support import SCAN_TIMEOUT_S, Worker, scan_file
+from e2e_support import SCAN_TIMEOUT_S, scan_file
 from PIL import Image
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
 from apps.scans.models import Prediction
+from bench.harness import Worker
 from workers.imaging import CLASS_NAMES
 
 PASSWORD = "e2e-api-password"

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import SCAN_TIMEOUT_S, Worker, scan_file
+from e2e_support import SCAN_TIMEOUT_S, scan_file
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
+from bench.harness import Worker
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "e2e-browser-password"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import F
-from e2e_support import SCAN_TIMEOUT_S, Worker, scan_file
+from e2e_support import SCAN_TIMEOUT_S, scan_file
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
@@ -18,6 +18,7 @@ from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_requeue_stale, scans_submit
+from bench.harness import Worker
 
 
 def _wait_status(scan_id: int, statuses: set[str], timeout: float) -> str:

@@ -1,0 +1,130 @@
+"""Real processes for the benchmarks and the end-to-end tests: a Redis server and Celery
+workers, started on this machine and stopped again. No Docker, nothing mocked."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+# The shared training scans (../shared next to the clone); BRAIN_MRI_DIR overrides.
+DATASET = Path(os.environ.get("BRAIN_MRI_DIR", ROOT.parent / "shared" / "datasets" / "brain-mri" / "Training"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """The same Redis server, another logical database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
+    """Yield a Redis URL on database `db`: the server at `url` if given (left running), else a
+    redis-server started here on a free port without persistence, stopped on exit."""
+    import redis
+
+    if url:
+        yield with_redis_db(url, db)
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: install it (apt-get install redis-server) or set REDIS_URL")
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    started = f"redis://127.0.0.1:{port}/{db}"
+    try:
+        client = redis.Redis.from_url(started)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def database_url(db: Mapping[str, Any]) -> str:
+    """A Django DATABASES entry as a URL that django-environ (the settings) reads back."""
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    if "postgresql" in db["ENGINE"]:
+        auth = quote(db["USER"] or "", safe="")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(db["PASSWORD"], safe="")
+        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
+    raise ValueError(f"only SQLite and PostgreSQL are supported, not {db['ENGINE']}")
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Signal the worker's whole process group (main process and pool child) and reap it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def start_worker(
+    *, env: Mapping[str, str], log_dir: Path, prefix: str = "worker", ready_timeout: float = 120.0
+) -> Worker:
+    """`celery -A clinic_platform worker -Q inference --concurrency 1`, as deployed, in its own
+    process group; returns once it reports ready (RuntimeError with its log otherwise)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}@%h"
+    log = log_dir / f"{name.split('@')[0]}.log"
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "clinic_platform", "worker",
+        "-Q", "inference", "--concurrency", "1", "--pool", "prefork",
+        "--hostname", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+            cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = Worker(name=name, proc=proc, log=log)
+    deadline = time.monotonic() + ready_timeout
+    while " ready." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            worker.stop(signal.SIGKILL)
+            raise RuntimeError(f"celery worker did not start:\n{worker.log_tail()}")
+        time.sleep(0.25)
+    return worker

@@ -23,11 +23,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import cv2
+import numpy as np
+from PIL import Image
 
-from training.data import DEFAULT_DATA, list_samples  # noqa: E402
+from training.data import DEFAULT_DATA, list_samples
 
 
 def build_reference_model(source_model):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from training.data import DEFAULT_DATA, SPLIT_FILE  # noqa: E402
+from training.data import DEFAULT_DATA, SPLIT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     robustness.add_argument("--model", type=Path, default=None)
     robustness.add_argument("--data", type=Path, default=DEFAULT_DATA)
     robustness.add_argument("--out", type=Path, required=True)
-    robustness.add_argument("--limit", type=int, default=0, help="score only the first N validation scans")
+    robustness.add_argument("--limit", type=int, default=0, help="score N validation scans, the same number from each class")
 
     args = parser.parse_args(argv)
     if args.command == "split":

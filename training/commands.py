@@ -202,7 +202,9 @@ def run_robustness(args: argparse.Namespace) -> int:
     model_dir = args.model or DEFAULT_MODEL_DIR
     samples = _validation_samples(model_dir, args.data)
     if args.limit:
-        samples = samples[: args.limit]
+        # The same number of scans from each class, in split order.
+        per_class = max(1, args.limit // len(CLASS_NAMES))
+        samples = [s for label in range(len(CLASS_NAMES)) for s in [x for x in samples if x.label == label][:per_class]]
     report = robustness_report(model_dir, samples, args.out)
     for name, row in report.items():
         print(f"{name:>24}: accuracy {row['accuracy']:.4f}  notumor recall {row['recall']['notumor']:.4f}")

@@ -101,7 +101,7 @@ def split_groups(labels: Sequence[int], groups: Sequence[int], val_fraction: flo
     is_val = np.zeros(len(labels), dtype=bool)
     unique_groups = rng.permutation(np.unique(groups))
     quota = {c: val_fraction * np.sum(labels == c) for c in np.unique(labels)}
-    taken = {c: 0 for c in quota}
+    taken = dict.fromkeys(quota, 0)
     for group in unique_groups:
         members = np.flatnonzero(groups == group)
         majority = int(np.bincount(labels[members]).argmax())
@@ -123,7 +123,7 @@ def make_split(root: Path, val_fraction: float = 0.2, seed: int = 1337) -> dict:
         "seed": seed,
         "val_fraction": val_fraction,
         "near_duplicate_bits": NEAR_DUPLICATE_BITS,
-        "groups": int(len(np.unique(groups))),
+        "groups": len(np.unique(groups)),
         "largest_group": int(np.bincount(np.unique(groups, return_inverse=True)[1]).max()),
         "train": [s.key for s, v in zip(samples, is_val) if not v],
         "val": [s.key for s, v in zip(samples, is_val) if v],

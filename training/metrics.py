@@ -66,7 +66,7 @@ def summarize(probabilities: np.ndarray, true: Sequence[int], class_names: Seque
     matrix = confusion(true, predicted, len(class_names))
     stats = per_class(matrix)
     return {
-        "n": int(len(true)),
+        "n": len(true),
         "accuracy": float((predicted == true).mean()),
         "macro_f1": float(stats["f1"].mean()),
         "per_class": {

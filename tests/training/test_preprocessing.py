@@ -51,7 +51,7 @@ def test_every_export_mode_decodes_to_the_same_gray_scan(variant: str) -> None:
     gray = decode_gray(data)
     assert gray.shape == base.shape
     assert gray.dtype == np.float32
-    assert 0.0 <= gray.min() and gray.max() <= 1.0
+    assert gray.min() >= 0.0 and gray.max() <= 1.0
     assert np.abs(gray - base / 255.0).mean() < 0.01
 
 
@@ -76,7 +76,7 @@ def test_any_size_gives_the_model_input_size(side: int) -> None:
     prepared = prepare(decode_gray(encode(base)), 224)
     assert prepared.pixels.shape == (224, 224)
     assert prepared.pixels.dtype == np.float32
-    assert 0.0 <= prepared.pixels.min() and prepared.pixels.max() <= 1.0
+    assert prepared.pixels.min() >= 0.0 and prepared.pixels.max() <= 1.0
 
 
 def test_model_input_does_not_depend_on_export_resolution() -> None:

@@ -140,7 +140,11 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
     val_batches = make_sequence(pack, pack.indices("val"), config, training=False)
     checkpoint = Checkpoint(run_dir)
     state = checkpoint.state() if resume else {"phase": None, "epochs_done": 0}
-    history = keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume)
+    history_file = run_dir / "history.csv"
+    if not resume:
+        history_file.unlink(missing_ok=True)
+    # Appending, so the fine-tuning phase adds to the head phase's rows instead of replacing them.
+    history = keras.callbacks.CSVLogger(str(history_file), append=True)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     extra = [deadline_callback(config.deadline_minutes)] if config.deadline_minutes else []
     started = time.monotonic()

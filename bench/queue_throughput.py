@@ -1,0 +1,130 @@
+"""Scans per minute through the queue with one worker: real Redis, a real Celery worker process
+with the shipped model, real scans from the training set.
+
+Scans are submitted with the same service the page and the API call (`scans_submit`), which
+stores them and publishes one message per scan after the commit; the clock runs from the
+submit until the last scan is done. The model loads when the worker starts (not timed); one
+warm-up scan runs first.
+
+    .venv/bin/python bench/queue_throughput.py [--scans 40]
+Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free port.
+Database: a temporary SQLite file, or --database-url (e.g. the PostgreSQL one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import DATASET, redis_server, start_worker  # noqa: E402
+
+BENCH_REDIS_DB = 14
+
+
+def _scans(n: int) -> list[Path]:
+    """n real scans, the four classes in turn."""
+    per_class = [sorted((DATASET / label).glob("*.jpg")) for label in ("glioma", "meningioma", "notumor", "pituitary")]
+    if not all(per_class):
+        raise SystemExit(f"no scans under {DATASET} (set BRAIN_MRI_DIR)")
+    return [per_class[i % 4][i // 4] for i in range(n)]
+
+
+def _wait_done(scan_ids: list[int], timeout: float) -> None:
+    from apps.scans.models import Scan, ScanStatus
+
+    deadline = time.monotonic() + timeout
+    while Scan.objects.filter(pk__in=scan_ids, status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {len(scan_ids)} scans")
+        time.sleep(0.1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scans", type=int, default=40)
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp_name, redis_server(
+        os.environ.get("REDIS_URL"), db=BENCH_REDIS_DB
+    ) as redis_url:
+        tmp = Path(tmp_name)
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
+            "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'queue-bench.sqlite3'}",
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "MEDIA_ROOT": str(tmp / "media"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        os.environ.update(env)  # this process and the worker share database, broker and media
+        import django
+        import redis
+
+        django.setup()
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.core.management import call_command
+        from django.db import connection
+
+        from apps.accounts.models import Role
+        from apps.accounts.services import clinic_create, user_create
+        from apps.cases.services import case_create
+        from apps.patients.services import patient_create
+        from apps.scans.models import Scan
+        from apps.scans.services import scans_submit
+
+        redis.Redis.from_url(redis_url).flushdb()
+        call_command("migrate", verbosity=0)
+        clinic = clinic_create(name="Queue bench")
+        user = user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF)
+        case = case_create(created_by=user, patient=patient_create(created_by=user, mrn="Q-1", name="Queue Bench"))
+        files = _scans(args.scans + 1)
+
+        def submit(paths: list[Path]) -> list[int]:
+            uploads = [SimpleUploadedFile(p.name, p.read_bytes(), "image/jpeg") for p in paths]
+            return [scan.pk for scan in scans_submit(case=case, uploaded_by=user, uploads=uploads)]
+
+        t0 = time.perf_counter()
+        worker = start_worker(env=env, log_dir=tmp, prefix="bench")
+        try:
+            ready = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _wait_done(submit(files[:1]), args.timeout)
+            warmup = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            ids = submit(files[1:])
+            submitted = time.perf_counter() - t0
+            _wait_done(ids, args.timeout)
+            elapsed = time.perf_counter() - t0
+        except BaseException:
+            print(worker.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            worker.stop()
+
+        scans = list(Scan.objects.filter(pk__in=ids).select_related("prediction"))
+        failed = [s for s in scans if s.status != "done"]
+        work = [(s.finished_at - s.started_at).total_seconds() * 1000 for s in scans if s.started_at and s.finished_at]
+        analyze = [s.prediction.timings_ms.get("total", 0.0) for s in scans if s.status == "done"]
+        print(f"database: {connection.vendor}; broker: Redis; 1 worker, concurrency 1, prefetch 1")
+        print(f"worker start (incl. model load): {ready:.1f} s; warm-up scan: {warmup:.1f} s")
+        print(f"{len(ids)} scans submitted in {submitted:.2f} s, all finished after {elapsed:.1f} s "
+              f"({len(failed)} failed)")
+        print(f"throughput: {len(ids) / elapsed * 60:.1f} scans/minute")
+        print(f"per scan in the worker (claim→stored): median {statistics.median(work):.0f} ms, "
+              f"max {max(work):.0f} ms; analyze() total median {statistics.median(analyze):.0f} ms")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

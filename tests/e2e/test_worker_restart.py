@@ -2,15 +2,19 @@
 restarted worker. Runs last in tests/e2e (file order) because it stops the shared worker."""
 from __future__ import annotations
 
+import io
+import os
 import signal
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import F
 from e2e_support import SCAN_TIMEOUT_S, scan_file
+from PIL import Image
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
@@ -21,13 +25,23 @@ from apps.scans.services import scans_requeue_stale, scans_submit
 from bench.harness import Worker
 
 
-def _wait_status(scan_id: int, statuses: set[str], timeout: float) -> str:
+def _wait_status(scan_id: int, statuses: set[str], timeout: float, poll: float = 0.2) -> str:
     deadline = time.monotonic() + timeout
     while True:
         status = Scan.objects.values_list("status", flat=True).get(pk=scan_id)
         if status in statuses or time.monotonic() > deadline:
             return status
-        time.sleep(0.2)
+        time.sleep(poll)
+
+
+def _large_scan() -> SimpleUploadedFile:
+    """A real scan upscaled to 2048 px: a longer analysis, so the kill lands mid-scan."""
+    path: Path = scan_file("meningioma")
+    with Image.open(path) as image:
+        big = image.convert("L").resize((2048, 2048))
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    return SimpleUploadedFile(f"{path.stem}-2048.png", buf.getvalue(), "image/png")
 
 
 def test_worker_killed_mid_scan_loses_nothing(
@@ -38,14 +52,22 @@ def test_worker_killed_mid_scan_loses_nothing(
     staff = user_create(clinic=clinic, username="restart", password="x-restart-pw", role=Role.CLINIC_STAFF)
     patient = patient_create(created_by=staff, mrn="R-1", name="Re Start")
     case = case_create(created_by=staff, patient=patient)
-    path: Path = scan_file("meningioma")
-    (scan,) = scans_submit(
-        case=case, uploaded_by=staff, uploads=[SimpleUploadedFile(path.name, path.read_bytes(), "image/jpeg")]
-    )  # committed at once (no outer transaction): published to Redis
 
     first = start_worker()
-    status = _wait_status(scan.pk, {"processing", "done", "failed"}, timeout=60)
-    assert status == "processing", f"{status}\n{first.log_tail()}"
+    # The model is loaded when the pool process starts, so a scan is in "processing" for well
+    # under a second. Freeze the worker (SIGSTOP) the moment it claims one, check the scan is
+    # still unfinished, then kill it; a scan finished before the freeze is simply tried again.
+    for _ in range(5):
+        (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[_large_scan()])  # published now
+        status = _wait_status(scan.pk, {"processing", "done", "failed"}, timeout=120, poll=0.005)
+        assert status != "failed", f"{scan.pk} failed\n{first.log_tail()}"
+        if status == "processing":
+            os.killpg(first.proc.pid, signal.SIGSTOP)
+            if Scan.objects.get(pk=scan.pk).status == ScanStatus.PROCESSING:
+                break
+            os.killpg(first.proc.pid, signal.SIGCONT)
+    else:
+        pytest.fail(f"could not catch a scan mid-analysis\n{first.log_tail()}")
     first.stop(signal.SIGKILL)  # main process and pool child, mid-scan: no chance to clean up
 
     assert Scan.objects.get(pk=scan.pk).status == ScanStatus.PROCESSING  # left behind, not lost

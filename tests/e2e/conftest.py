@@ -36,27 +36,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """An empty Redis db for the e2e tests."""
     try:
         with redis_server(os.environ.get("REDIS_URL"), db=E2E_REDIS_DB) as url:
+            redis.Redis.from_url(url).flushdb()
             yield url
     except RuntimeError as exc:
         pytest.fail(f"e2e tests need Redis: {exc}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(autouse=True)
 def broker(redis_url: str) -> Iterator[str]:
-    """An empty Redis db, with this process's Celery app publishing to it."""
+    """This process's Celery app publishes to the e2e Redis during each e2e test, and to what
+    the test settings chose (memory:// or REDIS_URL) again afterwards, for the other tests."""
     from clinic_platform.celery import app
 
-    redis.Redis.from_url(redis_url).flushdb()
-    saved = (os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options)
-    # Celery's broker_url prefers the CELERY_BROKER_URL variable (the test settings set it).
-    os.environ["CELERY_BROKER_URL"] = app.conf.broker_url = redis_url
-    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    conf = app.conf
+    saved = (
+        os.environ.get("CELERY_BROKER_URL"),
+        conf.get("broker_url"), conf.get("broker_read_url"), conf.get("broker_write_url"),
+        conf.broker_transport_options,
+    )  # fmt: skip
+    # Celery's broker_url prefers the CELERY_BROKER_URL variable (the test settings set it), and
+    # an explicit read/write URL (another test may have pinned one) beats broker_url.
+    os.environ["CELERY_BROKER_URL"] = redis_url
+    conf.broker_url = conf.broker_read_url = conf.broker_write_url = redis_url
+    conf.broker_transport_options = {"visibility_timeout": 3600}
     app._after_fork()  # drop connection/producer pools bound to the previous broker
     assert app.connection_for_write().as_uri(include_password=True) == redis_url
     yield redis_url
-    env_url, app.conf.broker_url, app.conf.broker_transport_options = saved
+    env_url, conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport_options = saved
     if env_url is None:
         os.environ.pop("CELERY_BROKER_URL", None)
     else:
@@ -66,7 +75,7 @@ def broker(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def start_worker(
-    broker: str, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[[], Worker]]:
     """Start `celery -A clinic_platform worker -Q inference` processes; all stopped at the end."""
     from django.conf import settings
@@ -76,8 +85,8 @@ def start_worker(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
-        "REDIS_URL": broker,
-        "CELERY_BROKER_URL": broker,  # the test settings default it to memory:// otherwise
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,  # the test settings default it to memory:// otherwise
         "DATABASE_URL": database_url(connection.settings_dict),  # the test database, by now
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "PYTHONUNBUFFERED": "1",

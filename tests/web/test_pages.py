@@ -169,6 +169,7 @@ def test_staff_cannot_review(staff_client, world) -> None:
     [
         ("case_detail", "get", "case"),
         ("case_add_scans", "post", "case"),
+        ("case_summary", "get", "case"),
         ("scan_card", "get", "scan"),
         ("scan_review", "post", "scan"),
     ],

@@ -66,7 +66,7 @@ def reference_request(model, data: bytes) -> str:
     heatmap = cv2.resize(heatmap.numpy(), (original.shape[1], original.shape[0]))
     colored = cv2.applyColorMap(np.uint8(255 * heatmap), cv2.COLORMAP_JET)
     overlay = cv2.addWeighted(original, 0.5, colored, 0.5, 0)
-    ok, png = cv2.imencode(".png", overlay)
+    _ok, png = cv2.imencode(".png", overlay)
     return base64.b64encode(png.tobytes()).decode("ascii")
 
 

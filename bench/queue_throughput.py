@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,8 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
+    # A SIGTERM (timeout, CI) unwinds through the finally blocks, so the worker and Redis stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp_name, redis_server(
         os.environ.get("REDIS_URL"), db=BENCH_REDIS_DB

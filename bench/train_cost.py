@@ -17,11 +17,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from training.augment import augment  # noqa: E402
-from training.data import DEFAULT_DATA, list_samples, load_split  # noqa: E402
-from workers.imaging import decode_gray, prepare, to_model_input  # noqa: E402
+from training.augment import augment
+from training.data import DEFAULT_DATA, list_samples, load_split
+from workers.imaging import decode_gray, prepare, to_model_input
 
 RECIPES = {"head only": None, "blocks 13-14": 13, "whole backbone": 1}
 

@@ -1,4 +1,5 @@
 """`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--split", type=Path, default=SPLIT_FILE)
     train.add_argument("--pack", type=Path, nargs="*", help="pack folders (default: built and cached under var/cache)")
     train.add_argument("--run-dir", type=Path, default=REPO / "runs" / "train")
-    train.add_argument("--backbone-weights", default=str(REPO / ".weights" / "xception_imagenet_notop.weights.h5"),
-                       help="'imagenet' (download), a .weights.h5 path, or 'none'")
+    train.add_argument(
+        "--backbone-weights",
+        default=str(REPO / ".weights" / "xception_imagenet_notop.weights.h5"),
+        help="'imagenet' (download), a .weights.h5 path, or 'none'",
+    )
     train.add_argument("--input-size", type=int, default=224)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--head-epochs", type=int, default=2)
@@ -63,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     robustness.add_argument("--model", type=Path, default=None)
     robustness.add_argument("--data", type=Path, default=DEFAULT_DATA)
     robustness.add_argument("--out", type=Path, required=True)
-    robustness.add_argument("--limit", type=int, default=0, help="score N validation scans, the same number from each class")
+    robustness.add_argument(
+        "--limit", type=int, default=0, help="score N validation scans, the same number from each class"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "split":

@@ -5,6 +5,7 @@ differently exported copies lost ~8 points. So besides geometry (rotation ±15°
 every class gets the same random resolution loss (down-and-up scaling), blur or sharpening,
 noise, brightness/contrast/gamma and JPEG re-encoding.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -61,7 +62,9 @@ def sharpen(x: np.ndarray, amount: float, sigma: float) -> np.ndarray:
 
 
 def jpeg(x: np.ndarray, quality: int) -> np.ndarray:
-    ok, buffer = cv2.imencode(".jpg", (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _ok, buffer = cv2.imencode(
+        ".jpg", (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     return cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 

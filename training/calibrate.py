@@ -3,6 +3,7 @@
 Fitted by minimising the negative log-likelihood of the validation split. It changes no
 prediction, only how confident the probabilities are, so they can be taken at face value.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """What each CLI command does, kept apart from argument parsing."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ def run_split(args: argparse.Namespace) -> int:
     split = make_split(args.data, args.val_fraction, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(split))
-    print(f"{len(split['train'])} train, {len(split['val'])} validation scans in {split['groups']} near-duplicate groups "
-          f"(largest {split['largest_group']}) → {args.out}")
+    print(
+        f"{len(split['train'])} train, {len(split['val'])} validation scans in {split['groups']} near-duplicate groups "
+        f"(largest {split['largest_group']}) → {args.out}"
+    )
     return 0
 
 
@@ -32,8 +35,12 @@ def run_pack(args: argparse.Namespace) -> int:
 
     keys = _split_keys(load_split(args.split))
     samples = list_samples(args.data)
-    build_pack([s for s in samples if s.key in keys], [keys[s.key] for s in samples if s.key in keys],
-               args.out, args.stored_size)
+    build_pack(
+        [s for s in samples if s.key in keys],
+        [keys[s.key] for s in samples if s.key in keys],
+        args.out,
+        args.stored_size,
+    )
     print(f"packed {len(keys)} scans at {args.stored_size} px → {args.out}")
     return 0
 
@@ -72,9 +79,15 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
             build_pack(samples, [keys[s.key] for s in samples], cache, 256)
         pack = load_pack([cache])
     config = TrainConfig(
-        input_size=args.input_size, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        finetune_epochs=args.finetune_epochs, first_block=args.first_block, finetune_lr=args.finetune_lr,
-        workers=args.workers, mixed_precision=args.mixed_precision, deadline_minutes=args.deadline_minutes,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        head_epochs=args.head_epochs,
+        finetune_epochs=args.finetune_epochs,
+        first_block=args.first_block,
+        finetune_lr=args.finetune_lr,
+        workers=args.workers,
+        mixed_precision=args.mixed_precision,
+        deadline_minutes=args.deadline_minutes,
         verbose=args.verbose,
     )
     weights = None if args.backbone_weights in (None, "none") else args.backbone_weights
@@ -95,11 +108,18 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         "temperature": 1.0,
         "weights_dtype": "float16",
         "weights_sha256": hashes,
-        "data": {"source": "shared/datasets/brain-mri/Training (5,712 scans)", "train_scans": len(split["train"]),
-                 "validation_scans": len(split["val"]),
-                 "split": "stratified by class; pHash near-duplicate groups (≤6 of 64 bits) kept on one side"},
-        "recipe": {**config.__dict__, "backbone_weights": "imagenet" if weights else None,
-                   "stored_size": pack.stored_size, "smoke": bool(args.smoke)},
+        "data": {
+            "source": "shared/datasets/brain-mri/Training (5,712 scans)",
+            "train_scans": len(split["train"]),
+            "validation_scans": len(split["val"]),
+            "split": "stratified by class; pHash near-duplicate groups (≤6 of 64 bits) kept on one side",
+        },
+        "recipe": {
+            **config.__dict__,
+            "backbone_weights": "imagenet" if weights else None,
+            "stored_size": pack.stored_size,
+            "smoke": bool(args.smoke),
+        },
         "command": "python -m training " + shlex.join(argv[1:]),
         "train_wall_minutes": round(minutes, 2),
         "hardware": _hardware(),
@@ -128,8 +148,12 @@ def _hardware() -> str:
 def _library_versions() -> dict[str, str]:
     import keras
 
-    versions = {"keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__,
-                "python": platform.python_version()}
+    versions = {
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
     try:
         backend = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras.backend.backend()])
         versions[keras.backend.backend()] = backend.__version__
@@ -161,22 +185,39 @@ def run_calibrate(args: argparse.Namespace) -> int:
     after = summarize(calibrated_probabilities(logits, temperature), true, CLASS_NAMES)
     card = read_card(args.model)
     card["temperature"] = round(temperature, 5)
-    card["validation"] = {"n": after["n"], "uncalibrated": _headline(before), "calibrated": _headline(after),
-                          "per_class": after["per_class"], "confusion_matrix": after["confusion_matrix"],
-                          "measured_with": "serving preprocessing on the original files, float16 weights"}
+    card["validation"] = {
+        "n": after["n"],
+        "uncalibrated": _headline(before),
+        "calibrated": _headline(after),
+        "per_class": after["per_class"],
+        "confusion_matrix": after["confusion_matrix"],
+        "measured_with": "serving preprocessing on the original files, float16 weights",
+    }
     card["check_list"] = check_list(samples, logits)
     write_card(args.model, card)
-    plot_reliability(calibrated_probabilities(logits, temperature), true, Path(args.model) / "reliability.png", after["ece_15"])
-    plot_confusion(np.array(after["confusion_matrix"]), CLASS_NAMES, Path(args.model) / "confusion_matrix.png",
-                   title=f"Validation split (n={after['n']})")
-    print(f"temperature {temperature:.4f}; validation accuracy {after['accuracy']:.4f}, "
-          f"ECE {before['ece_15']:.4f} → {after['ece_15']:.4f}, NLL {before['nll']:.4f} → {after['nll']:.4f}")
+    plot_reliability(
+        calibrated_probabilities(logits, temperature), true, Path(args.model) / "reliability.png", after["ece_15"]
+    )
+    plot_confusion(
+        np.array(after["confusion_matrix"]),
+        CLASS_NAMES,
+        Path(args.model) / "confusion_matrix.png",
+        title=f"Validation split (n={after['n']})",
+    )
+    print(
+        f"temperature {temperature:.4f}; validation accuracy {after['accuracy']:.4f}, "
+        f"ECE {before['ece_15']:.4f} → {after['ece_15']:.4f}, NLL {before['nll']:.4f} → {after['nll']:.4f}"
+    )
     return 0
 
 
 def check_list(samples: list, logits: np.ndarray, per_class: int = 25) -> dict:
     """A fixed list of validation scans and the model's accuracy on it, for the load test."""
-    chosen = [i for label in range(len(CLASS_NAMES)) for i in [j for j, s in enumerate(samples) if s.label == label][:per_class]]
+    chosen = [
+        i
+        for label in range(len(CLASS_NAMES))
+        for i in [j for j, s in enumerate(samples) if s.label == label][:per_class]
+    ]
     correct = logits[chosen].argmax(1) == np.array([samples[i].label for i in chosen])
     return {"keys": [samples[i].key for i in chosen], "accuracy": round(float(correct.mean()), 5)}
 
@@ -190,8 +231,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from workers.model_store import DEFAULT_MODEL_DIR
 
     metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR)
-    print(f"n={metrics['n']} accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f} "
-          f"ECE {metrics['ece_15']:.4f} → {args.out}")
+    print(
+        f"n={metrics['n']} accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f} "
+        f"ECE {metrics['ece_15']:.4f} → {args.out}"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ the split, or validation flatters the model. Scans are grouped by perceptual has
 whose 64-bit pHashes differ in at most `NEAR_DUPLICATE_BITS` bits are linked, and linked scans
 form one group (connected components). Groups are then split stratified by class.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,9 @@ def near_duplicate_groups(hashes: np.ndarray, max_bits: int = NEAR_DUPLICATE_BIT
     return np.array([find(i) for i in range(count)])
 
 
-def cross_pairs(hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> list[tuple[int, int]]:
+def cross_pairs(
+    hashes_a: np.ndarray, hashes_b: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS
+) -> list[tuple[int, int]]:
     """Pairs (i, j) with scan i of A and scan j of B at most `max_bits` apart."""
     a = hashes_a.astype(np.int32)
     b = hashes_b.astype(np.int32)
@@ -125,9 +128,9 @@ def make_split(root: Path, val_fraction: float = 0.2, seed: int = 1337) -> dict:
         "near_duplicate_bits": NEAR_DUPLICATE_BITS,
         "groups": len(np.unique(groups)),
         "largest_group": int(np.bincount(np.unique(groups, return_inverse=True)[1]).max()),
-        "train": [s.key for s, v in zip(samples, is_val) if not v],
-        "val": [s.key for s, v in zip(samples, is_val) if v],
-        "phash": {s.key: np.packbits(h).tobytes().hex() for s, h in zip(samples, hashes)},
+        "train": [s.key for s, v in zip(samples, is_val, strict=True) if not v],
+        "val": [s.key for s, v in zip(samples, is_val, strict=True) if v],
+        "phash": {s.key: np.packbits(h).tobytes().hex() for s, h in zip(samples, hashes, strict=True)},
     }
 
 

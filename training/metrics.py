@@ -1,4 +1,5 @@
 """Classification and calibration metrics, in plain NumPy (checked against scikit-learn)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,9 +43,13 @@ def reliability_bins(probabilities: np.ndarray, true: np.ndarray, bins: int = 15
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     return [
-        {"low": float(edges[b]), "high": float(edges[b + 1]), "count": int((which == b).sum()),
-         "accuracy": float(correct[which == b].mean()) if (which == b).any() else None,
-         "confidence": float(confidence[which == b].mean()) if (which == b).any() else None}
+        {
+            "low": float(edges[b]),
+            "high": float(edges[b + 1]),
+            "count": int((which == b).sum()),
+            "accuracy": float(correct[which == b].mean()) if (which == b).any() else None,
+            "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+        }
         for b in range(bins)
     ]
 

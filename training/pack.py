@@ -5,6 +5,7 @@ scan goes through `workers.imaging.prepare` at `stored_size` and is kept as WebP
 few `.npz` shards (≈ 70 MB for all 5,712 scans at 256 px). Training augments from these.
 The shards are also small enough to carry to a GPU machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ def _encode_job(args: tuple[str, int]) -> bytes:
     return encode_prepared(Path(args[0]), args[1])
 
 
-def build_pack(samples: Sequence[Sample], split: Sequence[str], out_dir: Path, stored_size: int,
-               shard_bytes: int = 15 * 2**20, workers: int = 2) -> None:
+def build_pack(
+    samples: Sequence[Sample],
+    split: Sequence[str],
+    out_dir: Path,
+    stored_size: int,
+    shard_bytes: int = 15 * 2**20,
+    workers: int = 2,
+) -> None:
     """Write shards `pack-000.npz`, … and `pack.json` (keys, labels, split per scan)."""
     from tqdm import tqdm
 

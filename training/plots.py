@@ -1,4 +1,5 @@
 """Pictures of results: confusion matrix and reliability diagram."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,8 +27,15 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], out_path: Pat
     axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            axis.text(j, i, f"{matrix[i, j]}\n{shares[i, j]:.1%}", ha="center", va="center",
-                      color="white" if shares[i, j] > 0.5 else "black", fontsize=9)
+            axis.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{shares[i, j]:.1%}",
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     axis.set_xticks(range(len(class_names)), class_names, rotation=20)
     axis.set_yticks(range(len(class_names)), class_names)
     axis.set_xlabel("predicted")
@@ -45,9 +53,16 @@ def plot_reliability(probabilities: np.ndarray, true: np.ndarray, out_path: Path
     centers = [(r["low"] + r["high"]) / 2 for r in rows]
     width = 1.0 / bins
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    top.bar(centers, [r["accuracy"] or 0 for r in rows], width=width * 0.9, color="#3b7dd8", alpha=0.8, label="accuracy")
-    top.plot([c for c, r in zip(centers, rows) if r["count"]], [r["confidence"] for r in rows if r["count"]],
-             "o", color="#d8573b", label="mean confidence")
+    top.bar(
+        centers, [r["accuracy"] or 0 for r in rows], width=width * 0.9, color="#3b7dd8", alpha=0.8, label="accuracy"
+    )
+    top.plot(
+        [c for c, r in zip(centers, rows, strict=True) if r["count"]],
+        [r["confidence"] for r in rows if r["count"]],
+        "o",
+        color="#d8573b",
+        label="mean confidence",
+    )
     top.set_ylabel("accuracy")
     top.set_title(f"Reliability diagram (ECE {ece:.2%}, {bins} bins)")
     top.legend(loc="upper left")

@@ -4,6 +4,7 @@ Each perturbation rewrites the original file (brightness, contrast, gamma, sharp
 JPEG quality, resolution, bit depth) before the serving path sees it. A model that keys on
 "small, soft image → no tumor" drops sharply on `upscale_512_sharp`.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,8 +88,11 @@ def robustness_report(model_dir: Path, samples: list, out_dir: Path) -> dict:
         print(f"perturbation {name}", flush=True)
         logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]), transform=transform)
         metrics = summarize(calibrated_probabilities(logits, float(card.get("temperature", 1.0))), true, CLASS_NAMES)
-        report[name] = {"accuracy": metrics["accuracy"], "ece_15": metrics["ece_15"],
-                        "recall": {k: v["recall"] for k, v in metrics["per_class"].items()}}
+        report[name] = {
+            "accuracy": metrics["accuracy"],
+            "ece_15": metrics["ece_15"],
+            "recall": {k: v["recall"] for k, v in metrics["per_class"].items()},
+        }
     (out_dir / "robustness.json").write_text(json.dumps({"n": len(samples), "results": report}, indent=2) + "\n")
     _plot(report, out_dir / "robustness.png", len(samples))
     return report

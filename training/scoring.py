@@ -1,4 +1,5 @@
 """Score scan files with a model through the serving preprocessing (batched, with progress)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,8 +11,14 @@ import numpy as np
 from workers.inference import model_batch, preprocess_scan
 
 
-def scan_logits(model: Any, paths: Sequence[Path], input_size: int, batch_size: int = 16,
-                progress: bool = True, transform: Any = None) -> np.ndarray:
+def scan_logits(
+    model: Any,
+    paths: Sequence[Path],
+    input_size: int,
+    batch_size: int = 16,
+    progress: bool = True,
+    transform: Any = None,
+) -> np.ndarray:
     """Logits (N, 4) of each file. `transform(bytes) -> bytes` perturbs a file before decoding."""
     from tqdm import tqdm
 

@@ -5,6 +5,7 @@ Phase 1 trains the head on a frozen backbone; phase 2 fine-tunes the backbone fr
 both (see workers.model_def). Written against Keras alone, so the same code runs on TensorFlow
 here and on JAX on a GPU machine.
 """
+
 from __future__ import annotations
 
 import csv
@@ -90,7 +91,9 @@ class Checkpoint:
         self.state_path = self.run_dir / "state.json"
 
     def state(self) -> dict:
-        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {"phase": None, "epochs_done": 0}
+        return (
+            json.loads(self.state_path.read_text()) if self.state_path.exists() else {"phase": None, "epochs_done": 0}
+        )
 
     def callback(self, phase: str) -> Any:
         import keras
@@ -151,7 +154,10 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
 
     if state["phase"] is not None and checkpoint.model_path.exists():
         model = keras.models.load_model(checkpoint.model_path)
-        print(f"resuming from {checkpoint.model_path}: phase {state['phase']}, {state['epochs_done']} epochs done", flush=True)
+        print(
+            f"resuming from {checkpoint.model_path}: phase {state['phase']}, {state['epochs_done']} epochs done",
+            flush=True,
+        )
     else:
         model = build_classifier(config.input_size, backbone_weights, config.dropout)
 
@@ -160,8 +166,14 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
         if state["phase"] is None:
             set_trainable_blocks(model, None)
             model.compile(optimizer=keras.optimizers.Adam(config.head_lr), loss=loss, weighted_metrics=["accuracy"])
-        model.fit(train_batches, validation_data=val_batches, epochs=config.head_epochs, initial_epoch=done,
-                  callbacks=[history, checkpoint.callback("head"), *extra], verbose=config.verbose)
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=config.head_epochs,
+            initial_epoch=done,
+            callbacks=[history, checkpoint.callback("head"), *extra],
+            verbose=config.verbose,
+        )
         done = config.head_epochs
         if model.stop_training:
             return model
@@ -171,11 +183,21 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
         if state["phase"] != "finetune":
             set_trainable_blocks(model, config.first_block)
             schedule = keras.optimizers.schedules.CosineDecay(
-                config.finetune_lr, decay_steps=config.finetune_epochs * len(train_batches), alpha=0.01)
-            model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-                          loss=loss, weighted_metrics=["accuracy"])
-        model.fit(train_batches, validation_data=val_batches, epochs=total, initial_epoch=done,
-                  callbacks=[history, checkpoint.callback("finetune"), *extra], verbose=config.verbose)
+                config.finetune_lr, decay_steps=config.finetune_epochs * len(train_batches), alpha=0.01
+            )
+            model.compile(
+                optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                loss=loss,
+                weighted_metrics=["accuracy"],
+            )
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=total,
+            initial_epoch=done,
+            callbacks=[history, checkpoint.callback("finetune"), *extra],
+            verbose=config.verbose,
+        )
     print(f"training took {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return model
 
@@ -195,7 +217,7 @@ def plot_history(run_dir: Path, out_path: Path) -> None:
     rows = read_history(run_dir)
     epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(epochs, [float(r[metric]) for r in rows], label="train (augmented)")
         axis.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label="validation")
         axis.set_xlabel("epoch")

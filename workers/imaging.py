@@ -134,7 +134,7 @@ def head_crop(gray: np.ndarray) -> Crop:
     if bright <= 0.02:
         return Crop(0, height, 0, width)
     mask = (small > 0.1 * bright).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return Crop(0, height, 0, width)
     # Keep components that are a real part of the head, not specks or corner labels.

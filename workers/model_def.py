@@ -67,7 +67,7 @@ def set_trainable_blocks(model: Any, first_block: int | None) -> None:
     """
     import keras
 
-    for layer, block in zip(backbone_layers(model), _block_numbers(backbone_layers(model))):
+    for layer, block in zip(backbone_layers(model), _block_numbers(backbone_layers(model)), strict=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
         else:

@@ -96,7 +96,7 @@ class Analyzer:
         label = CLASS_NAMES[int(np.argmax(probabilities))]
         return AnalysisResult(
             label=label,
-            probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities)},
+            probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities, strict=True)},
             heatmap=heatmap,
             overlay_png=overlay,
             model_version=self.model_version,

@@ -51,7 +51,8 @@ def test_every_export_mode_decodes_to_the_same_gray_scan(variant: str) -> None:
     gray = decode_gray(data)
     assert gray.shape == base.shape
     assert gray.dtype == np.float32
-    assert gray.min() >= 0.0 and gray.max() <= 1.0
+    assert gray.min() >= 0.0
+    assert gray.max() <= 1.0
     assert np.abs(gray - base / 255.0).mean() < 0.01
 
 
@@ -76,7 +77,8 @@ def test_any_size_gives_the_model_input_size(side: int) -> None:
     prepared = prepare(decode_gray(encode(base)), 224)
     assert prepared.pixels.shape == (224, 224)
     assert prepared.pixels.dtype == np.float32
-    assert prepared.pixels.min() >= 0.0 and prepared.pixels.max() <= 1.0
+    assert prepared.pixels.min() >= 0.0
+    assert prepared.pixels.max() <= 1.0
 
 
 def test_model_input_does_not_depend_on_export_resolution() -> None:
@@ -107,10 +109,13 @@ def test_crop_keeps_the_whole_head_and_the_aspect_ratio(path: Path) -> None:
     gray = decode_gray(encode(framed))
     crop = prepare(gray, 224).crop
     lit = np.argwhere(cv2.GaussianBlur(gray, (0, 0), 2) > 0.25)
-    assert lit[:, 0].min() >= crop.y0 and lit[:, 0].max() < crop.y1
-    assert lit[:, 1].min() >= crop.x0 and lit[:, 1].max() < crop.x1
+    assert lit[:, 0].min() >= crop.y0
+    assert lit[:, 0].max() < crop.y1
+    assert lit[:, 1].min() >= crop.x0
+    assert lit[:, 1].max() < crop.x1
     # The frame's black margins are cut away.
-    assert crop.x0 >= 200 and crop.x1 <= framed.shape[1] - 200
+    assert crop.x0 >= 200
+    assert crop.x1 <= framed.shape[1] - 200
 
 
 def test_maps_go_back_onto_the_scan_geometry() -> None:

@@ -62,7 +62,8 @@ def test_analyze_returns_the_contract(analyzer, data_name: str, variant: str | N
     assert result.label == max(result.probabilities, key=result.probabilities.get)
     assert result.heatmap.shape == (height, width)
     assert result.heatmap.dtype == np.float32
-    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    assert result.heatmap.min() >= 0.0
+    assert result.heatmap.max() <= 1.0
     overlay = cv2.imdecode(np.frombuffer(result.overlay_png, np.uint8), cv2.IMREAD_COLOR)
     assert overlay.shape == (height, width, 3)
     assert result.model_version == read_card()["version"]

@@ -72,7 +72,8 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
 def database_url(db: Mapping[str, Any]) -> str:
     """A Django DATABASES entry as a URL that django-environ (the settings) reads back."""
     if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
+        mode = (db.get("OPTIONS") or {}).get("transaction_mode")
+        return f"sqlite:///{db['NAME']}" + (f"?transaction_mode={mode}" if mode else "")
     if "postgresql" in db["ENGINE"]:
         auth = quote(db["USER"] or "", safe="")
         if db.get("PASSWORD"):

@@ -32,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # A file, not :memory:, so that the worker process sees what the live server wrote.
         path = Path(tempfile.gettempdir()) / f"clinic-e2e-{os.getpid()}.sqlite3"
         db.setdefault("TEST", {})["NAME"] = str(path)
+        # Two processes write it: a deferred transaction that reads then writes fails at once
+        # with "database is locked"; IMMEDIATE ones wait their turn (passed on to the worker).
+        db.setdefault("OPTIONS", {}).setdefault("transaction_mode", "IMMEDIATE")
 
 
 @pytest.fixture(scope="session")

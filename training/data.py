@@ -9,6 +9,7 @@ form one group (connected components). Groups are then split stratified by class
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,11 @@ from workers.imaging import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 NEAR_DUPLICATE_BITS = 6
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "brain-mri" / "Training"
+# The training set lives beside the checkout (../shared, read-only); BRAIN_MRI_DIR overrides.
+DEFAULT_DATA = Path(
+    os.environ.get("BRAIN_MRI_DIR")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "brain-mri" / "Training"
+)
 SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "brain-mri-v1.json"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.data import DEFAULT_DATA
 from workers.imaging import (
     MAX_SIDE,
     ScanDecodeError,
@@ -18,7 +19,7 @@ from workers.imaging import (
     prepare,
 )
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "brain-mri" / "Training"
+DATA = DEFAULT_DATA
 GLIOMA = DATA / "glioma" / "Tr-glTr_0000.jpg"
 NOTUMOR = sorted((DATA / "notumor").iterdir())[0]
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.data import DEFAULT_DATA
 from workers.imaging import CLASS_NAMES, ScanDecodeError
 from workers.model_store import read_card
 
 pytestmark = pytest.mark.model
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "brain-mri" / "Training"
+DATA = DEFAULT_DATA
 
 
 @pytest.fixture(scope="module")

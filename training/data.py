@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +40,37 @@ class Sample:
         return f"{self.path.parent.name}/{self.path.name}"
 
 
+# Folder names other exports of this data set use for the same classes.
+CLASS_FOLDER_ALIASES = {
+    "glioma": ("glioma", "glioma_tumor", "glioma_tumour"),
+    "meningioma": ("meningioma", "meningioma_tumor", "meningioma_tumour"),
+    "notumor": ("notumor", "no_tumor", "no_tumour", "notumour", "normal", "no"),
+    "pituitary": ("pituitary", "pituitary_tumor", "pituitary_tumour"),
+}
+
+
+def class_folder(root: Path, name: str) -> Path | None:
+    """The folder under `root` holding class `name` (case-insensitive, common aliases)."""
+    folders = {p.name.lower(): p for p in Path(root).iterdir() if p.is_dir()}
+    return next((folders[a] for a in CLASS_FOLDER_ALIASES[name] if a in folders), None)
+
+
 def list_samples(root: Path) -> list[Sample]:
     """Every image under `root/<class>/`, classes in CLASS_NAMES order, files sorted."""
     root = Path(root)
-    missing = [name for name in CLASS_NAMES if not (root / name).is_dir()]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    folders = {name: class_folder(root, name) for name in CLASS_NAMES}
+    missing = [name for name, folder in folders.items() if folder is None]
+    if len(missing) == len(CLASS_NAMES):
+        raise FileNotFoundError(f"{root} has no class folders (expected {', '.join(CLASS_NAMES)})")
     if missing:
-        raise FileNotFoundError(f"{root} has no folder for {', '.join(missing)} (expected one folder per class)")
+        print(f"warning: {root} has no folder for {', '.join(missing)}; scoring the other classes", file=sys.stderr)
     samples = []
     for label, name in enumerate(CLASS_NAMES):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        samples.extend(Sample(p, label) for p in files)
+        if folders[name] is not None:
+            files = sorted(p for p in folders[name].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            samples.extend(Sample(p, label) for p in files)
     return samples
 
 

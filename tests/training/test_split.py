@@ -1,6 +1,8 @@
 """The validation split keeps near-duplicates on one side and stays stratified."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from training.data import (
@@ -52,3 +54,12 @@ def test_split_moves_whole_groups() -> None:
     for group in np.unique(groups):
         assert len(set(is_val[groups == group])) == 1
     assert 5 <= is_val[labels == 0].sum() <= 15
+
+
+def test_evaluation_sets_may_use_other_folder_names(tmp_path: Path) -> None:
+    from training.data import list_samples
+
+    for folder in ("Glioma_Tumor", "meningioma", "no_tumor", "pituitary_tumor"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.jpg").write_bytes(b"")
+    assert [s.label for s in list_samples(tmp_path)] == [0, 1, 2, 3]

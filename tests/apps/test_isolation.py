@@ -14,6 +14,7 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     # pages (apps/web)
     "case_detail": ("case", ("get",)),
     "case_add_scans": ("case", ("get", "post")),
+    "case_summary": ("case", ("get",)),
     "scan_card": ("scan", ("get",)),
     "scan_review": ("scan", ("get", "post")),
     # API

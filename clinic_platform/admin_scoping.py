@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 
-def _is_clinic_admin(request: HttpRequest) -> bool:
+def is_clinic_admin(request: HttpRequest) -> bool:
     user = request.user
     return bool(user.is_active and user.is_staff and getattr(user, "is_clinic_admin", False) and user.clinic_id)
 
@@ -25,19 +25,19 @@ class ClinicScopedAdmin(admin.ModelAdmin):
 
     # Clinic admins manage their own clinic without per-model permission rows.
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return super().has_module_permission(request) or _is_clinic_admin(request)
+        return super().has_module_permission(request) or is_clinic_admin(request)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_view_permission(request, obj) or _is_clinic_admin(request)
+        return super().has_view_permission(request, obj) or is_clinic_admin(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) or _is_clinic_admin(request)
+        return super().has_change_permission(request, obj) or is_clinic_admin(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) or _is_clinic_admin(request)
+        return super().has_add_permission(request) or is_clinic_admin(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) or _is_clinic_admin(request)
+        return super().has_delete_permission(request, obj) or is_clinic_admin(request)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         # A clinic admin can only pick rows of their own clinic.

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from clinic_platform.admin_scoping import ClinicScopedAdmin
@@ -28,6 +29,14 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
     list_filter = ("role", "clinic", "is_active", "is_staff")
     fieldsets = (*BaseUserAdmin.fieldsets, ("Clinic", {"fields": ("clinic", "role")}))
     add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Clinic", {"fields": ("clinic", "role")}))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # A clinic admin must not see, edit or reset the password of a superuser, even one
+        # attached to their clinic: that would hand them every clinic.
+        queryset = super().get_queryset(request)
+        if not request.user.is_superuser:
+            queryset = queryset.filter(is_superuser=False)
+        return queryset
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # Only a superuser hands out superuser status, Django permissions or another clinic.

@@ -1,6 +1,9 @@
-from django.contrib import admin
+from typing import Any
 
-from clinic_platform.admin_scoping import ClinicScopedAdmin
+from django.contrib import admin
+from django.http import HttpRequest
+
+from clinic_platform.admin_scoping import ClinicScopedAdmin, is_clinic_admin
 
 from .models import Prediction, Scan, ScanReview
 
@@ -13,8 +16,26 @@ class PredictionInline(admin.StackedInline):
 
 
 class ScanReviewInline(admin.StackedInline):
+    """Shown, never edited: a review is a radiologist's act (scan_review checks the role and
+    the clinic), and an editable reviewer field would list every clinic's users."""
+
     model = ScanReview
+    fields = readonly_fields = ("reviewer", "agrees", "note", "reviewed_at")
+    can_delete = False
     extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The scan page itself is clinic-scoped (ScanAdmin), so its viewers may see the review.
+        return super().has_view_permission(request, obj) or is_clinic_admin(request)
 
 
 @admin.register(Scan)
@@ -39,8 +60,11 @@ class ScanAdmin(ClinicScopedAdmin):
         "started_at",
         "finished_at",
         "attempts",
+        # Owned by the worker's state machine (apps/scans/services.py), never set by hand.
+        "status",
+        "error",
     )
     inlines = [PredictionInline, ScanReviewInline]
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # uploads go through scan_submit

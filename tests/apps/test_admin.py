@@ -48,3 +48,40 @@ def test_superuser_sees_every_clinic(superuser, north, south, client):
     for name in ("accounts_clinic", "accounts_user", "patients_patient", "scans_scan"):
         assert client.get(reverse(f"admin:{name}_changelist")).status_code == 200
     assert client.get(reverse("admin:scans_scan_change", args=[north.scan.pk])).status_code == 200
+
+
+def test_clinic_admin_cannot_see_edit_or_reset_a_superuser_of_their_clinic(north, client):
+    root = User.objects.create_superuser("clinic-root", "r@example.org", "root-pass-123", clinic=north.clinic)
+    client.force_login(north.admin)
+    changelist = client.get(reverse("admin:accounts_user_changelist"))
+    assert root not in list(changelist.context["cl"].queryset)
+    assert client.get(reverse("admin:accounts_user_change", args=[root.pk])).status_code == 302
+    password_url = reverse("admin:auth_user_password_change", args=[root.pk])
+    assert client.get(password_url).status_code == 404
+    response = client.post(password_url, {"password1": "taken-over-123!", "password2": "taken-over-123!"})
+    assert response.status_code == 404
+    root.refresh_from_db()
+    assert root.check_password("root-pass-123")
+
+
+def test_scan_admin_review_is_read_only_and_lists_no_other_clinics_users(north, south, client):
+    from django.contrib.auth.models import Permission
+
+    from apps.scans.services import scan_review
+
+    scan_review(scan=north.scan, reviewer=north.radiologist, agrees=True)
+    # Even with Django's review permissions (a superuser may grant them), nothing is editable.
+    north.admin.user_permissions.add(*Permission.objects.filter(codename__endswith="_scanreview"))
+    client.force_login(north.admin)
+    page = client.get(reverse("admin:scans_scan_change", args=[north.scan.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert south.radiologist.username not in html
+    assert south.admin.username not in html
+    assert north.radiologist.username in html  # the review is shown
+    (review_formset,) = [f for f in page.context["inline_admin_formsets"] if f.opts.model.__name__ == "ScanReview"]
+    assert not review_formset.has_change_permission
+    assert not review_formset.has_add_permission
+    form_fields = page.context["adminform"].form.fields
+    assert "status" not in form_fields
+    assert "error" not in form_fields

@@ -11,7 +11,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from apps.scans import services
-from workers.celery_policy import inference_task
+from workers.celery_policy import inference_task, maintenance_task
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def analyze_scan(scan_id: int) -> str:
     return outcome
 
 
-@inference_task
+@maintenance_task
 def requeue_stale_scans() -> dict[str, int]:
-    """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE); also `manage.py requeue_stale_scans`."""
+    """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE) on the "maintenance" queue;
+    also `manage.py requeue_stale_scans`."""
     report = services.scans_requeue_stale()
     return {"requeued": report.requeued, "published": report.published, "failed": report.failed}

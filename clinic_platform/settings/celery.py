@@ -1,8 +1,8 @@
 """Celery. Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html
 
 Redis when REDIS_URL is set; otherwise Celery's filesystem transport under var/queue, so a
-laptop runs web + worker + beat with no server. Policy (acks_late, time limits, the
-"inference" queue) lives in workers/celery_policy.py so every task gets it.
+laptop runs web + worker + beat with no server. Policy (acks_late, time limits) lives
+in workers/celery_policy.py so every task gets it; the queues are routed below.
 """
 
 from pathlib import Path
@@ -36,9 +36,16 @@ else:
 # Results live in the database (Scan/Prediction rows), not in a result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
-# Every task goes to the queue the model workers consume (`celery worker -Q inference`).
+# Scans go to the queue the model workers consume (`celery worker -Q inference`). The sweep
+# goes to its own "maintenance" queue, so it never waits behind a backlog of scans and runs
+# even with no model worker up: a light worker (`-Q maintenance --concurrency 1` with
+# WORKER_PRELOAD_MODEL=0) or a model worker started with `-Q inference,maintenance` takes it.
+# An exact task name wins over the glob (Celery's MapRoute looks names up first).
 CELERY_TASK_DEFAULT_QUEUE = "inference"
-CELERY_TASK_ROUTES = {"workers.tasks.*": {"queue": "inference"}}
+CELERY_TASK_ROUTES = {
+    "workers.tasks.requeue_stale_scans": {"queue": "maintenance"},
+    "workers.tasks.*": {"queue": "inference"},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A model worker takes one scan at a time; a prefetched scan would wait behind it while
@@ -52,9 +59,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
+SCAN_SWEEP_INTERVAL_SECONDS = env.float("SCAN_SWEEP_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-scans": {
         "task": "workers.tasks.requeue_stale_scans",
-        "schedule": env.float("SCAN_SWEEP_INTERVAL_SECONDS", default=60.0),
+        "schedule": SCAN_SWEEP_INTERVAL_SECONDS,
+        # With no maintenance worker up, sweeps pile up in the queue; one that waited a whole
+        # period is dropped (the next one does the same work) instead of all running at once.
+        "options": {"expires": SCAN_SWEEP_INTERVAL_SECONDS},
     },
 }

@@ -33,10 +33,10 @@ def media_root(settings, tmp_path) -> Path:
     return tmp_path / "media"
 
 
-def _drain() -> list[PublishedTask]:
+def _drain(queue_name: str = "inference") -> list[PublishedTask]:
     published = []
     with celery_app.connection_for_read() as connection:
-        queue = connection.SimpleQueue("inference")
+        queue = connection.SimpleQueue(queue_name)
         try:
             while True:
                 try:
@@ -61,3 +61,15 @@ def broker() -> Iterator[Callable[[], list[PublishedTask]]]:
     _drain()
     yield _drain
     _drain()
+
+
+@pytest.fixture
+def maintenance_broker() -> Iterator[Callable[[], list[PublishedTask]]]:
+    """What was published to the "maintenance" queue (the sweep), like `broker`."""
+
+    def drain() -> list[PublishedTask]:
+        return _drain("maintenance")
+
+    drain()
+    yield drain
+    drain()

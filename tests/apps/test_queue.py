@@ -116,3 +116,17 @@ def test_beat_runs_the_sweep_task():
     from workers import tasks
 
     assert tasks.requeue_stale_scans.name == "workers.tasks.requeue_stale_scans"
+
+
+def test_the_sweep_has_its_own_queue_and_expires_after_one_period(broker, maintenance_broker):
+    """The sweep must not wait behind a backlog of scans, nor need a model worker to run."""
+    from workers import tasks
+
+    tasks.requeue_stale_scans.apply_async()
+    tasks.analyze_scan.apply_async(args=[123])
+    assert [(p.task, p.routing_key) for p in maintenance_broker()] == [
+        ("workers.tasks.requeue_stale_scans", "maintenance")
+    ]
+    assert [(p.task, p.args, p.routing_key) for p in broker()] == [("workers.tasks.analyze_scan", [123], "inference")]
+    (entry,) = [e for e in celery_app.conf.beat_schedule.values() if e["task"] == "workers.tasks.requeue_stale_scans"]
+    assert entry["options"]["expires"] == entry["schedule"] == settings.SCAN_SWEEP_INTERVAL_SECONDS

@@ -126,11 +126,11 @@ def test_a_superseded_attempt_stores_nothing(queued, media_root):
 
 
 def test_every_task_gets_the_queue_policy():
-    for task in (tasks.analyze_scan, tasks.requeue_stale_scans):
+    for task, queue in ((tasks.analyze_scan, "inference"), (tasks.requeue_stale_scans, "maintenance")):
         assert task.acks_late
         assert task.reject_on_worker_lost
         assert 0 < task.soft_time_limit < task.time_limit
-        assert celery_app.amqp.router.route({}, task.name)["queue"].name == "inference"
+        assert celery_app.amqp.router.route({}, task.name)["queue"].name == queue
     assert celery_app.conf.worker_prefetch_multiplier == 1
 
 

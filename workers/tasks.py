@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from apps.scans import services
@@ -22,12 +23,17 @@ def _get_analyzer() -> Any:
     return get_analyzer()
 
 
-@inference_task
-def analyze_scan(scan_id: int) -> str:
-    """Analyse one scan. Idempotent: a scan that is not queued (done, failed, taken by another
-    worker, deleted) is left alone, so a duplicate or redelivered message does nothing."""
+@inference_task(bind=True)
+def analyze_scan(self: Task, scan_id: int) -> str:
+    """Analyse one scan. Idempotent: a scan that is done, failed, deleted or (for a first
+    delivery) taken by another worker is left alone, so a duplicate message does nothing.
+
+    A message the broker delivered again after its worker died (acks_late +
+    reject_on_worker_lost) takes over a scan left in processing, as a new attempt, so the
+    scan does not wait for the sweep (scan_claim; SCAN_MAX_ATTEMPTS still applies)."""
     started = time.perf_counter()
-    scan = services.scan_claim(scan_id=scan_id)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    scan = services.scan_claim(scan_id=scan_id, redelivered=redelivered)
     if scan is None:
         logger.info("scan %s: not queued, nothing to do", scan_id)
         return "skipped"

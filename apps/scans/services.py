@@ -160,24 +160,47 @@ def scans_enqueue(*, scan_ids: Iterable[int]) -> int:
     return published
 
 
-def scan_claim(*, scan_id: int) -> Scan | None:
+def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
     """queued → processing, for the worker about to analyse it.
 
     None when there is nothing to do: the row is gone, already done or failed, or another
     worker holds it. The conditional UPDATE makes the claim safe even where the database
     ignores select_for_update (SQLite).
+
+    `redelivered`: the broker delivered this message again because the worker that held it
+    died (acks_late + reject_on_worker_lost). A scan still in processing was that worker's,
+    so this attempt takes it over at once (a new attempt) instead of waiting for the sweep;
+    once SCAN_MAX_ATTEMPTS are spent the scan is failed instead. Done and failed scans are
+    left alone as always.
     """
     with transaction.atomic():
         scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
-        if scan is None or scan.status != ScanStatus.QUEUED:
+        if scan is None:
             return None
-        claimed = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
-            status=ScanStatus.PROCESSING,
-            started_at=timezone.now(),
-            finished_at=None,
-            error="",
-            attempts=F("attempts") + 1,
-        )
+        if scan.status == ScanStatus.PROCESSING and redelivered:
+            # Same attempt count as read: another worker that took it over first wins.
+            owned = Scan.objects.filter(pk=scan_id, status=ScanStatus.PROCESSING, attempts=scan.attempts)
+            if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
+                owned.update(
+                    status=ScanStatus.FAILED,
+                    finished_at=timezone.now(),
+                    error=f"The analysis did not finish after {settings.SCAN_MAX_ATTEMPTS} attempts.",
+                )
+                logger.warning("scan %s: redelivered after %s attempts, failed", scan_id, scan.attempts)
+                return None
+            claimed = owned.update(started_at=timezone.now(), finished_at=None, error="", attempts=F("attempts") + 1)
+            if claimed:
+                logger.warning("scan %s: redelivered while processing (worker lost), taking it over", scan_id)
+        elif scan.status != ScanStatus.QUEUED:
+            return None
+        else:
+            claimed = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
+                status=ScanStatus.PROCESSING,
+                started_at=timezone.now(),
+                finished_at=None,
+                error="",
+                attempts=F("attempts") + 1,
+            )
         if not claimed:
             return None
         scan.refresh_from_db()

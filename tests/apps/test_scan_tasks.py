@@ -125,6 +125,45 @@ def test_a_superseded_attempt_stores_nothing(queued, media_root):
     assert scan_complete(scan=current, result=result) is not None
 
 
+def _run_redelivered(scan_id: int) -> str:
+    """Run the task as a worker does for a message the broker delivered again (its worker died
+    holding it: acks_late + reject_on_worker_lost); kombu marks it `redelivered`."""
+    tasks.analyze_scan.push_request(delivery_info={"redelivered": True, "routing_key": "inference"})
+    try:
+        return tasks.analyze_scan.run(scan_id)
+    finally:
+        tasks.analyze_scan.pop_request()
+
+
+def test_a_redelivered_message_takes_over_a_scan_its_dead_worker_left_processing(queued, analyzer):
+    dead = scan_claim(scan_id=queued.pk)  # the worker that claimed it was then killed
+    assert dead.status == ScanStatus.PROCESSING
+    assert tasks.analyze_scan(queued.pk) == "skipped"  # a duplicate (first delivery) still waits
+    assert _run_redelivered(queued.pk) == "done"
+    scan = Scan.objects.select_related("prediction").get(pk=queued.pk)
+    assert (scan.status, scan.attempts, scan.error) == (ScanStatus.DONE, 2, "")
+    assert scan.started_at > dead.started_at
+    assert analyzer.calls == 1
+    # The dead attempt cannot overwrite the new one's result, and done stays done.
+    assert scan_complete(scan=dead, result=PixelAnalyzer().analyze(real_scan_bytes("meningioma"))) is None
+    assert _run_redelivered(queued.pk) == "skipped"
+    assert Scan.objects.get(pk=queued.pk).finished_at == scan.finished_at
+
+
+def test_a_redelivered_message_respects_the_attempt_limit_and_leaves_finished_scans(queued, analyzer, settings):
+    settings.SCAN_MAX_ATTEMPTS = 2
+    scan_claim(scan_id=queued.pk)
+    Scan.objects.filter(pk=queued.pk).update(attempts=2)  # the worker died on the last attempt
+    assert _run_redelivered(queued.pk) == "skipped"
+    scan = Scan.objects.get(pk=queued.pk)
+    assert (scan.status, scan.attempts) == (ScanStatus.FAILED, 2)
+    assert "2 attempts" in scan.error
+    assert _run_redelivered(queued.pk) == "skipped"
+    assert Scan.objects.get(pk=queued.pk).error == scan.error
+    assert _run_redelivered(10_000_000) == "skipped"
+    assert analyzer.calls == 0
+
+
 def test_every_task_gets_the_queue_policy():
     for task, queue in ((tasks.analyze_scan, "inference"), (tasks.requeue_stale_scans, "maintenance")):
         assert task.acks_late

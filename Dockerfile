@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MEDIA_ROOT=/srv/media \
     STATIC_ROOT=/srv/static
 
-# libgl/libglib: OpenCV's headless wheel still wants libglib; libpq for psycopg without binary.
+# libglib: OpenCV's headless wheel links it; libpq: for psycopg if its binary wheel is absent.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libglib2.0-0 libpq5 \
  && rm -rf /var/lib/apt/lists/*

@@ -113,6 +113,11 @@ STORAGES = {
     },
 }
 
+# Memory per request: a multipart upload is held as up to this many files (each up to
+# workers.imaging.MAX_UPLOAD_BYTES, read into memory to be checked). More files: a 400.
+# The proxy in front must also cap the body (docs/platform.md, "Uploads and memory").
+DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=20)
+
 # Behind a TLS-terminating proxy (docker-compose, any PaaS).
 if env.bool("DJANGO_SECURE", default=not DEBUG):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

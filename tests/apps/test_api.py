@@ -82,6 +82,14 @@ def test_bad_upload_is_400_with_the_reason(api, north):
     assert north.case.scans.count() == 1
 
 
+def test_a_request_with_more_files_than_the_limit_is_refused_before_anything_is_read(api, north, settings):
+    files = [upload(png_bytes(), f"scan-{i}.png", "image/png") for i in range(21)]
+    response = api.post(reverse("api:case-scans", args=[north.case.pk]), {"file": files}, format="multipart")
+    assert response.status_code == 400
+    assert north.case.scans.count() == 1
+    assert settings.DATA_UPLOAD_MAX_NUMBER_FILES == 20
+
+
 def test_case_for_another_clinics_patient_is_400(api, south):
     response = api.post(reverse("api:case-list"), {"patient": south.patient.pk}, format="json")
     assert response.status_code == 400

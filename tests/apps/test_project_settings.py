@@ -19,6 +19,7 @@ print(json.dumps({
     "media": str(settings.MEDIA_ROOT), "broker": app.conf.broker_url, "debug": settings.DEBUG,
     "hosts": settings.ALLOWED_HOSTS, "tensorflow": "tensorflow" in sys.modules,
     "folder_in": (app.conf.broker_transport_options or {}).get("data_folder_in"),
+    "max_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES,
 }))
 """
 
@@ -44,6 +45,7 @@ def test_local_defaults_need_no_server_and_never_load_tensorflow(tmp_path):
     assert settings["folder_in"] == str(queue / "messages")
     assert queue.joinpath("messages").is_dir()
     assert settings["tensorflow"] is False
+    assert settings["max_files"] == 20
 
 
 def test_environment_selects_postgres_redis_and_media(tmp_path):
@@ -54,12 +56,14 @@ def test_environment_selects_postgres_redis_and_media(tmp_path):
         REDIS_URL="redis://redis:6379/0",
         MEDIA_ROOT=str(tmp_path / "m"),
         DJANGO_ALLOWED_HOSTS="clinic.example.org",
+        DATA_UPLOAD_MAX_NUMBER_FILES="8",
     )
     assert settings["db"] == "django.db.backends.postgresql"
     assert settings["broker"] == "redis://redis:6379/0"
     assert settings["media"] == str(tmp_path / "m")
     assert settings["debug"] is False
     assert settings["hosts"] == ["clinic.example.org"]
+    assert settings["max_files"] == 8
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path):

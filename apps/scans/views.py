@@ -6,7 +6,7 @@ clinic-scoped selector, so another clinic's file is a 404 like a missing one.
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.views.decorators.cache import cache_control
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -50,20 +50,21 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     return response
 
 
-# Private: a shared cache must not keep a patient's scan.
+# No copy anywhere: not in a shared cache, and not in the browser's own cache either, where a
+# patient's scan would outlive the session on a shared ward PC (`never_cache`: no-store, private).
 @require_GET
-@cache_control(private=True, max_age=3600)
+@never_cache
 def scan_image(request: HttpRequest, scan_id: int) -> HttpResponse:
     return _serve(request, scan_id, "image")
 
 
 @require_GET
-@cache_control(private=True, max_age=3600)
+@never_cache
 def scan_overlay(request: HttpRequest, scan_id: int) -> HttpResponse:
     return _serve(request, scan_id, "overlay")
 
 
 @require_GET
-@cache_control(private=True, max_age=3600)
+@never_cache
 def scan_heatmap(request: HttpRequest, scan_id: int) -> HttpResponse:
     return _serve(request, scan_id, "heatmap")

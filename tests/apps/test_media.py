@@ -21,13 +21,17 @@ def test_owner_gets_each_file_with_its_content_type(north, client):
     assert image.status_code == 200
     assert image["Content-Type"] == "image/jpeg"
     assert image["X-Content-Type-Options"] == "nosniff"
-    assert "private" in image["Cache-Control"]
     assert _body(image) == north.scan.image.open("rb").read()
-    for kind in ("overlay", "heatmap"):
+    for kind in ("image", "overlay", "heatmap"):
         response = client.get(reverse(f"scans:{kind}", args=[north.scan.pk]))
         assert response.status_code == 200
-        assert response["Content-Type"] == "image/png"
-        assert Image.open(io.BytesIO(_body(response))).format == "PNG"
+        # Not kept by the browser either: a shared ward PC must not hold scans after logout.
+        cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+        assert {"no-store", "private"} <= cache_control, response["Cache-Control"]
+        assert "max-age=0" in cache_control
+        if kind != "image":
+            assert response["Content-Type"] == "image/png"
+            assert Image.open(io.BytesIO(_body(response))).format == "PNG"
 
 
 def test_png_scan_is_served_as_png_and_overlay_is_404_until_analysed(north, client, django_capture_on_commit_callbacks):

@@ -5,6 +5,9 @@ import numpy as np
 
 from workers.imaging import Prepared, decode_gray, prepare, to_model_input
 
+# Below this top probability a result is flagged for a careful read, not asserted.
+LOW_CONFIDENCE = 0.70
+
 
 def preprocess_scan(data: bytes, input_size: int) -> Prepared:
     """Uploaded bytes → the model's input (and how to map results back onto the scan)."""

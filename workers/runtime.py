@@ -20,13 +20,10 @@ import numpy as np
 
 from workers.gradcam import encode_png, gradcam_map, render_overlay
 from workers.imaging import CLASS_NAMES, decode_gray, map_to_scan, prepare, to_model_input
-from workers.inference import calibrated_probabilities
+from workers.inference import LOW_CONFIDENCE, calibrated_probabilities
 from workers.model_store import DEFAULT_MODEL_DIR
 
 logger = logging.getLogger(__name__)
-
-# Below this top probability the result is flagged for a careful read, not asserted.
-LOW_CONFIDENCE = 0.70
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from workers.inference import LOW_CONFIDENCE
+
 
 def _scan_path(instance: "Scan", filename: str) -> str:
     ext = "png" if instance.format == "PNG" else "jpg"
@@ -86,9 +88,16 @@ class Prediction(models.Model):
     def __str__(self) -> str:
         return f"{self.label} for scan {self.scan_id}"
 
+    LOW_CONFIDENCE = LOW_CONFIDENCE
+
     @property
     def confidence(self) -> float:
         return float(self.probabilities.get(self.label, 0.0))
+
+    @property
+    def is_low_confidence(self) -> bool:
+        """The model is unsure: pages flag the result instead of asserting the label."""
+        return self.confidence < LOW_CONFIDENCE
 
     def sorted_probabilities(self) -> list[tuple[str, float]]:
         """(label, probability) pairs, most likely first, for bars on the page."""

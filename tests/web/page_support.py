@@ -44,11 +44,12 @@ class FakeResult(NamedTuple):
     timings_ms: dict[str, float]
 
 
-def finish_scan(scan: Scan, label: str = "glioma") -> None:
-    """queued → processing → done through the services the worker uses."""
+def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7) -> None:
+    """queued → processing → done through the services the worker uses; `top` is the
+    label's probability, the rest is shared by the other classes."""
     claimed = scan_claim(scan_id=scan.pk)
     assert claimed is not None
-    probs = {name: (0.7 if name == label else 0.1) for name in CLASS_NAMES}
+    probs = {name: (top if name == label else (1 - top) / 3) for name in CLASS_NAMES}
     overlay = io.BytesIO()
     Image.new("RGB", (scan.width, scan.height), (255, 0, 0)).save(overlay, format="PNG")
     scan_complete(

@@ -125,9 +125,28 @@ def test_case_detail_polls_until_done(staff_client, world) -> None:
     assert world.scan.get_image_url() in card
     assert world.scan.get_overlay_url() in card
     assert 'type="range"' in card
-    assert "meningioma" in card
+    assert "Meningioma" in card
     assert "70.0%" in card
+    assert "Low confidence" not in card
     assert "test-model-1" in card
+
+
+def test_an_unsure_prediction_is_flagged(staff_client, world) -> None:
+    finish_scan(world.scan, label="glioma", top=0.55)
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert "Low confidence" in card
+    assert "55.0%" in card
+
+
+def test_a_near_certain_prediction_is_not_shown_as_certain(staff_client, world) -> None:
+    finish_scan(world.scan, label="notumor", top=0.999996)
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert "No tumour" in card
+    assert "&gt;99.9%" in card
+    assert "&lt;0.1%" in card
+    assert "(100.0%)" not in card
+    assert ">100.0%<" not in card
+    assert "Low confidence" not in card
 
 
 def test_scan_card_shows_failure(staff_client, world) -> None:

@@ -65,3 +65,32 @@ _CASE_BADGE = {CaseStatus.PENDING: "processing", CaseStatus.EMPTY: "queued"}
 def case_badge(value: str) -> str:
     """The badge CSS class for an annotated case status."""
     return _CASE_BADGE.get(value, str(value))
+
+
+# How a radiologist reads each class name on a page.
+LABEL_NAMES = {
+    "glioma": "Glioma",
+    "meningioma": "Meningioma",
+    "notumor": "No tumour",
+    "pituitary": "Pituitary tumour",
+}
+
+
+@register.filter
+def label_name(value: str) -> str:
+    """Model label ("notumor") → the name shown on pages ("No tumour")."""
+    return LABEL_NAMES.get(str(value), str(value))
+
+
+@register.filter
+def probability(value: float | None) -> str:
+    """A probability for reading, in percent: never "100.0" or "0.0", which would claim
+    certainty that a calibrated model does not have."""
+    if value is None:
+        return ""
+    share = float(value) * 100
+    if share >= 99.95:
+        return ">99.9"
+    if share < 0.05:
+        return "<0.1"
+    return f"{share:.1f}"

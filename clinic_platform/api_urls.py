@@ -2,8 +2,8 @@
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import ObtainAuthToken
 
+from apps.accounts.apis import TokenApi
 from apps.cases.apis import CaseDetailApi, CaseListApi
 from apps.patients.apis import PatientDetailApi, PatientListApi
 from apps.scans.apis import CaseScansApi, ScanDetailApi, ScanReviewApi
@@ -11,7 +11,7 @@ from apps.scans.apis import CaseScansApi, ScanDetailApi, ScanReviewApi
 app_name = "api"
 
 urlpatterns = [
-    path("auth/token/", ObtainAuthToken.as_view(), name="token"),
+    path("auth/token/", TokenApi.as_view(), name="token"),
     path("patients/", PatientListApi.as_view(), name="patient-list"),
     path("patients/<int:patient_id>/", PatientDetailApi.as_view(), name="patient-detail"),
     path("cases/", CaseListApi.as_view(), name="case-list"),

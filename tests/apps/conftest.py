@@ -27,6 +27,16 @@ def south(db, django_capture_on_commit_callbacks) -> ClinicWorld:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Throttle counts (the token endpoint's) live in the cache, local memory in the tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path) -> Path:
     """Each test writes files into its own folder, so leftover (orphan) files can be counted."""
     settings.MEDIA_ROOT = str(tmp_path / "media")

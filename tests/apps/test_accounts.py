@@ -1,5 +1,7 @@
 import pytest
+from coredata import PASSWORD
 from django.core.management import call_command
+from django.urls import reverse
 
 from apps.accounts.models import Clinic, Role, User
 from apps.accounts.services import clinic_create, user_create
@@ -46,3 +48,13 @@ def test_seed_demo_without_env_prints_generated_password_and_keeps_it_on_rerun(m
     call_command("seed_demo")
     assert "Demo password" not in capsys.readouterr().out
     assert User.objects.get(username="radiologist").check_password(password)
+
+
+def test_session_ends_with_the_browser_and_after_eight_hours(north, client, settings):
+    response = client.post(reverse("login"), {"username": north.staff.username, "password": PASSWORD})
+    assert response.status_code == 302
+    cookie = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert cookie["max-age"] == ""  # a browser-session cookie
+    assert cookie["expires"] == ""
+    assert client.session.get_expire_at_browser_close()
+    assert client.session.get_expiry_age() == settings.SESSION_COOKIE_AGE == 8 * 3600

@@ -24,6 +24,20 @@ def test_token_refused_for_wrong_password(north):
     assert "token" not in response.json()
 
 
+def test_token_endpoint_is_throttled_per_client_ip(north, settings):
+    url, guess = reverse("api:token"), {"username": north.staff.username, "password": "guess"}
+    codes = [APIClient(REMOTE_ADDR="10.0.0.7").post(url, guess).status_code for _ in range(10)]
+    assert codes == [400] * 10
+    # The eleventh try in the minute is refused even with the right password.
+    right = {"username": north.staff.username, "password": PASSWORD}
+    refused = APIClient(REMOTE_ADDR="10.0.0.7").post(url, right)
+    assert refused.status_code == 429
+    assert "token" not in refused.json()
+    # Another address is not affected.
+    assert APIClient(REMOTE_ADDR="10.0.0.8").post(url, right).status_code == 200
+    assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth-token"] == "10/min"
+
+
 def test_anonymous_requests_are_refused(north):
     assert APIClient().get(reverse("api:case-list")).status_code == 401
 

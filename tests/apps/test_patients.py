@@ -13,6 +13,27 @@ def test_mrn_is_unique_per_clinic_not_across_clinics(north, south):
     assert twin.clinic_id == south.clinic.pk
 
 
+def test_mrn_race_lost_at_the_database_gives_the_same_validation_error(north, monkeypatch):
+    """Two requests with one MRN both pass the check; the unique constraint stops the second."""
+    from django.db.models import QuerySet
+
+    from apps.patients.models import Patient
+
+    real_exists, calls = QuerySet.exists, []
+
+    def first_check_runs_before_the_other_request_commits(queryset):
+        calls.append(queryset.model)
+        return False if len(calls) == 1 else real_exists(queryset)
+
+    monkeypatch.setattr(QuerySet, "exists", first_check_runs_before_the_other_request_commits)
+    with pytest.raises(ValidationError) as raised:
+        patient_create(created_by=north.staff, mrn=north.patient.mrn, name="Raced")
+    message = f"A patient with MRN {north.patient.mrn} already exists in this clinic."
+    assert raised.value.message_dict == {"mrn": [message]}
+    # The caller's transaction is still usable.
+    assert Patient.objects.filter(clinic=north.clinic, mrn=north.patient.mrn).count() == 1
+
+
 def test_patient_list_searches_name_and_mrn_within_the_clinic(north, south):
     patient_create(created_by=north.staff, mrn="X-77", name="Ada Lovelace")
     patient_create(created_by=south.staff, mrn="X-78", name="Ada Byron")

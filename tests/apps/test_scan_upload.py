@@ -8,7 +8,7 @@ import zlib
 import pytest
 from coredata import png_bytes, real_scan_bytes, stored_files, upload
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from PIL import Image
 
 from apps.scans.models import Scan, ScanStatus
@@ -130,3 +130,35 @@ def test_upload_to_another_clinics_case_is_refused(north, south, media_root):
     with pytest.raises(PermissionDenied):
         scan_submit(case=south.case, uploaded_by=north.staff, upload=upload(real_scan_bytes()))
     assert south.case.scans.count() == 1
+
+
+def test_deleting_a_case_or_a_scan_removes_its_files_after_the_commit(
+    north, media_root, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        (second,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "b.png")])
+    prediction = north.scan.prediction
+    files = {media_root / name for name in (north.scan.image.name, prediction.heatmap.name, prediction.overlay.name)}
+    files.add(media_root / second.image.name)
+    assert set(stored_files(media_root)) == files
+
+    # A deletion that rolls back keeps every file.
+    with (  # noqa: PT012
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        Scan.objects.get(pk=second.pk).delete()
+        raise RuntimeError("rolled back")
+    assert set(stored_files(media_root)) == files
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        Scan.objects.get(pk=second.pk).delete()
+    assert (media_root / second.image.name).exists()  # not before the commit
+    for callback in callbacks:
+        callback()
+    assert set(stored_files(media_root)) == files - {media_root / second.image.name}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        north.case.delete()  # cascades to the scan and its prediction
+    assert stored_files(media_root) == []

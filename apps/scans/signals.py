@@ -1,0 +1,40 @@
+"""Files follow their rows: deleting a scan (or its case, which cascades) removes the scan
+image, heatmap and overlay from storage once the deletion commits. A rolled-back deletion
+keeps them, and a missing file is not an error."""
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models.fields.files import FieldFile
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from .models import Prediction, Scan
+
+logger = logging.getLogger(__name__)
+
+
+def _delete_after_commit(*files: FieldFile) -> None:
+    # Name and storage now: the instance is gone by the time the callback runs.
+    targets = [(file.storage, file.name) for file in files if file and file.name]
+
+    def delete() -> None:
+        for storage, name in targets:
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete %s after its row was deleted", name, exc_info=True)
+
+    if targets:
+        transaction.on_commit(delete, robust=True)
+
+
+@receiver(post_delete, sender=Scan, dispatch_uid="scans.delete_scan_files")
+def delete_scan_files(sender: type[Scan], instance: Scan, **kwargs: Any) -> None:
+    _delete_after_commit(instance.image)
+
+
+@receiver(post_delete, sender=Prediction, dispatch_uid="scans.delete_prediction_files")
+def delete_prediction_files(sender: type[Prediction], instance: Prediction, **kwargs: Any) -> None:
+    _delete_after_commit(instance.heatmap, instance.overlay)

@@ -21,18 +21,25 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
+from training.data import DEFAULT_DATA
 from workers.imaging import CLASS_NAMES, decode_gray
 
 PASSWORD = "core-test-password"
-DATASET = Path("/work/shared/datasets/brain-mri/Training")
+# ../shared/datasets/brain-mri/Training beside the checkout, or BRAIN_MRI_DIR (training/data.py).
+DATASET = DEFAULT_DATA
 
 
 def real_scan_bytes(label: str = "glioma", index: int = 0) -> bytes:
-    """A real MRI slice from the shared dataset (read only)."""
+    """A real MRI slice from the shared dataset (read only). A missing file fails the test
+    with what to do: the platform tests are never skipped for want of data."""
     prefix = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}[label]
-    path = DATASET / label / f"Tr-{prefix}Tr_{index:04d}.jpg"
+    path = Path(DATASET) / label / f"Tr-{prefix}Tr_{index:04d}.jpg"
     if not path.is_file():
-        pytest.skip(f"dataset scan {path} is not available on this machine")
+        pytest.fail(
+            f"dataset scan {path} is missing. The tests need the brain MRI training set: check the "
+            "repository out beside ../shared, or set BRAIN_MRI_DIR to the Training folder.",
+            pytrace=False,
+        )
     return path.read_bytes()
 
 

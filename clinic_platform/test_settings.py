@@ -6,11 +6,32 @@ before clinic_platform.settings is imported."""
 
 import os
 import tempfile
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DJANGO_SECURE", "0")
-if not os.environ.get("REDIS_URL"):
+
+# The tests read back (consume) what they publish, so on Redis they must never touch a database
+# something else uses, like a developer's running stack on db 0: REDIS_URL's database number is
+# replaced by TEST_REDIS_DB (13; the e2e tests use 15 and the queue benchmark 14). An explicit
+# CELERY_BROKER_URL (the e2e harness pins its worker's) is left as given.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """`url` pointing at database `db`: the path for redis:// and rediss://, `?db=` for unix://."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        return urlunsplit(parts._replace(path=f"/{db}"))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+if os.environ.get("REDIS_URL"):
+    if not os.environ.get("CELERY_BROKER_URL"):
+        os.environ["REDIS_URL"] = redis_url_with_db(os.environ["REDIS_URL"], TEST_REDIS_DB)
+else:
     # Published messages stay in this process; tests read them back from the queue.
     os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="clinic-test-media-"))

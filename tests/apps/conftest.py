@@ -6,6 +6,7 @@ No __init__.py here on purpose: a `tests/apps` package would shadow the project'
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,6 +47,11 @@ def media_root(settings, tmp_path) -> Path:
 def _drain(queue_name: str = "inference") -> list[PublishedTask]:
     published = []
     with celery_app.connection_for_read() as connection:
+        # Reading the queue consumes it: never on Redis db 0, where a real stack's scans wait
+        # (clinic_platform/test_settings.py moves REDIS_URL to TEST_REDIS_DB).
+        uri = connection.as_uri()
+        if uri.startswith(("redis", "rediss")) and urlsplit(uri).path in ("", "/", "/0"):
+            pytest.fail(f"the tests would consume the shared Redis database {uri}; use test_settings' TEST_REDIS_DB")
         queue = connection.SimpleQueue(queue_name)
         try:
             while True:

@@ -80,3 +80,38 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     )
     assert out.returncode != 0
     assert "DJANGO_SECRET_KEY" in out.stderr
+
+
+TEST_PROBE = """
+import json, django
+django.setup()
+from clinic_platform.celery import app
+print(json.dumps({"broker": app.connection_for_write().as_uri(include_password=True)}))
+"""
+
+
+def _test_settings_broker(**env) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "REDIS_", "TEST_REDIS"))}
+    clean.update(DJANGO_SETTINGS_MODULE="clinic_platform.test_settings", **env)
+    out = subprocess.run(
+        [sys.executable, "-c", TEST_PROBE],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])["broker"]
+
+
+def test_the_suite_never_uses_a_shared_redis_database(tmp_path):
+    """The tests consume what they publish: on Redis, never db 0 (a developer's stack, CI's)."""
+    assert _test_settings_broker(REDIS_URL="redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/13"
+    assert _test_settings_broker(REDIS_URL="redis://:pw@redis:6380") == "redis://:pw@redis:6380/13"
+    assert _test_settings_broker(REDIS_URL="redis://127.0.0.1:6379/0", TEST_REDIS_DB="12").endswith(":6379/12")
+    # An explicit broker (the e2e harness pins its worker's) is kept; no Redis: in memory.
+    pinned = "redis://127.0.0.1:6379/15"
+    assert _test_settings_broker(REDIS_URL="redis://127.0.0.1:6379/0", CELERY_BROKER_URL=pinned) == pinned
+    assert _test_settings_broker().startswith("memory://")

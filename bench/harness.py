@@ -114,7 +114,7 @@ def start_worker(
     log = log_dir / f"{name.split('@')[0]}.log"
     cmd = [
         sys.executable, "-m", "celery", "-A", "clinic_platform", "worker",
-        "-Q", "inference", "--concurrency", "1", "--pool", "prefork",
+        "-Q", "inference,maintenance", "--concurrency", "1", "--pool", "prefork",
         "--hostname", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
     ]  # fmt: skip
     with log.open("wb") as out:

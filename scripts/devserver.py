@@ -28,8 +28,8 @@ def commands(port: str) -> dict[str, list[str]]:
     return {
         "web": [py, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         # One process, prefetch 1: the model is loaded once and holds most of the memory.
-        # "inference" is the default queue, so the sweep that beat sends lands here too.
-        "worker": [*celery, "worker", "-Q", "inference", "--concurrency", "1",
+        # One worker for both queues locally: scans ("inference") and the sweep beat sends ("maintenance").
+        "worker": [*celery, "worker", "-Q", "inference,maintenance", "--concurrency", "1",
                    "--hostname", "local@%h", "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO",
                  "--schedule", str(var / "celerybeat-schedule")],

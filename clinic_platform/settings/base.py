@@ -73,6 +73,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     (VAR_DIR).mkdir(parents=True, exist_ok=True)
     # Web, worker and beat share one SQLite file locally: wait for the lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # Take the write lock when a transaction starts: a read-then-write transaction (claiming a
+    # scan) otherwise fails at once with "database is locked" instead of waiting its turn.
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

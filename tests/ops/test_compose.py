@@ -18,7 +18,7 @@ from django.urls import reverse
 from workers.celery_policy import INFERENCE_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("web", "worker-gpu", "worker-cpu", "beat", "migrate")
+APP_SERVICES = ("web", "worker-gpu", "worker-cpu", "worker-maintenance", "beat", "migrate")
 WORKERS = ("worker-gpu", "worker-cpu")
 # What a production container cannot run without (the local defaults are for a laptop).
 REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT")
@@ -34,7 +34,7 @@ def settings_env_names() -> set[str]:
     """Environment variables the settings read: env.str("X"), env.db("X"), os.environ["X"]..."""
     pattern = re.compile(r"""(?:env(?:\.\w+)?\(|environ(?:\.get)?[\[(])\s*["']([A-Z][A-Z0-9_]*)["']""")
     names: set[str] = set()
-    for path in (ROOT / "clinic_platform" / "settings").glob("*.py"):
+    for path in [*(ROOT / "clinic_platform" / "settings").glob("*.py"), ROOT / "clinic_platform" / "celery.py"]:
         names.update(pattern.findall(path.read_text()))
     assert {"DATABASE_URL", "REDIS_URL"} <= names, "the settings no longer read these: update this test"
     return names

@@ -38,7 +38,8 @@ def main() -> int:
     from workers.model_def import build_classifier, set_trainable_blocks
 
     train_scans = len(load_split()["train"])
-    samples = list_samples(DEFAULT_DATA)[:: max(1, len(list_samples(DEFAULT_DATA)) // args.batch)][: args.batch]
+    everything = list_samples(DEFAULT_DATA)
+    samples = everything[:: max(1, len(everything) // args.batch)][: args.batch]
     stored = [(prepare(decode_gray(s.path.read_bytes()), 256).pixels * 255).astype(np.uint8) for s in samples]
     rng = np.random.default_rng(0)
     start = time.perf_counter()

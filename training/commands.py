@@ -174,7 +174,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from training.plots import plot_confusion, plot_reliability
     from training.scoring import scan_logits
     from workers.inference import calibrated_probabilities
-    from workers.model_store import load_classifier, read_card, write_card
+    from workers.model_store import load_classifier, write_card
 
     model, card = load_classifier(args.model)
     samples = _validation_samples(args.model, args.data)
@@ -183,7 +183,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     temperature = fit_temperature(logits, true)
     before = summarize(calibrated_probabilities(logits, 1.0), true, CLASS_NAMES)
     after = summarize(calibrated_probabilities(logits, temperature), true, CLASS_NAMES)
-    card = read_card(args.model)
     card["temperature"] = round(temperature, 5)
     card["validation"] = {
         "n": after["n"],

@@ -23,6 +23,7 @@ from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
 from training.data import DEFAULT_DATA
 from workers.imaging import CLASS_NAMES, decode_gray
+from workers.runtime import AnalysisResult
 
 PASSWORD = "core-test-password"
 # ../shared/datasets/brain-mri/Training beside the checkout, or BRAIN_MRI_DIR (training/data.py).
@@ -52,17 +53,6 @@ def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(out, format="PNG")
     return out.getvalue()
-
-
-class AnalysisResult(NamedTuple):
-    """The shape of workers.runtime.AnalysisResult (docs/CONTRACTS.md)."""
-
-    label: str
-    probabilities: dict[str, float]
-    heatmap: np.ndarray
-    overlay_png: bytes
-    model_version: str
-    timings_ms: dict[str, float]
 
 
 class PixelAnalyzer:

@@ -1,5 +1,6 @@
 """The analyze_scan task, run in-process: state machine, idempotency, failures, policy."""
 
+import dataclasses
 import io
 from datetime import timedelta
 from types import SimpleNamespace
@@ -105,7 +106,7 @@ def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, 
 
 def test_result_outside_the_contract_fails_the_scan(queued, monkeypatch):
     analyzer = PixelAnalyzer()
-    wrong = SimpleNamespace(analyze=lambda data: analyzer.analyze(data)._replace(label="astrocytoma"))
+    wrong = SimpleNamespace(analyze=lambda data: dataclasses.replace(analyzer.analyze(data), label="astrocytoma"))
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: wrong)
     assert tasks.analyze_scan(queued.pk) == "failed"
     assert Scan.objects.get(pk=queued.pk).error.startswith("The model returned an unusable result")

@@ -20,6 +20,7 @@ from apps.patients.services import patient_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
 from workers.imaging import CLASS_NAMES
+from workers.runtime import AnalysisResult
 
 PASSWORD = "pages-test-password"
 
@@ -33,17 +34,6 @@ def png_upload(name: str = "slice.png", size: int = 96) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, buf.getvalue(), content_type="image/png")
 
 
-class FakeResult(NamedTuple):
-    """Shape of workers.runtime.AnalysisResult, for finishing a scan without the model."""
-
-    label: str
-    probabilities: dict[str, float]
-    heatmap: np.ndarray
-    overlay_png: bytes
-    model_version: str
-    timings_ms: dict[str, float]
-
-
 def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7) -> None:
     """queued → processing → done through the services the worker uses; `top` is the
     label's probability, the rest is shared by the other classes."""
@@ -54,7 +44,7 @@ def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7) -> None:
     Image.new("RGB", (scan.width, scan.height), (255, 0, 0)).save(overlay, format="PNG")
     scan_complete(
         scan=claimed,
-        result=FakeResult(
+        result=AnalysisResult(
             label=label,
             probabilities=probs,
             heatmap=np.zeros((scan.height, scan.width), dtype=np.float32),

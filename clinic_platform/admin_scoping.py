@@ -1,15 +1,52 @@
-"""Django admin scoped to a clinic: a superuser sees every clinic, a clinic admin only theirs."""
+"""Django admin scoped to a clinic: a superuser sees every clinic, a clinic admin only theirs.
+
+Every lookup a clinic admin can make goes through a clinic-scoped queryset:
+- changelists, change/delete/history pages: `get_queryset` (another clinic's id redirects
+  to the admin index like a missing object);
+- foreign-key choices and the labels of selected values: `formfield_for_foreignkey`;
+- search-as-you-type pickers: `autocomplete_fields` (the picked model's admin queryset, scoped
+  here too). Raw-id widgets are not used: their label lookup and popup are not scoped;
+- list filters: no clinic filter for clinic admins, and related filters list only values
+  present in their own rows (`RelatedOnlyFieldListFilter`);
+- the clinic of a new row is the admin's own (read-only field).
+Destructive actions (delete views, "delete selected") are for superusers only; every admin
+change is written to the audit trail.
+"""
 
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 
 def is_clinic_admin(request: HttpRequest) -> bool:
     user = request.user
     return bool(user.is_active and user.is_staff and getattr(user, "is_clinic_admin", False) and user.clinic_id)
+
+
+def _has_field(model: type[Model], name: str) -> bool:
+    return any(f.name == name for f in model._meta.get_fields())
+
+
+def scoped_queryset(model: type[Model], request: HttpRequest, queryset: QuerySet | None = None) -> QuerySet:
+    """`model`'s rows a non-superuser's clinic owns (every row for a superuser)."""
+    queryset = model._default_manager.all() if queryset is None else queryset
+    user = request.user
+    if user.is_superuser:
+        return queryset
+    label = model._meta.label
+    if label == "accounts.Clinic":
+        return queryset.filter(pk=user.clinic_id)
+    if label == "accounts.User":
+        return queryset.filter(clinic_id=user.clinic_id, is_superuser=False)
+    if _has_field(model, "clinic"):
+        return queryset.filter(clinic_id=user.clinic_id)
+    if _has_field(model, "case"):
+        return queryset.filter(case__clinic_id=user.clinic_id)
+    if _has_field(model, "scan"):
+        return queryset.filter(scan__case__clinic_id=user.clinic_id)
+    return queryset.none()  # no known way to its clinic: nothing
 
 
 class ClinicScopedAdmin(admin.ModelAdmin):
@@ -37,14 +74,58 @@ class ClinicScopedAdmin(admin.ModelAdmin):
         return super().has_add_permission(request) or is_clinic_admin(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) or is_clinic_admin(request)
+        # Destructive: superusers only (a clinic admin deactivates users, soft-deletes cases).
+        return request.user.is_active and request.user.is_superuser
+
+    def get_list_filter(self, request: HttpRequest) -> tuple:
+        filters = tuple(super().get_list_filter(request))
+        if request.user.is_superuser:
+            return filters
+        # A clinic admin has one clinic: a clinic filter would only name other clinics.
+        return tuple(f for f in filters if "clinic" not in (f[0] if isinstance(f, tuple) else str(f)))
+
+    def _owns_clinic_field(self) -> bool:
+        return _has_field(self.model, "clinic") and self.model._meta.label != "accounts.Clinic"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser and self._owns_clinic_field():
+            readonly += ("clinic",)  # set to the admin's own clinic on save
+        return readonly
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not request.user.is_superuser and self._owns_clinic_field():
+            obj.clinic_id = request.user.clinic_id
+        if not change and _has_field(self.model, "created_by") and getattr(obj, "created_by_id", None) is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        # A clinic admin can only pick rows of their own clinic.
-        if not request.user.is_superuser:
-            model = db_field.related_model
-            if model._meta.label == "accounts.Clinic":
-                kwargs["queryset"] = model.objects.filter(pk=request.user.clinic_id)
-            elif any(f.name == "clinic" for f in model._meta.fields):
-                kwargs["queryset"] = model.objects.filter(clinic_id=request.user.clinic_id)
+        # A clinic admin can only pick, and only sees the label of, rows of their own clinic.
+        kwargs["queryset"] = scoped_queryset(db_field.related_model, request, kwargs.get("queryset"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if not request.user.is_superuser:
+            kwargs["queryset"] = scoped_queryset(db_field.related_model, request, kwargs.get("queryset"))
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    # The audit trail records every admin change (Django's own LogEntry only covers the admin).
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit(request, obj, "added")
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit(request, obj, "changed")
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        for obj in queryset:
+            self._audit(request, obj, "deleted")
+        return super().log_deletions(request, queryset)
+
+    def _audit(self, request: HttpRequest, obj: Any, what: str) -> None:
+        from apps.audit.models import AuditAction
+        from apps.audit.services import audit_record
+
+        audit_record(actor=request.user, action=AuditAction.ADMIN_CHANGE, obj=obj, request=request, detail=what)

@@ -6,6 +6,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, permissions
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+
+from .client_ip import client_ip
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through DEFAULT_PERMISSION_CLASSES
     from rest_framework.views import APIView
@@ -19,6 +22,23 @@ class IsClinicMember(permissions.BasePermission):
     def has_permission(self, request: Request, view: "APIView") -> bool:
         user = request.user
         return bool(user and user.is_authenticated and getattr(user, "clinic_id", None))
+
+
+class IsClinicAdmin(IsClinicMember):
+    """A clinic admin of a clinic (the audit trail)."""
+
+    message = "Only clinic admins can read the audit trail."
+
+    def has_permission(self, request: Request, view: "APIView") -> bool:
+        return super().has_permission(request, view) and bool(getattr(request.user, "is_clinic_admin", False))
+
+
+class ClientScopedRateThrottle(ScopedRateThrottle):
+    """ScopedRateThrottle counting per client address by the project's one rule
+    (clinic_platform/client_ip.py: X-Forwarded-For only behind TRUSTED_PROXY_COUNT proxies)."""
+
+    def get_ident(self, request: Request) -> str:
+        return client_ip(request) or ""
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from apps.accounts.apis import TokenApi
+from apps.audit.apis import AuditEventListApi
 from apps.cases.apis import CaseDetailApi, CaseListApi
 from apps.patients.apis import PatientDetailApi, PatientListApi
 from apps.scans.apis import CaseScansApi, ScanDetailApi, ScanReviewApi
@@ -19,5 +20,6 @@ urlpatterns = [
     path("cases/<int:case_id>/scans/", CaseScansApi.as_view(), name="case-scans"),
     path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
     path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
+    path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

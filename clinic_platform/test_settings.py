@@ -39,10 +39,14 @@ os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="clinic-test-media-"
 from clinic_platform.settings import *  # noqa: F403
 from clinic_platform.settings.env import VAR_DIR
 
-# The tests clear it between tests (throttle counts): never a shared server.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "clinic-tests"}}
+# The tests clear it between tests (throttle and lockout counts): never a shared server, except
+# for web processes a test starts itself on its own Redis database (TEST_SHARED_CACHE=1).
+if os.environ.get("TEST_SHARED_CACHE") != "1":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "clinic-tests"}}
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # lockout counts in that cache
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "test-celerybeat-schedule")
 # Whitenoise warns on every request when STATIC_ROOT does not exist (no collectstatic in tests).
 STATIC_ROOT = tempfile.mkdtemp(prefix="clinic-test-static-")
+SILENCED_SYSTEM_CHECKS = ["axes.W001"]  # the per-process cache above is meant for the suite

@@ -88,3 +88,12 @@ def requeue_stale_scans() -> dict[str, int]:
     also `manage.py requeue_stale_scans`."""
     report = services.scans_requeue_stale()
     return {"requeued": report.requeued, "published": report.published, "failed": report.failed}
+
+
+@maintenance_task
+def purge_deleted_cases() -> dict[str, int]:
+    """Beat runs this every CASE_PURGE_INTERVAL_SECONDS on the "maintenance" queue: cases
+    soft-deleted more than CASE_RETENTION_DAYS ago go for good, with their scans and files."""
+    from apps.cases.services import cases_purge_deleted
+
+    return {"purged": cases_purge_deleted()}

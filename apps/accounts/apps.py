@@ -5,3 +5,6 @@ class AccountsConfig(AppConfig):
     name = "apps.accounts"
     label = "accounts"
     verbose_name = "Accounts and clinics"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401 (API tokens revoked on password change / deactivation)

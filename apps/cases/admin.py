@@ -1,9 +1,15 @@
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from apps.scans.models import Scan
 from clinic_platform.admin_scoping import ClinicScopedAdmin
 
 from .models import Case
+from .services import case_restore, case_soft_delete
 
 
 class ScanInline(admin.TabularInline):
@@ -18,11 +24,64 @@ class ScanInline(admin.TabularInline):
         return False  # uploads go through scan_submit (validation, hashing, queueing)
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Current"), ("yes", "Deleted (kept until the retention purge)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
 @admin.register(Case)
 class CaseAdmin(ClinicScopedAdmin):
-    list_display = ("id", "patient", "title", "clinic", "created_by", "created_at")
-    list_filter = ("clinic",)
+    list_display = ("id", "patient", "title", "clinic", "created_by", "created_at", "deleted_at")
+    list_filter = (DeletedFilter, ("clinic", admin.RelatedOnlyFieldListFilter))
     search_fields = ("patient__name", "patient__mrn", "title")
     list_select_related = ("patient", "clinic", "created_by")
-    raw_id_fields = ("patient",)
+    # A scoped search-as-you-type picker: the raw-id widget looked any clinic's patient up.
+    autocomplete_fields = ("patient",)
+    readonly_fields = ("created_by", "created_at", "deleted_at", "deleted_by")
     inlines = [ScanInline]
+    actions = ["soft_delete", "restore"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Deleted cases too (the "deleted" filter), so they can be restored before the purge.
+        queryset = Case.all_objects.select_related(*self.list_select_related)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(clinic_id=request.user.clinic_id)
+
+    @admin.action(description="Delete the selected cases (restorable until the retention purge)")
+    def soft_delete(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(request, queryset, case_soft_delete, "deleted")
+
+    @admin.action(description="Restore the selected deleted cases")
+    def restore(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(request, queryset, case_restore, "restored")
+
+    def _each(self, request: HttpRequest, queryset: QuerySet, service: Any, verb: str) -> None:
+        done = 0
+        for case in queryset:
+            try:
+                service(case=case, by=request.user)
+                done += 1
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        if done:
+            self.message_user(request, f"{done} case(s) {verb}.", messages.SUCCESS)
+
+    # A superuser's delete view or "delete selected" soft-deletes too: the files go only when
+    # the retention purge runs.
+    def delete_model(self, request: HttpRequest, obj: Case) -> None:
+        case_soft_delete(case=obj, by=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for case in queryset:
+            case_soft_delete(case=case, by=request.user)

@@ -8,6 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.patients.models import Patient
 from apps.patients.selectors import patient_list
 from apps.scans.apis import ScanOutputSerializer
@@ -71,4 +73,5 @@ class CaseDetailApi(APIView):
     @extend_schema(responses=CaseOutputSerializer)
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request)
         return Response(CaseOutputSerializer(case, context={"request": request}).data)

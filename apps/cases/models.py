@@ -11,17 +11,35 @@ class CaseStatus(models.TextChoices):
     DONE = "done", "Done"
 
 
+class LiveCaseManager(models.Manager):
+    """Cases not deleted: what every page, API and selector works on (the default manager)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class Case(models.Model):
     clinic = models.ForeignKey("accounts.Clinic", on_delete=models.PROTECT, related_name="cases")
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="cases")
+    # PROTECT: users are deactivated, never deleted, so "who did it" is never blanked.
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="cases_created"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="cases_created"
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     title = models.CharField(max_length=200, blank=True)
     clinical_notes = models.TextField(blank=True)
+    # Soft deletion: hidden everywhere at once, restorable until the retention purge
+    # (apps/cases/services.py) deletes the row, its scans and their files.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    objects = LiveCaseManager()
+    all_objects = models.Manager()  # noqa: DJ012 (deleted ones too: the admin's trash and the purge)
 
     class Meta:
+        base_manager_name = "all_objects"  # scan.case still resolves for a deleted case
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["clinic", "-created_at"])]
 

@@ -1,6 +1,11 @@
-"""Writes for cases."""
+"""Writes for cases: create, soft-delete, restore, purge after retention."""
 
+import datetime
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.patients.models import Patient
@@ -23,3 +28,75 @@ def case_create(*, created_by: User, patient: Patient, title: str = "", clinical
     case.full_clean(exclude=["clinic", "patient", "created_by"])
     case.save()
     return case
+
+
+def case_soft_delete(*, case: Case, by: User) -> Case:
+    """Hide a case (and so its scans and files) everywhere at once; restorable with
+    `case_restore` until `cases_purge_deleted` removes it after CASE_RETENTION_DAYS.
+
+    Refused while one of its scans is queued or processing: a worker is about to write to it."""
+    from apps.audit.models import AuditAction
+    from apps.audit.services import audit_record
+    from apps.scans.models import ScanStatus
+
+    if not (by.is_superuser or (by.clinic_id is not None and by.clinic_id == case.clinic_id)):
+        raise ValidationError("No such case.")
+    with transaction.atomic():
+        # Lock the row: an upload or a second deletion waits for this one.
+        locked = Case.all_objects.select_for_update().get(pk=case.pk)
+        if locked.deleted_at is not None:
+            return locked
+        if locked.scans.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).exists():
+            raise ValidationError(
+                f"{locked}: a scan of this case is still being analysed; delete it when the analysis has finished."
+            )
+        locked.deleted_at = timezone.now()
+        locked.deleted_by = by
+        locked.save(update_fields=["deleted_at", "deleted_by"])
+        audit_record(actor=by, action=AuditAction.DELETE, obj=locked)
+    return locked
+
+
+def case_restore(*, case: Case, by: User) -> Case:
+    """Undo `case_soft_delete` (before the retention purge)."""
+    from apps.audit.models import AuditAction
+    from apps.audit.services import audit_record
+
+    if not (by.is_superuser or (by.clinic_id is not None and by.clinic_id == case.clinic_id)):
+        raise ValidationError("No such case.")
+    with transaction.atomic():
+        locked = Case.all_objects.select_for_update().get(pk=case.pk)
+        if locked.deleted_at is None:
+            return locked
+        locked.deleted_at = None
+        locked.deleted_by = None
+        locked.save(update_fields=["deleted_at", "deleted_by"])
+        audit_record(actor=by, action=AuditAction.RESTORE, obj=locked)
+    return locked
+
+
+def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 200) -> int:
+    """Delete for good the cases soft-deleted more than CASE_RETENTION_DAYS ago: rows, scans,
+    predictions, reviews, and (after each commit, apps/scans/signals.py) their files. One
+    transaction and one audit event per case. Returns how many cases were purged."""
+    from apps.audit.models import AuditAction
+    from apps.audit.services import audit_record
+    from apps.scans.models import ScanStatus
+
+    cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.CASE_RETENTION_DAYS)
+    due = list(
+        Case.all_objects.filter(deleted_at__lt=cutoff)
+        .exclude(scans__status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+        .order_by("deleted_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    purged = 0
+    for case_id in due:
+        with transaction.atomic():
+            case = Case.all_objects.select_for_update().filter(pk=case_id, deleted_at__lt=cutoff).first()
+            if case is None:
+                continue  # restored meanwhile
+            audit_record(actor=None, action=AuditAction.PURGE, obj=case, detail=f"deleted {case.deleted_at:%Y-%m-%d}")
+            case.delete()
+            purged += 1
+    return purged

@@ -7,6 +7,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
+
 from .models import Sex
 from .selectors import patient_get, patient_list
 from .services import patient_create
@@ -48,4 +51,5 @@ class PatientDetailApi(APIView):
     @extend_schema(responses=PatientOutputSerializer)
     def get(self, request: Request, patient_id: int) -> Response:
         patient = patient_get(user=request.user, patient_id=patient_id)
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=patient, request=request)
         return Response(PatientOutputSerializer(patient).data)

@@ -10,7 +10,9 @@ from .models import Patient
 
 def patient_list(*, user: User, search: str = "") -> QuerySet[Patient]:
     """The clinic's patients, with their case count, optionally searched by name or MRN."""
-    queryset = Patient.objects.filter(clinic_id=user.clinic_id).annotate(case_count=Count("cases"))
+    queryset = Patient.objects.filter(clinic_id=user.clinic_id).annotate(
+        case_count=Count("cases", filter=Q(cases__deleted_at__isnull=True))  # deleted cases are gone
+    )
     search = search.strip()
     if search:
         queryset = queryset.filter(Q(name__icontains=search) | Q(mrn__icontains=search))

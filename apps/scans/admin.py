@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from clinic_platform.admin_scoping import ClinicScopedAdmin, is_clinic_admin
@@ -42,7 +43,7 @@ class ScanReviewInline(admin.StackedInline):
 class ScanAdmin(ClinicScopedAdmin):
     clinic_path = "case__clinic_id"
     list_display = ("id", "case", "original_filename", "status", "attempts", "queued_at", "finished_at")
-    list_filter = ("status", "case__clinic")
+    list_filter = ("status", ("case__clinic", admin.RelatedOnlyFieldListFilter))  # clinic: superusers only
     search_fields = ("original_filename", "sha256", "case__patient__name", "case__patient__mrn")
     list_select_related = ("case", "case__patient")
     readonly_fields = (
@@ -65,6 +66,11 @@ class ScanAdmin(ClinicScopedAdmin):
         "error",
     )
     inlines = [PredictionInline, ScanReviewInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        # A deleted case's scans are gone with it for the clinic (superusers still see them).
+        return queryset if request.user.is_superuser else queryset.filter(case__deleted_at__isnull=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # uploads go through scan_submit

@@ -8,6 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
 
 from .models import Scan
@@ -86,6 +88,7 @@ class CaseScansApi(APIView):
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
         scans = scan_list_for_case(case=case)
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request, detail="scans")
         return Response(ScanOutputSerializer(scans, many=True, context={"request": request}).data)
 
     @extend_schema(request=ScanUploadInputSerializer, responses={201: ScanOutputSerializer})
@@ -101,6 +104,7 @@ class ScanDetailApi(APIView):
     @extend_schema(responses=ScanOutputSerializer)
     def get(self, request: Request, scan_id: int) -> Response:
         scan = scan_get(user=request.user, scan_id=scan_id)
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=scan, request=request)
         return Response(ScanOutputSerializer(scan, context={"request": request}).data)
 
 

@@ -34,8 +34,9 @@ class ScanStatus(models.TextChoices):
 
 class Scan(models.Model):
     case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="scans")
+    # PROTECT: users are deactivated, never deleted, so "who uploaded it" is never blanked.
     uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="scans_uploaded"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="scans_uploaded"
     )
     image = models.FileField(upload_to=_scan_path, max_length=255)
     original_filename = models.CharField(max_length=255, blank=True)

@@ -10,7 +10,8 @@ from .models import Scan, ScanStatus
 
 
 def _clinic_scans(user: User) -> QuerySet[Scan]:
-    return Scan.objects.filter(case__clinic_id=user.clinic_id)
+    # A deleted case's scans are gone with it (until the retention purge removes them).
+    return Scan.objects.filter(case__clinic_id=user.clinic_id, case__deleted_at__isnull=True)
 
 
 def scan_get(*, user: User, scan_id: int) -> Scan:

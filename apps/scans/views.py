@@ -8,8 +8,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from rest_framework.authentication import TokenAuthentication
+from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
+
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 
 from .selectors import scan_get
 
@@ -17,7 +20,8 @@ _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 
 def _authenticate(request: HttpRequest) -> bool:
-    """Session (pages) or `Authorization: Token …` (API clients following image_url)."""
+    """Session (pages) or `Authorization: Token …` (API clients following image_url; knox
+    tokens, expiring and stored hashed)."""
     if request.user.is_authenticated:
         return True
     try:
@@ -45,6 +49,7 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
         handle = field.open("rb")
     except (FileNotFoundError, ValueError):
         raise Http404("The file is missing.") from None
+    audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.selectors import CaseFilters, case_get, case_history, case_recent
 from apps.cases.services import case_create
 from apps.patients.selectors import patient_get, patient_list
@@ -113,7 +115,9 @@ def _case_context(request: HttpRequest, case_id: int, upload_form: ScanUploadFor
 @login_required
 @require_GET
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
-    return render(request, "web/case_detail.html", _case_context(request, case_id))
+    context = _case_context(request, case_id)
+    audit_record(actor=request.user, action=AuditAction.VIEW, obj=context["case"], request=request)
+    return render(request, "web/case_detail.html", context)
 
 
 @login_required

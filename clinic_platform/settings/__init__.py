@@ -9,3 +9,4 @@ from .api import *  # noqa: F403
 from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .scans import *  # noqa: F403
+from .security import *  # noqa: F403

@@ -8,7 +8,7 @@ from .env import env
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["clinic_platform.api.IsClinicMember"],
@@ -17,15 +17,12 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 25,
     # Services raise django.core.exceptions.ValidationError; the API answers 400 with it.
     "EXCEPTION_HANDLER": "clinic_platform.api.exception_handler",
-    # Password guessing on POST auth/token/ (ScopedRateThrottle, per client IP). Counted in the
-    # default cache: per web process with the local-memory cache.
+    # Password guessing on POST auth/token/ (ScopedRateThrottle, per client IP), on top of the
+    # django-axes lockout. Counted in the default cache: Redis, shared by every process, when set.
     "DEFAULT_THROTTLE_RATES": {"auth-token": env.str("API_TOKEN_THROTTLE_RATE", default="10/min")},
-    # The client IP is the last address the proxy added to X-Forwarded-For. 0 (no proxy):
-    # REMOTE_ADDR. Default: 1 when DJANGO_SECURE says a TLS proxy is in front, else 0.
-    "NUM_PROXIES": env.int(
-        "DJANGO_NUM_PROXIES",
-        default=1 if env.bool("DJANGO_SECURE", default=not env.bool("DJANGO_DEBUG", default=False)) else 0,
-    ),
+    # The client IP for the throttle: the same rule as clinic_platform/client_ip.py (X-Forwarded-For
+    # only with TRUSTED_PROXY_COUNT proxies of ours in front; default none: REMOTE_ADDR).
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
 
 SPECTACULAR_SETTINGS = {

@@ -27,13 +27,15 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "apps.accounts",
     "apps.patients",
     "apps.cases",
     "apps.scans",
     "apps.web",
+    "apps.audit",
 ]
 
 MIDDLEWARE = [
@@ -45,6 +47,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Lets services and signal handlers audit with the client address of the request served.
+    "apps.audit.context.AuditRequestMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "clinic_platform.urls"

@@ -44,6 +44,7 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "workers.tasks.requeue_stale_scans": {"queue": "maintenance"},
+    "workers.tasks.purge_deleted_cases": {"queue": "maintenance"},
     "workers.tasks.*": {"queue": "inference"},
 }
 CELERY_TASK_SERIALIZER = "json"
@@ -67,5 +68,11 @@ CELERY_BEAT_SCHEDULE = {
         # With no maintenance worker up, sweeps pile up in the queue; one that waited a whole
         # period is dropped (the next one does the same work) instead of all running at once.
         "options": {"expires": SCAN_SWEEP_INTERVAL_SECONDS},
+    },
+    # Soft-deleted cases past their retention (settings/security.py CASE_RETENTION_DAYS).
+    "purge-deleted-cases": {
+        "task": "workers.tasks.purge_deleted_cases",
+        "schedule": env.float("CASE_PURGE_INTERVAL_SECONDS", default=3600.0),
+        "options": {"expires": env.float("CASE_PURGE_INTERVAL_SECONDS", default=3600.0)},
     },
 }

@@ -44,6 +44,13 @@ def real_scan_bytes(label: str = "glioma", index: int = 0) -> bytes:
     return path.read_bytes()
 
 
+def api_token(user: User) -> str:
+    """A new API token (django-rest-knox: the key is returned once, only its digest is stored)."""
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=user)[1]
+
+
 def upload(data: bytes, name: str = "scan.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
 

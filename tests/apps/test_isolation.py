@@ -62,10 +62,9 @@ def test_every_url_with_an_object_id_is_in_the_isolation_list():
 
 def _login(client, user, name):
     if name.startswith("api:"):
-        from rest_framework.authtoken.models import Token
+        from coredata import api_token
 
-        token, _ = Token.objects.get_or_create(user=user)
-        client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
+        client.defaults["HTTP_AUTHORIZATION"] = f"Token {api_token(user)}"
     else:
         client.force_login(user)
 

@@ -2,11 +2,10 @@
 
 import io
 
-from coredata import png_bytes, upload
+from coredata import api_token, png_bytes, upload
 from django.conf import settings
 from django.urls import reverse
 from PIL import Image
-from rest_framework.authtoken.models import Token
 
 from apps.scans.services import scans_submit
 
@@ -47,8 +46,8 @@ def test_anonymous_is_sent_to_login_and_token_clients_are_served(north, client):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse(settings.LOGIN_URL))
-    token = Token.objects.create(user=north.staff)
-    assert client.get(url, HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    token = api_token(north.staff)
+    assert client.get(url, HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
     assert client.get(url, HTTP_AUTHORIZATION="Token not-a-token").status_code == 302
 
 

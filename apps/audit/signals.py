@@ -1,0 +1,79 @@
+"""Audit events that come from Django's and django-axes' own signals, or from rows saved by
+services that have no request at hand: sign-in, sign-out, failed sign-in, lockout, upload,
+review. Everything else calls `audit_record` where it happens."""
+
+from typing import Any
+
+from axes.signals import user_locked_out
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from .models import AuditAction, AuditOutcome
+from .services import audit_record
+
+
+def _http_request(request: Any) -> Any:
+    return getattr(request, "_request", request)  # a DRF Request wraps Django's
+
+
+def _clinic_of_username(username: str) -> int | None:
+    if not username:
+        return None
+    return get_user_model().objects.filter(username=username).values_list("clinic_id", flat=True).first()
+
+
+@receiver(user_logged_in, dispatch_uid="audit.login")
+def _login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    audit_record(actor=user, action=AuditAction.LOGIN, request=request, object_type="user", object_id=user.pk)
+
+
+@receiver(user_logged_out, dispatch_uid="audit.logout")
+def _logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None and user.is_authenticated:
+        audit_record(actor=user, action=AuditAction.LOGOUT, request=request, object_type="user", object_id=user.pk)
+
+
+@receiver(user_login_failed, dispatch_uid="audit.login_failed")
+def _login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+    username = str(credentials.get("username") or "")[:150]
+    audit_record(
+        actor=None,
+        actor_username=username,
+        action=AuditAction.LOGIN_FAILED,
+        request=_http_request(request) if request is not None else None,
+        outcome=AuditOutcome.FAILURE,
+        clinic_id=_clinic_of_username(username),
+    )
+
+
+@receiver(user_locked_out, dispatch_uid="audit.lockout")
+def _locked_out(sender: Any, request: Any, username: str | None, ip_address: str | None, **kwargs: Any) -> None:
+    username = (username or "")[:150]
+    audit_record(
+        actor=None,
+        actor_username=username,
+        action=AuditAction.LOCKOUT,
+        request=_http_request(request) if request is not None else None,
+        outcome=AuditOutcome.FAILURE,
+        clinic_id=_clinic_of_username(username),
+    )
+
+
+@receiver(post_save, sender="scans.Scan", dispatch_uid="audit.upload")
+def _uploaded(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    # Every way in (pages, API, admin, scripts) stores a scan through a save: one event each.
+    if created and not raw:
+        audit_record(actor=instance.uploaded_by, action=AuditAction.UPLOAD, obj=instance)
+
+
+@receiver(post_save, sender="scans.ScanReview", dispatch_uid="audit.review")
+def _reviewed(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if not raw:
+        audit_record(
+            actor=instance.reviewer,
+            action=AuditAction.REVIEW,
+            obj=instance.scan,
+            detail="agrees" if instance.agrees else "disagrees",
+        )

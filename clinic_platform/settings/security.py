@@ -28,7 +28,7 @@ if _CACHE_URL:
 
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out username or address before any password is checked.
-    "axes.backends.AxesStandaloneBackend",
+    "apps.accounts.backends.LockoutBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)

@@ -37,6 +37,7 @@ class PatientListApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         patients = patient_list(user=request.user, search=request.query_params.get("search", ""))
         page = self.paginate_queryset(patients)
+        audit_record(actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request, detail="list")
         return self.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
     @extend_schema(request=PatientCreateInputSerializer, responses={201: PatientOutputSerializer})

@@ -72,6 +72,7 @@ def patients(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     status = 400 if request.method == "POST" else 200
+    audit_record(actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request, detail="list")
     return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
 
 

@@ -175,6 +175,9 @@ def test_no_admin_view_shows_another_clinics_strings(north, other, client):
     assert not Patient.objects.filter(clinic=other.clinic).exclude(pk=other.patient.pk).exists()
     other.staff.refresh_from_db()
     assert other.staff.is_active
+    from knox.models import AuthToken
+
+    assert AuthToken.objects.filter(user=other.staff).exists()  # "revoke" with their ids did nothing
     assert not type(north.staff).objects.filter(username="injected", clinic=other.clinic).exists()
 
 

@@ -78,7 +78,13 @@ def test_page_and_api_views(north, client):
     mark = _mark()
     assert client.get(reverse("case_detail", args=[north.case.pk])).status_code == 200
     assert _events_after(mark) == [("view", "case", str(north.case.pk), "north-staff", "success", "")]
+    mark = _mark()
+    assert client.get(reverse("patients")).status_code == 200
+    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", "list")]
     api = _api(north.staff)
+    mark = _mark()
+    assert api.get(reverse("api:patient-list")).status_code == 200
+    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", "list")]
     for name, obj, detail in (
         ("api:patient-detail", north.patient, ""),
         ("api:case-detail", north.case, ""),

@@ -75,5 +75,5 @@ def _reviewed(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> N
             actor=instance.reviewer,
             action=AuditAction.REVIEW,
             obj=instance.scan,
-            detail="agrees" if instance.agrees else "disagrees",
+            detail={True: "agrees", False: "disagrees"}.get(getattr(instance, "agrees", None), ""),
         )

@@ -80,8 +80,7 @@ class CaseAdmin(ClinicScopedAdmin):
     # A superuser's delete view or "delete selected" soft-deletes too: the files go only when
     # the retention purge runs.
     def delete_model(self, request: HttpRequest, obj: Case) -> None:
-        case_soft_delete(case=obj, by=request.user)
+        self._each(request, [obj], case_soft_delete, "deleted")
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for case in queryset:
-            case_soft_delete(case=case, by=request.user)
+        self._each(request, queryset, case_soft_delete, "deleted")

@@ -117,6 +117,17 @@ def test_clinic_admin_deletes_and_restores_in_the_admin_and_a_superuser_delete_i
     assert stored_files(media_root) == files
 
 
+
+def test_a_superuser_delete_is_refused_too_while_analysing(
+    north, client, django_user_model, django_capture_on_commit_callbacks
+):
+    _pending_scan(north, django_capture_on_commit_callbacks, ScanStatus.PROCESSING)
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "root-pass-123"))
+    response = client.post(reverse("admin:cases_case_delete", args=[north.case.pk]), {"post": "yes"}, follow=True)
+    assert "still being analysed" in response.content.decode()
+    assert Case.objects.filter(pk=north.case.pk).exists()
+
+
 def test_users_are_deactivated_not_deleted(north, client):
     with pytest.raises(ProtectedError):
         north.staff.delete()  # created the patient and case, uploaded the scan

@@ -5,9 +5,16 @@ from drf_spectacular.views import SpectacularAPIView
 
 from apps.accounts.apis import TokenApi
 from apps.audit.apis import AuditEventListApi
-from apps.cases.apis import CaseDetailApi, CaseListApi
+from apps.cases.apis import CaseDetailApi, CaseListApi, CaseReportApi, CaseSignApi, WorklistApi
 from apps.patients.apis import PatientDetailApi, PatientListApi
-from apps.scans.apis import CaseScansApi, ScanDetailApi, ScanReviewApi
+from apps.scans.apis import (
+    AgreementApi,
+    AgreementReadingsCsvApi,
+    CaseScansApi,
+    ScanDetailApi,
+    ScanReviewApi,
+    ScanReviewsApi,
+)
 
 app_name = "api"
 
@@ -20,6 +27,13 @@ urlpatterns = [
     path("cases/<int:case_id>/scans/", CaseScansApi.as_view(), name="case-scans"),
     path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
     path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
-    path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
+from apps.audit.apis import AuditEventListApi
+    # The radiologist's desk (issue 8)
+    path("scans/<int:scan_id>/reviews/", ScanReviewsApi.as_view(), name="scan-reviews"),
+    path("cases/<int:case_id>/sign/", CaseSignApi.as_view(), name="case-sign"),
+    path("cases/<int:case_id>/report.pdf", CaseReportApi.as_view(), name="case-report"),
+    path("worklist/", WorklistApi.as_view(), name="worklist"),
+    path("agreement/", AgreementApi.as_view(), name="agreement"),
+    path("agreement/readings.csv", AgreementReadingsCsvApi.as_view(), name="agreement-readings"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

@@ -1,9 +1,13 @@
 """REST endpoints for cases."""
 
 from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,9 +17,19 @@ from apps.audit.services import audit_record
 from apps.patients.models import Patient
 from apps.patients.selectors import patient_list
 from apps.scans.apis import ScanOutputSerializer
+from clinic_platform.renderers import PdfRenderer
 
+from .models import Case
+from .reports import case_report_export
 from .selectors import CaseFilters, case_get, case_list
-from .services import case_create
+from .services import case_create, case_sign
+from .worklist import Priority, WorklistFilters, case_worklist
+
+
+class AddendumOutputSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    author = serializers.CharField(source="author.username")
+    created_at = serializers.DateTimeField()
 
 
 class CaseOutputSerializer(serializers.Serializer):
@@ -28,7 +42,21 @@ class CaseOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
     status = serializers.CharField()
+    # Sign-off: until signed_at is set, the model's output in this case is unverified.
+    verified = serializers.BooleanField(source="is_signed")
+    signed_by = serializers.CharField(source="signed_by.username", allow_null=True, default=None)
+    signed_at = serializers.DateTimeField(allow_null=True)
+    conclusion = serializers.CharField()
+    addenda = AddendumOutputSerializer(many=True, source="addenda.all")
     scans = ScanOutputSerializer(many=True, source="scans.all")
+
+
+class WorklistCaseOutputSerializer(CaseOutputSerializer):
+    priority = serializers.IntegerField(help_text="0: tumour with low confidence, 1: tumour, 2: the rest")
+    priority_name = serializers.SerializerMethodField()
+
+    def get_priority_name(self, case: Case) -> str:
+        return Priority.NAMES[case.priority]
 
 
 _FILTER_PARAMETERS = [
@@ -52,7 +80,7 @@ class CaseListApi(GenericAPIView):
     @extend_schema(parameters=_FILTER_PARAMETERS, responses=CaseOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         cases = case_list(user=request.user, filters=CaseFilters.from_query(request.query_params))
-        page = self.paginate_queryset(cases)
+        page = self.paginate_queryset(cases.prefetch_related("addenda__author"))
         return self.get_paginated_response(CaseOutputSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(request=CaseCreateInputSerializer, responses={201: CaseOutputSerializer})
@@ -75,3 +103,52 @@ class CaseDetailApi(APIView):
         case = case_get(user=request.user, case_id=case_id)
         audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request)
         return Response(CaseOutputSerializer(case, context={"request": request}).data)
+
+
+class CaseSignApi(APIView):
+    class CaseSignInputSerializer(serializers.Serializer):
+        conclusion = serializers.CharField(allow_blank=True)
+
+    @extend_schema(request=CaseSignInputSerializer, responses={200: CaseOutputSerializer})
+    def post(self, request: Request, case_id: int) -> Response:
+        case = case_get(user=request.user, case_id=case_id)
+        data = self.CaseSignInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        case_sign(case=case, signer=request.user, conclusion=data.validated_data["conclusion"])
+        case = case_get(user=request.user, case_id=case_id)
+        return Response(CaseOutputSerializer(case, context={"request": request}).data)
+
+
+class CaseReportApi(APIView):
+    """The case's PDF report; another clinic's case is a 404 like a missing one."""
+
+    renderer_classes = [JSONRenderer, PdfRenderer]
+
+    @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
+    def get(self, request: Request, case_id: int) -> HttpResponse:
+        report = case_report_export(user=request.user, case_id=case_id)
+        response = HttpResponse(report.pdf, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{report.filename}"'
+        response["X-Content-Type-Options"] = "nosniff"
+        add_never_cache_headers(response)  # like the scan media: no copy on a shared PC
+        return response
+
+
+_WORKLIST_PARAMETERS = [
+    *[parameter for parameter in _FILTER_PARAMETERS if parameter.name != "status"],
+    OpenApiParameter("confidence", str, enum=["low", "confident"]),
+    OpenApiParameter("mine", bool, description="Only cases with a scan I reviewed"),
+]
+
+
+class WorklistApi(GenericAPIView):
+    """Analysed cases not yet signed, most urgent first (the worklist page's order)."""
+
+    serializer_class = WorklistCaseOutputSerializer
+
+    @extend_schema(parameters=_WORKLIST_PARAMETERS, responses=WorklistCaseOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        cases = case_worklist(user=request.user, filters=WorklistFilters.from_query(request.query_params))
+        page = self.paginate_queryset(cases.prefetch_related("addenda__author"))
+        data = WorklistCaseOutputSerializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)

@@ -34,6 +34,13 @@ class Case(models.Model):
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # Sign-off (cases.services.case_sign): a signed case is locked; later scans and reviews
+    # need an addendum (CaseAddendum). Until then the model's output is shown as unverified.
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="cases_signed"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    conclusion = models.TextField(blank=True)
 
     objects = LiveCaseManager()
     all_objects = models.Manager()  # noqa: DJ012 (deleted ones too: the admin's trash and the purge)
@@ -45,6 +52,26 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"Case {self.pk}"
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signed_at is not None
+
+
+class CaseAddendum(models.Model):
+    """Text added to a signed case, kept for good: why a scan was added or a reading changed
+    after sign-off, or a later remark on the conclusion."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="addenda")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Addendum to case {self.case_id} ({self.created_at:%Y-%m-%d %H:%M})"
 
 
 def case_status(*, scans_total: int, scans_pending: int, scans_failed: int) -> CaseStatus:

@@ -16,9 +16,11 @@ from django.http import Http404
 from django.utils.dateparse import parse_date
 
 from apps.accounts.models import User
+from apps.patients.models import Patient
+from apps.scans.labels import probability_text
 from apps.scans.models import Scan, ScanStatus
 
-from .models import Case, CaseStatus
+from .models import Case, CaseAddendum, CaseStatus
 
 MAX_PER_PAGE = 100
 
@@ -69,7 +71,7 @@ def _annotated(user: User) -> QuerySet[Case]:
     pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
     return (
         Case.objects.filter(clinic_id=user.clinic_id)
-        .select_related("patient", "created_by")
+        .select_related("patient", "created_by", "signed_by")
         .annotate(
             scans_total=_scan_count(),
             scans_pending=_scan_count(status__in=pending),
@@ -106,7 +108,9 @@ def _status_condition(status: str) -> Q:
 
 
 def _with_scans(queryset: QuerySet[Case]) -> QuerySet[Case]:
-    scans = Scan.objects.select_related("prediction", "review").order_by("queued_at", "id")
+    scans = Scan.objects.select_related("prediction", "review", "review__reviewer", "review__addendum").order_by(
+        "queued_at", "id"
+    )
     return queryset.prefetch_related(Prefetch("scans", queryset=scans))
 
 
@@ -115,7 +119,12 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     `scans_failed`, `scans_done` and `status` (CaseStatus), its patient joined and its scans
     (with prediction and review) prefetched: `case.scans.all()` costs no query."""
     filters = filters or CaseFilters()
-    queryset = _annotated(user)
+    queryset = _filtered(_annotated(user), filters)
+    return _with_scans(queryset).order_by("-created_at", "-id")
+
+
+def _filtered(queryset: QuerySet[Case], filters: CaseFilters) -> QuerySet[Case]:
+    """The history filters, shared by case_list and the worklist."""
     if filters.search:
         queryset = queryset.filter(
             Q(patient__name__icontains=filters.search) | Q(patient__mrn__icontains=filters.search)
@@ -131,7 +140,7 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
         queryset = queryset.filter(Exists(Scan.objects.filter(case=OuterRef("pk"), prediction__label=filters.label)))
     if filters.status:
         queryset = queryset.filter(_status_condition(filters.status))
-    return _with_scans(queryset).order_by("-created_at", "-id")
+    return queryset
 
 
 def case_history(*, user: User, filters: CaseFilters | None = None, page: int | str = 1, per_page: int = 25) -> Page:
@@ -156,8 +165,37 @@ def case_recent(*, user: User, limit: int = 10) -> list[Case]:
 
 
 def case_get(*, user: User, case_id: int) -> Case:
-    """A case of the user's clinic, annotated and with scans prefetched as in case_list; else Http404."""
-    case = _with_scans(_annotated(user)).filter(pk=case_id).first()
+    """A case of the user's clinic, annotated and with scans prefetched as in case_list, and its
+    addenda with their authors; else Http404."""
+    addenda = Prefetch("addenda", queryset=CaseAddendum.objects.select_related("author"))
+    case = _with_scans(_annotated(user)).prefetch_related(addenda).filter(pk=case_id).first()
     if case is None:
         raise Http404("No such case.")
     return case
+
+
+def case_reading_summary(*, case: Case) -> str:
+    """The reviewed per-scan readings as text, to pre-fill the conclusion at sign-off: one line
+    per scan (its reading, what the model said, the note)."""
+    lines = []
+    for number, scan in enumerate(case.scans.all(), start=1):
+        name = scan.original_filename or f"scan {scan.pk}"
+        if scan.status != ScanStatus.DONE:
+            lines.append(f"{number}. {name}: no model result ({scan.get_status_display().lower()}).")
+            continue
+        prediction, review = scan.prediction, scan.review
+        model = f"model {prediction.label_name} {probability_text(prediction.confidence)} %"
+        if review is None:
+            lines.append(f"{number}. {name}: not reviewed ({model}).")
+            continue
+        verdict = "agrees with the model" if review.agrees else f"corrects the model ({model})"
+        note = f" Note: {review.note}" if review.note else ""
+        lines.append(f"{number}. {name}: {review.label_name}, {verdict}.{note}")
+    return "\n".join(lines)
+
+
+def case_timeline(*, user: User, patient: Patient) -> list[Case]:
+    """A patient's cases, newest first, with scans, readings and addenda (priors for the
+    radiologist); `patient` came from the clinic-scoped patient_get."""
+    addenda = Prefetch("addenda", queryset=CaseAddendum.objects.select_related("author"))
+    return list(case_list(user=user, filters=CaseFilters(patient_id=patient.pk)).prefetch_related(addenda))

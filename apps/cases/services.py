@@ -1,16 +1,17 @@
-"""Writes for cases: create, soft-delete, restore, purge after retention."""
+"""Writes for cases: create, sign-off and addenda, soft-delete, restore, purge after retention."""
 
 import datetime
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.patients.models import Patient
+from apps.scans.models import Scan, ScanStatus
 
-from .models import Case
+from .models import Case, CaseAddendum
 
 
 def case_create(*, created_by: User, patient: Patient, title: str = "", clinical_notes: str = "") -> Case:
@@ -100,3 +101,50 @@ def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 20
             case.delete()
             purged += 1
     return purged
+
+
+def case_addendum_add(*, case: Case, author: User, text: str) -> CaseAddendum:
+    """Add text to a signed case (kept for good). Scans and reviews after sign-off call this
+    with the reason they were given; a radiologist may also add a remark on its own."""
+    if author.clinic_id is None or case.clinic_id != author.clinic_id:
+        raise PermissionDenied("This case belongs to another clinic.")
+    if not case.is_signed:
+        raise ValidationError({"addendum": "Only a signed case takes addenda: edit the case instead."})
+    text = text.strip()
+    if not text:
+        raise ValidationError({"addendum": "Write the addendum's text."})
+    return CaseAddendum.objects.create(case=case, author=author, text=text)
+
+
+def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
+    """A radiologist signs the case with a conclusion; the case is then locked.
+
+    Every analysed scan needs a reading first (the signature covers them), and no scan may
+    still be waiting for the model. Signing twice is refused: a signed case takes addenda.
+    """
+    if signer.clinic_id is None or case.clinic_id != signer.clinic_id:
+        raise PermissionDenied("This case belongs to another clinic.")
+    if not signer.can_review:
+        raise PermissionDenied("Only radiologists sign cases.")
+    conclusion = conclusion.strip()
+    if not conclusion:
+        raise ValidationError({"conclusion": "Write the conclusion before signing."})
+    with transaction.atomic():
+        locked = Case.objects.select_for_update().get(pk=case.pk)
+        if locked.is_signed:
+            raise ValidationError(
+                f"This case was signed on {locked.signed_at:%Y-%m-%d %H:%M}: add an addendum instead."
+            )
+        scans = list(Scan.objects.filter(case=locked).values_list("status", "review_id"))
+        if not scans:
+            raise ValidationError("This case has no scans to sign.")
+        if any(status in (ScanStatus.QUEUED, ScanStatus.PROCESSING) for status, _ in scans):
+            raise ValidationError("Some scans are still being analysed: sign when they are done.")
+        unread = sum(1 for status, review in scans if status == ScanStatus.DONE and review is None)
+        if unread:
+            done = sum(1 for status, _ in scans if status == ScanStatus.DONE)
+            raise ValidationError(f"Review every analysed scan before signing: {unread} of {done} have no reading.")
+        locked.signed_by, locked.signed_at, locked.conclusion = signer, timezone.now(), conclusion
+        locked.save(update_fields=["signed_by", "signed_at", "conclusion"])
+    case.signed_by, case.signed_at, case.conclusion = locked.signed_by, locked.signed_at, locked.conclusion
+    return case

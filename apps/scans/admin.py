@@ -18,10 +18,11 @@ class PredictionInline(admin.StackedInline):
 
 class ScanReviewInline(admin.StackedInline):
     """Shown, never edited: a review is a radiologist's act (scan_review checks the role and
-    the clinic), and an editable reviewer field would list every clinic's users."""
+    the clinic), and an editable reviewer field would list every clinic's users. All of a scan's
+    reviews are listed, oldest first; the last one counts."""
 
     model = ScanReview
-    fields = readonly_fields = ("reviewer", "agrees", "note", "reviewed_at")
+    fields = readonly_fields = ("reviewer", "agrees", "label", "note", "reviewed_at", "addendum")
     can_delete = False
     extra = 0
 

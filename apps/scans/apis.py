@@ -1,9 +1,15 @@
 """REST endpoints for scans. Image, overlay and heatmap URLs point at the clinic-checking
 views in apps/scans/views.py, never at MEDIA_URL."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_field
+import itertools
+
+from django.http import StreamingHttpResponse
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,24 +17,36 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
+from clinic_platform.renderers import CsvRenderer
 
-from .models import Scan
-from .selectors import scan_get, scan_list_for_case
+from .agreement import agreement_by_version, agreement_readings_csv
+from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_LABELS
+from .models import Scan, ScanReview
+from .selectors import scan_get, scan_list_for_case, scan_review_history
 from .services import scan_review, scan_submit
 
 
 class PredictionOutputSerializer(serializers.Serializer):
-    label = serializers.CharField()
+    label = serializers.ChoiceField(choices=MODEL_LABEL_CHOICES)
+    label_name = serializers.CharField()
     probabilities = serializers.DictField(child=serializers.FloatField())
     model_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
 
 
 class ReviewOutputSerializer(serializers.Serializer):
+    """One reading. `label` is the reading (blank only on old disagreements that gave none);
+    `at` and `reviewed_at` are the same time (`reviewed_at` kept for existing clients)."""
+
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    label_name = serializers.CharField()
     agrees = serializers.BooleanField()
     note = serializers.CharField()
     reviewer = serializers.CharField(source="reviewer.username")
+    at = serializers.DateTimeField(source="reviewed_at")
     reviewed_at = serializers.DateTimeField()
+    addendum = serializers.CharField(source="addendum.text", allow_null=True, default=None)
 
 
 class ScanOutputSerializer(serializers.Serializer):
@@ -47,6 +65,8 @@ class ScanOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     prediction = serializers.SerializerMethodField()
     review = serializers.SerializerMethodField()
+    # False until a radiologist has read the scan in a signed case: the model's output is unverified.
+    verified = serializers.BooleanField(source="is_verified")
     image_url = serializers.SerializerMethodField()
     overlay_url = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
@@ -108,15 +128,112 @@ class ScanDetailApi(APIView):
         return Response(ScanOutputSerializer(scan, context={"request": request}).data)
 
 
+class ScanReviewInputSerializer(serializers.Serializer):
+    agrees = serializers.BooleanField()
+    label = serializers.ChoiceField(choices=READING_CHOICES, required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+    addendum = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Required once the case is signed: why."
+    )
+
+
+def _record_review(request: Request, scan_id: int) -> ScanReview:
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    data = ScanReviewInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    return scan_review(scan=scan, reviewer=request.user, **data.validated_data)
+
+
 class ScanReviewApi(APIView):
-    class ScanReviewInputSerializer(serializers.Serializer):
-        agrees = serializers.BooleanField()
-        note = serializers.CharField(required=False, allow_blank=True, default="")
+    """The first review endpoint, kept for its clients: records a review like
+    `POST scans/{id}/reviews/` but answers 200."""
 
     @extend_schema(request=ScanReviewInputSerializer, responses={200: ReviewOutputSerializer})
     def post(self, request: Request, scan_id: int) -> Response:
+        return Response(ReviewOutputSerializer(_record_review(request, scan_id)).data)
+
+
+class ScanReviewsApi(APIView):
+    """A scan's review history (oldest first; the last one counts) and a new review."""
+
+    @extend_schema(responses=ReviewOutputSerializer(many=True))
+    def get(self, request: Request, scan_id: int) -> Response:
         scan = scan_get(user=request.user, scan_id=scan_id)
-        data = self.ScanReviewInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        review = scan_review(scan=scan, reviewer=request.user, **data.validated_data)
-        return Response(ReviewOutputSerializer(review).data)
+        return Response(ReviewOutputSerializer(scan_review_history(scan=scan), many=True).data)
+
+    @extend_schema(request=ScanReviewInputSerializer, responses={201: ReviewOutputSerializer})
+    def post(self, request: Request, scan_id: int) -> Response:
+        review = _record_review(request, scan_id)
+        return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class TallyOutputSerializer(serializers.Serializer):
+    reviewed = serializers.IntegerField()
+    agreed = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+
+
+class MonthAgreementOutputSerializer(serializers.Serializer):
+    month = serializers.CharField(help_text="YYYY-MM, of the model's results")
+    overall = TallyOutputSerializer()
+    by_class = serializers.DictField(child=TallyOutputSerializer(), help_text="by the model's label")
+
+
+class VersionAgreementOutputSerializer(serializers.Serializer):
+    model_version = serializers.CharField()
+    overall = TallyOutputSerializer()
+    confusion = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text="model label → reading → count (latest review of each scan)",
+    )
+    recall = serializers.DictField(
+        child=serializers.FloatField(allow_null=True), help_text="per class, against the readings"
+    )
+    read_as = serializers.DictField(child=serializers.IntegerField())
+    unlabelled = serializers.IntegerField()
+    months = MonthAgreementOutputSerializer(many=True, source="month_list")
+
+
+class AgreementOutputSerializer(serializers.Serializer):
+    model_labels = serializers.ListField(child=serializers.CharField(), help_text="confusion rows, in order")
+    reading_labels = serializers.ListField(child=serializers.CharField(), help_text="confusion columns, in order")
+    label_names = serializers.DictField(child=serializers.CharField())
+    versions = VersionAgreementOutputSerializer(many=True)
+
+
+class AgreementApi(APIView):
+    """Radiologists' readings against the model, per model version, class and month
+    (radiologists and clinic admins; clinic staff 403)."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("model_version", str)],
+        responses=AgreementOutputSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        versions = agreement_by_version(user=request.user, model_version=request.query_params.get("model_version", ""))
+        return Response(
+            AgreementOutputSerializer(
+                {
+                    "model_labels": [label.value for label in MODEL_LABELS],
+                    "reading_labels": [label.value for label in READING_LABELS],
+                    "label_names": {label.value: label.label for label in READING_LABELS},
+                    "versions": versions,
+                }
+            ).data
+        )
+
+
+class AgreementReadingsCsvApi(APIView):
+    """The corrected readings as labelled CSV for the next training run (file, model label,
+    reading: stored label values)."""
+
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request) -> StreamingHttpResponse:
+        lines = agreement_readings_csv(user=request.user)
+        first = next(lines)  # checks the role now, before the 200 is sent
+        response = StreamingHttpResponse(itertools.chain([first], lines), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="readings.csv"'
+        add_never_cache_headers(response)
+        return response

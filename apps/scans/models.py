@@ -1,4 +1,4 @@
-"""Scans, the model's prediction for each, and a radiologist's review of it.
+"""Scans, the model's prediction for each, and radiologists' reviews of it (all kept).
 
 A scan's state machine is stored so the pages, the API and the worker agree on what happened:
 queued → processing → done | failed (with `error`), with the time of each step. Files get
@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from workers.inference import LOW_CONFIDENCE
+
+from .labels import READING_CHOICES, Label
 
 
 def _scan_path(instance: "Scan", filename: str) -> str:
@@ -54,6 +56,11 @@ class Scan(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The latest of the scan's reviews (ScanReview.scan keeps them all), kept by scan_review in
+    # the same transaction, so pages and queries join one row instead of picking the latest.
+    review = models.OneToOneField(
+        "ScanReview", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
 
     class Meta:
         ordering = ["queued_at", "id"]
@@ -65,6 +72,13 @@ class Scan(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (ScanStatus.DONE, ScanStatus.FAILED)
+
+    @property
+    def is_verified(self) -> bool:
+        """A radiologist has read this scan in a signed case. Until then every page, API
+        response and report calls the model's output unverified. (Scans added to a signed case
+        by addendum stay unverified until they are reviewed.)"""
+        return self.review_id is not None and self.case.signed_at is not None
 
     def get_image_url(self) -> str:
         return reverse("scans:image", args=[self.pk])
@@ -92,6 +106,10 @@ class Prediction(models.Model):
     LOW_CONFIDENCE = LOW_CONFIDENCE
 
     @property
+    def label_name(self) -> str:
+        return Label.name_of(self.label)
+
+    @property
     def confidence(self) -> float:
         return float(self.probabilities.get(self.label, 0.0))
 
@@ -106,13 +124,30 @@ class Prediction(models.Model):
 
 
 class ScanReview(models.Model):
-    """A radiologist's agreement with the prediction. One per scan; a later review replaces it."""
+    """A radiologist's reading of an analysed scan: agrees with the model, or the label the scan
+    really shows, with a note. Reviews are never edited or deleted: a new review adds a row and
+    `Scan.review` points at the latest one, which is the one that counts."""
 
-    scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="review")
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     agrees = models.BooleanField()
+    # The reading (labels.READING_CHOICES). Blank only on reviews recorded before readings
+    # existed that disagreed without saying what the scan shows.
+    label = models.CharField(max_length=32, choices=READING_CHOICES, blank=True)
     note = models.TextField(blank=True)
     reviewed_at = models.DateTimeField(default=timezone.now)
+    # Set when the review was recorded after the case was signed (an addendum explains it).
+    addendum = models.ForeignKey(
+        "cases.CaseAddendum", on_delete=models.PROTECT, null=True, blank=True, related_name="reviews"
+    )
+
+    class Meta:
+        ordering = ["reviewed_at", "id"]
+        indexes = [models.Index(fields=["scan", "reviewed_at"])]
 
     def __str__(self) -> str:
         return f"{'Agrees' if self.agrees else 'Disagrees'} on scan {self.scan_id}"
+
+    @property
+    def label_name(self) -> str:
+        return Label.name_of(self.label) if self.label else "not given"

@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
-from workers.imaging import CLASS_NAMES, MAX_UPLOAD_BYTES, ScanDecodeError, inspect_scan
+from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, inspect_scan
 
+from .labels import MODEL_LABELS, READING_LABELS, Label
 from .models import Prediction, Scan, ScanReview, ScanStatus
 
 logger = logging.getLogger(__name__)
@@ -80,17 +81,22 @@ def _check_upload(upload: UploadedFile) -> _CheckedUpload:
     )
 
 
-def scans_submit(*, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile]) -> list[Scan]:
+def scans_submit(
+    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = ""
+) -> list[Scan]:
     """Store several scans for a case and queue them for analysis after the commit.
 
     All files are validated before anything is written, so one bad file rejects the whole
     batch with every file's problem listed, and nothing is half-saved: a failure while saving
-    removes the files already written and rolls back the rows.
+    removes the files already written and rolls back the rows. A signed case takes new scans
+    only with an `addendum` saying why, kept on the case.
     """
     if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
         raise PermissionDenied("This case belongs to another clinic.")
     if not uploads:
         raise ValidationError("Choose at least one scan to upload.")
+    if case.is_signed and not addendum.strip():
+        raise ValidationError({"addendum": "This case is signed: new scans need an addendum saying why."})
     checked: list[_CheckedUpload] = []
     problems: list[str] = []
     for upload in uploads:
@@ -104,6 +110,14 @@ def scans_submit(*, case: Case, uploaded_by: User, uploads: Sequence[UploadedFil
     written: list[str] = []
     try:
         with transaction.atomic():
+            # Locked, so a sign-off cannot slip between this check and the new rows.
+            locked = Case.objects.select_for_update().get(pk=case.pk)
+            if locked.is_signed:
+                if not addendum.strip():
+                    raise ValidationError({"addendum": "This case is signed: new scans need an addendum saying why."})
+                from apps.cases.services import case_addendum_add
+
+                case_addendum_add(case=locked, author=uploaded_by, text=addendum)
             scans = []
             for item in checked:
                 scan = Scan(
@@ -221,9 +235,9 @@ def _heatmap_png(heatmap: Any) -> bytes:
 
 
 def _check_result(result: AnalysisResultLike) -> None:
-    if result.label not in CLASS_NAMES:
+    if result.label not in MODEL_LABELS:
         raise ModelOutputError(f"model returned unknown label {result.label!r}")
-    if set(result.probabilities) != set(CLASS_NAMES):
+    if set(result.probabilities) != set(MODEL_LABELS):
         raise ModelOutputError(f"model returned probabilities for {sorted(result.probabilities)}")
     if not result.overlay_png.startswith(b"\x89PNG"):
         raise ModelOutputError("model returned an overlay that is not a PNG")
@@ -288,18 +302,62 @@ def scan_retry_or_fail(*, scan: Scan, error: str) -> str:
     return ScanStatus.QUEUED if updated else ""
 
 
-def scan_review(*, scan: Scan, reviewer: User, agrees: bool, note: str = "") -> ScanReview:
-    """Record (or replace) a radiologist's agreement with a finished scan's prediction."""
+def scan_review(
+    *, scan: Scan, reviewer: User, agrees: bool, label: str = "", note: str = "", addendum: str = ""
+) -> ScanReview:
+    """Record a radiologist's reading of an analysed scan: agreement with the model, or the
+    label the scan really shows (`labels.READING_LABELS`, "other" included), and a note.
+
+    Every review is a new row; the scan points at the latest, which is the one that counts.
+    On a signed case the review needs an `addendum` saying why, which is kept on the case.
+    This is the one place reviews are written (pages and API both call it).
+    """
     if reviewer.clinic_id is None or scan.case.clinic_id != reviewer.clinic_id:
         raise PermissionDenied("This scan belongs to another clinic.")
     if not reviewer.can_review:
         raise PermissionDenied("Only radiologists can review predictions.")
     if scan.status != ScanStatus.DONE:
         raise ValidationError("Only an analysed scan can be reviewed.")
-    review, _ = ScanReview.objects.update_or_create(
-        scan=scan,
-        defaults={"reviewer": reviewer, "agrees": agrees, "note": note.strip(), "reviewed_at": timezone.now()},
-    )
+    model_label = scan.prediction.label
+    label = (label or "").strip()
+    if label and label not in READING_LABELS:
+        choices = ", ".join(f"{value} ({Label.name_of(value)})" for value in READING_LABELS)
+        raise ValidationError({"label": f"Unknown reading {label!r}; choose one of {choices}."})
+    if agrees:
+        if label and label != model_label:
+            raise ValidationError(
+                {"label": f"You agree with {Label.name_of(model_label)} but read {Label.name_of(label)}: choose one."}
+            )
+        label = model_label
+    elif not label:
+        raise ValidationError({"label": "Say what the scan shows: choose the reading that replaces the model's."})
+    elif label == model_label:
+        raise ValidationError(
+            {"label": f"The model also says {Label.name_of(label)}: record agreement, or choose another reading."}
+        )
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=scan.case_id)  # serialises with case_sign
+        note_for_addendum = addendum.strip()
+        kept_addendum = None
+        if case.is_signed:
+            if not note_for_addendum:
+                raise ValidationError(
+                    {"addendum": "This case is signed: a new reading needs an addendum saying why."}
+                )
+            from apps.cases.services import case_addendum_add
+
+            kept_addendum = case_addendum_add(case=case, author=reviewer, text=note_for_addendum)
+        review = ScanReview.objects.create(
+            scan=scan,
+            reviewer=reviewer,
+            agrees=agrees,
+            label=label,
+            note=note.strip(),
+            reviewed_at=timezone.now(),
+            addendum=kept_addendum,
+        )
+        Scan.objects.filter(pk=scan.pk).update(review=review)
+    scan.review = review
     return review
 
 

@@ -10,9 +10,11 @@ from django.core.files.uploadedfile import UploadedFile
 
 from apps.accounts.models import User
 from apps.cases.models import CaseStatus
+from apps.cases.worklist import CONFIDENCE_CHOICES
 from apps.patients.models import Patient, Sex
 from apps.patients.selectors import patient_list
-from workers.imaging import CLASS_NAMES, MAX_UPLOAD_BYTES
+from apps.scans.labels import MODEL_LABEL_CHOICES, READING_CHOICES
+from workers.imaging import MAX_UPLOAD_BYTES
 
 
 def add_service_errors(form: forms.Form, error: ValidationError) -> None:
@@ -63,6 +65,15 @@ class ScanUploadForm(forms.Form):
     )
 
 
+class SignedCaseUploadForm(ScanUploadForm):
+    """New scans for a signed case: they come with an addendum saying why."""
+
+    addendum = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="This case is signed: say why scans are added (kept with the case).",
+    )
+
+
 class CaseCreateForm(ScanUploadForm):
     patient = forms.ModelChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
     title = forms.CharField(max_length=200, required=False)
@@ -77,13 +88,33 @@ class CaseCreateForm(ScanUploadForm):
 
 
 class ReviewForm(forms.Form):
-    agrees = forms.TypedChoiceField(
-        label="Do you agree with the prediction?",
-        choices=[("yes", "Agree"), ("no", "Disagree")],
-        coerce=lambda value: value == "yes",
-        widget=forms.RadioSelect,
-    )
+    """One radio group: agree with the model, or the reading that replaces its label (the
+    scan card leaves the model's own label out of the corrections)."""
+
+    AGREE = "agree"
+
+    reading = forms.ChoiceField(choices=[(AGREE, "Agree with the model"), *READING_CHOICES], widget=forms.RadioSelect)
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    addendum = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+    def review_arguments(self) -> dict[str, Any]:
+        """The cleaned form as scan_review's keyword arguments."""
+        reading = self.cleaned_data["reading"]
+        agrees = reading == self.AGREE
+        return {
+            "agrees": agrees,
+            "label": "" if agrees else reading,
+            "note": self.cleaned_data["note"],
+            "addendum": self.cleaned_data["addendum"],
+        }
+
+
+class SignForm(forms.Form):
+    conclusion = forms.CharField(widget=forms.Textarea(attrs={"rows": 8}), strip=True)
+
+
+class AddendumForm(forms.Form):
+    text = forms.CharField(label="Addendum", widget=forms.Textarea(attrs={"rows": 3}), strip=True)
 
 
 class HistoryFilterForm(forms.Form):
@@ -94,7 +125,13 @@ class HistoryFilterForm(forms.Form):
     )
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
-    label = forms.ChoiceField(
-        required=False, choices=[("", "Any label")] + [(c, c.capitalize()) for c in CLASS_NAMES]
-    )
+    label = forms.ChoiceField(required=False, choices=[("", "Any label"), *MODEL_LABEL_CHOICES])
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *CaseStatus.choices])
+
+
+class WorklistFilterForm(HistoryFilterForm):
+    """Renders the worklist filters; cases.worklist.WorklistFilters parses them."""
+
+    status = None  # every case on the worklist is analysed
+    confidence = forms.ChoiceField(required=False, choices=CONFIDENCE_CHOICES)
+    mine = forms.BooleanField(required=False, label="Only cases I started")

@@ -18,4 +18,10 @@ urlpatterns = [
     path("scans/<int:scan_id>/card/", views.scan_card, name="scan_card"),
     path("scans/<int:scan_id>/review/", views.scan_review_submit, name="scan_review"),
     path("history/", views.history, name="history"),
+    # The radiologist's desk (issue 8)
+    path("worklist/", views.worklist, name="worklist"),
+    path("cases/<int:case_id>/sign/", views.case_sign_submit, name="case_sign"),
+    path("cases/<int:case_id>/addenda/", views.case_addendum_submit, name="case_addendum"),
+    path("patients/<int:patient_id>/timeline/", views.patient_timeline, name="patient_timeline"),
+    path("agreement/", views.agreement, name="agreement"),
 ]

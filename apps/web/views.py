@@ -15,19 +15,35 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
-from apps.cases.selectors import CaseFilters, case_get, case_history, case_recent
-from apps.cases.services import case_create
+from apps.cases.models import Case
+from apps.cases.selectors import (
+    CaseFilters,
+    case_get,
+    case_history,
+    case_reading_summary,
+    case_recent,
+    case_timeline,
+)
+from apps.cases.services import case_addendum_add, case_create, case_sign
+from apps.cases.worklist import Priority, WorklistFilters, case_worklist, case_worklist_counts
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create
+from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
+from apps.scans.labels import MODEL_LABELS, READING_LABELS
 from apps.scans.selectors import scan_get, scan_list_for_case, scan_queue_stats
 from apps.scans.services import scan_review, scans_submit
 
+from .charts import agreement_chart_svg
 from .forms import (
+    AddendumForm,
     CaseCreateForm,
     HistoryFilterForm,
     PatientForm,
     ReviewForm,
     ScanUploadForm,
+    SignedCaseUploadForm,
+    SignForm,
+    WorklistFilterForm,
     add_service_errors,
 )
 
@@ -51,6 +67,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "recent_cases": case_recent(user=request.user, limit=10),
             "queue": scan_queue_stats(user=request.user),
+            "worklist": case_worklist_counts(user=request.user),
         },
     )
 
@@ -103,13 +120,24 @@ def case_new(request: HttpRequest) -> HttpResponse:
     return render(request, "web/case_new.html", {"form": form})
 
 
-def _case_context(request: HttpRequest, case_id: int, upload_form: ScanUploadForm | None = None) -> dict:
+def _upload_form_class(case: Case) -> type[ScanUploadForm]:
+    return SignedCaseUploadForm if case.is_signed else ScanUploadForm
+
+
+def _case_context(
+    request: HttpRequest,
+    case_id: int,
+    upload_form: ScanUploadForm | None = None,
+    sign_form: SignForm | None = None,
+) -> dict:
     case = case_get(user=request.user, case_id=case_id)
     return {
         "case": case,
         "scans": scan_list_for_case(case=case),
-        "upload_form": upload_form or ScanUploadForm(),
+        "upload_form": upload_form or _upload_form_class(case)(),
         "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
+        "sign_form": sign_form or SignForm(initial={"conclusion": case_reading_summary(case=case)}),
+        "addendum_form": AddendumForm(),
     }
 
 
@@ -125,10 +153,15 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
 @require_POST
 def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
     case = case_get(user=request.user, case_id=case_id)
-    form = ScanUploadForm(request.POST, request.FILES)
+    form = _upload_form_class(case)(request.POST, request.FILES)
     if form.is_valid():
         try:
-            scans = scans_submit(case=case, uploaded_by=request.user, uploads=form.cleaned_data["files"])
+            scans = scans_submit(
+                case=case,
+                uploaded_by=request.user,
+                uploads=form.cleaned_data["files"],
+                addendum=form.cleaned_data.get("addendum", ""),
+            )
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
@@ -164,15 +197,104 @@ def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
     form = ReviewForm(request.POST)
     target = reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}"
     if not form.is_valid():
-        messages.error(request, "Choose agree or disagree to record a review.")
+        messages.error(request, "Choose to agree with the model or the reading that replaces it.")
         return redirect(target)
     try:
-        scan_review(scan=scan, reviewer=request.user, **form.cleaned_data)
+        scan_review(scan=scan, reviewer=request.user, **form.review_arguments())
     except (ValidationError, PermissionDenied) as exc:
         messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
     else:
         messages.success(request, "Review recorded.")
     return redirect(target)
+
+
+@login_required
+@require_POST
+def case_sign_submit(request: HttpRequest, case_id: int) -> HttpResponse:
+    case = case_get(user=request.user, case_id=case_id)
+    form = SignForm(request.POST)
+    if form.is_valid():
+        try:
+            case_sign(case=case, signer=request.user, conclusion=form.cleaned_data["conclusion"])
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+            return redirect("case_detail", case_id=case.pk)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, "Case signed. It has left the worklist; later changes need an addendum.")
+            return redirect("case_detail", case_id=case.pk)
+    context = _case_context(request, case_id, sign_form=form)
+    return render(request, "web/case_detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
+    case = case_get(user=request.user, case_id=case_id)
+    form = AddendumForm(request.POST)
+    if not request.user.can_review:
+        messages.error(request, "Only radiologists add addenda to a signed case.")
+    elif not form.is_valid():
+        messages.error(request, "Write the addendum's text.")
+    else:
+        try:
+            case_addendum_add(case=case, author=request.user, text=form.cleaned_data["text"])
+        except (ValidationError, PermissionDenied) as exc:
+            messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        else:
+            messages.success(request, "Addendum added.")
+    return redirect(reverse("case_detail", args=[case.pk]) + "#sign-off")
+
+
+@login_required
+@require_GET
+def worklist(request: HttpRequest) -> HttpResponse:
+    filters = WorklistFilters.from_query(request.GET)
+    page = Paginator(case_worklist(user=request.user, filters=filters), CASES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
+    return render(
+        request,
+        "web/worklist.html",
+        {
+            "page": page,
+            "form": WorklistFilterForm(request.GET),
+            "patient": patient,
+            "counts": case_worklist_counts(user=request.user),
+            "priority_names": Priority.NAMES,
+        },
+    )
+
+
+@login_required
+@require_GET
+def patient_timeline(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = patient_get(user=request.user, patient_id=patient_id)
+    cases = case_timeline(user=request.user, patient=patient)
+    return render(request, "web/patient_timeline.html", {"patient": patient, "cases": cases})
+
+
+@login_required
+@require_GET
+def agreement(request: HttpRequest) -> HttpResponse:
+    if not agreement_allowed(request.user):
+        raise PermissionDenied("Only radiologists and clinic admins see the model's agreement.")
+    version = request.GET.get("model_version", "")
+    versions = agreement_by_version(user=request.user, model_version=version)
+    return render(
+        request,
+        "web/agreement.html",
+        {
+            "versions": versions,
+            "all_versions": agreement_model_versions(user=request.user),
+            "selected_version": version,
+            "chart": agreement_chart_svg(versions),
+            "model_labels": MODEL_LABELS,
+            "reading_labels": READING_LABELS,
+        },
+    )
 
 
 @login_required

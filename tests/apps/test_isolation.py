@@ -9,6 +9,9 @@ must get 404 (or 405 for a method the URL does not take), and north's own user m
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from apps.cases.models import Case, CaseAddendum
+from apps.scans.models import ScanReview
+
 # URL name → (object kind, methods to try). Pages belong to apps/web; add new ones here.
 ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     # pages (apps/web)
@@ -17,12 +20,18 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "case_summary": ("case", ("get",)),
     "scan_card": ("scan", ("get",)),
     "scan_review": ("scan", ("get", "post")),
+    "case_sign": ("case", ("get", "post")),
+    "case_addendum": ("case", ("get", "post")),
+    "patient_timeline": ("patient", ("get",)),
     # API
     "api:patient-detail": ("patient", ("get",)),
     "api:case-detail": ("case", ("get",)),
     "api:case-scans": ("case", ("get", "post")),
     "api:scan-detail": ("scan", ("get",)),
     "api:scan-review": ("scan", ("post",)),
+    "api:scan-reviews": ("scan", ("get", "post")),
+    "api:case-sign": ("case", ("post",)),
+    "api:case-report": ("case", ("get",)),
     # media
     "scans:image": ("scan", ("get",)),
     "scans:overlay": ("scan", ("get",)),
@@ -94,6 +103,7 @@ def test_another_clinics_object_is_404_and_the_owner_is_served(name, north, sout
     assert all(code in (404, 405) for code in other.values()), f"{name}: another clinic got {other}"
     assert 404 in other.values(), f"{name}: another clinic got {other}"
     # Nothing changed on north's side.
-    north.scan.refresh_from_db()
-    assert not hasattr(north.scan, "review") or north.scan.review.reviewer_id != south.radiologist.pk
+    assert not ScanReview.objects.filter(scan__case__clinic=north.clinic, reviewer=south.radiologist).exists()
+    assert not Case.objects.filter(clinic=north.clinic, signed_by=south.radiologist).exists()
+    assert not CaseAddendum.objects.filter(case__clinic=north.clinic, author=south.radiologist).exists()
     assert north.case.scans.count() == 1

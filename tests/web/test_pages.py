@@ -168,7 +168,7 @@ def test_radiologist_review(rad_client, world) -> None:
     card = rad_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
     assert reverse("scan_review", args=[world.scan.pk]) in card
     response = rad_client.post(
-        reverse("scan_review", args=[world.scan.pk]), {"agrees": "no", "note": "Looks like a cyst"}
+        reverse("scan_review", args=[world.scan.pk]), {"reading": "meningioma", "note": "Looks like a cyst"}
     )
     assert response.status_code == 302
     review = ScanReview.objects.get(scan=world.scan)
@@ -179,7 +179,7 @@ def test_staff_cannot_review(staff_client, world) -> None:
     finish_scan(world.scan)
     card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
     assert reverse("scan_review", args=[world.scan.pk]) not in card
-    staff_client.post(reverse("scan_review", args=[world.scan.pk]), {"agrees": "yes"})
+    staff_client.post(reverse("scan_review", args=[world.scan.pk]), {"reading": "agree"})
     assert not ScanReview.objects.filter(scan=world.scan).exists()
 
 

@@ -6,6 +6,7 @@ import datetime
 from django import template
 
 from apps.cases.models import CaseStatus
+from apps.scans.labels import READING_CHOICES, Label, probability_text
 
 register = template.Library()
 
@@ -67,30 +68,31 @@ def case_badge(value: str) -> str:
     return _CASE_BADGE.get(value, str(value))
 
 
-# How a radiologist reads each class name on a page.
-LABEL_NAMES = {
-    "glioma": "Glioma",
-    "meningioma": "Meningioma",
-    "notumor": "No tumour",
-    "pituitary": "Pituitary tumour",
-}
-
-
 @register.filter
 def label_name(value: str) -> str:
-    """Model label ("notumor") → the name shown on pages ("No tumour")."""
-    return LABEL_NAMES.get(str(value), str(value))
+    """Stored label ("notumor") → the name shown everywhere ("No tumour"): labels.Label."""
+    return Label.name_of(str(value))
 
 
 @register.filter
 def probability(value: float | None) -> str:
-    """A probability for reading, in percent: never "100.0" or "0.0", which would claim
-    certainty that a calibrated model does not have."""
-    if value is None:
-        return ""
-    share = float(value) * 100
-    if share >= 99.95:
-        return ">99.9"
-    if share < 0.05:
-        return "<0.1"
-    return f"{share:.1f}"
+    """A probability for reading, in percent, never "100.0" or "0.0" (labels.probability_text)."""
+    return probability_text(value)
+
+
+@register.filter
+def get_item(mapping: dict, key: object) -> object:
+    """mapping[key] in a template (None when absent)."""
+    return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.simple_tag
+def reviewed_count(case: object) -> int:
+    """How many of a case's prefetched scans have a reading (no query)."""
+    return sum(1 for scan in case.scans.all() if scan.review_id is not None)
+
+
+@register.simple_tag
+def reading_choices() -> list[tuple[str, str]]:
+    """(value, name) of every reading a radiologist can give (labels.READING_CHOICES)."""
+    return READING_CHOICES

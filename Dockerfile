@@ -13,8 +13,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STATIC_ROOT=/srv/static
 
 # libglib: OpenCV's headless wheel links it; libpq: for psycopg if its binary wheel is absent.
+# pango, harfbuzz-subset and a font: WeasyPrint's PDF reports (apps/cases/reports.py).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libglib2.0-0 libpq5 \
+    libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -70,11 +70,12 @@ def agreement_chart_svg(versions: list[VersionAgreement]) -> SafeString:
         for px, py, month in points:
             parts.append(
                 format_html(
-                    '<circle cx="{:.1f}" cy="{:.1f}" r="4" fill="{}"><title>{} · {}: {} of {} agree ({:.1f}%)</title>'
+                    '<circle cx="{}" cy="{}" r="4" fill="{}"><title>{} · {}: {} of {} agree ({}%)</title>'
                     "</circle>"
-                    '<text x="{:.1f}" y="{:.1f}" text-anchor="middle" font-size="10" fill="{}">{:.0f}% (n={})</text>',
-                    px, py, colour, version.model_version, month.month, month.overall.agreed, month.overall.reviewed,
-                    month.overall.rate * 100, px, py - 8, colour, month.overall.rate * 100, month.overall.reviewed,
+                    '<text x="{}" y="{}" text-anchor="middle" font-size="10" fill="{}">{}% (n={})</text>',
+                    f"{px:.1f}", f"{py:.1f}", colour, version.model_version, month.month, month.overall.agreed,
+                    month.overall.reviewed, f"{month.overall.rate * 100:.1f}", f"{px:.1f}", f"{py - 8:.1f}", colour,
+                    f"{month.overall.rate * 100:.0f}", month.overall.reviewed,
                 )
             )
         parts.append(

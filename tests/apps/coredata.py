@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,8 +70,10 @@ class PixelAnalyzer:
 
     model_version = "pixel-test-1"
 
-    def __init__(self, label: str = "glioma") -> None:
+    def __init__(self, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> None:
         self.label = label
+        self.top = top
+        self.model_version = model_version or PixelAnalyzer.model_version
         self.calls = 0
 
     def analyze(self, data: bytes) -> AnalysisResult:
@@ -78,7 +81,8 @@ class PixelAnalyzer:
         gray = decode_gray(data)
         overlay = io.BytesIO()
         Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")
-        probabilities = {name: (0.7 if name == self.label else 0.1) for name in CLASS_NAMES}
+        rest = (1.0 - self.top) / (len(CLASS_NAMES) - 1)
+        probabilities = {name: (self.top if name == self.label else rest) for name in CLASS_NAMES}
         return AnalysisResult(
             label=self.label,
             probabilities=probabilities,
@@ -89,14 +93,43 @@ class PixelAnalyzer:
         )
 
 
-def finish_scan(scan: Scan, label: str = "glioma") -> Scan:
-    """queued → processing → done through the same services the worker uses."""
+def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> Scan:
+    """queued → processing → done through the same services the worker uses; `top` is the
+    label's calibrated probability."""
     claimed = scan_claim(scan_id=scan.pk)
     assert claimed is not None
     with scan.image.open("rb") as handle:
         data = handle.read()
-    scan_complete(scan=claimed, result=PixelAnalyzer(label).analyze(data))
+    scan_complete(scan=claimed, result=PixelAnalyzer(label, top, model_version).analyze(data))
     return Scan.objects.get(pk=scan.pk)
+
+
+def make_case(
+    world: ClinicWorld,
+    capture: Callable,
+    results: list[tuple[str, float] | None],
+    *,
+    created_at: datetime | None = None,
+    title: str = "",
+    patient: Patient | None = None,
+    model_version: str | None = None,
+) -> Case:
+    """A case of `world`'s clinic with one scan per entry of `results`: (label, top probability)
+    analysed through the worker's services, or None for a scan left queued. `created_at` backdates
+    the case (the worklist orders by it)."""
+    case = case_create(created_by=world.staff, patient=patient or world.patient, title=title)
+    scans = []
+    if results:
+        with capture(execute=False):
+            uploads = [upload(png_bytes(), f"s{i}.png") for i in range(len(results))]
+            scans = scans_submit(case=case, uploaded_by=world.staff, uploads=uploads)
+    for scan, result in zip(scans, results, strict=True):
+        if result is not None:
+            finish_scan(scan, result[0], result[1], model_version)
+    if created_at is not None:
+        Case.objects.filter(pk=case.pk).update(created_at=created_at)
+        case.refresh_from_db()
+    return case
 
 
 class ClinicWorld(NamedTuple):

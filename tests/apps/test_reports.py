@@ -1,0 +1,121 @@
+"""The PDF report: its text (pypdf), a page rendered to PNG (pdftoppm), the HTTP contract."""
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from coredata import real_scan_bytes, upload
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from PIL import Image
+from pypdf import PdfReader
+from rest_framework.test import APIClient
+
+from apps.cases.reports import case_report_export
+from apps.cases.services import case_sign
+from apps.scans.services import scan_review, scans_submit
+
+
+def _text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def _page_png(pdf: bytes, tmp_path: Path) -> Image.Image:
+    """Page 1 at 60 dpi through poppler's pdftoppm (apt: poppler-utils)."""
+    pdftoppm = shutil.which("pdftoppm")
+    if pdftoppm is None:
+        pytest.fail("pdftoppm not found: apt-get install poppler-utils (.ci/run installs it)")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(pdf)
+    subprocess.run(
+        [pdftoppm, "-png", "-r", "60", "-f", "1", "-l", "1", str(source), str(tmp_path / "page")], check=True
+    )
+    (png,) = tmp_path.glob("page*.png")
+    return Image.open(png).convert("RGB")
+
+
+def _reddish(image: Image.Image) -> int:
+    pixels = np.asarray(image).astype(int)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(((r - g > 25) & (r - b > 25)).sum())
+
+
+def test_unsigned_report_names_everything_and_says_unverified(north, tmp_path):
+    report = case_report_export(user=north.staff, case_id=north.case.pk)
+    assert report.pdf.startswith(b"%PDF")
+    assert report.filename == f"case-{north.case.pk}-report.pdf"
+    text = _text(report.pdf)
+    for expected in (
+        "north",  # the clinic
+        "north Patient", "NORTH-001",  # the patient: name and MRN
+        "north case",  # the case
+        "Glioma", "70.0 %", "pixel-test-1",  # the model's label, calibrated probability, version
+        "No tumour", "Pituitary tumour",  # every class, named by the vocabulary
+        "UNVERIFIED", "not signed",
+        "Decision support only",
+    ):  # fmt: skip
+        assert expected in text, expected
+    assert "Notumor" not in text
+    # Original and overlay side by side: two pictures on the scan's page.
+    images = [image for page in PdfReader(io.BytesIO(report.pdf)).pages for image in page.images]
+    assert len(images) == 2
+    page = _page_png(report.pdf, tmp_path)
+    assert page.size[0] > 400
+    assert page.size[1] > 600
+    assert _reddish(page) > 2000  # the red "unverified" banner and watermark
+
+
+def test_signed_report_has_the_reading_and_the_conclusion(north, tmp_path):
+    scan_review(scan=north.scan, reviewer=north.radiologist, agrees=False, label="meningioma", note="dural tail")
+    north.radiologist.first_name, north.radiologist.last_name = "Rita", "Rad"
+    north.radiologist.save()
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Left convexity meningioma.")
+    report = case_report_export(user=north.staff, case_id=north.case.pk)
+    text = _text(report.pdf)
+    assert "Left convexity meningioma." in text
+    assert "Signed by Rita Rad" in text
+    assert "Radiologist's reading: Meningioma" in text
+    assert "corrects the model" in text
+    assert "dural tail" in text
+    assert "UNVERIFIED" not in text
+    assert _reddish(_page_png(report.pdf, tmp_path)) < 500  # nothing left in red but small text
+
+
+def test_a_missing_picture_is_said_not_fatal(north):
+    north.scan.image.storage.delete(north.scan.image.name)
+    text = _text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
+    assert "Image file missing." in text
+
+
+def test_http_contract(north):
+    client = APIClient()
+    client.force_authenticate(north.staff)
+    url = reverse("api:case-report", args=[north.case.pk])
+    response = client.get(url, HTTP_ACCEPT="application/pdf")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == f'attachment; filename="case-{north.case.pk}-report.pdf"'
+    assert "no-store" in response["Cache-Control"]
+    assert response.content.startswith(b"%PDF")
+    assert client.get(reverse("api:case-report", args=[999_999])).status_code == 404
+    assert APIClient().get(url).status_code in (401, 403)
+
+
+def test_case_page_links_the_report(north, client):
+    client.force_login(north.staff)
+    html = client.get(reverse("case_detail", args=[north.case.pk])).content.decode()
+    assert reverse("api:case-report", args=[north.case.pk]) in html
+    # Session auth (the button) gets the PDF too.
+    assert client.get(reverse("api:case-report", args=[north.case.pk])).content.startswith(b"%PDF")
+
+
+def test_rendering_a_report_leaves_truncated_uploads_refused(north, django_capture_on_commit_callbacks):
+    """WeasyPrint's import turns on Pillow's LOAD_TRUNCATED_IMAGES for the whole process;
+    the report module puts it back, so the upload check still refuses a cut-off JPEG."""
+    case_report_export(user=north.staff, case_id=north.case.pk)
+    data = real_scan_bytes()
+    with pytest.raises(ValidationError), django_capture_on_commit_callbacks(execute=False):
+        scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(data[: len(data) // 2])])

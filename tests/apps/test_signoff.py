@@ -1,0 +1,159 @@
+"""Sign-off: who signs, what must be done first, the lock, addenda, and "unverified" until then."""
+
+import pytest
+from coredata import make_case, png_bytes, upload
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from apps.cases.models import Case, CaseAddendum
+from apps.cases.selectors import case_get, case_reading_summary
+from apps.cases.services import case_addendum_add, case_sign
+from apps.scans.models import Scan
+from apps.scans.services import scan_review, scans_submit
+
+
+def _api(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _read_all(world) -> None:
+    scan_review(scan=world.scan, reviewer=world.radiologist, agrees=False, label="meningioma", note="dural tail")
+
+
+def test_sign_locks_the_case_and_records_who_and_when(north):
+    _read_all(north)
+    case = case_sign(case=north.case, signer=north.radiologist, conclusion="  Meningioma, left convexity.  ")
+    stored = Case.objects.get(pk=north.case.pk)
+    assert stored.is_signed
+    assert stored.signed_by == north.radiologist
+    assert stored.signed_at is not None
+    assert stored.conclusion == "Meningioma, left convexity."
+    assert case.signed_at == stored.signed_at
+    with pytest.raises(ValidationError, match="addendum"):
+        case_sign(case=stored, signer=north.radiologist, conclusion="again")
+
+
+@pytest.mark.parametrize("role", ["staff", "admin"])
+def test_only_radiologists_sign(north, role):
+    _read_all(north)
+    with pytest.raises(PermissionDenied):
+        case_sign(case=north.case, signer=getattr(north, role), conclusion="x")
+    response = _api(getattr(north, role)).post(
+        reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "x"}, format="json"
+    )
+    assert response.status_code == 403
+    assert not Case.objects.get(pk=north.case.pk).is_signed
+
+
+def test_every_analysed_scan_needs_a_reading_before_signing(north):
+    with pytest.raises(ValidationError, match="1 of 1 have no reading"):
+        case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")
+
+
+def test_a_case_with_scans_still_analysing_cannot_be_signed(north, django_capture_on_commit_callbacks):
+    case = make_case(north, django_capture_on_commit_callbacks, [("glioma", 0.9), None])
+    scan_review(scan=case.scans.filter(status="done").get(), reviewer=north.radiologist, agrees=True)
+    with pytest.raises(ValidationError, match="still being analysed"):
+        case_sign(case=case, signer=north.radiologist, conclusion="Glioma.")
+
+
+def test_empty_conclusion_is_refused(north):
+    _read_all(north)
+    response = _api(north.radiologist).post(
+        reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "   "}, format="json"
+    )
+    assert response.status_code == 400
+    assert "conclusion" in response.json()
+    assert (
+        _api(north.radiologist).post(reverse("api:case-sign", args=[north.case.pk]), {}, format="json").status_code
+        == 400
+    )
+
+
+def test_sign_api_contract_and_case_json(north):
+    client = _api(north.radiologist)
+    before = client.get(reverse("api:case-detail", args=[north.case.pk])).json()
+    assert (before["verified"], before["signed_by"], before["signed_at"], before["conclusion"]) == (
+        False,
+        None,
+        None,
+        "",
+    )
+    assert before["scans"][0]["verified"] is False
+    _read_all(north)
+    response = client.post(reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "Meningioma."}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["verified"] is True
+    assert body["signed_by"] == north.radiologist.username
+    assert body["signed_at"]
+    assert body["conclusion"] == "Meningioma."
+    assert body["addenda"] == []
+    assert body["scans"][0]["verified"] is True
+    assert body["scans"][0]["review"]["label"] == "meningioma"
+    again = client.post(reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "Changed."}, format="json")
+    assert again.status_code == 400
+
+
+def test_new_scans_on_a_signed_case_need_an_addendum(north, django_capture_on_commit_callbacks):
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    case = Case.objects.get(pk=north.case.pk)
+    with pytest.raises(ValidationError) as error:
+        scans_submit(case=case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "late.png")])
+    assert "addendum" in error.value.message_dict
+    assert case.scans.count() == 1
+    with django_capture_on_commit_callbacks(execute=False):
+        (late,) = scans_submit(
+            case=case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "late.png")], addendum="Contrast series."
+        )
+    assert [a.text for a in case.addenda.all()] == ["Contrast series."]
+    # The late scan is not covered by the signature: unverified until a radiologist reads it.
+    assert not Scan.objects.select_related("case").get(pk=late.pk).is_verified
+    assert Scan.objects.select_related("case").get(pk=north.scan.pk).is_verified
+
+
+def test_api_upload_to_a_signed_case_without_addendum_is_400(north):
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    response = _api(north.staff).post(
+        reverse("api:case-scans", args=[north.case.pk]), {"file": upload(png_bytes(), "late.png")}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert "addendum" in response.json()
+
+
+def test_addenda_only_on_signed_cases_and_kept_in_order(north):
+    with pytest.raises(ValidationError):
+        case_addendum_add(case=north.case, author=north.radiologist, text="too early")
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    case = Case.objects.get(pk=north.case.pk)
+    with pytest.raises(ValidationError):
+        case_addendum_add(case=case, author=north.radiologist, text="   ")
+    case_addendum_add(case=case, author=north.radiologist, text="First.")
+    case_addendum_add(case=case, author=north.radiologist, text="Second.")
+    assert list(CaseAddendum.objects.filter(case=case).values_list("text", flat=True)) == ["First.", "Second."]
+    body = _api(north.staff).get(reverse("api:case-detail", args=[case.pk])).json()
+    assert [a["text"] for a in body["addenda"]] == ["First.", "Second."]
+
+
+def test_addendum_from_another_clinic_is_refused(north, south):
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    with pytest.raises(PermissionDenied):
+        case_addendum_add(case=Case.objects.get(pk=north.case.pk), author=south.radiologist, text="x")
+
+
+def test_reading_summary_prefills_the_conclusion(north, django_capture_on_commit_callbacks):
+    case = make_case(north, django_capture_on_commit_callbacks, [("glioma", 0.95), ("notumor", 0.9)])
+    first, second = case.scans.order_by("id")
+    scan_review(scan=first, reviewer=north.radiologist, agrees=True)
+    scan_review(scan=second, reviewer=north.radiologist, agrees=False, label="pituitary", note="small adenoma")
+    summary = case_reading_summary(case=case_get(user=north.radiologist, case_id=case.pk))
+    lines = summary.splitlines()
+    assert lines[0] == "1. s0.png: Glioma, agrees with the model."
+    assert lines[1] == "2. s1.png: Pituitary tumour, corrects the model (model No tumour 90.0 %). Note: small adenoma"

@@ -7,8 +7,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from apps.scans.agreement import VersionAgreement
 
-WIDTH, HEIGHT = 760, 280
-LEFT, RIGHT, TOP, BOTTOM = 52, 16, 18, 46
+WIDTH = 760
+LEFT, RIGHT, BOTTOM = 52, 64, 46
 # Distinguishable in print and for the common colour-vision deficiencies (Okabe-Ito).
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 
@@ -19,20 +19,22 @@ def agreement_chart_svg(versions: list[VersionAgreement]) -> SafeString:
     months = sorted({month for version in versions for month in version.months})
     if not months:
         return SafeString("")
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    top = 26 + 16 * len(versions)  # the legend, one line per version, above the plot
+    height = top + 200 + BOTTOM
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, height - top - BOTTOM
 
     def x(index: int) -> float:
         return LEFT + (plot_w / 2 if len(months) == 1 else plot_w * index / (len(months) - 1))
 
     def y(rate: float) -> float:
-        return TOP + plot_h * (1 - rate)
+        return top + plot_h * (1 - rate)
 
     parts = [
         format_html(
             '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" class="chart" '
             'aria-labelledby="agreement-chart-title">',
             WIDTH,
-            HEIGHT,
+            height,
         ),
         mark_safe('<title id="agreement-chart-title">Agreement with the radiologists\' readings per month</title>'),
     ]
@@ -48,13 +50,13 @@ def agreement_chart_svg(versions: list[VersionAgreement]) -> SafeString:
         parts.append(
             format_html(
                 '<text x="{}" y="{}" text-anchor="middle" font-size="11" fill="#5b6778">{}</text>',
-                x(index), HEIGHT - BOTTOM + 16, month,
+                x(index), height - BOTTOM + 16, month,
             )
         )
     parts.append(
         format_html(
             '<text x="{}" y="{}" text-anchor="middle" font-size="11" fill="#5b6778">{}</text>',
-            LEFT + plot_w / 2, HEIGHT - 8, "month of the model's result",
+            LEFT + plot_w / 2, height - 8, "month of the model's result",
         )
     )
     for number, version in enumerate(versions):
@@ -82,7 +84,7 @@ def agreement_chart_svg(versions: list[VersionAgreement]) -> SafeString:
             format_html(
                 '<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
                 '<text x="{}" y="{}" font-size="11" fill="#1c2430">{}</text>',
-                LEFT + 8, TOP + 4 + 16 * number, colour, LEFT + 22, TOP + 13 + 16 * number,
+                LEFT, 6 + 16 * number, colour, LEFT + 14, 15 + 16 * number,
                 version.model_version,
             )
         )

@@ -6,9 +6,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.scans.models import Scan
-from clinic_platform.admin_scoping import ClinicScopedAdmin
+from clinic_platform.admin_scoping import ClinicScopedAdmin, is_clinic_admin
 
-from .models import Case
+from .models import Case, CaseAddendum
 from .services import case_restore, case_soft_delete
 
 
@@ -39,6 +39,25 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CaseAddendumInline(admin.TabularInline):
+    """Shown, never edited: addenda are kept as written (cases.services.case_addendum_add)."""
+
+    model = CaseAddendum
+    fields = readonly_fields = ("author", "text", "created_at")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # The case page itself is clinic-scoped (CaseAdmin), so its viewers may read the addenda.
+        return super().has_view_permission(request, obj) or is_clinic_admin(request)
+
+
 @admin.register(Case)
 class CaseAdmin(ClinicScopedAdmin):
     list_display = ("id", "patient", "title", "clinic", "created_by", "created_at", "deleted_at")
@@ -47,8 +66,9 @@ class CaseAdmin(ClinicScopedAdmin):
     list_select_related = ("patient", "clinic", "created_by")
     # A scoped search-as-you-type picker: the raw-id widget looked any clinic's patient up.
     autocomplete_fields = ("patient",)
-    readonly_fields = ("created_by", "created_at", "deleted_at", "deleted_by")
-    inlines = [ScanInline]
+    # A signature is a radiologist's act through case_sign, never typed into the admin.
+    readonly_fields = ("created_by", "created_at", "deleted_at", "deleted_by", "signed_by", "signed_at", "conclusion")
+    inlines = [ScanInline, CaseAddendumInline]
     actions = ["soft_delete", "restore"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:

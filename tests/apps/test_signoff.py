@@ -157,3 +157,20 @@ def test_reading_summary_prefills_the_conclusion(north, django_capture_on_commit
     lines = summary.splitlines()
     assert lines[0] == "1. s0.png: Glioma, agrees with the model."
     assert lines[1] == "2. s1.png: Pituitary tumour, corrects the model (model No tumour 90.0 %). Note: small adenoma"
+
+
+def test_admin_shows_signature_and_addenda_read_only(north, south, client):
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    case_addendum_add(case=Case.objects.get(pk=north.case.pk), author=north.radiologist, text="Kept as written.")
+    client.force_login(north.admin)
+    page = client.get(reverse("admin:cases_case_change", args=[north.case.pk]))
+    assert page.status_code == 200
+    form_fields = page.context["adminform"].form.fields
+    assert not {"signed_by", "signed_at", "conclusion"} & set(form_fields)
+    html = page.content.decode()
+    assert "Kept as written." in html
+    assert south.radiologist.username not in html
+    (addenda,) = [f for f in page.context["inline_admin_formsets"] if f.opts.model is CaseAddendum]
+    assert not addenda.has_change_permission
+    assert not addenda.has_add_permission

@@ -166,3 +166,14 @@ def test_one_vocabulary_on_the_history_filter(rad_client) -> None:
     assert '<option value="notumor">No tumour</option>' in html
     assert '<option value="pituitary">Pituitary tumour</option>' in html
     assert "Notumor" not in html
+
+
+def test_history_and_dashboard_mark_unsigned_results_unverified(rad_client, world) -> None:
+    for name in ("history", "dashboard"):
+        html = rad_client.get(reverse(name)).content.decode()
+        assert '<span class="unverified-tag">unverified</span>' in html, name
+    scan_review(scan=Scan.objects.get(pk=world.scan.pk), reviewer=world.radiologist, agrees=True)
+    case_sign(case=world.case, signer=world.radiologist, conclusion="No tumour.")
+    html = rad_client.get(reverse("history")).content.decode()
+    assert '<span class="unverified-tag">unverified</span>' not in html
+    assert '<span class="verified-tag">signed</span>' in html

@@ -1,6 +1,7 @@
 """REST endpoints for cases."""
 
 from django.core.exceptions import ValidationError
+from django.db.models import prefetch_related_objects
 from django.http import HttpResponse
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
@@ -23,7 +24,7 @@ from .models import Case
 from .reports import case_report_export
 from .selectors import CaseFilters, case_get, case_list
 from .services import case_create, case_sign
-from .worklist import Priority, WorklistFilters, case_worklist
+from .worklist import Priority, WorklistFilters, case_worklist_ids, case_worklist_rows
 
 
 class AddendumOutputSerializer(serializers.Serializer):
@@ -148,7 +149,9 @@ class WorklistApi(GenericAPIView):
 
     @extend_schema(parameters=_WORKLIST_PARAMETERS, responses=WorklistCaseOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        cases = case_worklist(user=request.user, filters=WorklistFilters.from_query(request.query_params))
-        page = self.paginate_queryset(cases.prefetch_related("addenda__author"))
-        data = WorklistCaseOutputSerializer(page, many=True, context={"request": request}).data
+        filters = WorklistFilters.from_query(request.query_params)
+        ids = self.paginate_queryset(case_worklist_ids(user=request.user, filters=filters))
+        cases = case_worklist_rows(user=request.user, ids=list(ids))
+        prefetch_related_objects(cases, "addenda__author")
+        data = WorklistCaseOutputSerializer(cases, many=True, context={"request": request}).data
         return self.get_paginated_response(data)

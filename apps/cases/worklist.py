@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from django.core.paginator import Page, Paginator
 from django.db.models import Case as SqlCase
 from django.db.models import Count, Exists, FloatField, IntegerField, OuterRef, QuerySet, Value, When
 from django.db.models.fields.json import KeyTextTransform
@@ -76,13 +77,14 @@ def _low_confidence(**conditions: object) -> Exists:
     return Exists(_done(**conditions).annotate(top=prediction_confidence()).filter(top__lt=LOW_CONFIDENCE))
 
 
-def _worklist_queryset(user: User) -> QuerySet[Case]:
+def _waiting(queryset: QuerySet[Case]) -> QuerySet[Case]:
+    """Analysed (at least one result, none still waiting for the model) and not signed, with
+    `priority` annotated."""
     pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
     return (
-        _annotated(user)
-        .filter(signed_at__isnull=True)
-        .filter(_predictions())  # analysed: at least one result...
-        .exclude(Exists(Scan.objects.filter(case=OuterRef("pk"), status__in=pending)))  # ...none waiting
+        queryset.filter(signed_at__isnull=True)
+        .filter(_predictions())
+        .exclude(Exists(Scan.objects.filter(case=OuterRef("pk"), status__in=pending)))
         .annotate(
             priority=SqlCase(
                 When(_low_confidence(label__in=TUMOUR_LABELS), then=Value(Priority.LOW_CONFIDENCE_TUMOUR)),
@@ -94,24 +96,61 @@ def _worklist_queryset(user: User) -> QuerySet[Case]:
     )
 
 
-def case_worklist(*, user: User, filters: WorklistFilters | None = None) -> QuerySet[Case]:
-    """The worklist in order (priority, then oldest first), scans prefetched as in case_list,
-    each case annotated with `priority` (Priority) besides case_list's annotations."""
-    filters = filters or WorklistFilters()
-    queryset = _filtered(_worklist_queryset(user), filters)
+def _worklist_queryset(user: User) -> QuerySet[Case]:
+    return _waiting(_annotated(user))
+
+
+def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters) -> QuerySet[Case]:
+    queryset = _filtered(queryset, filters)
     if filters.confidence == "low":
         queryset = queryset.filter(_low_confidence())
     elif filters.confidence == "confident":
         queryset = queryset.exclude(_low_confidence())
     if filters.mine:
         queryset = queryset.filter(Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), reviewer=user)))
-    return _with_scans(queryset).order_by("priority", "created_at", "id")
+    return queryset
+
+
+ORDER = ("priority", "created_at", "id")
+
+
+def case_worklist(*, user: User, filters: WorklistFilters | None = None) -> QuerySet[Case]:
+    """The worklist in order (priority, then oldest first), scans prefetched as in case_list,
+    each case annotated with `priority` (Priority) besides case_list's annotations. For pages,
+    paginate `case_worklist_ids` and load the page with `case_worklist_rows`: this queryset
+    computes every case's scan counts before sorting."""
+    filters = filters or WorklistFilters()
+    return _with_scans(_with_filters(_worklist_queryset(user), user, filters)).order_by(*ORDER)
+
+
+def case_worklist_ids(*, user: User, filters: WorklistFilters | None = None) -> QuerySet:
+    """The worklist's case ids in order, without the per-case scan counts: cheap to sort and
+    count over thousands of cases, so it is what pages paginate (as case_history does)."""
+    filters = filters or WorklistFilters()
+    cases = _waiting(Case.objects.filter(clinic_id=user.clinic_id))
+    return _with_filters(cases, user, filters).order_by(*ORDER).values_list("pk", flat=True)
+
+
+def case_worklist_rows(*, user: User, ids: list[int]) -> list[Case]:
+    """The cases of one page of ids, in the ids' order, annotated and prefetched like case_worklist."""
+    rows = {case.pk: case for case in _with_scans(_worklist_queryset(user)).filter(pk__in=ids)}
+    return [rows[pk] for pk in ids if pk in rows]
+
+
+def case_worklist_page(
+    *, user: User, filters: WorklistFilters | None = None, page: int | str = 1, per_page: int = 25
+) -> Page:
+    """One page of the worklist (a malformed or out-of-range number gives the nearest page)."""
+    result = Paginator(case_worklist_ids(user=user, filters=filters), per_page).get_page(page)
+    result.object_list = case_worklist_rows(user=user, ids=list(result.object_list))
+    return result
 
 
 def case_worklist_counts(*, user: User) -> dict[str, int]:
     """How many cases wait, by priority, and how many of them I have started: one query."""
     mine = Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), reviewer=user))
-    rows = _worklist_queryset(user).annotate(mine=mine).values("priority", "mine").annotate(n=Count("pk")).order_by()
+    cases = _waiting(Case.objects.filter(clinic_id=user.clinic_id)).annotate(mine=mine)
+    rows = cases.values("priority", "mine").annotate(n=Count("pk")).order_by()
     counts = {"total": 0, "low_confidence_tumour": 0, "tumour": 0, "other": 0, "mine": 0}
     keys = {Priority.LOW_CONFIDENCE_TUMOUR: "low_confidence_tumour", Priority.TUMOUR: "tumour", Priority.OTHER: "other"}
     for row in rows:

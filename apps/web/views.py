@@ -25,7 +25,7 @@ from apps.cases.selectors import (
     case_timeline,
 )
 from apps.cases.services import case_addendum_add, case_create, case_sign
-from apps.cases.worklist import Priority, WorklistFilters, case_worklist, case_worklist_counts
+from apps.cases.worklist import Priority, WorklistFilters, case_worklist_counts, case_worklist_page
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
@@ -251,8 +251,8 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
     filters = WorklistFilters.from_query(request.GET)
-    page = Paginator(case_worklist(user=request.user, filters=filters), CASES_PER_PAGE).get_page(
-        request.GET.get("page")
+    page = case_worklist_page(
+        user=request.user, filters=filters, page=request.GET.get("page") or 1, per_page=CASES_PER_PAGE
     )
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
     return render(

@@ -157,3 +157,16 @@ def test_worklist_scans_come_prefetched(north, desk, django_assert_max_num_queri
         cases = list(case_worklist(user=north.radiologist))
         for case in cases:
             [s.prediction.label for s in case.scans.all() if s.status == "done"]
+
+
+def test_pages_follow_the_worklist_order(north, desk):
+    from apps.cases.worklist import case_worklist_page
+
+    cases, order = desk
+    first = case_worklist_page(user=north.radiologist, page=1, per_page=4)
+    second = case_worklist_page(user=north.radiologist, page="2", per_page=4)
+    beyond = case_worklist_page(user=north.radiologist, page="x", per_page=4)  # malformed: the first page
+    assert _titles(cases, first.object_list) + _titles(cases, second.object_list) == order
+    assert [c.pk for c in beyond.object_list] == [c.pk for c in first.object_list]
+    assert first.paginator.count == len(order)
+    assert all(hasattr(c, "scans_done") and hasattr(c, "priority") for c in second.object_list)

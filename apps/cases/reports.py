@@ -3,12 +3,12 @@
 `case_report_export` is the one entry point (the API view and the case page's button both
 reach it), so whatever must happen on every export (an audit record) goes there.
 Rendered with WeasyPrint from templates/reports/case_report.html; the scan pictures are
-embedded as data: URLs and the renderer may fetch nothing else (no file, no network).
+embedded (JPEG, served to the renderer by its own URL fetcher), and the renderer may fetch nothing
+else (no file, no network).
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from dataclasses import dataclass
@@ -38,8 +38,11 @@ class CaseReport:
     pdf: bytes
 
 
-def _picture(field: File) -> str | None:
-    """A stored image as a PNG data: URL, scaled down; None when the file is missing."""
+def _picture(field: File, pictures: dict[str, bytes]) -> str | None:
+    """A stored image scaled down to JPEG, kept in `pictures` under a short `report:` URL the
+    template names; None when the file is missing. JPEG: the PDF embeds it as it is (a PNG is
+    decoded and compressed again); a short URL: a data: URL of the whole picture would be
+    tokenised by the renderer's CSS parser (most of the rendering time)."""
     from PIL import Image
 
     try:
@@ -51,31 +54,34 @@ def _picture(field: File) -> str | None:
         return None
     picture.thumbnail((PICTURE_MAX_PX, PICTURE_MAX_PX))
     out = io.BytesIO()
-    picture.save(out, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    picture.save(out, format="JPEG", quality=90)
+    url = f"report:picture-{len(pictures)}"
+    pictures[url] = out.getvalue()
+    return url
 
 
-def _scan_rows(case: Case) -> list[dict]:
+def _scan_rows(case: Case, pictures: dict[str, bytes]) -> list[dict]:
     rows = []
     for scan in case.scans.all():
         row = {"scan": scan, "image": None, "overlay": None, "probabilities": []}
         if scan.status == ScanStatus.DONE:
             prediction = scan.prediction
-            row["image"] = _picture(scan.image)
-            row["overlay"] = _picture(prediction.overlay)
+            row["image"] = _picture(scan.image, pictures)
+            row["overlay"] = _picture(prediction.overlay, pictures)
             # The vocabulary's order, so every report lists the classes the same way.
             row["probabilities"] = [(label, prediction.probabilities.get(label.value)) for label in MODEL_LABELS]
         rows.append(row)
     return rows
 
 
-def case_report_html(*, case: Case, generated_by: User) -> str:
+def case_report_html(*, case: Case, generated_by: User, pictures: dict[str, bytes]) -> str:
+    """The report's HTML; the pictures it names go into `pictures` (URL → JPEG bytes)."""
     return render_to_string(
         "reports/case_report.html",
         {
             "case": case,
             "clinic": case.clinic,
-            "rows": _scan_rows(case),
+            "rows": _scan_rows(case, pictures),
             "generated_at": timezone.now(),
             "generated_by": generated_by,
             "low_confidence": LOW_CONFIDENCE,
@@ -86,26 +92,36 @@ def case_report_html(*, case: Case, generated_by: User) -> str:
     )
 
 
-def _weasyprint() -> tuple[type, type]:
-    """WeasyPrint's HTML and URLFetcher, imported without its side effect: importing it sets
-    Pillow's process-wide ImageFile.LOAD_TRUNCATED_IMAGES, after which this web process would
-    accept truncated scans at upload. The flag is put back (our report pictures are whole PNGs)."""
+def _weasyprint() -> tuple[type, type, type]:
+    """WeasyPrint's HTML, URLFetcher and URLFetcherResponse, imported without its side effect:
+    importing it sets Pillow's process-wide ImageFile.LOAD_TRUNCATED_IMAGES, after which this
+    web process would accept truncated scans at upload. The flag is put back (our report
+    pictures are whole JPEGs)."""
     from PIL import ImageFile
 
     before = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         from weasyprint import HTML
-        from weasyprint.urls import URLFetcher
+        from weasyprint.urls import URLFetcher, URLFetcherResponse
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
-    return HTML, URLFetcher
+    return HTML, URLFetcher, URLFetcherResponse
 
 
 def case_report_pdf(*, case: Case, generated_by: User) -> bytes:
-    HTML, URLFetcher = _weasyprint()
-    html = case_report_html(case=case, generated_by=generated_by)
-    # Only the embedded pictures: a report never reads a file or a URL named in its HTML.
-    return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
+    HTML, URLFetcher, URLFetcherResponse = _weasyprint()
+    pictures: dict[str, bytes] = {}
+    html = case_report_html(case=case, generated_by=generated_by, pictures=pictures)
+
+    class Pictures(URLFetcher):
+        """Serves the report's own pictures and nothing else: no file, no network."""
+
+        def fetch(self, url: str, headers: object = None) -> object:
+            if url not in pictures:
+                raise ValueError(f"a report fetches only its own pictures, not {url[:80]!r}")
+            return URLFetcherResponse(url, pictures[url], headers={"Content-Type": "image/jpeg"})
+
+    return HTML(string=html, url_fetcher=Pictures()).write_pdf()
 
 
 def case_report_export(*, user: User, case_id: int) -> CaseReport:

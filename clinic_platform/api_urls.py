@@ -27,7 +27,7 @@ urlpatterns = [
     path("cases/<int:case_id>/scans/", CaseScansApi.as_view(), name="case-scans"),
     path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
     path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
-from apps.audit.apis import AuditEventListApi
+    path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
     # The radiologist's desk (issue 8)
     path("scans/<int:scan_id>/reviews/", ScanReviewsApi.as_view(), name="scan-reviews"),
     path("cases/<int:case_id>/sign/", CaseSignApi.as_view(), name="case-sign"),

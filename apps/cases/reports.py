@@ -126,7 +126,11 @@ def case_report_pdf(*, case: Case, generated_by: User) -> bytes:
 
 def case_report_export(*, user: User, case_id: int) -> CaseReport:
     """The PDF report of a case of the user's clinic (Http404 otherwise)."""
+    from apps.audit.models import AuditAction
+    from apps.audit.services import audit_record
+
     case = case_get(user=user, case_id=case_id)
     pdf = case_report_pdf(case=case, generated_by=user)
+    audit_record(actor=user, action=AuditAction.EXPORT, obj=case, detail="pdf report")
     # No patient name or MRN in the file name: downloads folders on ward PCs are shared.
     return CaseReport(filename=f"case-{case.pk}-report.pdf", pdf=pdf)

@@ -8,6 +8,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.patients.models import Patient
 from apps.scans.models import Scan, ScanStatus
 
@@ -113,7 +115,10 @@ def case_addendum_add(*, case: Case, author: User, text: str) -> CaseAddendum:
     text = text.strip()
     if not text:
         raise ValidationError({"addendum": "Write the addendum's text."})
-    return CaseAddendum.objects.create(case=case, author=author, text=text)
+    with transaction.atomic():
+        addendum = CaseAddendum.objects.create(case=case, author=author, text=text)
+        audit_record(actor=author, action=AuditAction.REVIEW, obj=case, detail="addendum")
+    return addendum
 
 
 def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
@@ -146,5 +151,6 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
             raise ValidationError(f"Review every analysed scan before signing: {unread} of {done} have no reading.")
         locked.signed_by, locked.signed_at, locked.conclusion = signer, timezone.now(), conclusion
         locked.save(update_fields=["signed_by", "signed_at", "conclusion"])
+        audit_record(actor=signer, action=AuditAction.REVIEW, obj=locked, detail="signed")
     case.signed_by, case.signed_at, case.conclusion = locked.signed_by, locked.signed_at, locked.conclusion
     return case

@@ -137,8 +137,13 @@ def _cell(value: object) -> str:
 
 def agreement_readings_csv(*, user: User) -> Iterator[str]:
     """The clinic's corrected readings as labelled CSV lines (header first): each reviewed scan
-    with its file, the model's label and the radiologist's reading (stored label values)."""
+    with its file, the model's label and the radiologist's reading (stored label values).
+    A generator: the role check and the audit event happen when the first line is taken."""
+    from apps.audit.models import AuditAction
+    from apps.audit.services import audit_record
+
     _check(user)
+    audit_record(actor=user, action=AuditAction.EXPORT, object_type="readings", detail="labelled readings csv")
     scans = (
         _reviewed_scans(user)
         .exclude(review__label="")

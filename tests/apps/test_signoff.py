@@ -174,3 +174,23 @@ def test_admin_shows_signature_and_addenda_read_only(north, south, client):
     (addenda,) = [f for f in page.context["inline_admin_formsets"] if f.opts.model is CaseAddendum]
     assert not addenda.has_change_permission
     assert not addenda.has_add_permission
+
+
+def test_sign_addendum_and_exports_are_audited(north):
+    from apps.audit.models import AuditEvent
+    from apps.cases.reports import case_report_export
+    from apps.scans.agreement import agreement_readings_csv
+
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    case_addendum_add(case=Case.objects.get(pk=north.case.pk), author=north.radiologist, text="Later.")
+    case_report_export(user=north.staff, case_id=north.case.pk)
+    list(agreement_readings_csv(user=north.admin))
+    events = AuditEvent.objects.filter(clinic=north.clinic, action__in=["review", "export"]).order_by("id")
+    rows = [(e.actor_username, e.action, e.object_type, e.detail) for e in events]
+    assert rows[-4:] == [
+        (north.radiologist.username, "review", "case", "signed"),
+        (north.radiologist.username, "review", "case", "addendum"),
+        (north.staff.username, "export", "case", "pdf report"),
+        (north.admin.username, "export", "readings", "labelled readings csv"),
+    ]

@@ -137,20 +137,20 @@ class ScanReviewInputSerializer(serializers.Serializer):
     )
 
 
-def _record_review(request: Request, scan_id: int) -> ScanReview:
+def _record_review(request: Request, scan_id: int, *, reading_required: bool = True) -> ScanReview:
     scan = scan_get(user=request.user, scan_id=scan_id)
     data = ScanReviewInputSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    return scan_review(scan=scan, reviewer=request.user, **data.validated_data)
+    return scan_review(scan=scan, reviewer=request.user, reading_required=reading_required, **data.validated_data)
 
 
 class ScanReviewApi(APIView):
-    """The first review endpoint, kept for its clients: records a review like
-    `POST scans/{id}/reviews/` but answers 200."""
+    """The first review endpoint, kept as it was for its clients: records a review like
+    `POST scans/{id}/reviews/` but answers 200, and a disagreement may leave out the reading."""
 
     @extend_schema(request=ScanReviewInputSerializer, responses={200: ReviewOutputSerializer})
     def post(self, request: Request, scan_id: int) -> Response:
-        return Response(ReviewOutputSerializer(_record_review(request, scan_id)).data)
+        return Response(ReviewOutputSerializer(_record_review(request, scan_id, reading_required=False)).data)
 
 
 class ScanReviewsApi(APIView):

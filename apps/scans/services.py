@@ -303,7 +303,14 @@ def scan_retry_or_fail(*, scan: Scan, error: str) -> str:
 
 
 def scan_review(
-    *, scan: Scan, reviewer: User, agrees: bool, label: str = "", note: str = "", addendum: str = ""
+    *,
+    scan: Scan,
+    reviewer: User,
+    agrees: bool,
+    label: str = "",
+    note: str = "",
+    addendum: str = "",
+    reading_required: bool = True,
 ) -> ScanReview:
     """Record a radiologist's reading of an analysed scan: agreement with the model, or the
     label the scan really shows (`labels.READING_LABELS`, "other" included), and a note.
@@ -311,6 +318,9 @@ def scan_review(
     Every review is a new row; the scan points at the latest, which is the one that counts.
     On a signed case the review needs an `addendum` saying why, which is kept on the case.
     This is the one place reviews are written (pages and API both call it).
+    `reading_required=False` is for the first review endpoint's clients only: their
+    disagreement may not say what the scan shows (counted in agreement, not in the confusion
+    matrix or the readings export).
     """
     if reviewer.clinic_id is None or scan.case.clinic_id != reviewer.clinic_id:
         raise PermissionDenied("This scan belongs to another clinic.")
@@ -329,7 +339,7 @@ def scan_review(
                 {"label": f"You agree with {Label.name_of(model_label)} but read {Label.name_of(label)}: choose one."}
             )
         label = model_label
-    elif not label:
+    elif not label and reading_required:
         raise ValidationError({"label": "Say what the scan shows: choose the reading that replaces the model's."})
     elif label == model_label:
         raise ValidationError(

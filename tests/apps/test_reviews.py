@@ -131,9 +131,22 @@ def test_review_on_a_signed_case_needs_an_addendum_which_is_kept(north):
     assert ScanReview.objects.filter(scan=north.scan).count() == 2  # the signed reading is kept
 
 
-def test_legacy_review_endpoint_still_answers_200(north):
-    response = _api(north.radiologist).post(
-        reverse("api:scan-review", args=[north.scan.pk]), {"agrees": True}, format="json"
-    )
+def test_legacy_review_endpoint_keeps_its_contract(north):
+    """POST scans/{id}/review/ answers 200 and still takes a disagreement without a reading:
+    it counts in agreement, not in the confusion matrix or the labelled export."""
+    from apps.scans.agreement import agreement_by_version, agreement_readings_csv
+
+    client = _api(north.radiologist)
+    url = reverse("api:scan-review", args=[north.scan.pk])
+    response = client.post(url, {"agrees": False, "note": "not glioma"}, format="json")
     assert response.status_code == 200
-    assert response.json()["label"] == "glioma"
+    assert (response.json()["label"], response.json()["agrees"]) == ("", False)
+    (version,) = agreement_by_version(user=north.radiologist)
+    assert (version.overall.reviewed, version.overall.agreed, version.unlabelled) == (1, 0, 1)
+    assert sum(sum(row.values()) for row in version.confusion.values()) == 0
+    assert len(list(agreement_readings_csv(user=north.radiologist))) == 1  # the header only
+    # The new endpoint insists on the reading.
+    assert (
+        client.post(reverse("api:scan-reviews", args=[north.scan.pk]), {"agrees": False}, format="json").status_code
+        == 400
+    )

@@ -101,7 +101,8 @@ def _priorities(user: User, ids: list[int] | None = None) -> dict[int, int]:
 
 
 def _waiting(user: User) -> QuerySet[Case]:
-    """Unsigned cases with nothing still waiting for the model (the result test is _priorities')."""
+    """Unsigned cases with nothing still waiting for the model (whether a case has a result at
+    all is for _priorities to say)."""
     pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
     return Case.objects.filter(clinic_id=user.clinic_id, signed_at__isnull=True).exclude(
         Exists(Scan.objects.filter(case=OuterRef("pk"), status__in=pending))
@@ -160,7 +161,7 @@ def case_worklist_page(
 
 
 def case_worklist_counts(*, user: User) -> dict[str, int]:
-    """How many cases wait, by priority, and how many of them I have started (three queries)."""
+    """How many cases wait, by priority, and how many of them I have started (two queries)."""
     priorities = _priorities(user)
     waiting = dict(_waiting(user).annotate(mine=_mine(user)).values_list("pk", "mine"))
     counts = {"total": 0, "low_confidence_tumour": 0, "tumour": 0, "other": 0, "mine": 0}

@@ -78,6 +78,7 @@ def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, 
     assert page.is_visible(".unverified-banner")
     card = page.locator("article[id^=scan-]").first
     assert card.locator(".unverified-tag").is_visible()
+    _shot(page, "case-unverified")
 
     # Correct the scan: the model said glioma, the radiologist reads meningioma.
     card.locator("input[name=reading][value=meningioma]").check()

@@ -124,12 +124,20 @@ def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters
     return queryset
 
 
-def case_worklist_ids(*, user: User, filters: WorklistFilters | None = None) -> list[int]:
+def case_worklist_priorities(*, user: User) -> dict[int, int]:
+    """case id → priority of every unsigned case with a result: pass it to case_worklist_page
+    and case_worklist_counts when a page shows both, so it is computed once."""
+    return _priorities(user)
+
+
+def case_worklist_ids(
+    *, user: User, filters: WorklistFilters | None = None, priorities: dict[int, int] | None = None
+) -> list[int]:
     """The worklist's case ids in order: priority, then oldest first. Two queries whatever the
     clinic's size (the filtered candidates, their priorities); sorted here, a few thousand ids."""
     filters = filters or WorklistFilters()
     candidates = _with_filters(_waiting(user), user, filters).values_list("pk", "created_at")
-    priorities = _priorities(user)
+    priorities = _priorities(user) if priorities is None else priorities
     ordered = sorted((priorities[pk], created, pk) for pk, created in candidates if pk in priorities)
     return [pk for _, _, pk in ordered]
 
@@ -152,17 +160,23 @@ def case_worklist(*, user: User, filters: WorklistFilters | None = None) -> list
 
 
 def case_worklist_page(
-    *, user: User, filters: WorklistFilters | None = None, page: int | str = 1, per_page: int = 25
+    *,
+    user: User,
+    filters: WorklistFilters | None = None,
+    page: int | str = 1,
+    per_page: int = 25,
+    priorities: dict[int, int] | None = None,
 ) -> Page:
     """One page of the worklist (a malformed or out-of-range number gives the nearest page)."""
-    result = Paginator(case_worklist_ids(user=user, filters=filters), per_page).get_page(page)
+    ids = case_worklist_ids(user=user, filters=filters, priorities=priorities)
+    result = Paginator(ids, per_page).get_page(page)
     result.object_list = case_worklist_rows(user=user, ids=list(result.object_list))
     return result
 
 
-def case_worklist_counts(*, user: User) -> dict[str, int]:
+def case_worklist_counts(*, user: User, priorities: dict[int, int] | None = None) -> dict[str, int]:
     """How many cases wait, by priority, and how many of them I have started (two queries)."""
-    priorities = _priorities(user)
+    priorities = _priorities(user) if priorities is None else priorities
     waiting = dict(_waiting(user).annotate(mine=_mine(user)).values_list("pk", "mine"))
     counts = {"total": 0, "low_confidence_tumour": 0, "tumour": 0, "other": 0, "mine": 0}
     keys = {Priority.LOW_CONFIDENCE_TUMOUR: "low_confidence_tumour", Priority.TUMOUR: "tumour", Priority.OTHER: "other"}

@@ -25,7 +25,13 @@ from apps.cases.selectors import (
     case_timeline,
 )
 from apps.cases.services import case_addendum_add, case_create, case_sign
-from apps.cases.worklist import Priority, WorklistFilters, case_worklist_counts, case_worklist_page
+from apps.cases.worklist import (
+    Priority,
+    WorklistFilters,
+    case_worklist_counts,
+    case_worklist_page,
+    case_worklist_priorities,
+)
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
@@ -251,8 +257,13 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
     filters = WorklistFilters.from_query(request.GET)
+    priorities = case_worklist_priorities(user=request.user)  # shared by the page and its counts
     page = case_worklist_page(
-        user=request.user, filters=filters, page=request.GET.get("page") or 1, per_page=CASES_PER_PAGE
+        user=request.user,
+        filters=filters,
+        page=request.GET.get("page") or 1,
+        per_page=CASES_PER_PAGE,
+        priorities=priorities,
     )
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
     return render(
@@ -262,7 +273,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "page": page,
             "form": WorklistFilterForm(request.GET),
             "patient": patient,
-            "counts": case_worklist_counts(user=request.user),
+            "counts": case_worklist_counts(user=request.user, priorities=priorities),
             "priority_names": Priority.NAMES,
         },
     )

@@ -87,7 +87,15 @@ def inspect_scan(data: bytes) -> ScanInfo:
 
 
 def decode_gray(data: bytes) -> np.ndarray:
-    """Decode a JPEG/PNG to a float32 gray image in [0, 1], at the file's own size."""
+    """Decode a JPEG/PNG (or a single-frame DICOM, by workers.dicom) to a float32 gray image
+    in [0, 1], at the file's own size."""
+    from workers import dicom  # imports this module: imported here, not at the top
+
+    if dicom.looks_like_dicom(data):
+        frames = dicom.decode_dicom(data)
+        if len(frames) != 1:
+            raise ScanDecodeError(f"The DICOM file has {len(frames)} frames; analyse them one at a time.")
+        return frames[0]
     image = _open(data)
     _load_pixels(image)
     return to_gray(image)

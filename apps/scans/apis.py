@@ -6,7 +6,7 @@ import itertools
 from django.http import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
@@ -23,7 +23,7 @@ from .agreement import agreement_by_version, agreement_readings_csv
 from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_LABELS
 from .models import Scan, ScanReview
 from .selectors import scan_get, scan_list_for_case, scan_review_history
-from .services import scan_review, scan_submit
+from .services import scan_review, scans_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -70,6 +70,10 @@ class ScanOutputSerializer(serializers.Serializer):
     image_url = serializers.SerializerMethodField()
     overlay_url = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
+    dicom_url = serializers.SerializerMethodField()
+    series_uid = serializers.CharField()
+    instance_number = serializers.IntegerField(allow_null=True)
+    patient_id_mismatch = serializers.BooleanField()
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
@@ -97,12 +101,31 @@ class ScanOutputSerializer(serializers.Serializer):
     def get_heatmap_url(self, scan: Scan) -> str | None:
         return self._absolute(scan.get_heatmap_url()) if self._prediction(scan) else None
 
+    def get_dicom_url(self, scan: Scan) -> str | None:
+        """The de-identified DICOM file of a DICOM scan (clinic-checked like every media URL)."""
+        url = scan.get_dicom_url()
+        return self._absolute(url) if url else None
+
+
+class SkippedOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ScanBatchOutputSerializer(serializers.Serializer):
+    scans = ScanOutputSerializer(many=True)
+    skipped = SkippedOutputSerializer(many=True)
+
 
 class CaseScansApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class ScanUploadInputSerializer(serializers.Serializer):
-        file = serializers.FileField(allow_empty_file=True)  # the service explains an empty file
+        # Repeatable: several JPEG/PNG/DICOM files, or .zip archives of DICOM studies.
+        file = serializers.ListField(
+            child=serializers.FileField(allow_empty_file=True),  # the service explains an empty file
+            allow_empty=False,
+        )
 
     @extend_schema(responses=ScanOutputSerializer(many=True))
     def get(self, request: Request, case_id: int) -> Response:
@@ -111,13 +134,29 @@ class CaseScansApi(APIView):
         audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request, detail="scans")
         return Response(ScanOutputSerializer(scans, many=True, context={"request": request}).data)
 
-    @extend_schema(request=ScanUploadInputSerializer, responses={201: ScanOutputSerializer})
+    @extend_schema(
+        request=ScanUploadInputSerializer,
+        responses={201: PolymorphicProxySerializer(
+            component_name="ScanUploadResult",
+            serializers=[ScanOutputSerializer, ScanBatchOutputSerializer],
+            resource_type_field_name=None,
+        )},
+        description="One scan created and nothing skipped: that scan. Otherwise (several files, a "
+        "multi-frame DICOM, a zipped study): `{scans: [...], skipped: [{name, reason}]}`.",
+    )
     def post(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
         data = self.ScanUploadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        scan = scan_submit(case=case, uploaded_by=request.user, upload=data.validated_data["file"])
-        return Response(ScanOutputSerializer(scan, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data.validated_data["file"])
+        context = {"request": request}
+        if len(outcome.scans) == 1 and not outcome.skipped:
+            body = ScanOutputSerializer(outcome.scans[0], context=context).data
+        else:
+            body = ScanBatchOutputSerializer(
+                {"scans": outcome.scans, "skipped": [vars(s) for s in outcome.skipped]}, context=context
+            ).data
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class ScanDetailApi(APIView):

@@ -18,8 +18,13 @@ from .labels import READING_CHOICES, Label
 
 
 def _scan_path(instance: "Scan", filename: str) -> str:
-    ext = "png" if instance.format == "PNG" else "jpg"
+    # A DICOM scan's `image` is the 16-bit PNG rendering of its decoded frame.
+    ext = "png" if instance.format in ("PNG", "DICOM") else "jpg"
     return f"scans/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.{ext}"
+
+
+def _dicom_path(instance: "Scan", filename: str) -> str:
+    return f"dicom/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.dcm"
 
 
 def _prediction_path(instance: "Prediction", filename: str) -> str:
@@ -46,7 +51,17 @@ class Scan(models.Model):
     size_bytes = models.PositiveBigIntegerField()
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
-    format = models.CharField(max_length=8)  # "JPEG" | "PNG", from the content
+    format = models.CharField(max_length=8)  # "JPEG" | "PNG" | "DICOM", from the content
+
+    # DICOM scans only (blank/None otherwise). `dicom` is the de-identified single-frame file
+    # (the uploaded bytes are never stored); the rest orders a series' slices and checks the
+    # patient. `source_patient_id` is the file's PatientID as uploaded, kept in the database
+    # only, to warn when it is not the case's patient MRN.
+    dicom = models.FileField(upload_to=_dicom_path, max_length=255, blank=True)
+    series_uid = models.CharField(max_length=64, blank=True)  # de-identified Series Instance UID
+    slice_order = models.FloatField(null=True, blank=True)  # Instance Number, else position
+    instance_number = models.IntegerField(null=True, blank=True)
+    source_patient_id = models.CharField(max_length=64, blank=True)
 
     status = models.CharField(max_length=12, choices=ScanStatus.choices, default=ScanStatus.QUEUED, db_index=True)
     error = models.TextField(blank=True)
@@ -88,6 +103,28 @@ class Scan(models.Model):
 
     def get_heatmap_url(self) -> str:
         return reverse("scans:heatmap", args=[self.pk])
+
+    def get_dicom_url(self) -> str | None:
+        return reverse("scans:dicom", args=[self.pk]) if self.dicom else None
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.format == "DICOM"
+
+    @property
+    def patient_id_mismatch(self) -> bool:
+        """The DICOM file named another Patient ID than the case's patient MRN."""
+        if not self.source_patient_id:
+            return False
+        return self.source_patient_id.strip().casefold() != self.case.patient.mrn.strip().casefold()
+
+    @property
+    def tumour_probability(self) -> float | None:
+        """1 − P(no tumour), for ranking a study's slices; None until analysed."""
+        prediction = getattr(self, "prediction", None)
+        if prediction is None:
+            return None
+        return 1.0 - float(prediction.probabilities.get("notumor", 0.0))
 
 
 class Prediction(models.Model):

@@ -1,10 +1,15 @@
 """Reads for scans, always within the user's clinic."""
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import Http404
 
 from apps.accounts.models import User
 from apps.cases.models import Case
+from workers.imaging import CLASS_NAMES
+from workers.inference import LOW_CONFIDENCE
 
 from .models import Scan, ScanReview, ScanStatus
 
@@ -35,13 +40,104 @@ def scan_get(*, user: User, scan_id: int) -> Scan:
     return scan
 
 
-def scan_list_for_case(*, case: Case) -> QuerySet[Scan]:
-    """A case's scans (the case came from a clinic-scoped selector), oldest first."""
-    return case.scans.select_related(
-        "prediction", "review", "review__reviewer", "review__addendum", "uploaded_by"
-    ).prefetch_related(_history()).order_by(
-        "queued_at", "id"
+def scan_list_for_case(*, case: Case) -> list[Scan]:
+    """A case's scans (the case came from a clinic-scoped selector), oldest first; the slices
+    of a DICOM series together, at the place of the series' first upload, in slice order
+    (Instance Number, else Image Position), whichever uploads brought them."""
+    scans = list(
+        case.scans.select_related("prediction", "review", "review__reviewer", "review__addendum", "uploaded_by")
+        .prefetch_related(_history())
+        .order_by("queued_at", "id")
     )
+    first_seen: dict[str, Any] = {}
+    for scan in scans:
+        if scan.series_uid:
+            first_seen.setdefault(scan.series_uid, scan.queued_at)
+
+    def key(scan: Scan) -> tuple:
+        if not scan.series_uid:
+            return (scan.queued_at, "", 0.0, scan.queued_at, scan.pk)
+        order = scan.slice_order if scan.slice_order is not None else 0.0
+        return (first_seen[scan.series_uid], scan.series_uid, order, scan.queued_at, scan.pk)
+
+    return sorted(scans, key=key)
+
+
+TUMOUR_LABELS = tuple(label for label in CLASS_NAMES if label != "notumor")
+SUPPORTING_SLICES = 5
+
+
+@dataclass(frozen=True)
+class RankedSlice:
+    scan: Scan
+    tumour_probability: float  # 1 − P(no tumour)
+    position: int  # 1-based place in the case's slice order
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A case read as one study: its analysed slices, most suspicious first, and the finding
+    the slices point to with the ones that support it."""
+
+    ranked: list[RankedSlice]
+    finding: str | None  # a CLASS_NAMES label; None until a slice is analysed
+    finding_probability: float  # the best supporting slice's probability of the finding
+    supporting: list[RankedSlice]
+    slices_total: int
+    patient_id_mismatches: list[Scan] = field(default_factory=list)
+
+    @property
+    def shown(self) -> bool:
+        """Worth a summary: a study of several slices, at least one analysed."""
+        return self.slices_total >= 2 and bool(self.ranked)
+
+    low_confidence_threshold = LOW_CONFIDENCE
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.finding_probability < LOW_CONFIDENCE
+
+    @property
+    def mismatched_patient_ids(self) -> list[str]:
+        return sorted({scan.source_patient_id for scan in self.patient_id_mismatches})
+
+
+def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudySummary:
+    """Rank the case's analysed slices by tumour probability and name the study's most likely
+    finding: the tumour type with the most probability over the slices the model reads as
+    tumour (tumour probability ≥ 0.5), or no tumour when no slice is read as tumour. The
+    supporting slices are those labelled with that finding, most confident first."""
+    scans = scan_list_for_case(case=case) if scans is None else scans
+    position = {scan.pk: index + 1 for index, scan in enumerate(scans)}
+    ranked = sorted(
+        (
+            RankedSlice(scan=scan, tumour_probability=float(scan.tumour_probability), position=position[scan.pk])
+            for scan in scans
+            if scan.status == ScanStatus.DONE and getattr(scan, "prediction", None) is not None
+        ),
+        key=lambda item: (-item.tumour_probability, item.position),
+    )
+    mismatches = [scan for scan in scans if scan.patient_id_mismatch]
+    if not ranked:
+        return StudySummary([], None, 0.0, [], len(scans), mismatches)
+    suspicious = [item for item in ranked if item.tumour_probability >= 0.5]
+    if suspicious:
+        weight = {
+            label: sum(float(item.scan.prediction.probabilities.get(label, 0.0)) for item in suspicious)
+            for label in TUMOUR_LABELS
+        }
+        finding = max(TUMOUR_LABELS, key=lambda label: weight[label])
+    else:
+        finding = "notumor"
+
+    def probability(item: RankedSlice) -> float:
+        return float(item.scan.prediction.probabilities.get(finding, 0.0))
+
+    supporting = sorted(
+        (item for item in ranked if item.scan.prediction.label == finding), key=lambda item: -probability(item)
+    )[:SUPPORTING_SLICES]
+    best = probability(supporting[0]) if supporting else max(probability(item) for item in ranked)
+    return StudySummary(ranked, finding, best, supporting, len(scans), mismatches)
 
 
 def scan_queue_stats(*, user: User) -> dict[str, int]:

@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
-from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, inspect_scan
-
+from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, ingest_uploads
+from .ingest import sha256 as ingest_sha256
 from .labels import MODEL_LABELS, READING_LABELS, Label
 from .models import Prediction, Scan, ScanReview, ScanStatus
 
@@ -49,47 +49,61 @@ class ModelOutputError(ValueError):
 
 
 @dataclass(frozen=True)
-class _CheckedUpload:
-    data: bytes
-    original_filename: str
-    sha256: str
-    format: str
-    width: int
-    height: int
+class UploadOutcome:
+    """The scans one request created, and what it skipped (zip members that are not MR DICOM)."""
+
+    scans: list[Scan]
+    skipped: list[Skipped]
 
 
-def _check_upload(upload: UploadedFile) -> _CheckedUpload:
-    """Read and validate one upload by content; ValidationError with a user-facing message."""
-    name = (upload.name or "upload")[-255:]
-    if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
-        raise ValidationError(
-            f"{name}: the file is {upload.size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB."
+def _uid_key() -> str:
+    return settings.DICOM_UID_KEY or hashlib.sha256(f"dicom-uid:{settings.SECRET_KEY}".encode()).hexdigest()
+
+
+def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) -> Scan:
+    if isinstance(item, DicomSlice):
+        scan = Scan(
+            case=case,
+            uploaded_by=uploaded_by,
+            original_filename=item.name[-255:],
+            sha256=ingest_sha256(item.dicom),
+            size_bytes=len(item.dicom),
+            width=item.width,
+            height=item.height,
+            format="DICOM",
+            series_uid=item.series_uid[:64],
+            slice_order=item.slice_order,
+            instance_number=item.instance_number,
+            source_patient_id=item.source_patient_id,
         )
-    upload.seek(0)
-    data = upload.read(MAX_UPLOAD_BYTES + 1)  # never more than the limit in memory
-    try:
-        info = inspect_scan(data)
-    except ScanDecodeError as exc:
-        raise ValidationError(f"{name}: {exc.args[0]}") from exc
-    return _CheckedUpload(
-        data=data,
-        original_filename=name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        format=info.format,
-        width=info.width,
-        height=info.height,
+        scan.image.save("scan", ContentFile(item.png), save=False)
+        scan.dicom.save("scan", ContentFile(item.dicom), save=False)
+        return scan
+    scan = Scan(
+        case=case,
+        uploaded_by=uploaded_by,
+        original_filename=item.name,
+        sha256=ingest_sha256(item.data),
+        size_bytes=len(item.data),
+        width=item.width,
+        height=item.height,
+        format=item.format,
     )
+    scan.image.save("scan", ContentFile(item.data), save=False)
+    return scan
 
 
-def scans_submit(
+def scans_upload(
     *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = ""
-) -> list[Scan]:
-    """Store several scans for a case and queue them for analysis after the commit.
+) -> UploadOutcome:
+    """Store what one request uploaded (JPEG/PNG, DICOM files, zipped DICOM studies) as scans
+    of a case and queue them for analysis after the commit.
 
-    All files are validated before anything is written, so one bad file rejects the whole
-    batch with every file's problem listed, and nothing is half-saved: a failure while saving
-    removes the files already written and rolls back the rows. A signed case takes new scans
-    only with an `addendum` saying why, kept on the case.
+    Everything is validated before anything is written (apps/scans/ingest.py), so one bad file
+    rejects the whole request with every problem listed, and nothing is half-saved: a failure
+    while saving removes the files already written and rolls back the rows. DICOM is stored
+    de-identified only; zip members that are not MR DICOM are reported in `skipped`. A signed
+    case takes new scans only with an `addendum` saying why, kept on the case.
     """
     if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
         raise PermissionDenied("This case belongs to another clinic.")
@@ -97,15 +111,10 @@ def scans_submit(
         raise ValidationError("Choose at least one scan to upload.")
     if case.is_signed and not addendum.strip():
         raise ValidationError({"addendum": "This case is signed: new scans need an addendum saying why."})
-    checked: list[_CheckedUpload] = []
-    problems: list[str] = []
-    for upload in uploads:
-        try:
-            checked.append(_check_upload(upload))
-        except ValidationError as exc:
-            problems.extend(exc.messages)
-    if problems:
-        raise ValidationError(problems)
+    try:
+        ingested = ingest_uploads(uploads, uid_key=_uid_key())
+    except UploadRefused as exc:
+        raise ValidationError(exc.problems) from exc
 
     written: list[str] = []
     try:
@@ -119,19 +128,9 @@ def scans_submit(
 
                 case_addendum_add(case=locked, author=uploaded_by, text=addendum)
             scans = []
-            for item in checked:
-                scan = Scan(
-                    case=case,
-                    uploaded_by=uploaded_by,
-                    original_filename=item.original_filename,
-                    sha256=item.sha256,
-                    size_bytes=len(item.data),
-                    width=item.width,
-                    height=item.height,
-                    format=item.format,
-                )
-                scan.image.save("scan", ContentFile(item.data), save=False)
-                written.append(scan.image.name)
+            for item in ingested.items:
+                scan = _new_scan(case=case, uploaded_by=uploaded_by, item=item)
+                written.extend(name for name in (scan.image.name, scan.dicom.name) if name)
                 scan.save()
                 scans.append(scan)
             ids = [scan.pk for scan in scans]
@@ -141,7 +140,14 @@ def scans_submit(
         for name in written:
             default_storage.delete(name)
         raise
-    return scans
+    return UploadOutcome(scans=scans, skipped=ingested.skipped)
+
+
+def scans_submit(
+    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = ""
+) -> list[Scan]:
+    """The scans of scans_upload, without the skipped list."""
+    return scans_upload(case=case, uploaded_by=uploaded_by, uploads=uploads, addendum=addendum).scans
 
 
 def scan_submit(*, case: Case, uploaded_by: User, upload: UploadedFile) -> Scan:

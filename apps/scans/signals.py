@@ -1,5 +1,5 @@
 """Files follow their rows: deleting a scan (or its case, which cascades) removes the scan
-image, heatmap and overlay from storage once the deletion commits. A rolled-back deletion
+image, its de-identified DICOM file, heatmap and overlay from storage once the deletion commits. A rolled-back deletion
 keeps them, and a missing file is not an error."""
 
 import logging
@@ -32,7 +32,7 @@ def _delete_after_commit(*files: FieldFile) -> None:
 
 @receiver(post_delete, sender=Scan, dispatch_uid="scans.delete_scan_files")
 def delete_scan_files(sender: type[Scan], instance: Scan, **kwargs: Any) -> None:
-    _delete_after_commit(instance.image)
+    _delete_after_commit(instance.image, instance.dicom)
 
 
 @receiver(post_delete, sender=Prediction, dispatch_uid="scans.delete_prediction_files")

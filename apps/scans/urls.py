@@ -1,4 +1,4 @@
-"""Clinic-checked media: /media/scans/<id>/image|overlay|heatmap."""
+"""Clinic-checked media: /media/scans/<id>/image|overlay|heatmap|dicom."""
 
 from django.urls import path
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("scans/<int:scan_id>/image", views.scan_image, name="image"),
     path("scans/<int:scan_id>/overlay", views.scan_overlay, name="overlay"),
     path("scans/<int:scan_id>/heatmap", views.scan_heatmap, name="heatmap"),
+    path("scans/<int:scan_id>/dicom", views.scan_dicom, name="dicom"),
 ]

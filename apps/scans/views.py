@@ -1,4 +1,4 @@
-"""Scan images, overlays and heatmaps, served only to members of the scan's clinic.
+"""Scan images, overlays, heatmaps and de-identified DICOM files, served only to members of the scan's clinic.
 
 Files are never reachable through MEDIA_URL; these views look the scan up through the
 clinic-scoped selector, so another clinic's file is a 404 like a missing one.
@@ -16,7 +16,8 @@ from apps.audit.services import audit_record
 
 from .selectors import scan_get
 
-_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# A DICOM scan's `image` is its PNG rendering; the de-identified file itself is `dicom`.
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "DICOM": "image/png"}
 
 
 def _authenticate(request: HttpRequest) -> bool:
@@ -40,6 +41,10 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     scan = scan_get(user=request.user, scan_id=scan_id)
     if kind == "image":
         field, content_type = scan.image, _CONTENT_TYPES.get(scan.format, "application/octet-stream")
+    elif kind == "dicom":
+        if not scan.dicom:
+            raise Http404("This scan was not uploaded as DICOM.")
+        field, content_type = scan.dicom, "application/dicom"
     else:
         prediction = getattr(scan, "prediction", None)
         if prediction is None:
@@ -73,3 +78,12 @@ def scan_overlay(request: HttpRequest, scan_id: int) -> HttpResponse:
 @never_cache
 def scan_heatmap(request: HttpRequest, scan_id: int) -> HttpResponse:
     return _serve(request, scan_id, "heatmap")
+
+
+@require_GET
+@never_cache
+def scan_dicom(request: HttpRequest, scan_id: int) -> HttpResponse:
+    """The de-identified DICOM file (the uploaded bytes were never stored)."""
+    response = _serve(request, scan_id, "dicom")
+    response["Content-Disposition"] = f'attachment; filename="scan-{scan_id}.dcm"'
+    return response

@@ -43,9 +43,8 @@ class MultipleFileField(forms.FileField):
     """Several files from one <input multiple>; content checks are the scan service's."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault(
-            "widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png", "multiple": True})
-        )
+        accept = "image/jpeg,image/png,.dcm,.dicom,application/dicom,.zip,application/zip"
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept, "multiple": True}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
@@ -61,7 +60,8 @@ _LIMIT_MB = MAX_UPLOAD_BYTES // 2**20
 
 class ScanUploadForm(forms.Form):
     files = MultipleFileField(
-        label="Scans", help_text=f"One or more JPEG or PNG slices, up to {_LIMIT_MB} MB each."
+        label="Scans", help_text=f"JPEG or PNG slices, DICOM files (.dcm, multi-frame too) or a .zip of a DICOM study; "
+        f"up to {_LIMIT_MB} MB per file.",
     )
 
 

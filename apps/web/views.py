@@ -36,8 +36,8 @@ from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
-from apps.scans.selectors import scan_get, scan_list_for_case, scan_queue_stats
-from apps.scans.services import scan_review, scans_submit
+from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
+from apps.scans.services import UploadOutcome, scan_review, scans_upload
 
 from .charts import agreement_chart_svg
 from .forms import (
@@ -115,11 +115,12 @@ def case_new(request: HttpRequest) -> HttpResponse:
                         title=data["title"],
                         clinical_notes=data["clinical_notes"],
                     )
-                    scans = scans_submit(case=case, uploaded_by=request.user, uploads=data["files"])
+                    outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data["files"])
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                messages.success(request, f"Case opened with {len(scans)} scan(s); analysis has been queued.")
+                messages.success(request, f"Case opened with {len(outcome.scans)} scan(s); analysis has been queued.")
+                _report_skipped(request, outcome)
                 return redirect("case_detail", case_id=case.pk)
         return render(request, "web/case_new.html", {"form": form}, status=400)
     form = CaseCreateForm(user=request.user, initial={"patient": request.GET.get("patient")})
@@ -130,6 +131,14 @@ def _upload_form_class(case: Case) -> type[ScanUploadForm]:
     return SignedCaseUploadForm if case.is_signed else ScanUploadForm
 
 
+def _report_skipped(request: HttpRequest, outcome: UploadOutcome) -> None:
+    """Files of a zipped study that were not stored, each with its reason."""
+    if outcome.skipped:
+        listed = "; ".join(f"{item.name} ({item.reason})" for item in outcome.skipped[:10])
+        more = f" and {len(outcome.skipped) - 10} more" if len(outcome.skipped) > 10 else ""
+        messages.warning(request, f"Skipped {len(outcome.skipped)} file(s): {listed}{more}.")
+
+
 def _case_context(
     request: HttpRequest,
     case_id: int,
@@ -137,9 +146,11 @@ def _case_context(
     sign_form: SignForm | None = None,
 ) -> dict:
     case = case_get(user=request.user, case_id=case_id)
+    scans = list(scan_list_for_case(case=case))
     return {
         "case": case,
-        "scans": scan_list_for_case(case=case),
+        "scans": scans,
+        "study": case_study_summary(case=case, scans=scans),
         "upload_form": upload_form or _upload_form_class(case)(),
         "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
         "sign_form": sign_form or SignForm(initial={"conclusion": case_reading_summary(case=case)}),
@@ -162,7 +173,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
     form = _upload_form_class(case)(request.POST, request.FILES)
     if form.is_valid():
         try:
-            scans = scans_submit(
+            outcome = scans_upload(
                 case=case,
                 uploaded_by=request.user,
                 uploads=form.cleaned_data["files"],
@@ -171,7 +182,8 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, f"{len(scans)} scan(s) added; analysis has been queued.")
+            messages.success(request, f"{len(outcome.scans)} scan(s) added; analysis has been queued.")
+            _report_skipped(request, outcome)
             return redirect("case_detail", case_id=case.pk)
     return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=400)
 
@@ -193,7 +205,11 @@ def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
-    return render(request, "web/_case_summary.html", {"case": case_get(user=request.user, case_id=case_id)})
+    case = case_get(user=request.user, case_id=case_id)
+    scans = list(scan_list_for_case(case=case))
+    return render(
+        request, "web/_case_summary.html", {"case": case, "study": case_study_summary(case=case, scans=scans)}
+    )
 
 
 @login_required

@@ -9,3 +9,14 @@ SCAN_TASK_TIME_LIMIT = env.int("SCAN_TASK_TIME_LIMIT", default=300)
 SCAN_REQUEUE_AFTER_MINUTES = env.float("SCAN_REQUEUE_AFTER_MINUTES", default=5.0)
 # After this many started attempts (worker killed mid-scan each time) the scan is failed.
 SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
+
+# DICOM ingest (issue 6): zip archives of a study, and the key of the UID replacement.
+# One request holds every slice's rendering and de-identified copy in memory while it is
+# checked (about 2× the uncompressed size): lower the caps together with the proxy's body limit.
+DICOM_ZIP_MAX_BYTES = env.int("DICOM_ZIP_MAX_BYTES", default=256 * 2**20)
+DICOM_ZIP_MAX_MEMBERS = env.int("DICOM_ZIP_MAX_MEMBERS", default=2000)
+DICOM_ZIP_MAX_UNCOMPRESSED_BYTES = env.int("DICOM_ZIP_MAX_UNCOMPRESSED_BYTES", default=512 * 2**20)
+DICOM_MAX_SLICES_PER_REQUEST = env.int("DICOM_MAX_SLICES_PER_REQUEST", default=1000)
+# Replacement UIDs are a keyed hash of the original: the same study gets the same new UIDs in
+# every upload. Unset: derived from DJANGO_SECRET_KEY (rotating that changes new UIDs).
+DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")

@@ -154,6 +154,19 @@ def make_world(name: str, capture: Callable) -> ClinicWorld:
     return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan))
 
 
+def dicom_scan(world: ClinicWorld, capture: Callable) -> Scan:
+    """A DICOM scan (a real slice made into an MR DICOM) in a second case of the world's patient."""
+    import dicomdata
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="DICOM case")
+    data = dicomdata.mr_slice_from_jpeg(real_scan_bytes(), identity=dicomdata.Identity(patient_id=world.patient.mrn))
+    with capture(execute=False):
+        (scan,) = scans_submit(
+            case=case, uploaded_by=world.staff, uploads=[upload(data, "slice.dcm", "application/dicom")]
+        )
+    return scan
+
+
 def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 

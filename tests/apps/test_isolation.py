@@ -7,6 +7,7 @@ must get 404 (or 405 for a method the URL does not take), and north's own user m
 """
 
 import pytest
+from coredata import dicom_scan
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from apps.cases.models import Case, CaseAddendum
@@ -36,7 +37,10 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scans:image": ("scan", ("get",)),
     "scans:overlay": ("scan", ("get",)),
     "scans:heatmap": ("scan", ("get",)),
+    "scans:dicom": ("scan", ("get",)),
 }
+# Served only for a scan uploaded as DICOM: tried on such a scan (in a second case of north's).
+DICOM_URLS = {"scans:dicom"}
 
 ID_KWARGS = {"patient_id": "patient", "case_id": "case", "scan_id": "scan", "pk": None, "id": None}
 
@@ -83,12 +87,15 @@ def _object(world, kind):
 
 
 @pytest.mark.parametrize("name", sorted(ISOLATION_URLS))
-def test_another_clinics_object_is_404_and_the_owner_is_served(name, north, south, client):
+def test_another_clinics_object_is_404_and_the_owner_is_served(
+    name, north, south, client, django_capture_on_commit_callbacks
+):
     found = urls_taking_an_object_id()
     if name not in found:
         pytest.fail(f"{name} is in ISOLATION_URLS but not in the URLconf; remove or fix it")
     kind, methods = ISOLATION_URLS[name]
-    url = reverse(name, kwargs={f"{kind}_id": _object(north, kind).pk})
+    target = dicom_scan(north, django_capture_on_commit_callbacks) if name in DICOM_URLS else _object(north, kind)
+    url = reverse(name, kwargs={f"{kind}_id": target.pk})
 
     # The owner's user (a radiologist, who may review) is served: the URL works, so a 404 below means isolation.
     _login(client, north.radiologist, name)

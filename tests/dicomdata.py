@@ -225,3 +225,27 @@ def bundled(name: str) -> bytes:
     assert path, f"{name} is not bundled with pydicom"
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def training_series(
+    n: int,
+    *,
+    labels: tuple[str, ...] = ("glioma", "notumor", "meningioma", "pituitary"),
+    key: str = "explicit-le",
+    patient_id: str = "MRN-TEST-1",
+    study_uid: str = "1.2.826.0.1.3680043.8.498.55",
+) -> list[bytes]:
+    """`n` slices of one series, made from real training scans (labels in turn), instance
+    numbers 1..n, 5 mm apart. Used by the page, e2e and bench code."""
+    from training.data import DEFAULT_DATA
+
+    prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
+    slices = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        jpeg = (DEFAULT_DATA / label / f"Tr-{prefixes[label]}Tr_{i // len(labels):04d}.jpg").read_bytes()
+        identity = Identity(
+            patient_id=patient_id, study_uid=study_uid, series_uid=f"{study_uid}.1", instance=i + 1, position_z=5.0 * i
+        )
+        slices.append(mr_slice_from_jpeg(jpeg, key=key, identity=identity))
+    return slices

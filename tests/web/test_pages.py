@@ -254,3 +254,63 @@ def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, 
     summary = staff_client.get(reverse("case_summary", args=[world.case.pk])).content.decode()
     assert "1 done" in summary
     assert 'hx-trigger="scanFinished from:body"' in summary
+
+
+def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_client, world) -> None:
+    import dicomdata
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
+    archive = dicomdata.series_zip(dicomdata.training_series(4, patient_id="OTHER-PATIENT-9"))
+    response = staff_client.post(
+        reverse("case_add_scans", args=[case.pk]),
+        {"files": [SimpleUploadedFile("study.zip", archive, content_type="application/zip")]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = response.content.decode()
+    assert "4 scan(s) added" in shown
+    assert "Skipped 1 file(s): study.zip/DICOMDIR (DICOMDIR (the study&#x27;s index), ignored)" in shown
+    scans = list(Scan.objects.filter(case=case).order_by("slice_order"))
+    assert [s.instance_number for s in scans] == [1, 2, 3, 4]
+    # Slice 1: glioma 0.95, 2: no tumour 0.9, 3: glioma 0.75, 4 not analysed yet.
+    finish_scan(scans[0], "glioma", 0.95)
+    finish_scan(scans[1], "notumor", 0.9)
+    finish_scan(scans[2], "glioma", 0.75)
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    summary = page[page.index('id="study-summary"') :]
+    assert "3 of 4 slices analysed" in summary
+    assert re.search(r'id="study-finding">Glioma', summary)
+    ranked = re.findall(r'data-scan="(\d+)"', summary)
+    assert ranked == [str(scans[0].pk), str(scans[2].pk), str(scans[1].pk)]
+    first, third = scans[0].pk, scans[2].pk
+    supporting = f'<a href="#scan-{first}">slice 1</a> (95.0%), <a href="#scan-{third}">slice 3</a>'
+    assert f"Supporting slices: {supporting}" in summary
+    # The file named another patient: the page says so, and the case still took the scans.
+    assert 'id="mrn-mismatch"' in page
+    assert "OTHER-PATIENT-9" in page
+    assert world.patient.mrn in page
+    assert page.index('id="study-summary"') < page.index(f'id="scan-{scans[0].pk}"')
+    # The live partial (refreshed when a scan finishes) carries the same summary.
+    partial = staff_client.get(reverse("case_summary", args=[case.pk])).content.decode()
+    assert 'id="study-summary"' in partial
+
+
+def test_single_scan_case_has_no_study_summary(staff_client, world) -> None:
+    finish_scan(world.scan)
+    page = staff_client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
+    assert 'id="study-summary"' not in page
+    assert 'id="mrn-mismatch"' not in page
+
+
+def test_study_of_no_tumour_slices_reads_no_tumour(staff_client, world) -> None:
+    import dicomdata
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
+    uploads = [SimpleUploadedFile(f"{i}.dcm", data) for i, data in
+               enumerate(dicomdata.training_series(2, patient_id=world.patient.mrn))]
+    assert staff_client.post(reverse("case_add_scans", args=[case.pk]), {"files": uploads}).status_code == 302
+    for scan in Scan.objects.filter(case=case):
+        finish_scan(scan, "notumor", 0.8)
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert re.search(r'id="study-finding">No tumour', page)
+    assert 'id="mrn-mismatch"' not in page

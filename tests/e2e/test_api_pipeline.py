@@ -99,3 +99,41 @@ def test_a_bad_upload_is_rejected_and_nothing_is_queued(api: tuple[requests.Sess
     assert response.status_code == 400
     assert "scan.jpg" in response.text
     assert redis.Redis.from_url(broker).llen("inference") == queued_before
+
+
+def test_zipped_dicom_series_over_http_is_analysed_slice_by_slice(
+    api: tuple[requests.Session, str], worker: Worker
+) -> None:
+    """A 3-slice MR series, zipped as a PACS exports it (shuffled names, a DICOMDIR), made from
+    real training scans: three scans in slice order, each analysed by the real worker, each
+    with its de-identified DICOM served."""
+    import dicomdata
+    import pydicom
+
+    session, base = api
+    patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-DCM", "name": "Dee Icom"}, timeout=10)
+    case = session.post(f"{base}/api/cases/", data={"patient": patient.json()["id"]}, timeout=10)
+    slices = dicomdata.training_series(3, labels=("glioma", "notumor", "pituitary"), patient_id="E2E-DCM")
+    upload = session.post(
+        f"{base}/api/cases/{case.json()['id']}/scans/",
+        files={"file": ("study.zip", dicomdata.series_zip(slices), "application/zip")},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+    body = upload.json()
+    assert [s["instance_number"] for s in body["scans"]] == [1, 2, 3]
+    assert [s["name"] for s in body["skipped"]] == ["study.zip/DICOMDIR"]
+
+    results = [wait_for_scan(session, f"{base}/api/scans/{s['id']}/") for s in body["scans"]]
+    assert [r["status"] for r in results] == ["done"] * 3, f"{results}\n--- worker log ---\n{worker.log_tail()}"
+    assert [r["prediction"]["label"] for r in results] == ["glioma", "notumor", "pituitary"]
+    for result in results:
+        assert result["format"] == "DICOM"
+        assert result["patient_id_mismatch"] is False
+        served = session.get(result["dicom_url"], timeout=10)
+        assert served.status_code == 200
+        dataset = pydicom.dcmread(io.BytesIO(served.content))
+        assert dataset.PatientIdentityRemoved == "YES"
+        assert "E2E-DCM" not in served.content.decode("latin-1")
+        with Image.open(io.BytesIO(session.get(result["overlay_url"], timeout=10).content)) as overlay:
+            assert overlay.size == (int(dataset.Columns), int(dataset.Rows))

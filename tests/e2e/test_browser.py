@@ -92,3 +92,45 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     # The opacity slider drives the overlay
     page.locator("input[type=range]").fill("80")
     assert page.evaluate("img => img.style.opacity", overlay.element_handle()) == "0.8"
+
+
+def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: Worker) -> None:
+    """Upload a zipped 3-slice DICOM series on the case page; the study summary builds itself
+    as the worker finishes slices, with thumbnails, the finding and its supporting slices."""
+    import dicomdata
+
+    from apps.cases.services import case_create
+    from apps.patients.services import patient_create
+
+    clinic = clinic_create(name="Browser DICOM Clinic")
+    staff = user_create(clinic=clinic, username="tech", password=PASSWORD, role=Role.CLINIC_STAFF)
+    patient = patient_create(created_by=staff, mrn="BR-DCM", name="Dee Icom")
+    case = case_create(created_by=staff, patient=patient, title="MRI brain series")
+    base = live_server.url
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", "tech")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"{base}/")
+
+    page.goto(f"{base}/cases/{case.pk}/")
+    archive = dicomdata.series_zip(
+        dicomdata.training_series(3, labels=("notumor", "glioma", "notumor"), patient_id="SOMEONE-ELSE")
+    )
+    page.set_input_files("input[name=files]", {"name": "study.zip", "mimeType": "application/zip", "buffer": archive})
+    page.click("text=Upload and analyse")
+    page.wait_for_selector("text=3 scan(s) added")
+    assert page.is_visible("#mrn-mismatch")  # the files name another Patient ID than the MRN
+
+    summary = page.locator("#study-summary")
+    summary.locator("text=3 of 3 slices analysed").wait_for(timeout=SCAN_TIMEOUT_S * 1000)
+    assert page.locator("#study-finding").inner_text() == "Glioma", worker.log_tail()
+    ranked = summary.locator(".slice-rank li")
+    assert ranked.count() == 3
+    assert "Slice 2" in ranked.first.inner_text()  # the glioma slice is the most suspicious
+    for index in range(3):
+        thumbnail = ranked.nth(index).locator("img").element_handle()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail)
+    assert summary.locator("text=Supporting slices").is_visible()
+    ranked.first.locator("a").click()
+    assert page.url.endswith(f"#scan-{ranked.first.get_attribute('data-scan')}")

@@ -1,0 +1,134 @@
+"""Time per slice for a zipped 24-slice DICOM series, from upload to every slice done, with one
+worker; the same 24 slices uploaded as the JPEGs they were made from are the baseline, in the
+same run, on the same worker.
+
+The series is built from real training scans with the test builders (tests/dicomdata.py),
+in the transfer syntax asked for, zipped as a PACS exports it. Both uploads go through the
+service the page and the API call (`scans_upload`): DICOM is unpacked, decoded, de-identified
+and rendered in it; the clock runs from the call until the last slice is done. A warm-up
+JPEG scan runs first (the worker's pool process loads the model); it is not counted.
+
+    .venv/bin/python bench/dicom_series.py [--slices 24] [--syntax jpeg2000-lossless]
+Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free port.
+Database: a temporary SQLite file, or --database-url (e.g. the PostgreSQL one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the DICOM test builders: one home for them
+
+from bench.harness import redis_server, start_worker  # noqa: E402
+from bench.queue_throughput import BENCH_REDIS_DB, _wait_done  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slices", type=int, default=24)
+    parser.add_argument("--syntax", default="explicit-le", help="a key of dicomdata.TRANSFER_SYNTAXES")
+    parser.add_argument("--rounds", type=int, default=2, help="DICOM and JPEG uploads, alternated")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    with tempfile.TemporaryDirectory(prefix="dicom-bench-") as tmp_name, redis_server(
+        os.environ.get("REDIS_URL"), db=BENCH_REDIS_DB
+    ) as redis_url:
+        tmp = Path(tmp_name)
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
+            "DATABASE_URL": args.database_url
+            or f"sqlite:///{tmp / 'dicom-bench.sqlite3'}?transaction_mode=IMMEDIATE",
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "MEDIA_ROOT": str(tmp / "media"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        os.environ.update(env)
+        import django
+        import redis
+
+        django.setup()
+        import dicomdata
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.core.management import call_command
+        from django.db import connection
+
+        from apps.accounts.models import Role
+        from apps.accounts.services import clinic_create, user_create
+        from apps.cases.services import case_create
+        from apps.patients.services import patient_create
+        from apps.scans.models import Scan
+        from apps.scans.services import scans_upload
+        from training.data import DEFAULT_DATA
+
+        redis.Redis.from_url(redis_url).flushdb()
+        call_command("migrate", verbosity=0)
+        clinic = clinic_create(name="DICOM bench")
+        user = user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF)
+        patient = patient_create(created_by=user, mrn="D-1", name="Dicom Bench")
+        labels = ("glioma", "notumor", "meningioma", "pituitary")
+        prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
+        jpegs = [
+            (DEFAULT_DATA / labels[i % 4] / f"Tr-{prefixes[labels[i % 4]]}Tr_{i // 4:04d}.jpg").read_bytes()
+            for i in range(args.slices)
+        ]
+        archive = dicomdata.series_zip(dicomdata.training_series(args.slices, labels=labels, key=args.syntax))
+
+        def run(kind: str) -> tuple[float, float, list[int]]:
+            case = case_create(created_by=user, patient=patient, title=kind)
+            if kind == "dicom":
+                uploads = [SimpleUploadedFile("series.zip", archive, "application/zip")]
+            else:
+                uploads = [SimpleUploadedFile(f"{i}.jpg", data, "image/jpeg") for i, data in enumerate(jpegs)]
+            t0 = time.perf_counter()
+            ids = [scan.pk for scan in scans_upload(case=case, uploaded_by=user, uploads=uploads).scans]
+            stored = time.perf_counter() - t0
+            _wait_done(ids, args.timeout)
+            return stored, time.perf_counter() - t0, ids
+
+        worker = start_worker(env=env, log_dir=tmp, prefix="dicom-bench")
+        timings: dict[str, list[tuple[float, float]]] = {"dicom": [], "jpeg": []}
+        all_ids: list[int] = []
+        try:
+            warm_case = case_create(created_by=user, patient=patient, title="warm-up")
+            warm = scans_upload(case=warm_case, uploaded_by=user, uploads=[SimpleUploadedFile("w.jpg", jpegs[0])])
+            _wait_done([s.pk for s in warm.scans], args.timeout)
+            for _ in range(args.rounds):
+                for kind in ("dicom", "jpeg"):
+                    stored, total, ids = run(kind)
+                    timings[kind].append((stored, total))
+                    all_ids += ids
+        except BaseException:
+            print(worker.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            worker.stop()
+
+        failed = Scan.objects.filter(pk__in=all_ids).exclude(status="done").count()
+        n = args.slices
+        print(f"database: {connection.vendor}; broker: Redis; 1 worker, concurrency 1; {n} slices; "
+              f"DICOM {args.syntax}, zipped ({len(archive) / 2**20:.1f} MB); {args.rounds} rounds")
+        for kind in ("dicom", "jpeg"):
+            stored = statistics.median(t[0] for t in timings[kind]) / n * 1000
+            total = statistics.median(t[1] for t in timings[kind]) / n * 1000
+            print(f"{kind:>5}: upload (checks, decode, de-identify, store) {stored:.0f} ms/slice; "
+                  f"upload → all done {total:.0f} ms/slice")
+        ratio = statistics.median(t[1] for t in timings["dicom"]) / statistics.median(t[1] for t in timings["jpeg"])
+        print(f"DICOM / JPEG, upload → all done: {ratio:.2f}×  ({failed} failed)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

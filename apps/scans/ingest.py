@@ -97,7 +97,7 @@ def _mb(size: int) -> str:
 
 def _png16(gray: np.ndarray) -> bytes:
     pixels = (np.clip(gray, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast, 4× smaller than raw
     if not ok:  # pragma: no cover - OpenCV fails only without memory
         raise ScanDecodeError("The decoded DICOM image could not be rendered.")
     return encoded.tobytes()

@@ -103,16 +103,17 @@ def _png16(gray: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def _single_frame(dataset: Any, frames: np.ndarray, index: int, count: int) -> Any:
-    """Frame `index` of a multi-frame dataset as its own single-frame dataset (native pixels)."""
+def _single_frame(header: Any, frames: np.ndarray, index: int, per_frame: Any) -> Any:
+    """Frame `index` of a multi-frame dataset as its own single-frame dataset (native pixels).
+    `header` is the dataset without its pixel data and per-frame functional groups."""
+    from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
 
-    one = copy.deepcopy(dataset)
+    one = copy.deepcopy(header)
     pixels = np.ascontiguousarray(frames[index])
     one.NumberOfFrames = 1
-    per_frame = one.get("PerFrameFunctionalGroupsSequence")
-    if per_frame and len(per_frame) == count:
-        one.PerFrameFunctionalGroupsSequence = [per_frame[index]]
+    if per_frame is not None and len(per_frame.value) == frames.shape[0]:
+        one.PerFrameFunctionalGroupsSequence = Sequence([copy.deepcopy(per_frame.value[index])])
     for keyword in ("FrameIncrementPointer", "FrameTime", "FrameTimeVector"):
         if keyword in one:
             delattr(one, keyword)
@@ -147,12 +148,18 @@ def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
     dicom_deidentify(dataset, key=uid_key)  # from here on, nothing identifying is left in it
     series_uid = str(dataset.get("SeriesInstanceUID", "") or "")
     count = len(grays)
+    per_frame = None
+    if count > 1:
+        # Each frame's file is a copy of the header: copy it without the pixels of every frame
+        # and the functional groups of every frame, or splitting would cost frames² memory.
+        del dataset.PixelData
+        per_frame = dataset.pop("PerFrameFunctionalGroupsSequence", None)
     slices = []
     for index, gray in enumerate(grays):
         if count == 1:
             stored, order = dataset, number if number is not None else position
         else:
-            stored, order = _single_frame(dataset, frames, index, count), index + 1
+            stored, order = _single_frame(dataset, frames, index, per_frame), index + 1
         png = _png16(gray)
         inspect_scan(png)  # the same size and content checks as a JPEG/PNG upload
         slices.append(
@@ -253,8 +260,14 @@ def _zip_slices(upload: UploadedFile, name: str, uid_key: str, result: Ingested)
         raise UploadRefused([f"{name}: the archive holds no MR DICOM image ({reasons})."])
 
 
-def _image_item(data: bytes, name: str) -> ImageItem:
-    info = inspect_scan(data)
+def _image_item(data: bytes, name: str, *, named_dicom: bool = False) -> ImageItem:
+    """A JPEG/PNG, by content whatever its name; a `.dcm` that is neither gets DICOM's message."""
+    try:
+        info = inspect_scan(data)
+    except ScanDecodeError:
+        if named_dicom:
+            dicom.read_dicom(data)  # raises with the reason: not DICOM, or claims to be and is not
+        raise
     return ImageItem(name=name, data=data, format=info.format, width=info.width, height=info.height)
 
 
@@ -270,10 +283,10 @@ def ingest_uploads(uploads: Sequence[UploadedFile], *, uid_key: str) -> Ingested
                 _zip_slices(upload, name, uid_key, result)
                 continue
             data = _read_upload(upload, MAX_UPLOAD_BYTES, name)
-            if dicom.looks_like_dicom(data) or name.lower().endswith((".dcm", ".dicom")):
+            if dicom.looks_like_dicom(data):
                 result.items.extend(dicom_slices(data, name=name, uid_key=uid_key))
             else:
-                result.items.append(_image_item(data, name))
+                result.items.append(_image_item(data, name, named_dicom=name.lower().endswith((".dcm", ".dicom"))))
         except UploadRefused as exc:
             problems.extend(exc.problems)
         except ScanDecodeError as exc:

@@ -299,3 +299,40 @@ def test_api_takes_repeated_files_and_zips_and_says_what_it_skipped(api, north, 
     assert str(dataset.PatientID) != "MRN-TEST-1"
     jpeg_scan = api.get(reverse("scans:dicom", args=[north.scan.pk]))
     assert jpeg_scan.status_code == 404
+
+
+def test_enhanced_multi_frame_uses_each_frames_rescale_and_window(north, django_capture_on_commit_callbacks):
+    """Enhanced MR keeps rescale and window per frame in functional groups, not at the top."""
+    gray = [_gray(i) for i in range(3)]
+    slopes = (1.0, 2.0, 4.0)
+    # Stored values differ per frame; each frame's slope brings them back to one 0..255 scale.
+    frames = np.stack([(g * 16 / s).round() for g, s in zip(gray, slopes, strict=True)]).astype(np.uint16)
+    ds = dicomdata.base_dataset(frames, bits_stored=16)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = dicomdata.ENHANCED_MR_IMAGE_STORAGE
+    items = []
+    for slope in slopes:
+        transform, voi, item = pydicom.Dataset(), pydicom.Dataset(), pydicom.Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = slope, 0, "US"
+        voi.WindowCenter, voi.WindowWidth = 127.5 * 16 + 0.5, 255.0 * 16 + 1
+        item.PixelValueTransformationSequence, item.FrameVOILUTSequence = [transform], [voi]
+        items.append(item)
+    ds.PerFrameFunctionalGroupsSequence = items
+    outcome = _submit(north, _dcm(dicomdata.to_bytes(ds), "enhanced.dcm"), capture=django_capture_on_commit_callbacks)
+    assert len(outcome.scans) == 3
+    for index, scan in enumerate(outcome.scans):
+        np.testing.assert_allclose(_stored_gray(scan), (frames[index] * slopes[index]) / (255 * 16), atol=1e-4)
+        stored = _stored_dicom(scan)
+        (group,) = stored.PerFrameFunctionalGroupsSequence
+        assert float(group.PixelValueTransformationSequence[0].RescaleSlope) == slopes[index]
+        # The stored single-frame file decodes to the same picture on its own.
+        np.testing.assert_allclose(decode_dicom(_read(scan.dicom))[0], _stored_gray(scan), atol=1e-4)
+
+
+def _read(field) -> bytes:
+    with field.open("rb") as handle:
+        return handle.read()
+
+
+def test_a_jpeg_named_dcm_is_taken_as_the_jpeg_it_is(north, django_capture_on_commit_callbacks):
+    (scan,) = _submit(north, _dcm(real_scan_bytes(), "IMG0001.dcm"), capture=django_capture_on_commit_callbacks).scans
+    assert scan.format == "JPEG"

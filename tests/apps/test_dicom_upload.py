@@ -190,14 +190,21 @@ def test_pydicoms_mr_small_is_accepted(name, north, django_capture_on_commit_cal
         (lambda: b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x7f" + b"garbage" * 20, "claims to be DICOM"),
         (lambda: b"not an image, whatever the name says" * 10, "not DICOM"),
         (lambda: dicomdata.bundled("MR_truncated.dcm"), "cannot be decoded"),
+        (lambda: _burned_in(), "Burned In Annotation = YES"),
     ],
-    ids=["ct", "rtplan", "no-pixels", "pretender", "text-named-dcm", "truncated"],
+    ids=["ct", "rtplan", "no-pixels", "pretender", "text-named-dcm", "truncated", "burned-in"],
 )
 def test_refused_with_a_400_naming_the_reason(data, message, north, django_capture_on_commit_callbacks):
     with pytest.raises(ValidationError) as refused:
         _submit(north, _dcm(data(), "x.dcm"), capture=django_capture_on_commit_callbacks)
     assert message in " ".join(refused.value.messages)
     assert not Scan.objects.filter(format="DICOM").exists()
+
+
+def _burned_in() -> bytes:
+    ds = dicomdata.base_dataset(_gray().astype(np.uint8), bits_stored=8)
+    ds.BurnedInAnnotation = "YES"
+    return dicomdata.to_bytes(ds)
 
 
 def _without_pixels() -> bytes:

@@ -71,7 +71,6 @@ def main() -> int:
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
         from apps.scans.services import scans_upload
-        from training.data import DEFAULT_DATA
 
         redis.Redis.from_url(redis_url).flushdb()
         call_command("migrate", verbosity=0)
@@ -79,11 +78,7 @@ def main() -> int:
         user = user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF)
         patient = patient_create(created_by=user, mrn="D-1", name="Dicom Bench")
         labels = ("glioma", "notumor", "meningioma", "pituitary")
-        prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
-        jpegs = [
-            (DEFAULT_DATA / labels[i % 4] / f"Tr-{prefixes[labels[i % 4]]}Tr_{i // 4:04d}.jpg").read_bytes()
-            for i in range(args.slices)
-        ]
+        jpegs = dicomdata.training_jpegs(args.slices, labels=labels)  # what the series is made from
         archive = dicomdata.series_zip(dicomdata.training_series(args.slices, labels=labels, key=args.syntax))
 
         def run(kind: str) -> tuple[float, float, list[int]]:

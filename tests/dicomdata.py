@@ -227,23 +227,32 @@ def bundled(name: str) -> bytes:
         return handle.read()
 
 
+LABELS_IN_TURN = ("glioma", "notumor", "meningioma", "pituitary")
+
+
+def training_jpegs(n: int, *, labels: tuple[str, ...] = LABELS_IN_TURN) -> list[bytes]:
+    """`n` different real training scans, the labels in turn (slice i is scan number i)."""
+    from training.data import DEFAULT_DATA
+
+    prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
+    return [
+        (DEFAULT_DATA / labels[i % len(labels)] / f"Tr-{prefixes[labels[i % len(labels)]]}Tr_{i:04d}.jpg").read_bytes()
+        for i in range(n)
+    ]
+
+
 def training_series(
     n: int,
     *,
-    labels: tuple[str, ...] = ("glioma", "notumor", "meningioma", "pituitary"),
+    labels: tuple[str, ...] = LABELS_IN_TURN,
     key: str = "explicit-le",
     patient_id: str = "MRN-TEST-1",
     study_uid: str = "1.2.826.0.1.3680043.8.498.55",
 ) -> list[bytes]:
-    """`n` slices of one series, made from real training scans (labels in turn), instance
+    """`n` slices of one series, made from `training_jpegs` (labels in turn), instance
     numbers 1..n, 5 mm apart. Used by the page, e2e and bench code."""
-    from training.data import DEFAULT_DATA
-
-    prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
     slices = []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        jpeg = (DEFAULT_DATA / label / f"Tr-{prefixes[label]}Tr_{i // len(labels):04d}.jpg").read_bytes()
+    for i, jpeg in enumerate(training_jpegs(n, labels=labels)):
         identity = Identity(
             patient_id=patient_id, study_uid=study_uid, series_uid=f"{study_uid}.1", instance=i + 1, position_z=5.0 * i
         )

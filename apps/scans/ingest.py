@@ -140,14 +140,14 @@ def _write(dataset: Any) -> bytes:
 def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
     """Check, decode, de-identify and split one DICOM file. ScanDecodeError names the reason."""
     dataset = dicom.read_dicom(data)
-    frames = dicom.stored_frames(dataset)
-    grays = [dicom.frame_to_gray(dataset, frames[i], i) for i in range(frames.shape[0])]
     if str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
         # The Basic Profile cleans attributes, not pixels: text burnt into the image would be kept.
         raise ScanDecodeError(
             "The image has identifying text burnt into its pixels (Burned In Annotation = YES) "
             "and cannot be de-identified here; export the series without annotations."
         )
+    frames = dicom.stored_frames(dataset)
+    grays = [dicom.frame_to_gray(dataset, frames[i], i) for i in range(frames.shape[0])]
     source_patient_id = str(dataset.get("PatientID", "") or "").strip()[:64]
     number = dicom.instance_number(dataset)
     position = dicom.slice_position(dataset)

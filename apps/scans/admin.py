@@ -65,6 +65,12 @@ class ScanAdmin(ClinicScopedAdmin):
         # Owned by the worker's state machine (apps/scans/services.py), never set by hand.
         "status",
         "error",
+        # DICOM scans: what the upload read from the file (apps/scans/ingest.py).
+        "dicom",
+        "series_uid",
+        "slice_order",
+        "instance_number",
+        "source_patient_id",
     )
     inlines = [PredictionInline, ScanReviewInline]
 

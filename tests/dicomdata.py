@@ -231,14 +231,11 @@ LABELS_IN_TURN = ("glioma", "notumor", "meningioma", "pituitary")
 
 
 def training_jpegs(n: int, *, labels: tuple[str, ...] = LABELS_IN_TURN) -> list[bytes]:
-    """`n` different real training scans, the labels in turn (slice i is scan number i)."""
+    """`n` different real training scans, the labels in turn (slice i is its class's i-th file)."""
     from training.data import DEFAULT_DATA
 
-    prefixes = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
-    return [
-        (DEFAULT_DATA / labels[i % len(labels)] / f"Tr-{prefixes[labels[i % len(labels)]]}Tr_{i:04d}.jpg").read_bytes()
-        for i in range(n)
-    ]
+    files = {label: sorted((DEFAULT_DATA / label).glob("*.jpg")) for label in set(labels)}
+    return [files[labels[i % len(labels)]][i].read_bytes() for i in range(n)]
 
 
 def training_series(

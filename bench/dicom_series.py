@@ -118,7 +118,7 @@ def main() -> int:
         for kind in ("dicom", "jpeg"):
             stored = statistics.median(t[0] for t in timings[kind]) / n * 1000
             total = statistics.median(t[1] for t in timings[kind]) / n * 1000
-            print(f"{kind:>5}: upload (checks, decode, de-identify, store) {stored:.0f} ms/slice; "
+            print(f"{kind:>5}: upload request {stored:.0f} ms/slice; "
                   f"upload → all done {total:.0f} ms/slice")
         ratio = statistics.median(t[1] for t in timings["dicom"]) / statistics.median(t[1] for t in timings["jpeg"])
         print(f"DICOM / JPEG, upload → all done: {ratio:.2f}×  ({failed} failed)")

@@ -11,7 +11,7 @@ import dicomdata
 import numpy as np
 import pydicom
 import pytest
-from coredata import real_scan_bytes, upload
+from coredata import api_token, real_scan_bytes, upload
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -262,10 +262,8 @@ def test_jpeg_and_png_uploads_are_unchanged(north, django_capture_on_commit_call
 
 @pytest.fixture
 def api(north):
-    from rest_framework.authtoken.models import Token
-
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=north.staff).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(north.staff)}")
     return client
 
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
+
 from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, ingest_uploads
 from .ingest import sha256 as ingest_sha256
 from .labels import MODEL_LABELS, READING_LABELS, Label

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scans', '0002_scan_uploaded_by_protect'),
+        ('scans', '0003_review_history_readings'),
     ]
 
     operations = [

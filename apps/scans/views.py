@@ -5,6 +5,8 @@ clinic-scoped selector, so another clinic's file is a 404 like a missing one.
 """
 
 from django.contrib.auth.views import redirect_to_login
+from django.core.files import File
+from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -35,6 +37,31 @@ def _authenticate(request: HttpRequest) -> bool:
     return True
 
 
+def _open(field: FieldFile) -> File:
+    """The stored file, opened through the storage API (local disk or S3 alike); Http404 when
+    it is missing. Streamed through this view, never redirected to the bucket: the clinic check
+    and `no-store` then hold for every byte, and browsers never need to reach the object store
+    (docs/operations.md, "Object storage", has the measurement behind the choice)."""
+    if not field:
+        raise Http404("The file is missing.")
+    try:
+        handle = field.open("rb")
+        handle.size  # noqa: B018  (S3: a HEAD request, so a missing object is a 404 before any byte is sent)
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file is missing.") from None
+    except Exception as exc:
+        if _is_missing_object(exc):
+            raise Http404("The file is missing.") from None
+        raise
+    return handle
+
+
+def _is_missing_object(exc: Exception) -> bool:
+    """botocore's ClientError for an object that is not there (NoSuchKey / 404)."""
+    error = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
+    return str(error.get("Code")) in {"404", "NoSuchKey", "NotFound"}
+
+
 def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     if not _authenticate(request):
         return redirect_to_login(request.get_full_path())
@@ -50,10 +77,7 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
         if prediction is None:
             raise Http404("This scan has not been analysed yet.")
         field, content_type = getattr(prediction, kind), "image/png"
-    try:
-        handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
+    handle = _open(field)
     audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"

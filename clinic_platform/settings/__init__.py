@@ -10,3 +10,4 @@ from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .scans import *  # noqa: F403
 from .security import *  # noqa: F403
+from .storage import *  # noqa: F403

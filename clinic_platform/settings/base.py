@@ -5,6 +5,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import BASE_DIR, VAR_DIR, env
+from .storage import MEDIA_STORAGE
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
@@ -115,7 +116,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media/files/"
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": MEDIA_STORAGE,  # S3 when S3_ENDPOINT_URL and S3_BUCKET are set (settings/storage.py)
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,8 @@ class AnalysisResult:
 
 
 class Analyzer:
-    """One loaded model; `analyze` is safe to call repeatedly (not concurrently) in a process."""
+    """One loaded model; `analyze` / `analyze_batch` are safe to call repeatedly (not
+    concurrently) in a process."""
 
     def __init__(self, model_dir: Path | str = DEFAULT_MODEL_DIR) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,17 +58,21 @@ class Analyzer:
         from workers.model_def import CAM_LAYER
         from workers.model_store import load_classifier
 
+        enable_gpu_memory_growth(tf)
         model, card = load_classifier(Path(model_dir))
         self.model_version: str = card["version"]
         self.input_size: int = int(card["input_size"])
         self.temperature: float = float(card.get("temperature", 1.0))
         cam_model = keras.Model(model.inputs, [model.get_layer(CAM_LAYER).output, model.output])
 
-        @tf.function(input_signature=[tf.TensorSpec((1, self.input_size, self.input_size, 3), tf.float32)])
+        # Any batch size: one traced function serves analyze() (batch 1) and analyze_batch().
+        @tf.function(input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)])
         def forward(pixels: Any) -> tuple[Any, Any, Any]:
             with tf.GradientTape() as tape:
                 features, logits = cam_model(pixels, training=False)
-                score = tf.gather(logits[0], tf.argmax(logits[0]))
+                # Each slice's predicted-class logit, summed: slices do not interact (BatchNorm in
+                # inference mode), so d(sum)/d(features of slice i) is slice i's own gradient.
+                score = tf.reduce_sum(tf.reduce_max(logits, axis=-1))
             # Only the head lies between the features and the logit: this backward pass is tiny.
             return features, logits, tape.gradient(score, features)
 
@@ -77,33 +83,61 @@ class Analyzer:
 
     def analyze(self, data: bytes) -> AnalysisResult:
         """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
-        clock = _Clock()
-        gray = decode_gray(data)
-        clock.lap("decode")
-        prepared = prepare(gray, self.input_size)
-        pixels = to_model_input(prepared.pixels[None])
-        clock.lap("preprocess")
-        features, logits, gradients = self._forward(pixels)
-        clock.lap("inference")
-        probabilities = calibrated_probabilities(logits.numpy()[0], self.temperature)
-        cam = gradcam_map(features.numpy()[0], gradients.numpy()[0])
-        heatmap = np.clip(map_to_scan(cam, prepared), 0.0, 1.0)
-        overlay = encode_png(render_overlay(gray, heatmap))
-        clock.lap("gradcam_and_overlay")
-        label = CLASS_NAMES[int(np.argmax(probabilities))]
-        return AnalysisResult(
-            label=label,
-            probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities, strict=True)},
-            heatmap=heatmap,
-            overlay_png=overlay,
-            model_version=self.model_version,
-            timings_ms=clock.laps(),
-        )
+        return self.analyze_batch([data])[0]
+
+    def analyze_batch(self, scans: Sequence[bytes]) -> list[AnalysisResult]:
+        """Several slices (one study) in one forward/backward pass; results in input order, the
+        same as `analyze` one by one (within float tolerance). Raises ScanDecodeError if any
+        file cannot be read (callers with untrusted files analyse them one by one then).
+        `timings_ms["inference"]` is each slice's share of the batch's model time."""
+        if not scans:
+            return []
+        clocks = [_Clock() for _ in scans]
+        grays, prepared = [], []
+        for data, clock in zip(scans, clocks, strict=True):
+            gray = decode_gray(data)
+            clock.lap("decode")
+            prepared.append(prepare(gray, self.input_size))
+            grays.append(gray)
+            clock.lap("preprocess")
+        started = time.perf_counter()
+        features, logits, gradients = self._forward(to_model_input(np.stack([p.pixels for p in prepared])))
+        features, logits, gradients = features.numpy(), logits.numpy(), gradients.numpy()
+        model_ms = (time.perf_counter() - started) * 1000 / len(scans)
+        probabilities = calibrated_probabilities(logits, self.temperature)
+        results = []
+        for i, clock in enumerate(clocks):
+            clock.add("inference", model_ms)
+            cam = gradcam_map(features[i], gradients[i])
+            heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
+            overlay = encode_png(render_overlay(grays[i], heatmap))
+            clock.lap("gradcam_and_overlay")
+            results.append(
+                AnalysisResult(
+                    label=CLASS_NAMES[int(np.argmax(probabilities[i]))],
+                    probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities[i], strict=True)},
+                    heatmap=heatmap,
+                    overlay_png=overlay,
+                    model_version=self.model_version,
+                    timings_ms=clock.laps(),
+                )
+            )
+        return results
+
+
+def enable_gpu_memory_growth(tf: Any) -> None:
+    """Take GPU memory as needed instead of all of it at start, so several worker processes can
+    share one GPU (each holds one model). Must run before TensorFlow touches the GPU."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: too late, and harmless
+            logger.warning("GPU %s already initialised; memory growth not set", gpu.name)
 
 
 class _Clock:
     def __init__(self) -> None:
-        self._start = self._last = time.perf_counter()
+        self._last = time.perf_counter()
         self._laps: dict[str, float] = {}
 
     def lap(self, name: str) -> None:
@@ -111,8 +145,13 @@ class _Clock:
         self._laps[name] = round((now - self._last) * 1000, 2)
         self._last = now
 
+    def add(self, name: str, ms: float) -> None:
+        """A share of work done for several slices at once (the batch's model time)."""
+        self._laps[name] = round(ms, 2)
+        self._last = time.perf_counter()
+
     def laps(self) -> dict[str, float]:
-        return {**self._laps, "total": round((self._last - self._start) * 1000, 2)}
+        return {**self._laps, "total": round(sum(self._laps.values()), 2)}
 
 
 _analyzer: Analyzer | None = None

@@ -104,3 +104,35 @@ def test_repeated_analysis_keeps_memory_flat(analyzer) -> None:
     for _ in range(25):
         analyzer.analyze(data)
     assert rss_mb() - before < 40
+
+
+BATCH_SCANS = [
+    "glioma/Tr-gl_0010.jpg", "meningioma/Tr-me_0020.jpg", "notumor/Tr-no_0010.jpg",
+    "pituitary/Tr-pi_0020.jpg", "glioma/Tr-glTr_0000.jpg",
+]  # fmt: skip
+
+
+def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
+    """One forward/backward pass for several slices of a study gives each slice the result it
+    gets alone (labels, calibrated probabilities and Grad-CAM maps within 1e-3)."""
+    datas = [scan(name) for name in BATCH_SCANS]
+    datas[2] = as_png(datas[2], "RGB")  # slices of different sizes and formats in one batch
+    batch = analyzer.analyze_batch(datas)
+    assert len(batch) == len(datas)
+    for data, together in zip(datas, batch, strict=True):
+        alone = analyzer.analyze(data)
+        assert together.label == alone.label
+        for name in CLASS_NAMES:
+            assert together.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-3)
+        assert together.heatmap.shape == alone.heatmap.shape
+        assert np.abs(together.heatmap - alone.heatmap).max() < 1e-3
+        assert together.model_version == alone.model_version
+        assert together.timings_ms["inference"] > 0
+    assert {r.label for r in batch} >= {"glioma", "meningioma", "notumor", "pituitary"}
+    assert analyzer.analyze_batch([]) == []
+
+
+def test_analyze_batch_raises_for_a_bad_slice(analyzer) -> None:
+    good = scan("glioma/Tr-glTr_0000.jpg")
+    with pytest.raises(ScanDecodeError, match="not a JPEG or PNG"):
+        analyzer.analyze_batch([good, b"this is a text file, not a scan" * 20])

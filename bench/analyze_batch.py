@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data import DEFAULT_DATA, list_samples  # noqa: E402
+from training.data import DEFAULT_DATA, list_samples
 
 
 def main() -> None:

@@ -31,12 +31,17 @@ def _load_model_before_the_first_scan(**kwargs) -> None:
     # Each pool process loads the model once, when it starts, so the first scan does not wait
     # for it and a broken model shows in the worker log at start, not as a failed scan.
     # WORKER_PRELOAD_MODEL=0 skips it (workers that run only the sweep).
+    if os.environ.get("WORKER_METRICS_PORT"):
+        from workers.metrics import serve
+
+        serve(int(os.environ["WORKER_METRICS_PORT"]), app.conf.broker_url)
     if os.environ.get("WORKER_PRELOAD_MODEL", "1") == "0":
         return
+    from workers.metrics import model_loaded
     from workers.runtime import get_analyzer
 
     try:
-        get_analyzer()
+        model_loaded(get_analyzer())
     except Exception:
         # Keep the process: each scan then fails with the loader's message instead of the
         # pool restarting this process in a loop.

@@ -1,17 +1,26 @@
 """Celery tasks. They take ids and orchestrate; apps/scans/services.py owns the state machine.
 
 The web process imports this module to publish tasks, so TensorFlow is imported only inside
-the task body (via workers.runtime), i.e. only in worker processes.
+the task body (via workers.runtime), i.e. only in worker processes. Files are read and written
+through Django's storage API only (local disk or the S3 bucket alike), never a local path, so a
+worker shares no disk with the web hosts.
+
+- `analyze_scan(scan_id)`: one scan, the path every upload and the sweep use;
+- `analyze_scans(scan_ids)`: the slices of one study in one batch (`Analyzer.analyze_batch`:
+  one forward/backward pass), published by `scans_submit(..., study=True)`.
 """
 
 import logging
-import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from apps.scans import services
+from apps.scans.models import Scan
+from clinic_platform.logcontext import scan_context
+from workers import metrics
 from workers.celery_policy import inference_task, maintenance_task
 
 logger = logging.getLogger(__name__)
@@ -20,32 +29,58 @@ logger = logging.getLogger(__name__)
 def _get_analyzer() -> Any:
     from workers.runtime import get_analyzer  # lazy: loads TensorFlow; one model per process
 
-    return get_analyzer()
+    analyzer = get_analyzer()
+    metrics.model_loaded(analyzer)
+    return analyzer
 
 
-@inference_task(bind=True)
-def analyze_scan(self: Task, scan_id: int) -> str:
-    """Analyse one scan. Idempotent: a scan that is done, failed, deleted or (for a first
-    delivery) taken by another worker is left alone, so a duplicate message does nothing.
+def _redelivered(task: Task) -> bool:
+    return bool((task.request.delivery_info or {}).get("redelivered"))
 
-    A message the broker delivered again after its worker died (acks_late +
-    reject_on_worker_lost) takes over a scan left in processing, as a new attempt, so the
-    scan does not wait for the sweep (scan_claim; SCAN_MAX_ATTEMPTS still applies)."""
-    started = time.perf_counter()
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+
+def _claim(scan_id: int, redelivered: bool) -> Scan | None:
     scan = services.scan_claim(scan_id=scan_id, redelivered=redelivered)
     if scan is None:
-        logger.info("scan %s: not queued, nothing to do", scan_id)
-        return "skipped"
+        logger.info("scan %s: not queued, nothing to do", scan_id, extra={"scan_id": scan_id})
+        metrics.scan_finished("skipped")
+    else:
+        logger.info("scan %s: claimed, attempt %s", scan_id, scan.attempts, extra={"scan_id": scan_id})
+    return scan
+
+
+def _read(scan: Scan) -> bytes:
+    with metrics.stage("storage"), scan.image.open("rb") as handle:
+        return handle.read()
+
+
+def _store(scan: Scan, result: Any) -> str:
+    """Store one result; the outcome ("done", "superseded", "failed")."""
+    try:
+        with metrics.stage("storage"):
+            prediction = services.scan_complete(scan=scan, result=result)
+    except services.ModelOutputError:
+        services.scan_fail(scan=scan, error="The model returned an unusable result; the team has been notified.")
+        logger.exception("scan %s: failed, model output outside the contract", scan.pk)
+        return "failed"
+    metrics.observe_timings(result.timings_ms)
+    outcome = "done" if prediction is not None else "superseded"
+    logger.info(
+        "scan %s: %s label=%s", scan.pk, outcome, getattr(prediction, "label", "-"),
+        extra={"scan_id": scan.pk, "timings_ms": dict(result.timings_ms or {})},
+    )  # fmt: skip
+    return outcome
+
+
+def _analyze_one(scan: Scan, data: bytes | None) -> str:
+    """Read (unless given), analyse and store one claimed scan, recording every failure on it."""
     from workers.imaging import ScanDecodeError
 
+    scan_id = scan.pk
     try:
-        with scan.image.open("rb") as handle:
-            data = handle.read()
-        loaded = time.perf_counter()
+        if data is None:
+            data = _read(scan)
         result = _get_analyzer().analyze(data)
-        analysed = time.perf_counter()
-        prediction = services.scan_complete(scan=scan, result=result)
+        return _store(scan, result)
     except ScanDecodeError as exc:
         services.scan_fail(scan=scan, error=exc.args[0] if exc.args else "The image cannot be read.")
         logger.info("scan %s: failed, unreadable image: %s", scan_id, exc)
@@ -53,10 +88,6 @@ def analyze_scan(self: Task, scan_id: int) -> str:
     except SoftTimeLimitExceeded:
         services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
         logger.warning("scan %s: failed, soft time limit", scan_id)
-        return "failed"
-    except services.ModelOutputError:
-        services.scan_fail(scan=scan, error="The model returned an unusable result; the team has been notified.")
-        logger.exception("scan %s: failed, model output outside the contract", scan_id)
         return "failed"
     except FileNotFoundError:
         services.scan_fail(scan=scan, error="The uploaded file is missing from storage.")
@@ -69,17 +100,64 @@ def analyze_scan(self: Task, scan_id: int) -> str:
         )
         logger.exception("scan %s: error on attempt %s, now %s", scan_id, scan.attempts, status or "superseded")
         return "retry" if status == "queued" else "failed"
-    outcome = "done" if prediction is not None else "superseded"
-    logger.info(
-        "scan %s: %s label=%s read=%.0fms analyze=%.0fms store=%.0fms",
-        scan_id,
-        outcome,
-        getattr(prediction, "label", "-"),
-        (loaded - started) * 1000,
-        (analysed - loaded) * 1000,
-        (time.perf_counter() - analysed) * 1000,
-    )
-    return outcome
+
+
+@inference_task(bind=True)
+def analyze_scan(self: Task, scan_id: int) -> str:
+    """Analyse one scan. Idempotent: a scan that is done, failed, deleted or (for a first
+    delivery) taken by another worker is left alone, so a duplicate message does nothing.
+
+    A message the broker delivered again after its worker died (acks_late +
+    reject_on_worker_lost) takes over a scan left in processing, as a new attempt, so the
+    scan does not wait for the sweep (scan_claim; SCAN_MAX_ATTEMPTS still applies)."""
+    with scan_context(scan_id):
+        scan = _claim(scan_id, _redelivered(self))
+        if scan is None:
+            return "skipped"
+        outcome = _analyze_one(scan, None)
+        metrics.scan_finished(outcome)
+        return outcome
+
+
+@inference_task(bind=True)
+def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
+    """The slices of one study in one forward/backward pass (`analyze_batch`); the same
+    claims, idempotency and failure handling per scan as `analyze_scan`. If the batch cannot be
+    analysed as a whole (an unreadable slice, an error), each slice is analysed on its own, so
+    one bad slice fails alone with its own message. Returns scan id → outcome."""
+    redelivered = _redelivered(self)
+    outcomes: dict[str, str] = {}
+    claimed: list[tuple[Scan, bytes | None]] = []
+    for scan_id in scan_ids:
+        with scan_context(scan_id):
+            scan = _claim(scan_id, redelivered)
+            if scan is None:
+                outcomes[str(scan_id)] = "skipped"
+                continue
+            try:
+                claimed.append((scan, _read(scan)))
+            except FileNotFoundError:
+                claimed.append((scan, None))  # _analyze_one records the missing file
+    results = None
+    readable = [(scan, data) for scan, data in claimed if data is not None]
+    if len(readable) > 1 and len(readable) == len(claimed):
+        try:
+            results = _get_analyzer().analyze_batch([data for _, data in readable])
+        except SoftTimeLimitExceeded:
+            for scan, _ in claimed:
+                services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
+                metrics.scan_finished("failed")
+                outcomes[str(scan.pk)] = "failed"
+            logger.warning("batch of scans %s: failed, soft time limit", [s.pk for s, _ in claimed])
+            return outcomes
+        except Exception:
+            logger.warning("batch of scans %s: analysing one by one", [s.pk for s, _ in readable], exc_info=True)
+    for index, (scan, data) in enumerate(claimed):
+        with scan_context(scan.pk):
+            outcome = _store(scan, results[index]) if results is not None else _analyze_one(scan, data)
+            metrics.scan_finished(outcome)
+            outcomes[str(scan.pk)] = outcome
+    return outcomes
 
 
 @maintenance_task

@@ -95,7 +95,7 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
 
 
 def scans_upload(
-    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = ""
+    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = "", study: bool = False
 ) -> UploadOutcome:
     """Store what one request uploaded (JPEG/PNG, DICOM files, zipped DICOM studies) as scans
     of a case and queue them for analysis after the commit.
@@ -105,6 +105,11 @@ def scans_upload(
     while saving removes the files already written and rolls back the rows. DICOM is stored
     de-identified only; zip members that are not MR DICOM are reported in `skipped`. A signed
     case takes new scans only with an `addendum` saying why, kept on the case.
+
+    The slices of one DICOM series are a multi-slice study: published together
+    (`scans_enqueue_study`), so one worker analyses them in one task (one batch on a GPU).
+    `study=True` makes the other files of the request one study too; otherwise each is its own
+    message, and several workers share the upload.
     """
     if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
         raise PermissionDenied("This case belongs to another clinic.")
@@ -133,10 +138,14 @@ def scans_upload(
                 scan = _new_scan(case=case, uploaded_by=uploaded_by, item=item)
                 written.extend(name for name in (scan.image.name, scan.dicom.name) if name)
                 scan.save()
+                logger.info(
+                    "scan %s: stored %s (%s %dx%d, %d bytes) for case %s", scan.pk, scan.image.name, scan.format,
+                    scan.width, scan.height, scan.size_bytes, case.pk, extra={"scan_id": scan.pk},
+                )  # fmt: skip
                 scans.append(scan)
-            ids = [scan.pk for scan in scans]
+            singles, studies = _analysis_groups(scans, study=study)
             # After commit: a worker must never look for a row that is not there yet.
-            transaction.on_commit(lambda: scans_enqueue(scan_ids=ids), robust=True)
+            transaction.on_commit(lambda: _enqueue_groups(singles, studies), robust=True)
     except BaseException:
         for name in written:
             default_storage.delete(name)
@@ -144,11 +153,33 @@ def scans_upload(
     return UploadOutcome(scans=scans, skipped=ingested.skipped)
 
 
+def _analysis_groups(scans: Sequence[Scan], *, study: bool) -> tuple[list[int], list[list[int]]]:
+    """(scans published one by one, studies published together): slices of one DICOM series
+    form a study; with `study=True` so do the request's other files."""
+    groups: dict[str, list[int]] = {}
+    singles: list[int] = []
+    for scan in scans:
+        key = f"series:{scan.series_uid}" if scan.series_uid else ("request" if study else "")
+        if key:
+            groups.setdefault(key, []).append(scan.pk)
+        else:
+            singles.append(scan.pk)
+    studies = [ids for ids in groups.values() if len(ids) > 1]
+    singles += [ids[0] for ids in groups.values() if len(ids) == 1]
+    return singles, studies
+
+
+def _enqueue_groups(singles: list[int], studies: list[list[int]]) -> None:
+    scans_enqueue(scan_ids=singles)
+    for ids in studies:
+        scans_enqueue_study(scan_ids=ids)
+
+
 def scans_submit(
-    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = ""
+    *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = "", study: bool = False
 ) -> list[Scan]:
     """The scans of scans_upload, without the skipped list."""
-    return scans_upload(case=case, uploaded_by=uploaded_by, uploads=uploads, addendum=addendum).scans
+    return scans_upload(case=case, uploaded_by=uploaded_by, uploads=uploads, addendum=addendum, study=study).scans
 
 
 def scan_submit(*, case: Case, uploaded_by: User, upload: UploadedFile) -> Scan:
@@ -164,10 +195,35 @@ def scan_enqueue(*, scan_id: int) -> bool:
     try:
         analyze_scan.apply_async(args=[scan_id], retry=False)
     except Exception:  # kombu/redis raise several types for "no broker"
-        logger.warning("scan %s: broker unavailable, left queued for the sweep", scan_id, exc_info=True)
+        logger.warning(
+            "scan %s: broker unavailable, left queued for the sweep", scan_id, exc_info=True, extra={"scan_id": scan_id}
+        )
         return False
     Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(enqueued_at=timezone.now())
+    logger.info("scan %s: published for analysis", scan_id, extra={"scan_id": scan_id})
     return True
+
+
+def scans_enqueue_study(*, scan_ids: Sequence[int]) -> int:
+    """Publish the slices of one study as batches of up to SCAN_BATCH_SIZE (`analyze_scans`:
+    one forward/backward pass per batch). Returns how many scans were published; with the
+    broker down they stay queued and the sweep publishes them one by one."""
+    from workers.tasks import analyze_scans
+
+    published = 0
+    size = max(1, settings.SCAN_BATCH_SIZE)
+    for start in range(0, len(scan_ids), size):
+        chunk = list(scan_ids[start : start + size])
+        try:
+            analyze_scans.apply_async(args=[chunk], retry=False)
+        except Exception:  # kombu/redis raise several types for "no broker"
+            logger.warning("scans %s: broker unavailable, left queued for the sweep", chunk, exc_info=True)
+            break
+        Scan.objects.filter(pk__in=chunk, status=ScanStatus.QUEUED).update(enqueued_at=timezone.now())
+        for scan_id in chunk:
+            logger.info("scan %s: published in a study batch of %d", scan_id, len(chunk), extra={"scan_id": scan_id})
+        published += len(chunk)
+    return published
 
 
 def scans_enqueue(*, scan_ids: Iterable[int]) -> int:
@@ -207,11 +263,16 @@ def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
                     finished_at=timezone.now(),
                     error=f"The analysis did not finish after {settings.SCAN_MAX_ATTEMPTS} attempts.",
                 )
-                logger.warning("scan %s: redelivered after %s attempts, failed", scan_id, scan.attempts)
+                logger.warning(
+                    "scan %s: redelivered after %s attempts, failed", scan_id, scan.attempts, extra={"scan_id": scan_id}
+                )
                 return None
             claimed = owned.update(started_at=timezone.now(), finished_at=None, error="", attempts=F("attempts") + 1)
             if claimed:
-                logger.warning("scan %s: redelivered while processing (worker lost), taking it over", scan_id)
+                logger.warning(
+                    "scan %s: redelivered while processing (worker lost), taking it over", scan_id,
+                    extra={"scan_id": scan_id},
+                )  # fmt: skip
         elif scan.status != ScanStatus.QUEUED:
             return None
         else:

@@ -76,3 +76,6 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": env.float("CASE_PURGE_INTERVAL_SECONDS", default=3600.0)},
     },
 }
+# JSON logs: Celery's workers keep the root logger the settings configured (LOGGING) instead of
+# installing their own plain one.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = env.str("LOG_FORMAT", default="plain") != "json"

@@ -20,3 +20,5 @@ DICOM_MAX_SLICES_PER_REQUEST = env.int("DICOM_MAX_SLICES_PER_REQUEST", default=1
 # Replacement UIDs are a keyed hash of the original: the same study gets the same new UIDs in
 # every upload. Unset: derived from DJANGO_SECRET_KEY (rotating that changes new UIDs).
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")
+# Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_submit(study=True)).
+SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=8)

@@ -7,7 +7,7 @@
   gradcam (maps, overlay PNG) and storage (reading the upload, writing the results);
 - `clinic_queue_depth{queue}`: messages waiting in each Celery queue on Redis, read at scrape
   time (the number KEDA scales workers on);
-- `clinic_model_info{version,device}`: 1 for the model this process holds.
+- `clinic_model_info{version}`: 1 for the model this process holds (set at load and by each result).
 
 Each model worker runs one pool process (concurrency 1, as deployed), which serves its own
 metrics; the web's metrics are django-prometheus's at /metrics.
@@ -35,7 +35,7 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-MODEL_INFO = Gauge("clinic_model_info", "The model this worker process holds", ["version", "device"])
+MODEL_INFO = Gauge("clinic_model_info", "The model version this worker process holds and analyses with", ["version"])
 # timings_ms keys of an AnalysisResult → the stage they belong to.
 _STAGE_OF = {"decode": "decode", "preprocess": "decode", "inference": "model", "gradcam_and_overlay": "gradcam"}
 
@@ -64,7 +64,12 @@ def observe_timings(timings_ms: Mapping[str, float] | None) -> None:
 
 
 def model_loaded(analyzer: Any) -> None:
-    MODEL_INFO.labels(version=str(analyzer.model_version), device=str(getattr(analyzer, "device", ""))).set(1)
+    model_version(str(analyzer.model_version))
+
+
+def model_version(version: str) -> None:
+    """The model a worker holds (at load) and the one its last result came from."""
+    MODEL_INFO.labels(version=version).set(1)
 
 
 class QueueDepthCollector(Collector):

@@ -63,6 +63,7 @@ def _store(scan: Scan, result: Any) -> str:
         logger.exception("scan %s: failed, model output outside the contract", scan.pk)
         return "failed"
     metrics.observe_timings(result.timings_ms)
+    metrics.model_version(str(result.model_version))
     outcome = "done" if prediction is not None else "superseded"
     logger.info(
         "scan %s: %s label=%s", scan.pk, outcome, getattr(prediction, "label", "-"),

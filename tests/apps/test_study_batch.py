@@ -1,0 +1,95 @@
+"""A multi-slice study analysed in one batch (analyze_scans), JSON logs carrying the scan id on
+every lifecycle line, and the worker's Prometheus series after a scan."""
+
+import json
+import logging
+
+import pytest
+from coredata import PixelAnalyzer, real_scan_bytes, upload
+from prometheus_client import REGISTRY
+from pythonjsonlogger.json import JsonFormatter
+
+from apps.scans.models import Scan, ScanStatus
+from apps.scans.services import scans_submit
+from clinic_platform.logcontext import ScanIdFilter
+from workers import tasks
+
+
+@pytest.fixture
+def analyzer(monkeypatch):
+    stand_in = PixelAnalyzer(label="glioma")
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
+    return stand_in
+
+
+def _study(world, capture, count: int = 3) -> list[Scan]:
+    files = [upload(real_scan_bytes("glioma", i), f"slice-{i}.jpg") for i in range(count)]
+    with capture(execute=True):
+        return scans_submit(case=world.case, uploaded_by=world.staff, uploads=files, study=True)
+
+
+def test_a_study_is_published_as_one_batch_of_its_slices(north, broker, django_capture_on_commit_callbacks, settings):
+    settings.SCAN_BATCH_SIZE = 2
+    scans = _study(north, django_capture_on_commit_callbacks)
+    published = broker()
+    ids = [s.pk for s in scans]
+    assert [(p.task, p.args, p.routing_key) for p in published] == [
+        ("workers.tasks.analyze_scans", [ids[:2]], "inference"),
+        ("workers.tasks.analyze_scans", [ids[2:]], "inference"),
+    ]
+    assert all(s.enqueued_at for s in Scan.objects.filter(pk__in=ids))
+
+
+def test_the_worker_analyses_a_study_in_one_pass(north, analyzer, broker, django_capture_on_commit_callbacks):
+    scans = _study(north, django_capture_on_commit_callbacks)
+    ids = [s.pk for s in scans]
+    outcomes = tasks.analyze_scans(ids)
+    assert outcomes == {str(i): "done" for i in ids}
+    assert (analyzer.batch_calls, analyzer.calls) == (1, 0)
+    assert set(Scan.objects.filter(pk__in=ids).values_list("status", flat=True)) == {ScanStatus.DONE}
+    # A duplicate message does nothing.
+    assert tasks.analyze_scans(ids) == {str(i): "skipped" for i in ids}
+
+
+def test_an_unreadable_slice_fails_alone(north, analyzer, broker, media_root, django_capture_on_commit_callbacks):
+    scans = _study(north, django_capture_on_commit_callbacks)
+    broken = media_root / scans[1].image.name
+    broken.write_bytes(broken.read_bytes()[:2000])
+    outcomes = tasks.analyze_scans([s.pk for s in scans])
+    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "failed", str(scans[2].pk): "done"}
+    assert Scan.objects.get(pk=scans[1].pk).error == "The image is truncated or corrupt and cannot be read."
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_scan_is_counted_and_timed_per_stage(north, analyzer, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
+    done = _sample("clinic_scans_analysed_total", {"status": "done"})
+    stages = {s: _sample("clinic_analysis_stage_seconds_count", {"stage": s}) for s in ("decode", "model", "gradcam")}
+    storage = _sample("clinic_analysis_stage_seconds_count", {"stage": "storage"})
+    assert tasks.analyze_scan(scan.pk) == "done"
+    assert _sample("clinic_scans_analysed_total", {"status": "done"}) == done + 1
+    for name, before in stages.items():
+        assert _sample("clinic_analysis_stage_seconds_count", {"stage": name}) == before + 1, name
+    assert _sample("clinic_analysis_stage_seconds_count", {"stage": "storage"}) == storage + 2  # read, write
+    assert _sample("clinic_model_info", {"version": "pixel-test-1"}) == 1
+
+
+def test_every_lifecycle_line_of_a_scan_carries_its_id_as_json(north, analyzer, broker, caplog,
+                                                                django_capture_on_commit_callbacks):  # fmt: skip
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(ScanIdFilter())
+    with django_capture_on_commit_callbacks(execute=True):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
+    assert tasks.analyze_scan(scan.pk) == "done"
+    formatter = JsonFormatter("%(levelname)s %(name)s %(scan_id)s %(message)s")
+    lines = [json.loads(formatter.format(r)) for r in caplog.records if r.name.startswith(("apps.scans", "workers"))]
+    messages = [line["message"] for line in lines]
+    assert any("stored" in m for m in messages), messages
+    assert any("published" in m for m in messages), messages
+    assert any("claimed" in m for m in messages), messages
+    assert any(": done" in m for m in messages), messages
+    assert {line["scan_id"] for line in lines} == {scan.pk}, lines

@@ -87,6 +87,7 @@ class Worker:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int | None = None  # WORKER_METRICS_PORT, when the caller set one
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -121,7 +122,8 @@ def start_worker(
         proc = subprocess.Popen(  # noqa: S603 (fixed argv)
             cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    worker = Worker(name=name, proc=proc, log=log)
+    port = env.get("WORKER_METRICS_PORT")
+    worker = Worker(name=name, proc=proc, log=log, metrics_port=int(port) if port else None)
     deadline = time.monotonic() + ready_timeout
     while " ready." not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -53,8 +53,8 @@ def s3_media(s3_server: S3Server, settings) -> S3Prefix:
         bucket=s3_server.bucket,
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
+        prefix=prefix,
     )
-    storage["OPTIONS"]["location"] = prefix
     settings.STORAGES = {**settings.STORAGES, "default": storage}  # Django resets default_storage
     return S3Prefix(s3_server, prefix)
 

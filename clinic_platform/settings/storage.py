@@ -14,7 +14,7 @@ from .env import env
 
 
 def s3_storage(
-    *, endpoint_url: str, bucket: str, access_key: str = "", secret_key: str = "", region: str = ""
+    *, endpoint_url: str, bucket: str, access_key: str = "", secret_key: str = "", region: str = "", prefix: str = ""
 ) -> dict[str, Any]:
     """A STORAGES entry for django-storages' S3 backend (one home for its options: the settings
     and the tests that switch storage at run time both build it here)."""
@@ -23,6 +23,7 @@ def s3_storage(
         "OPTIONS": {
             "endpoint_url": endpoint_url,
             "bucket_name": bucket,
+            "location": prefix.strip("/"),  # key prefix: several deployments (or test runs) per bucket
             "access_key": access_key or None,
             "secret_key": secret_key or None,
             "region_name": region or "us-east-1",
@@ -48,6 +49,7 @@ MEDIA_STORAGE = (
         access_key=env.str("AWS_ACCESS_KEY_ID", default=""),
         secret_key=env.str("AWS_SECRET_ACCESS_KEY", default=""),
         region=env.str("AWS_S3_REGION_NAME", default=""),
+        prefix=env.str("S3_PREFIX", default=""),
     )
     if S3_ENDPOINT_URL and S3_BUCKET
     else {"BACKEND": "django.core.files.storage.FileSystemStorage"}

@@ -3,6 +3,7 @@ written and read through the storage API only, never a local path, served by the
 clinic-checked views, removed with their rows, isolated between clinics."""
 
 import io
+import uuid
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ from PIL import Image
 
 from apps.scans.models import Scan
 from apps.scans.services import scans_submit
+from clinic_platform.settings.storage import s3_storage
 from workers import tasks
 
 
@@ -104,3 +106,16 @@ def test_media_to_bucket_copies_local_files_once(db, settings, media_root, s3_se
     again = io.StringIO()
     call_command("media_to_bucket", stdout=again)
     assert "0 copied, 3 already there" in again.getvalue(), again.getvalue()
+
+
+def test_ensure_bucket_creates_a_missing_bucket_once(s3_server, settings):
+    bucket = f"ensure-{uuid.uuid4().hex[:10]}"
+    storage = s3_storage(endpoint_url=s3_server.endpoint_url, bucket=bucket, access_key=s3_server.access_key,
+                         secret_key=s3_server.secret_key)  # fmt: skip
+    settings.STORAGES = {**settings.STORAGES, "default": storage}
+    first, second = io.StringIO(), io.StringIO()
+    call_command("ensure_bucket", stdout=first)
+    call_command("ensure_bucket", stdout=second)
+    assert first.getvalue().strip() == f"bucket {bucket} created"
+    assert second.getvalue().strip() == f"bucket {bucket} exists"
+    s3_server.client().delete_bucket(Bucket=bucket)

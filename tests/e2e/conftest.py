@@ -4,6 +4,9 @@ and the Django app under pytest-django's live HTTP server.
 The worker is another process, so it must see the same database and media as the live server:
 - PostgreSQL (DATABASE_URL, as in CI): the worker gets the test database's name;
 - SQLite: the test database is put in a file (an in-memory one is invisible to other processes).
+Media is local (MEDIA_ROOT, a throw-away folder) or, with E2E_STORAGE=s3 or S3_ENDPOINT_URL set,
+a real S3 bucket (SeaweedFS: the one the environment names, or one started here) under a prefix
+of this run's own; the live server and the workers then share no disk at all.
 The test process's Celery app is pointed at the same Redis, so uploads over HTTP are published
 where the worker listens. Redis is REDIS_URL (db 15, so nothing else's messages are replayed)
 or, when unset, a redis-server started here on a free port.
@@ -12,14 +15,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import requests
+from e2e_support import API_PASSWORD as PASSWORD
+from e2e_support import MediaStore
 
-from bench.harness import Worker, database_url, redis_server
+from apps.accounts.models import Role
+from apps.accounts.services import clinic_create, user_create
+from bench.harness import S3Server, Worker, database_url, free_port, redis_server, s3_from_env
 from bench.harness import start_worker as start_celery_worker
+from clinic_platform.settings.storage import s3_storage
 
 E2E_REDIS_DB = 15
 
@@ -76,12 +86,41 @@ def broker(redis_url: str) -> Iterator[str]:
     app._after_fork()
 
 
+def _s3_wanted() -> bool:
+    return os.environ.get("E2E_STORAGE", "").lower() == "s3" or s3_from_env() is not None
+
+
+@pytest.fixture(scope="session")
+def media_store(request: pytest.FixtureRequest) -> Iterator[MediaStore]:
+    """The storage of the whole e2e run (see the module docstring)."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    root = Path(settings.MEDIA_ROOT)
+    if not _s3_wanted():
+        yield MediaStore("local", root)
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    prefix = f"e2e-{uuid.uuid4().hex[:12]}"
+    storage = s3_storage(
+        endpoint_url=server.endpoint_url, bucket=server.bucket, access_key=server.access_key,
+        secret_key=server.secret_key, prefix=prefix,
+    )  # fmt: skip
+    with override_settings(STORAGES={**settings.STORAGES, "default": storage}):
+        yield MediaStore("s3", root, server, prefix)
+
+
+@pytest.fixture(autouse=True)
+def _storage_for_every_test(media_store: MediaStore) -> MediaStore:
+    """Every e2e test (live server included) runs on the session's storage."""
+    return media_store
+
+
 @pytest.fixture(scope="session")
 def start_worker(
-    redis_url: str, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory, media_store: MediaStore
 ) -> Iterator[Callable[[], Worker]]:
     """Start `celery -A clinic_platform worker -Q inference` processes; all stopped at the end."""
-    from django.conf import settings
     from django.db import connection
 
     started: list[Worker] = []
@@ -91,14 +130,17 @@ def start_worker(
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,  # the test settings default it to memory:// otherwise
         "DATABASE_URL": database_url(connection.settings_dict),  # the test database, by now
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        **media_store.env(),
         "PYTHONUNBUFFERED": "1",
     }
     logs = tmp_path_factory.mktemp("workers")
 
     def start() -> Worker:
         try:
-            worker = start_celery_worker(env=env, log_dir=logs, prefix="e2e")
+            # Each worker serves its Prometheus metrics on a port of its own.
+            worker = start_celery_worker(
+                env={**env, "WORKER_METRICS_PORT": str(free_port())}, log_dir=logs, prefix="e2e"
+            )
         except RuntimeError as exc:
             pytest.fail(str(exc))
         started.append(worker)
@@ -114,3 +156,16 @@ def worker(start_worker: Callable[[], Worker]) -> Worker:
     """One worker shared by the tests (the model loads once); tests that kill workers start
     their own with `start_worker` and stop this one first."""
     return start_worker()
+
+
+@pytest.fixture
+def api(live_server, transactional_db) -> tuple[requests.Session, str]:
+    clinic = clinic_create(name="E2E Clinic")
+    user_create(clinic=clinic, username="e2e-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
+    session = requests.Session()
+    response = session.post(
+        f"{live_server.url}/api/auth/token/", data={"username": "e2e-staff", "password": PASSWORD}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    session.headers["Authorization"] = f"Token {response.json()['token']}"
+    return session, live_server.url

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-import time
 
-import pytest
 import redis
 import requests
-from e2e_support import SCAN_TIMEOUT_S, scan_file
+from e2e_support import API_PASSWORD as PASSWORD
+from e2e_support import MediaStore, scan_file, wait_for_scan
 from PIL import Image
 
 from apps.accounts.models import Role
@@ -18,33 +17,10 @@ from apps.scans.models import Prediction
 from bench.harness import Worker
 from workers.imaging import CLASS_NAMES
 
-PASSWORD = "e2e-api-password"
 
-
-def wait_for_scan(session: requests.Session, url: str, timeout: float = SCAN_TIMEOUT_S) -> dict:
-    """Poll the scan until it is done or failed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = session.get(url, timeout=10).json()
-        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(1)
-
-
-@pytest.fixture
-def api(live_server, transactional_db) -> tuple[requests.Session, str]:
-    clinic = clinic_create(name="E2E Clinic")
-    user_create(clinic=clinic, username="e2e-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
-    session = requests.Session()
-    response = session.post(
-        f"{live_server.url}/api/auth/token/", data={"username": "e2e-staff", "password": PASSWORD}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    session.headers["Authorization"] = f"Token {response.json()['token']}"
-    return session, live_server.url
-
-
-def test_upload_over_http_is_analysed_by_a_real_worker(api: tuple[requests.Session, str], worker: Worker) -> None:
+def test_upload_over_http_is_analysed_by_a_real_worker(
+    api: tuple[requests.Session, str], worker: Worker, media_store: MediaStore
+) -> None:
     session, base = api
     patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-1", "name": "Pat Ient"}, timeout=10)
     assert patient.status_code == 201, patient.text
@@ -80,10 +56,27 @@ def test_upload_over_http_is_analysed_by_a_real_worker(api: tuple[requests.Sessi
         with Image.open(io.BytesIO(served.content)) as image:
             assert image.size == size, (key, image.size, size)
 
-    stored = Prediction.objects.get(scan_id=scan["id"])
+    stored = Prediction.objects.select_related("scan").get(scan_id=scan["id"])
     with stored.heatmap.open("rb") as handle, Image.open(handle) as heatmap:
         assert heatmap.size == size
         assert heatmap.getextrema()[1] > 0  # the map highlights something
+
+    # The upload, heatmap and overlay are where the storage puts them: objects in the bucket
+    # (and nothing on the local disk the web and worker would otherwise have to share), or
+    # files under MEDIA_ROOT.
+    names = {stored.scan.image.name, stored.heatmap.name, stored.overlay.name}
+    assert names <= media_store.names(), (media_store.kind, names)
+    if media_store.kind == "s3":
+        assert media_store.local_files() == []
+
+    # Another clinic's user gets 404 for each of these files, as for a missing one.
+    other = clinic_create(name="E2E Other Clinic")
+    user_create(clinic=other, username="e2e-other", password=PASSWORD, role=Role.CLINIC_STAFF)
+    outsider = requests.Session()
+    token = outsider.post(f"{base}/api/auth/token/", data={"username": "e2e-other", "password": PASSWORD}, timeout=10)
+    outsider.headers["Authorization"] = f"Token {token.json()['token']}"
+    for key in ("image_url", "overlay_url", "heatmap_url"):
+        assert outsider.get(scan[key], timeout=10).status_code == 404, key
 
 
 def test_a_bad_upload_is_rejected_and_nothing_is_queued(api: tuple[requests.Session, str], broker: str) -> None:

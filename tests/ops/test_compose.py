@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("web", "worker-gpu", "worker-cpu", "worker-maintenance", "beat", "migrate")
 WORKERS = ("worker-gpu", "worker-cpu")
 # What a production container cannot run without (the local defaults are for a laptop).
-REQUIRED_ENV = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "MEDIA_ROOT")
+REQUIRED_ENV = (
+    "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
+    "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,22 +72,56 @@ def test_urls_point_at_compose_services(compose: dict[str, Any]) -> None:
     assert match.group(2) == db["POSTGRES_PASSWORD"]  # same ${POSTGRES_PASSWORD:-...} expression
 
 
-def test_one_media_volume_shared_at_media_root(compose: dict[str, Any]) -> None:
-    mounts = {}
-    for name in ("web", *WORKERS):
+def test_media_is_in_the_object_store_not_a_shared_volume(compose: dict[str, Any]) -> None:
+    """Web and workers share no disk: files are objects in the s3 service's bucket, whose data
+    lives on a named volume of its own."""
+    for name in APP_SERVICES:
         service = compose["services"][name]
-        media_root = service["environment"]["MEDIA_ROOT"]
-        volumes = [v for v in service["volumes"] if isinstance(v, str) and v.split(":")[1] == media_root]
-        assert len(volumes) == 1, f"{name}: nothing mounted at MEDIA_ROOT={media_root}"
-        mounts[name] = volumes[0].split(":")[0]
-    assert len(set(mounts.values())) == 1, f"web and workers must share one media volume: {mounts}"
-    assert next(iter(mounts.values())) in compose["volumes"]  # a named volume, not a host path
+        assert not service.get("volumes"), f"{name} mounts {service.get('volumes')}: use the bucket"
+        assert "MEDIA_ROOT" not in service["environment"]
+        assert service["environment"]["S3_ENDPOINT_URL"] == "http://s3:9000"
+        assert service["depends_on"]["s3"]["condition"] == "service_healthy"
+    s3 = compose["services"]["s3"]
+    (volume,) = s3["volumes"]
+    assert volume.split(":")[0] in compose["volumes"]  # a named volume, not a host path
+    assert volume.split(":")[1] == command(s3)[command(s3).index("server") + 1]
+    # The S3 server's keys are the ones the app uses.
+    env = compose["services"]["web"]["environment"]
+    assert s3["environment"]["MINIO_ROOT_USER"] == env["AWS_ACCESS_KEY_ID"]
+    assert s3["environment"]["MINIO_ROOT_PASSWORD"] == env["AWS_SECRET_ACCESS_KEY"]
+    assert "media" not in compose["volumes"]
 
 
-def test_media_root_matches_the_image(compose: dict[str, Any]) -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    media_root = compose["services"]["web"]["environment"]["MEDIA_ROOT"]
-    assert f"MEDIA_ROOT={media_root}" in dockerfile
+def test_migrate_creates_the_bucket_first(compose: dict[str, Any]) -> None:
+    script = " ".join(command(compose["services"]["migrate"]))
+    assert script.index("ensure_bucket") < script.index("migrate --noinput")
+
+
+@pytest.fixture(scope="module")
+def workers_compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.workers.yml").read_text())
+
+
+def test_workers_only_file_needs_nothing_from_the_web_host(
+    workers_compose: dict[str, Any], settings_env_names: set[str]
+) -> None:
+    services = workers_compose["services"]
+    assert set(services) == {"worker-gpu", "worker-cpu"}
+    raw = (ROOT / "docker-compose.workers.yml").read_text()
+    for name, service in services.items():
+        env = service["environment"]
+        assert set(env) <= settings_env_names, f"{name}: {sorted(set(env) - settings_env_names)}"
+        assert set(REQUIRED_ENV) - {"DJANGO_ALLOWED_HOSTS"} <= set(env), name
+        assert not service.get("volumes"), name
+        assert not service.get("depends_on"), name
+        cmd = command(service)
+        assert cmd[cmd.index("-Q") + 1] == INFERENCE_QUEUE
+        assert cmd[cmd.index("--concurrency") + 1] == "1"
+    # Remote services must be given: no default that silently points at localhost.
+    for variable in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
+        assert f"${{{variable}:?" in raw, variable
+    devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
 
 
 @pytest.mark.parametrize("name", WORKERS)
@@ -122,7 +159,7 @@ def test_redis_persists_and_never_evicts(compose: dict[str, Any]) -> None:
 
 
 def test_health_checks(compose: dict[str, Any]) -> None:
-    for name in ("db", "redis", "web", *WORKERS, "beat"):
+    for name in ("db", "redis", "s3", "web", *WORKERS, "beat"):
         assert "test" in compose["services"][name].get("healthcheck", {}), f"{name} has no health check"
     web_check = " ".join(compose["services"]["web"]["healthcheck"]["test"])
     assert reverse("healthz") in web_check
@@ -133,6 +170,7 @@ def test_app_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> 
         depends = compose["services"][name]["depends_on"]
         assert depends["db"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["s3"]["condition"] == "service_healthy"
 
 
 def test_web_runs_the_wsgi_app_under_gunicorn(compose: dict[str, Any]) -> None:

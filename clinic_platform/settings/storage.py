@@ -54,3 +54,7 @@ MEDIA_STORAGE = (
     if S3_ENDPOINT_URL and S3_BUCKET
     else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 )
+# With S3: redirect the clinic-checked media views to a presigned URL (valid 30 s) instead of
+# streaming the object through the web process. Off by default: streaming keeps the object store
+# off the browsers' network and `no-store` on every response (docs/operations.md has the figures).
+MEDIA_PRESIGNED_REDIRECT = env.bool("MEDIA_PRESIGNED_REDIRECT", default=False)

@@ -119,3 +119,22 @@ def test_ensure_bucket_creates_a_missing_bucket_once(s3_server, settings):
     assert first.getvalue().strip() == f"bucket {bucket} created"
     assert second.getvalue().strip() == f"bucket {bucket} exists"
     s3_server.client().delete_bucket(Bucket=bucket)
+
+
+def test_presigned_redirect_mode_sends_a_short_lived_signed_url_after_the_clinic_check(
+    s3_north, s3_media, client, settings, django_capture_on_commit_callbacks
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    settings.MEDIA_PRESIGNED_REDIRECT = True
+    south = make_world("south", django_capture_on_commit_callbacks)
+    client.force_login(s3_north.staff)
+    response = client.get(reverse("scans:image", args=[s3_north.scan.pk]))
+    assert response.status_code == 302
+    assert "no-store" in response["Cache-Control"]
+    url = response["Location"]
+    query = parse_qs(urlsplit(url).query)
+    assert "X-Amz-Signature" in query
+    assert int(query["X-Amz-Expires"][0]) < 60
+    assert requests.get(url, timeout=10).content == real_scan_bytes()
+    assert client.get(reverse("scans:image", args=[south.scan.pk])).status_code == 404

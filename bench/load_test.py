@@ -7,7 +7,8 @@ API, the status of its latest scan, and that scan's overlay once analysed (clini
 streamed from the bucket). Reported per phase: p50/p95 latency of each request kind, errors
 (any non-2xx/3xx or exception), scans analysed per minute while the clients ran (completions
 in the window), and lost scans: after the phase every uploaded scan must reach done within the
-drain time; one still queued/processing or failed is lost.
+drain time; one still queued/processing or failed is lost. Then, with no client traffic, a
+backlog of --backlog scans submitted at once is timed until analysed: the workers' own rate.
 
     .venv/bin/python bench/load_test.py [--clients 4] [--seconds 60] [--web-workers 2]
 needs: DATABASE_URL (PostgreSQL; a database <name>_load is created and dropped), REDIS_URL
@@ -160,6 +161,31 @@ def _warm_up(workers: int, base: str, case_id: int, scans: list[bytes]) -> None:
     raise SystemExit("warm-up scans were not analysed in 5 minutes: see the worker logs")
 
 
+def _drain_backlog(count: int, case_id: int, scans: list[bytes], timeout: float) -> tuple[float, int]:
+    """Workers alone: `count` scans submitted in one go (one commit, published together, as
+    the upload service does), timed until the last is analysed; no client traffic meanwhile.
+    Returns (seconds, scans not done)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.cases.models import Case
+    from apps.scans.models import Scan, ScanStatus
+    from apps.scans.services import scans_submit
+
+    if count <= 0:
+        return 0.0, 0
+    case = Case.objects.get(pk=case_id)
+    user = case.created_by
+    files = [SimpleUploadedFile(f"b{i}.jpg", scans[i % len(scans)], "image/jpeg") for i in range(count)]
+    submitted = scans_submit(case=case, uploaded_by=user, uploads=files)  # publishes on commit (autocommit)
+    started = time.monotonic()
+    ids = [s.pk for s in submitted]
+    pending = Scan.objects.filter(pk__in=ids).exclude(status__in=[ScanStatus.DONE, ScanStatus.FAILED])
+    while pending.exists() and time.monotonic() - started < timeout:
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+    return elapsed, Scan.objects.filter(pk__in=ids).exclude(status=ScanStatus.DONE).count()
+
+
 def run_phase(workers: int, args, env: dict[str, str], base: str, case_ids: list[int], scans, logs: Path) -> dict:
     from django.db import close_old_connections
     from django.utils import timezone
@@ -192,9 +218,11 @@ def run_phase(workers: int, args, env: dict[str, str], base: str, case_ids: list
         statuses = defaultdict(int)
         for status in Scan.objects.filter(pk__in=stats.uploaded).values_list("status", flat=True):
             statuses[status] += 1
+        backlog_s, backlog_lost = _drain_backlog(args.backlog, case_ids[0], scans, args.drain)
         return {
             "workers": workers, "window_s": window_s, "stats": stats, "done_in_window": in_window,
-            "statuses": dict(statuses), "lost": len(stats.uploaded) - statuses.get(ScanStatus.DONE, 0),
+            "statuses": dict(statuses), "lost": len(stats.uploaded) - statuses.get(ScanStatus.DONE, 0) + backlog_lost,
+            "backlog": args.backlog, "backlog_s": backlog_s,
         }  # fmt: skip
     finally:
         for worker in started_workers:
@@ -212,6 +240,10 @@ def report(result: dict) -> None:
         print(f"| {kind} | {len(values)} | {_pct(values, 0.5):.0f} | {_pct(values, 0.95):.0f} |")
     for error in stats.errors[:10]:
         print("  error:", error)
+    if result["backlog"]:
+        rate = result["backlog"] / result["backlog_s"] * 60
+        took = result["backlog_s"]
+        print(f"backlog of {result['backlog']} scans, workers alone: {took:.1f} s = {rate:.0f} scans/min")
 
 
 def main() -> int:
@@ -221,6 +253,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=300.0, help="max wait for the backlog after each phase")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--phases", default="1,2", help="model workers per phase")
+    parser.add_argument("--backlog", type=int, default=40, help="scans drained by the workers alone per phase")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not (os.environ.get("DATABASE_URL", "").startswith("postgres")):
@@ -290,7 +323,10 @@ def main() -> int:
         if len(results) >= 2:
             first, last = results[0], results[-1]
             ratio = (last["done_in_window"] / last["window_s"]) / max(first["done_in_window"] / first["window_s"], 1e-9)
-            print(f"\nthroughput {last['workers']} vs {first['workers']} workers: x{ratio:.2f}")
+            print(f"\nthroughput under client load, {last['workers']} vs {first['workers']} workers: x{ratio:.2f}")
+            if first["backlog"]:
+                print(f"backlog drain, {last['workers']} vs {first['workers']} workers:"
+                      f" x{first['backlog_s'] / last['backlog_s']:.2f}")  # fmt: skip
         bad = sum(len(r["stats"].errors) + r["lost"] for r in results)
         return 1 if bad else 0
 

@@ -18,6 +18,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from apps.scans import services
+from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
 from clinic_platform.logcontext import scan_context
 from workers import metrics
@@ -49,8 +50,14 @@ def _claim(scan_id: int, redelivered: bool) -> Scan | None:
 
 
 def _read(scan: Scan) -> bytes:
-    with metrics.stage("storage"), scan.image.open("rb") as handle:
-        return handle.read()
+    """The uploaded file from storage; FileNotFoundError when it is not there (disk or S3)."""
+    try:
+        with metrics.stage("storage"), scan.image.open("rb") as handle:
+            return handle.read()
+    except Exception as exc:
+        if is_missing_object(exc) and not isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(scan.image.name) from exc
+        raise
 
 
 def _store(scan: Scan, result: Any) -> str:
@@ -137,8 +144,8 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
                 continue
             try:
                 claimed.append((scan, _read(scan)))
-            except FileNotFoundError:
-                claimed.append((scan, None))  # _analyze_one records the missing file
+            except Exception:  # read again, and the failure recorded, by _analyze_one
+                claimed.append((scan, None))
     results = None
     readable = [(scan, data) for scan, data in claimed if data is not None]
     if len(readable) > 1 and len(readable) == len(claimed):

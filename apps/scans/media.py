@@ -12,6 +12,16 @@ from django.core.files.storage import Storage, default_storage
 logger = logging.getLogger(__name__)
 
 
+def is_missing_object(exc: BaseException) -> bool:
+    """The storage says the file is not there: FileNotFoundError (local disk) or botocore's
+    ClientError with NoSuchKey / 404 (S3)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    error = getattr(exc, "response", None)
+    code = str(error.get("Error", {}).get("Code")) if isinstance(error, dict) else ""
+    return code in {"404", "NoSuchKey", "NotFound"}
+
+
 @dataclass
 class MediaCopyReport:
     copied: int = 0

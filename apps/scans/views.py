@@ -18,6 +18,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 
+from .media import is_missing_object
 from .selectors import scan_get
 
 # A DICOM scan's `image` is its PNG rendering; the de-identified file itself is `dicom`.
@@ -50,19 +51,13 @@ def _open(field: FieldFile) -> File:
         handle = field.open("rb")
         # S3: fetch it now (one GET), so a missing object is a 404 before any byte is sent.
         handle.file  # noqa: B018
-    except (FileNotFoundError, ValueError):
+    except ValueError:
         raise Http404("The file is missing.") from None
     except Exception as exc:
-        if _is_missing_object(exc):
+        if is_missing_object(exc):
             raise Http404("The file is missing.") from None
         raise
     return handle
-
-
-def _is_missing_object(exc: Exception) -> bool:
-    """botocore's ClientError for an object that is not there (NoSuchKey / 404)."""
-    error = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
-    return str(error.get("Code")) in {"404", "NoSuchKey", "NotFound"}
 
 
 def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:

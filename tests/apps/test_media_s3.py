@@ -138,3 +138,15 @@ def test_presigned_redirect_mode_sends_a_short_lived_signed_url_after_the_clinic
     assert int(query["X-Amz-Expires"][0]) < 60
     assert requests.get(url, timeout=10).content == real_scan_bytes()
     assert client.get(reverse("scans:image", args=[south.scan.pk])).status_code == 404
+
+
+def test_a_scan_whose_object_is_gone_fails_with_a_clear_message(s3_north, monkeypatch,
+                                                                 django_capture_on_commit_callbacks):  # fmt: skip
+    from coredata import PixelAnalyzer
+
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())])
+    default_storage.delete(scan.image.name)
+    assert tasks.analyze_scan(scan.pk) == "failed"
+    assert Scan.objects.get(pk=scan.pk).error == "The uploaded file is missing from storage."

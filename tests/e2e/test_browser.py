@@ -84,7 +84,10 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     overlay = page.locator("img.overlay")
     overlay.wait_for(state="visible", timeout=SCAN_TIMEOUT_S * 1000)
     assert page.locator("article[id^=scan-]").get_attribute("data-status") == "done", worker.log_tail()
-    assert page.evaluate("img => img.complete && img.naturalWidth > 0", overlay.element_handle())
+    # Visible is not loaded: the picture is fetched (from the bucket, with S3) after the card swaps in.
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=30_000
+    )
     assert page.locator(".probs li").count() == 4
     # ...and the finished card makes the case summary refresh itself too.
     page.wait_for_selector("#case-summary >> text=1 done")

@@ -79,6 +79,10 @@ class Analyzer:
         self._forward = forward
         self._forward(tf.zeros((1, self.input_size, self.input_size, 3)))  # trace once, at load
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        # Whether a study's slices should go through analyze_batch: on this project's CPU a
+        # batch of 8 or 32 costs ~1.5x more per slice than batch 1 (bench/analyze_batch.py,
+        # docs/operations.md), so CPU workers analyse slices one at a time.
+        self.batch_preferred: bool = self.device == "GPU"
         logger.info("model %s loaded on %s in %.1f s", self.model_version, self.device, time.perf_counter() - started)
 
     def analyze(self, data: bytes) -> AnalysisResult:

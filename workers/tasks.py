@@ -6,8 +6,9 @@ through Django's storage API only (local disk or the S3 bucket alike), never a l
 worker shares no disk with the web hosts.
 
 - `analyze_scan(scan_id)`: one scan, the path every upload and the sweep use;
-- `analyze_scans(scan_ids)`: the slices of one study in one batch (`Analyzer.analyze_batch`:
-  one forward/backward pass), published by `scans_submit(..., study=True)`.
+- `analyze_scans(scan_ids)`: the slices of one study in one task, published by
+  `scans_submit(..., study=True)`; on a GPU worker in one batch (`Analyzer.analyze_batch`: one
+  forward/backward pass), on a CPU worker one by one (batches are slower per slice there).
 """
 
 import logging
@@ -33,6 +34,14 @@ def _get_analyzer() -> Any:
     analyzer = get_analyzer()
     metrics.model_loaded(analyzer)
     return analyzer
+
+
+def _batch_preferred() -> bool:
+    """GPU workers batch a study's slices; CPU workers do them one by one (measured faster)."""
+    try:
+        return bool(getattr(_get_analyzer(), "batch_preferred", True))
+    except Exception:  # the model did not load: the one-scan path records that on each scan
+        return False
 
 
 def _redelivered(task: Task) -> bool:
@@ -148,7 +157,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
                 claimed.append((scan, None))
     results = None
     readable = [(scan, data) for scan, data in claimed if data is not None]
-    if len(readable) > 1 and len(readable) == len(claimed):
+    if len(readable) > 1 and len(readable) == len(claimed) and _batch_preferred():
         try:
             results = _get_analyzer().analyze_batch([data for _, data in readable])
         except SoftTimeLimitExceeded:

@@ -51,6 +51,15 @@ def test_the_worker_analyses_a_study_in_one_pass(north, analyzer, broker, django
     assert tasks.analyze_scans(ids) == {str(i): "skipped" for i in ids}
 
 
+def test_a_worker_that_prefers_single_slices_analyses_a_study_one_by_one(
+    north, analyzer, broker, django_capture_on_commit_callbacks
+):
+    analyzer.batch_preferred = False  # what a CPU worker's runtime says (workers/runtime.py)
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
+    assert tasks.analyze_scans(ids) == {str(i): "done" for i in ids}
+    assert (analyzer.batch_calls, analyzer.calls) == (0, 3)
+
+
 def test_an_unreadable_slice_fails_alone(north, analyzer, broker, media_root, django_capture_on_commit_callbacks):
     scans = _study(north, django_capture_on_commit_callbacks)
     broken = media_root / scans[1].image.name

@@ -130,6 +130,8 @@ def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
         assert together.timings_ms["inference"] > 0
     assert {r.label for r in batch} >= {"glioma", "meningioma", "notumor", "pituitary"}
     assert analyzer.analyze_batch([]) == []
+    # Batches are slower per slice on a CPU (bench/analyze_batch.py): workers batch on GPUs only.
+    assert analyzer.batch_preferred == (analyzer.device == "GPU")
 
 
 def test_analyze_batch_raises_for_a_bad_slice(analyzer) -> None:

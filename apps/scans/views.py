@@ -42,9 +42,10 @@ def _authenticate(request: HttpRequest) -> bool:
 
 def _open(field: FieldFile) -> File:
     """The stored file, opened through the storage API (local disk or S3 alike); Http404 when
-    it is missing. Streamed through this view, never redirected to the bucket: the clinic check
-    and `no-store` then hold for every byte, and browsers never need to reach the object store
-    (docs/operations.md, "Object storage", has the measurement behind the choice)."""
+    it is missing. Streamed through this view by default rather than redirected to the bucket:
+    the clinic check and `no-store` then hold for every byte, and browsers never need to reach
+    the object store (docs/operations.md, "Object storage": the measurement behind the choice,
+    and MEDIA_PRESIGNED_REDIRECT for the other way)."""
     if not field:
         raise Http404("The file is missing.")
     try:

@@ -102,3 +102,19 @@ def test_every_lifecycle_line_of_a_scan_carries_its_id_as_json(north, analyzer, 
     assert any("claimed" in m for m in messages), messages
     assert any(": done" in m for m in messages), messages
     assert {line["scan_id"] for line in lines} == {scan.pk}, lines
+
+
+def test_a_dicom_series_is_published_as_one_study_and_loose_files_one_by_one(
+    north, broker, django_capture_on_commit_callbacks
+):
+    import dicomdata
+
+    series = upload(dicomdata.series_zip(dicomdata.training_series(3)), "study.zip", "application/zip")
+    loose = upload(real_scan_bytes("pituitary"), "loose.jpg")
+    with django_capture_on_commit_callbacks(execute=True):
+        scans = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[series, loose])
+    slices = sorted(s.pk for s in scans if s.series_uid)
+    (jpeg,) = [s.pk for s in scans if not s.series_uid]
+    assert len(slices) == 3
+    published = {(p.task, tuple(p.args[0]) if isinstance(p.args[0], list) else p.args[0]) for p in broker()}
+    assert published == {("workers.tasks.analyze_scan", jpeg), ("workers.tasks.analyze_scans", tuple(slices))}

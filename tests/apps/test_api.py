@@ -1,12 +1,13 @@
 """The REST API, through HTTP with token auth."""
 
 import pytest
-from coredata import PASSWORD, finish_scan, png_bytes, real_scan_bytes, upload
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, finish_scan, upload
+from tests.testkit.scans import png_bytes, real_scan_bytes
 
 
 @pytest.fixture

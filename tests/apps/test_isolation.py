@@ -75,7 +75,7 @@ def test_every_url_with_an_object_id_is_in_the_isolation_list():
 
 def _login(client, user, name):
     if name.startswith("api:"):
-        from coredata import api_token
+        from tests.testkit.data import api_token
 
         client.defaults["HTTP_AUTHORIZATION"] = f"Token {api_token(user)}"
     else:

@@ -2,12 +2,13 @@
 
 import io
 
-from coredata import api_token, png_bytes, upload
 from django.conf import settings
 from django.urls import reverse
 from PIL import Image
 
 from apps.scans.services import scans_submit
+from tests.testkit.data import api_token, upload
+from tests.testkit.scans import png_bytes
 
 
 def _body(response) -> bytes:

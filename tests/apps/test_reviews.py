@@ -1,7 +1,6 @@
 """Review with correction and history: services and the API contract."""
 
 import pytest
-from coredata import make_case
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -9,6 +8,7 @@ from rest_framework.test import APIClient
 from apps.cases.services import case_sign
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scan_review
+from tests.testkit.data import make_case
 
 
 def _api(user) -> APIClient:

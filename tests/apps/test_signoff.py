@@ -1,7 +1,6 @@
 """Sign-off: who signs, what must be done first, the lock, addenda, and "unverified" until then."""
 
 import pytest
-from coredata import make_case, png_bytes, upload
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -11,6 +10,8 @@ from apps.cases.selectors import case_get, case_reading_summary
 from apps.cases.services import case_addendum_add, case_sign
 from apps.scans.models import Scan
 from apps.scans.services import scan_review, scans_submit
+from tests.testkit.data import make_case, upload
+from tests.testkit.scans import png_bytes
 
 
 def _api(user) -> APIClient:

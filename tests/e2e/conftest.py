@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.harness import Worker, database_url, redis_server
-from bench.harness import start_worker as start_celery_worker
+from tests.testkit.processes import Worker, database_url, redis_server
+from tests.testkit.processes import start_worker as start_celery_worker
 
 E2E_REDIS_DB = 15
 

@@ -9,16 +9,13 @@ import time
 import pytest
 import redis
 import requests
-from e2e_support import SCAN_TIMEOUT_S, scan_file
 from PIL import Image
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
 from apps.scans.models import Prediction
-from bench.harness import Worker
+from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
+from tests.testkit.scans import real_scan_path
 from workers.imaging import CLASS_NAMES
-
-PASSWORD = "e2e-api-password"
 
 
 def wait_for_scan(session: requests.Session, url: str, timeout: float = SCAN_TIMEOUT_S) -> dict:
@@ -33,8 +30,7 @@ def wait_for_scan(session: requests.Session, url: str, timeout: float = SCAN_TIM
 
 @pytest.fixture
 def api(live_server, transactional_db) -> tuple[requests.Session, str]:
-    clinic = clinic_create(name="E2E Clinic")
-    user_create(clinic=clinic, username="e2e-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
+    clinic_user("E2E Clinic", "e2e-staff")
     session = requests.Session()
     response = session.post(
         f"{live_server.url}/api/auth/token/", data={"username": "e2e-staff", "password": PASSWORD}, timeout=10
@@ -51,7 +47,7 @@ def test_upload_over_http_is_analysed_by_a_real_worker(api: tuple[requests.Sessi
     case = session.post(f"{base}/api/cases/", data={"patient": patient.json()["id"]}, timeout=10)
     assert case.status_code == 201, case.text
 
-    path = scan_file("glioma")
+    path = real_scan_path("glioma")
     with path.open("rb") as handle:
         upload = session.post(
             f"{base}/api/cases/{case.json()['id']}/scans/",

@@ -8,14 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import SCAN_TIMEOUT_S, scan_file
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
-from bench.harness import Worker
+from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
+from tests.testkit.scans import real_scan_path
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-PASSWORD = "e2e-browser-password"
 
 
 @pytest.fixture
@@ -50,8 +48,7 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
 
 def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Worker) -> None:
-    clinic = clinic_create(name="Browser Clinic")
-    user_create(clinic=clinic, username="nurse", password=PASSWORD, role=Role.CLINIC_STAFF)
+    clinic_user("Browser Clinic", "nurse")
     base = live_server.url
 
     # Log in
@@ -74,7 +71,7 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     page.click("nav >> text=New case")
     page.select_option("select[name=patient]", label="Brow Ser (BR-1)")
     page.fill("input[name=title]", "Browser case")
-    page.set_input_files("input[name=files]", str(scan_file("pituitary")))
+    page.set_input_files("input[name=files]", str(real_scan_path("pituitary")))
     page.click("text=Open case and analyse")
     page.wait_for_selector("h1:has-text('Browser case')")
     card = page.locator("article[id^=scan-]")

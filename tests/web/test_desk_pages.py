@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
-from page_support import finish_scan, png_upload
 
 from apps.cases.models import Case, CaseAddendum
 from apps.cases.services import case_create, case_sign
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scan_review, scans_submit
+from tests.testkit.data import finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from page_support import PASSWORD, finish_scan, png_upload
 
 from apps.cases.models import Case
 from apps.cases.services import case_create
@@ -17,6 +16,7 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +128,7 @@ def test_case_detail_polls_until_done(staff_client, world) -> None:
     assert "Meningioma" in card
     assert "70.0%" in card
     assert "Low confidence" not in card
-    assert "test-model-1" in card
+    assert "pixel-test-1" in card
 
 
 def test_an_unsure_prediction_is_flagged(staff_client, world) -> None:

@@ -10,11 +10,14 @@ percentiles, and resized to the model's input size.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile
+
+from workers.scan_guard import ContainerError, check_container
 
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -22,8 +25,16 @@ ACCEPTED_FORMATS = ("JPEG", "PNG")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MIN_SIDE = 64
 MAX_SIDE = 8192
-# Far above any real slice (8192²), far below what would exhaust a worker's memory.
-MAX_PIXELS = 8192 * 8192
+# Far above any real slice (the training scans are at most 1920 px a side), and checked from the
+# header before any pixel is decoded.
+MAX_PIXELS = 40_000_000
+# A progressive JPEG cannot be decoded in one pass: the decoder keeps every DCT coefficient of
+# the image (2 bytes per pixel and colour component), so its pixel cap is lower.
+MAX_PROGRESSIVE_PIXELS = 16_000_000
+# Workers analyse a copy whose longest side is at most this (box-averaged down, before the head
+# crop): the model sees 224 px, and memory stays bounded whatever the upload. Every training
+# scan is smaller, so for them the serving path is exactly `prepare(decode_gray(data))`.
+WORK_SIDE = 2048
 
 # A truncated file must be an error, not a half-gray picture that gets a confident label.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -59,9 +70,25 @@ def _open(data: bytes) -> Image.Image:
             f"{image.format or 'This'} files are not accepted; upload a JPEG or PNG scan."
         )
     width, height = image.size
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    if max(width, height) > MAX_SIDE:
         raise ScanDecodeError(
             f"The image is {width}×{height} pixels; the largest accepted side is {MAX_SIDE}."
+        )
+    if width * height > MAX_PIXELS:
+        raise ScanDecodeError(
+            f"The image is {width}×{height} pixels ({width * height / 1e6:.0f} Mpx); "
+            f"at most {MAX_PIXELS // 1_000_000} Mpx are accepted."
+        )
+    if image.mode == "CMYK":
+        raise ScanDecodeError(
+            "CMYK images (a print export) are not accepted: their gray levels are not the scan's. "
+            "Export the scan as grayscale or RGB."
+        )
+    progressive = image.format == "JPEG" and bool(image.info.get("progressive") or image.info.get("progression"))
+    if progressive and width * height > MAX_PROGRESSIVE_PIXELS:
+        raise ScanDecodeError(
+            f"The image is a progressive JPEG of {width * height / 1e6:.0f} Mpx; progressive JPEGs are accepted "
+            f"up to {MAX_PROGRESSIVE_PIXELS // 1_000_000} Mpx. Export it as a baseline JPEG or PNG."
         )
     if min(width, height) < MIN_SIDE:
         raise ScanDecodeError(
@@ -79,11 +106,25 @@ def _load_pixels(image: Image.Image) -> None:
         raise ScanDecodeError("The image is truncated or corrupt and cannot be read.") from exc
 
 
+def _check_structure(data: bytes, image: Image.Image) -> None:
+    try:
+        check_container(data, image.format)
+    except ContainerError as exc:
+        raise ScanDecodeError(exc.args[0]) from exc
+
+
 def inspect_scan(data: bytes) -> ScanInfo:
-    """Validate an upload by content (fully decoding it) and describe it."""
+    """Validate an upload by content without holding its pixels (the web process calls this):
+    header limits first, then the container's structure (a PNG's whole pixel stream is inflated
+    and checked in bounded steps), then a JPEG is decoded at 1/8 scale, which reads every
+    coded block. Memory stays near the file's own size whatever the header promises."""
     image = _open(data)
-    _load_pixels(image)
-    return ScanInfo(format=image.format, width=image.size[0], height=image.size[1], mode=image.mode)
+    _check_structure(data, image)
+    info = ScanInfo(format=image.format, width=image.size[0], height=image.size[1], mode=image.mode)
+    if image.format == "JPEG":
+        image.draft("L", (max(1, info.width // 8), max(1, info.height // 8)))
+        _load_pixels(image)
+    return info
 
 
 def decode_gray(data: bytes) -> np.ndarray:
@@ -99,6 +140,39 @@ def decode_gray(data: bytes) -> np.ndarray:
     image = _open(data)
     _load_pixels(image)
     return to_gray(image)
+
+
+def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
+    """What a worker analyses: `decode_gray`, except that a scan longer than `max_side` is
+    box-averaged down to at most that first (a JPEG is decoded at reduced scale directly), so
+    neither the float copy nor the preprocessing is ever the size of a huge upload. A scan
+    within `max_side` gives exactly `decode_gray(data)`."""
+    image = _open(data)
+    _check_structure(data, image)
+    if max(image.size) <= max_side:
+        _load_pixels(image)
+        return to_gray(image)
+    if image.format == "JPEG":
+        # DCT scaling by 1/2, 1/4 or 1/8 while decoding, never below the bounded size.
+        scale = max(image.size) / max_side
+        image.draft(image.mode, (math.ceil(image.size[0] / scale), math.ceil(image.size[1] / scale)))
+    _load_pixels(image)
+    factor = math.ceil(max(image.size) / max_side)
+    if factor > 1:
+        image = _box_reduce(image, factor)
+    return to_gray(image)
+
+
+def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Average factor×factor blocks in the image's own mode (no full-size float copy)."""
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image)
+        size = (math.ceil(image.size[0] / factor), math.ceil(image.size[1] / factor))
+        return Image.fromarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA).astype(np.uint16), "I;16")
+    if image.mode in ("1", "P", "PA"):  # palette indices cannot be averaged
+        transparent = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "L")
+    return image.reduce(factor)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.core.files.uploadhandler import FileUploadHandler
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpRequest, HttpResponse
 
 from clinic_platform.errors import json_error, wants_json
@@ -51,12 +51,17 @@ class StreamLimitUploadHandler(FileUploadHandler):
         self.file_bytes += len(raw_data)
         self.total += len(raw_data)
         if self.file_bytes > MAX_UPLOAD_BYTES:
-            raise UploadTooLarge(
-                f"{self.file_name}: the file is larger than {_mb(MAX_UPLOAD_BYTES)}, the limit for one scan."
-            )
+            self._stop(f"{self.file_name}: the file is larger than {_mb(MAX_UPLOAD_BYTES)}, the limit for one scan.")
         if self.total > self.limit:
-            raise UploadTooLarge(f"The files together are larger than {_mb(self.limit)}, the limit for one request.")
+            self._stop(f"The files together are larger than {_mb(self.limit)}, the limit for one request.")
         return raw_data  # passed on to the next handler (memory or temporary file)
+
+    def _stop(self, message: str) -> None:
+        """Stop reading now. StopUpload makes Django's parser close (and so delete) the
+        temporary files written so far and leave the rest of the body unread; the middleware
+        answers 413 with the message."""
+        self.request.upload_refused = message
+        raise StopUpload(connection_reset=True)
 
     def file_complete(self, file_size: int) -> None:
         return None  # the next handler builds the file
@@ -124,6 +129,9 @@ class RequestLimitMiddleware:
                 request.POST  # noqa: B018 (parse now, under StreamLimitUploadHandler's limits)
             except UploadTooLarge as exc:
                 return self._too_large(request, str(exc))
+            refused = getattr(request, "upload_refused", None)
+            if refused:
+                return self._too_large(request, refused)
         return None
 
     @staticmethod

@@ -64,7 +64,14 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ScanDecodeError("The image has too many pixels to be a scan.") from exc
     except Exception as exc:  # PIL raises several types for unknown content
-        raise ScanDecodeError("The file is not a JPEG or PNG image.") from exc
+        magic = "PNG" if data.startswith(b"\x89PNG") else "JPEG" if data.startswith(b"\xff\xd8") else None
+        if magic is None:
+            raise ScanDecodeError("The file is not a JPEG or PNG image.") from exc
+        try:  # a JPEG/PNG Pillow would not open: say what is wrong with it
+            check_container(data, magic)
+        except ContainerError as problem:
+            raise ScanDecodeError(problem.args[0]) from exc
+        raise ScanDecodeError("The image is corrupt and cannot be read.") from exc
     if image.format not in ACCEPTED_FORMATS:
         raise ScanDecodeError(
             f"{image.format or 'This'} files are not accepted; upload a JPEG or PNG scan."
@@ -158,21 +165,21 @@ def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
         image.draft(image.mode, (math.ceil(image.size[0] / scale), math.ceil(image.size[1] / scale)))
     _load_pixels(image)
     factor = math.ceil(max(image.size) / max_side)
-    if factor > 1:
-        image = _box_reduce(image, factor)
-    return to_gray(image)
+    return to_gray(image) if factor == 1 else _reduced_gray(image, factor)
 
 
-def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
-    """Average factor×factor blocks in the image's own mode (no full-size float copy)."""
-    if image.mode.startswith("I;16"):
-        pixels = np.asarray(image)
-        size = (math.ceil(image.size[0] / factor), math.ceil(image.size[1] / factor))
-        return Image.fromarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA).astype(np.uint16), "I;16")
-    if image.mode in ("1", "P", "PA"):  # palette indices cannot be averaged
-        transparent = image.mode == "PA" or "transparency" in image.info
-        image = image.convert("RGBA" if transparent else "L")
-    return image.reduce(factor)
+def _reduced_gray(image: Image.Image, factor: int) -> np.ndarray:
+    """`to_gray(image)` averaged over factor×factor blocks, a band of rows at a time: no copy of
+    the whole image (not even Pillow's premultiplied one for RGBA) is ever made."""
+    width, height = image.size
+    out_width = math.ceil(width / factor)
+    band = factor * 64
+    parts = []
+    for top in range(0, height, band):
+        gray = to_gray(image.crop((0, top, width, min(height, top + band))))
+        rows = math.ceil(gray.shape[0] / factor)
+        parts.append(cv2.resize(gray, (out_width, rows), interpolation=cv2.INTER_AREA))
+    return np.clip(np.vstack(parts), 0.0, 1.0)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

@@ -25,10 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the DICOM test builders: one home for them
 
-from bench.harness import redis_server, start_worker  # noqa: E402
 from bench.queue_throughput import BENCH_REDIS_DB, _wait_done  # noqa: E402
+from tests.testkit.processes import redis_server, start_worker  # noqa: E402
 
 
 def main() -> int:
@@ -60,7 +59,6 @@ def main() -> int:
         import redis
 
         django.setup()
-        import dicomdata
         from django.core.files.uploadedfile import SimpleUploadedFile
         from django.core.management import call_command
         from django.db import connection
@@ -71,6 +69,7 @@ def main() -> int:
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
         from apps.scans.services import scans_upload
+        from tests.testkit import dicom as dicomdata
 
         redis.Redis.from_url(redis_url).flushdb()
         call_command("migrate", verbosity=0)

@@ -3,15 +3,9 @@ so a missing data folder stops the run at once with a message, instead of failin
 skipping) test by test."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from training.data import DEFAULT_DATA
-
-# `import dicomdata` (the DICOM test builders, tests/dicomdata.py) from every test folder.
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_configure(config: pytest.Config) -> None:

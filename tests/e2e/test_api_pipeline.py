@@ -103,8 +103,9 @@ def test_zipped_dicom_series_over_http_is_analysed_slice_by_slice(
     """A 3-slice MR series, zipped as a PACS exports it (shuffled names, a DICOMDIR), made from
     real training scans: three scans in slice order, each analysed by the real worker, each
     with its de-identified DICOM served."""
-    import dicomdata
     import pydicom
+
+    from tests.testkit import dicom as dicomdata
 
     session, base = api
     patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-DCM", "name": "Dee Icom"}, timeout=10)

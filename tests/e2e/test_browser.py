@@ -94,13 +94,11 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
 def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: Worker) -> None:
     """Upload a zipped 3-slice DICOM series on the case page; the study summary builds itself
     as the worker finishes slices, with thumbnails, the finding and its supporting slices."""
-    import dicomdata
-
     from apps.cases.services import case_create
     from apps.patients.services import patient_create
+    from tests.testkit import dicom as dicomdata
 
-    clinic = clinic_create(name="Browser DICOM Clinic")
-    staff = user_create(clinic=clinic, username="tech", password=PASSWORD, role=Role.CLINIC_STAFF)
+    staff = clinic_user("Browser DICOM Clinic", "tech")
     patient = patient_create(created_by=staff, mrn="BR-DCM", name="Dee Icom")
     case = case_create(created_by=staff, patient=patient, title="MRI brain series")
     base = live_server.url

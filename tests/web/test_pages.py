@@ -257,7 +257,7 @@ def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, 
 
 
 def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_client, world) -> None:
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
     archive = dicomdata.series_zip(dicomdata.training_series(4, patient_id="OTHER-PATIENT-9"))
@@ -303,7 +303,7 @@ def test_single_scan_case_has_no_study_summary(staff_client, world) -> None:
 
 
 def test_study_of_no_tumour_slices_reads_no_tumour(staff_client, world) -> None:
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
     uploads = [SimpleUploadedFile(f"{i}.dcm", data) for i, data in

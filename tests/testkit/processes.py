@@ -70,6 +70,96 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+class PersistentRedis:
+    """A redis-server of our own with AOF (`appendfsync always`: every write on disk before it is
+    acknowledged), on a fixed port and folder, so it can be killed by PID (SIGKILL) and started
+    again with its data: what a broker restart looks like in production."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(  # fixed argv
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start: {self.folder / 'redis.log'}") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def celery_app_on(url: str) -> Iterator[str]:
+    """This process's Celery app publishes to `url` inside the block, and to what it used before
+    afterwards (the test settings' memory:// or REDIS_URL)."""
+    from clinic_platform.celery import app
+
+    conf = app.conf
+    saved = (
+        os.environ.get("CELERY_BROKER_URL"),
+        conf.get("broker_url"), conf.get("broker_read_url"), conf.get("broker_write_url"),
+        conf.broker_transport_options,
+    )  # fmt: skip
+    # Celery's broker_url prefers the CELERY_BROKER_URL variable (the test settings set it), and
+    # an explicit read/write URL (another test may have pinned one) beats broker_url.
+    os.environ["CELERY_BROKER_URL"] = url
+    conf.broker_url = conf.broker_read_url = conf.broker_write_url = url
+    conf.broker_transport_options = {"visibility_timeout": 3600}
+    app._after_fork()  # drop connection/producer pools bound to the previous broker
+    assert app.connection_for_write().as_uri(include_password=True) == url
+    try:
+        yield url
+    finally:
+        env_url, conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport_options = saved
+        if env_url is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = env_url
+        app._after_fork()
+
+
+def worker_env(*, redis_url: str, database: Mapping[str, Any], media_root: str, **extra: str) -> dict[str, str]:
+    """The environment of a worker process working on the test database and media."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,  # the test settings default it to memory:// otherwise
+        "DATABASE_URL": database_url(database),  # the test database, by now
+        "MEDIA_ROOT": media_root,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 def database_url(db: Mapping[str, Any]) -> str:
     """A Django DATABASES entry as a URL that django-environ (the settings) reads back."""
     if db["ENGINE"].endswith("sqlite3"):

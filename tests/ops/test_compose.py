@@ -180,6 +180,7 @@ def test_only_the_proxy_publishes_ports(compose: dict[str, Any]) -> None:
     assert sorted(p.split(":")[-1] for p in compose["services"]["proxy"]["ports"]) == ["443", "80"]
     assert compose["services"]["web"]["expose"] == ["8000"]
     assert compose["services"]["web"]["environment"]["DJANGO_BEHIND_TLS_PROXY"] == "1"
+    assert compose["services"]["web"]["environment"]["TRUSTED_PROXY_COUNT"] == "1"  # nginx sets X-Forwarded-For
 
 
 def test_proxy_terminates_tls_caps_and_buffers_bodies(compose: dict[str, Any]) -> None:

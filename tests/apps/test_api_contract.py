@@ -11,7 +11,6 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -20,6 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from tests.testkit.data import api_token as new_api_token
 from tests.testkit.data import make_world
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))
@@ -39,7 +39,7 @@ CHECKS = [
 def api_token(live_server, transactional_db, django_capture_on_commit_callbacks) -> str:
     """A clinic with data (patient, case, a finished scan) and its staff member's token."""
     world = make_world("contract", django_capture_on_commit_callbacks)
-    return Token.objects.create(user=world.staff).key
+    return new_api_token(world.staff)
 
 
 def assert_error_shape(response) -> None:

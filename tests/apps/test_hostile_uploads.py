@@ -14,11 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan
-from tests.testkit.data import stored_files, upload
+from tests.testkit.data import api_token, stored_files, upload
 from tests.testkit.hostile import HostileFile, hostile_corpus, peak_memory, worst_accepted_jpeg, worst_accepted_png
 from workers.imaging import MAX_UPLOAD_BYTES
 
@@ -32,7 +31,7 @@ WEB_MEMORY_BOUND_MIB = 128
 @pytest.fixture
 def api(north) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=north.staff).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(north.staff)}")
     return client
 
 
@@ -130,7 +129,7 @@ def test_signed_in_upload_is_stopped_while_it_streams_past_the_file_limit(live_s
     spool = tmp_path / "spool"
     spool.mkdir()
     settings.FILE_UPLOAD_TEMP_DIR = str(spool)
-    token = Token.objects.create(user=north.staff).key
+    token = api_token(north.staff)
     path = reverse("api:case-scans", args=[north.case.pk])
     body = MAX_UPLOAD_BYTES + (8 << 20)  # one file 8 MiB over the limit, within the request limit
     status, answer, sent = _send_streaming(live_server.url, path, {"Authorization": f"Token {token}"}, body)

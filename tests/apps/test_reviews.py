@@ -119,7 +119,7 @@ def test_review_on_a_signed_case_needs_an_addendum_which_is_kept(north):
     client = _api(north.radiologist)
     refused = client.post(url, {"agrees": False, "label": "meningioma"}, format="json")
     assert refused.status_code == 400
-    assert "addendum" in refused.json()
+    assert "addendum" in refused.json()["error"]["fields"]
     accepted = client.post(
         url, {"agrees": False, "label": "meningioma", "addendum": "Second read: dural tail."}, format="json"
     )

@@ -67,7 +67,7 @@ def test_empty_conclusion_is_refused(north):
         reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "   "}, format="json"
     )
     assert response.status_code == 400
-    assert "conclusion" in response.json()
+    assert "conclusion" in response.json()["error"]["fields"]
     assert (
         _api(north.radiologist).post(reverse("api:case-sign", args=[north.case.pk]), {}, format="json").status_code
         == 400
@@ -124,7 +124,7 @@ def test_api_upload_to_a_signed_case_without_addendum_is_400(north):
         reverse("api:case-scans", args=[north.case.pk]), {"file": upload(png_bytes(), "late.png")}, format="multipart"
     )
     assert response.status_code == 400
-    assert "addendum" in response.json()
+    assert "addendum" in response.json()["error"]["fields"]
 
 
 def test_addenda_only_on_signed_cases_and_kept_in_order(north):

@@ -78,7 +78,8 @@ def test_correcting_then_signing_from_the_page(rad_client, world) -> None:
 
     # The sign form comes pre-filled with the reading.
     html = rad_client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
-    assert "slice.png: Pituitary tumour, corrects the model (model No tumour 60.0 %). Note: microadenoma" in html
+    reading = "Pituitary tumour, corrects the model (model No tumour 60.0 %). Note: microadenoma"
+    assert f"{world.scan.original_filename}: {reading}" in html
 
     response = rad_client.post(reverse("case_sign", args=[world.case.pk]), {"conclusion": "Pituitary microadenoma."})
     assert response.status_code == 302

@@ -10,7 +10,8 @@ reads the body):
   413 in the one error shape instead of an exception in whichever code touched `request.POST`.
 
 `StreamLimitUploadHandler` (first of FILE_UPLOAD_HANDLERS) counts bytes as they stream in and
-stops the request at the first chunk past `MAX_UPLOAD_BYTES` for one file or
+stops the request at the first chunk past `MAX_UPLOAD_BYTES` for one file (a zip:
+`DICOM_ZIP_MAX_BYTES`) or
 `UPLOAD_MAX_REQUEST_BYTES` for the whole body (chunked bodies have no declared length).
 Nothing past the limit is read, held or written to a temporary file.
 """
@@ -25,6 +26,8 @@ from django.http import HttpRequest, HttpResponse
 
 from clinic_platform.errors import json_error, wants_json
 from workers.imaging import MAX_UPLOAD_BYTES
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 class UploadTooLarge(RequestDataTooBig):
@@ -46,12 +49,16 @@ class StreamLimitUploadHandler(FileUploadHandler):
     def new_file(self, *args, **kwargs) -> None:
         super().new_file(*args, **kwargs)
         self.file_bytes = 0
+        self.file_limit = MAX_UPLOAD_BYTES
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if start == 0 and raw_data[:4] in _ZIP_MAGIC:  # a zipped DICOM study has its own, larger cap
+            self.file_limit = settings.DICOM_ZIP_MAX_BYTES
         self.file_bytes += len(raw_data)
         self.total += len(raw_data)
-        if self.file_bytes > MAX_UPLOAD_BYTES:
-            self._stop(f"{self.file_name}: the file is larger than {_mb(MAX_UPLOAD_BYTES)}, the limit for one scan.")
+        if self.file_bytes > self.file_limit:
+            kind = "one zipped study" if self.file_limit != MAX_UPLOAD_BYTES else "one scan"
+            self._stop(f"{self.file_name}: the file is larger than {_mb(self.file_limit)}, the limit for {kind}.")
         if self.total > self.limit:
             self._stop(f"The files together are larger than {_mb(self.limit)}, the limit for one request.")
         return raw_data  # passed on to the next handler (memory or temporary file)

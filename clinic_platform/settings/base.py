@@ -134,9 +134,10 @@ STORAGES = {
 # The proxy in front must also cap the body (docs/platform.md, "Uploads and memory").
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=20)
 # The whole body of a signed-in upload; counted while it streams (clinic_platform/uploads.py),
-# so a request is stopped at the first chunk past it. Anonymous clients get
-# DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and never a temporary file.
-UPLOAD_MAX_REQUEST_BYTES = env.int("UPLOAD_MAX_REQUEST_BYTES", default=100 * 2**20)
+# so a request is stopped at the first chunk past it. Room for one zipped DICOM study at its cap
+# (DICOM_ZIP_MAX_BYTES, 256 MiB) plus the form; the proxy's client_max_body_size is the same.
+# Anonymous clients get DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and never a temporary file.
+UPLOAD_MAX_REQUEST_BYTES = env.int("UPLOAD_MAX_REQUEST_BYTES", default=272 * 2**20)
 FILE_UPLOAD_HANDLERS = [
     "clinic_platform.uploads.StreamLimitUploadHandler",  # first: sees every chunk before it is kept
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

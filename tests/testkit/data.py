@@ -144,7 +144,7 @@ def make_world(name: str, capture: Callable, *, finished: bool = True) -> Clinic
 
 def dicom_scan(world: ClinicWorld, capture: Callable) -> Scan:
     """A DICOM scan (a real slice made into an MR DICOM) in a second case of the world's patient."""
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="DICOM case")
     data = dicomdata.mr_slice_from_jpeg(real_scan_bytes(), identity=dicomdata.Identity(patient_id=world.patient.mrn))

@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,32 @@ def _animated_png() -> bytes:
 def _oversized_stream_png() -> bytes:
     """A 100×100 header over a pixel stream that inflates to 64 MB: a classic zip bomb in a PNG."""
     return png_from_parts(100, 100, b"\0" * (64 << 20), level=9)
+
+
+def _zip(members: dict[str, bytes | int], level: int = 1) -> bytes:
+    """A zip archive; an int member is that many zero bytes, written in 1 MiB pieces."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
+        for name, content in members.items():
+            with archive.open(name, "w", force_zip64=True) as member:
+                if isinstance(content, int):
+                    for _ in range(content >> 20):
+                        member.write(bytes(1 << 20))
+                else:
+                    member.write(content)
+    return out.getvalue()
+
+
+def zip_corpus() -> list[HostileFile]:
+    """Zip bombs and nested zips, for the zipped-DICOM-study upload (apps/scans/ingest.py)."""
+    scan = real_scan_bytes("glioma")
+    zipped = "application/zip"
+    return [
+        HostileFile("total-bomb.zip", _zip({f"IM{i:02d}.dcm": 24 << 20 for i in range(22)}), "at most 512 MB", zipped),
+        HostileFile("member-bomb.zip", _zip({"IM0001": 64 << 20}), "the limit per file is 25 MB", zipped),
+        HostileFile("many-members.zip", _zip({f"IM{i:05d}": b"x" for i in range(2001)}), "at most 2000", zipped),
+        HostileFile("nested.zip", _zip({"inner.zip": _zip({"IM0001": scan})}), "a zip inside a zip", zipped),
+    ]
 
 
 def hostile_corpus() -> list[HostileFile]:

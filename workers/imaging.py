@@ -154,6 +154,15 @@ def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
     box-averaged down to at most that first (a JPEG is decoded at reduced scale directly), so
     neither the float copy nor the preprocessing is ever the size of a huge upload. A scan
     within `max_side` gives exactly `decode_gray(data)`."""
+    from workers import dicom  # imports this module: imported here, not at the top
+
+    if dicom.looks_like_dicom(data):  # decoded by workers.dicom (its own limits), then bounded
+        gray = decode_gray(data)
+        factor = math.ceil(max(gray.shape) / max_side)
+        if factor == 1:
+            return gray
+        size = (math.ceil(gray.shape[1] / factor), math.ceil(gray.shape[0] / factor))
+        return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
     image = _open(data)
     _check_structure(data, image)
     if max(image.size) <= max_side:

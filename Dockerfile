@@ -20,9 +20,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY requirements.txt .
-# Swap the TensorFlow line for the build-arg one; the test-only packages are small enough to keep.
-RUN grep -v '^tensorflow' requirements.txt > /tmp/requirements.txt \
+COPY requirements.txt ./
+COPY requirements/base.txt requirements/
+# Production packages only (no test tools, no training): requirements/base.txt, plus any package
+# line added to requirements.txt itself; the TensorFlow line is swapped for the build-arg one.
+RUN { grep -v '^tensorflow' requirements/base.txt; grep -Ev '^\s*(#|-r|$)' requirements.txt || true; } \
+        > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt "${TENSORFLOW}"
 
 COPY . .

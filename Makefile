@@ -5,14 +5,15 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
-# Reinstall only when requirements.txt changes: the stamp is newer than it otherwise.
+# Reinstall only when a requirements file changes: the stamp is newer than them otherwise.
 STAMP  := $(VENV)/.requirements.stamp
+REQUIREMENTS := requirements.txt $(wildcard requirements/*.txt)
 
 .PHONY: venv run test test-fast test-e2e-s3 lint bench clean-local
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(REQUIREMENTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
 	@touch $(STAMP)

@@ -2,7 +2,7 @@
 worker; the same 24 slices uploaded as the JPEGs they were made from are the baseline, in the
 same run, on the same worker.
 
-The series is built from real training scans with the test builders (tests/dicomdata.py),
+The series is built from real training scans with the test builders (tests/testkit/dicom.py),
 in the transfer syntax asked for, zipped as a PACS exports it. Both uploads go through the
 service the page and the API call (`scans_upload`): DICOM is unpacked, decoded, de-identified
 and rendered in it; the clock runs from the call until the last slice is done. A warm-up
@@ -25,10 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the DICOM test builders: one home for them
 
-from bench.harness import redis_server, start_worker  # noqa: E402
 from bench.queue_throughput import BENCH_REDIS_DB, _wait_done  # noqa: E402
+from tests.testkit.processes import redis_server, start_worker  # noqa: E402
 
 
 def main() -> int:
@@ -60,7 +59,6 @@ def main() -> int:
         import redis
 
         django.setup()
-        import dicomdata
         from django.core.files.uploadedfile import SimpleUploadedFile
         from django.core.management import call_command
         from django.db import connection
@@ -71,6 +69,7 @@ def main() -> int:
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
         from apps.scans.services import scans_upload
+        from tests.testkit import dicom as dicomdata
 
         redis.Redis.from_url(redis_url).flushdb()
         call_command("migrate", verbosity=0)

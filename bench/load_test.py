@@ -36,14 +36,14 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import (  # noqa: E402
-    DATASET,
+from tests.testkit.processes import (  # noqa: E402
     free_port,
     redis_server,
     s3_from_env,
     seaweedfs_server,
     start_worker,
 )  # fmt: skip
+from tests.testkit.scans import DATASET  # noqa: E402
 
 LOAD_REDIS_DB = 12
 PASSWORD = "load-test-password-1"  # noqa: S105 (throw-away users in a throw-away database)

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import seaweedfs_server  # noqa: E402
+from tests.testkit.processes import seaweedfs_server  # noqa: E402
 
 
 def main() -> None:
@@ -47,10 +47,9 @@ def main() -> None:
         from django.urls import reverse
 
         call_command("migrate", verbosity=0)
-        sys.path.insert(0, str(ROOT / "tests" / "apps"))
         from contextlib import contextmanager
 
-        from coredata import make_world
+        from tests.testkit.data import make_world
 
         @contextmanager
         def run_now(execute: bool = True):

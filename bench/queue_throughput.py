@@ -24,17 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import DATASET, redis_server, start_worker  # noqa: E402
+from tests.testkit.processes import redis_server, start_worker  # noqa: E402
+from tests.testkit.scans import real_scan_paths  # noqa: E402
 
 BENCH_REDIS_DB = 14
 
 
 def _scans(n: int) -> list[Path]:
     """n real scans, the four classes in turn."""
-    per_class = [sorted((DATASET / label).glob("*.jpg")) for label in ("glioma", "meningioma", "notumor", "pituitary")]
-    if not all(per_class):
-        raise SystemExit(f"no scans under {DATASET} (set BRAIN_MRI_DIR)")
-    return [per_class[i % 4][i // 4] for i in range(n)]
+    try:
+        return real_scan_paths(n)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _wait_done(scan_ids: list[int], timeout: float) -> None:

@@ -1,11 +1,9 @@
-"""What every API view shares: the clinic-member permission and the error mapping."""
+"""What every API view shares: the clinic-member permission (errors: clinic_platform/errors.py)."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, permissions
+from rest_framework import permissions
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from .client_ip import client_ip
@@ -39,13 +37,3 @@ class ClientScopedRateThrottle(ScopedRateThrottle):
 
     def get_ident(self, request: Request) -> str:
         return client_ip(request) or ""
-
-
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Services raise Django's ValidationError; answer it as DRF's 400 with the same messages."""
-    if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-        exc = exceptions.ValidationError(detail)
-    from rest_framework.views import exception_handler as drf_exception_handler
-
-    return drf_exception_handler(exc, context)

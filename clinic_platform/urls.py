@@ -2,6 +2,9 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views import defaults
+
+from clinic_platform.errors import page_or_json
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,3 +15,10 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
     path("", include("apps.web.urls")),
 ]
+
+# API clients (an /api/ URL, a token, or JSON preferred) get the one JSON error shape even for
+# URLs that match nothing and errors outside the views; pages keep Django's HTML.
+handler400 = page_or_json(defaults.bad_request)
+handler403 = page_or_json(defaults.permission_denied)
+handler404 = page_or_json(defaults.page_not_found)
+handler500 = page_or_json(defaults.server_error)

@@ -3,20 +3,15 @@ so a missing data folder stops the run at once with a message, instead of failin
 skipping) test by test."""
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from bench.harness import S3Server, s3_from_env, seaweedfs_server
 from clinic_platform.settings.storage import s3_storage
+from tests.testkit.processes import S3Server, s3_from_env, seaweedfs_server
 from training.data import DEFAULT_DATA
-
-# `import dicomdata` (the DICOM test builders, tests/dicomdata.py) from every test folder.
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_configure(config: pytest.Config) -> None:

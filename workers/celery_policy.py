@@ -29,7 +29,7 @@ def inference_task(func: Callable[..., Any] | None = None, **options: Any) -> An
     """`@inference_task` or `@inference_task(name=...)`: shared_task with the policy above."""
     policy = {
         "acks_late": True,
-        "reject_on_worker_lost": True,
+        "reject_on_worker_lost": settings.CELERY_TASK_REJECT_ON_WORKER_LOST,  # True unless switched off
         "soft_time_limit": settings.SCAN_TASK_SOFT_TIME_LIMIT,
         "time_limit": settings.SCAN_TASK_TIME_LIMIT,
         "ignore_result": True,

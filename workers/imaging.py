@@ -10,11 +10,14 @@ percentiles, and resized to the model's input size.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile
+
+from workers.scan_guard import ContainerError, check_container
 
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -22,8 +25,16 @@ ACCEPTED_FORMATS = ("JPEG", "PNG")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MIN_SIDE = 64
 MAX_SIDE = 8192
-# Far above any real slice (8192²), far below what would exhaust a worker's memory.
-MAX_PIXELS = 8192 * 8192
+# Far above any real slice (the training scans are at most 1920 px a side), and checked from the
+# header before any pixel is decoded.
+MAX_PIXELS = 40_000_000
+# A progressive JPEG cannot be decoded in one pass: the decoder keeps every DCT coefficient of
+# the image (2 bytes per pixel and colour component), so its pixel cap is lower.
+MAX_PROGRESSIVE_PIXELS = 16_000_000
+# Workers analyse a copy whose longest side is at most this (box-averaged down, before the head
+# crop): the model sees 224 px, and memory stays bounded whatever the upload. Every training
+# scan is smaller, so for them the serving path is exactly `prepare(decode_gray(data))`.
+WORK_SIDE = 2048
 
 # A truncated file must be an error, not a half-gray picture that gets a confident label.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -53,15 +64,38 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ScanDecodeError("The image has too many pixels to be a scan.") from exc
     except Exception as exc:  # PIL raises several types for unknown content
-        raise ScanDecodeError("The file is not a JPEG or PNG image.") from exc
+        magic = "PNG" if data.startswith(b"\x89PNG") else "JPEG" if data.startswith(b"\xff\xd8") else None
+        if magic is None:
+            raise ScanDecodeError("The file is not a JPEG or PNG image.") from exc
+        try:  # a JPEG/PNG Pillow would not open: say what is wrong with it
+            check_container(data, magic)
+        except ContainerError as problem:
+            raise ScanDecodeError(problem.args[0]) from exc
+        raise ScanDecodeError("The image is corrupt and cannot be read.") from exc
     if image.format not in ACCEPTED_FORMATS:
         raise ScanDecodeError(
             f"{image.format or 'This'} files are not accepted; upload a JPEG or PNG scan."
         )
     width, height = image.size
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    if max(width, height) > MAX_SIDE:
         raise ScanDecodeError(
             f"The image is {width}×{height} pixels; the largest accepted side is {MAX_SIDE}."
+        )
+    if width * height > MAX_PIXELS:
+        raise ScanDecodeError(
+            f"The image is {width}×{height} pixels ({width * height / 1e6:.0f} Mpx); "
+            f"at most {MAX_PIXELS // 1_000_000} Mpx are accepted."
+        )
+    if image.mode == "CMYK":
+        raise ScanDecodeError(
+            "CMYK images (a print export) are not accepted: their gray levels are not the scan's. "
+            "Export the scan as grayscale or RGB."
+        )
+    progressive = image.format == "JPEG" and bool(image.info.get("progressive") or image.info.get("progression"))
+    if progressive and width * height > MAX_PROGRESSIVE_PIXELS:
+        raise ScanDecodeError(
+            f"The image is a progressive JPEG of {width * height / 1e6:.0f} Mpx; progressive JPEGs are accepted "
+            f"up to {MAX_PROGRESSIVE_PIXELS // 1_000_000} Mpx. Export it as a baseline JPEG or PNG."
         )
     if min(width, height) < MIN_SIDE:
         raise ScanDecodeError(
@@ -79,11 +113,25 @@ def _load_pixels(image: Image.Image) -> None:
         raise ScanDecodeError("The image is truncated or corrupt and cannot be read.") from exc
 
 
+def _check_structure(data: bytes, image: Image.Image) -> None:
+    try:
+        check_container(data, image.format)
+    except ContainerError as exc:
+        raise ScanDecodeError(exc.args[0]) from exc
+
+
 def inspect_scan(data: bytes) -> ScanInfo:
-    """Validate an upload by content (fully decoding it) and describe it."""
+    """Validate an upload by content without holding its pixels (the web process calls this):
+    header limits first, then the container's structure (a PNG's whole pixel stream is inflated
+    and checked in bounded steps), then a JPEG is decoded at 1/8 scale, which reads every
+    coded block. Memory stays near the file's own size whatever the header promises."""
     image = _open(data)
-    _load_pixels(image)
-    return ScanInfo(format=image.format, width=image.size[0], height=image.size[1], mode=image.mode)
+    _check_structure(data, image)
+    info = ScanInfo(format=image.format, width=image.size[0], height=image.size[1], mode=image.mode)
+    if image.format == "JPEG":
+        image.draft("L", (max(1, info.width // 8), max(1, info.height // 8)))
+        _load_pixels(image)
+    return info
 
 
 def decode_gray(data: bytes) -> np.ndarray:
@@ -99,6 +147,48 @@ def decode_gray(data: bytes) -> np.ndarray:
     image = _open(data)
     _load_pixels(image)
     return to_gray(image)
+
+
+def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
+    """What a worker analyses: `decode_gray`, except that a scan longer than `max_side` is
+    box-averaged down to at most that first (a JPEG is decoded at reduced scale directly), so
+    neither the float copy nor the preprocessing is ever the size of a huge upload. A scan
+    within `max_side` gives exactly `decode_gray(data)`."""
+    from workers import dicom  # imports this module: imported here, not at the top
+
+    if dicom.looks_like_dicom(data):  # decoded by workers.dicom (its own limits), then bounded
+        gray = decode_gray(data)
+        factor = math.ceil(max(gray.shape) / max_side)
+        if factor == 1:
+            return gray
+        size = (math.ceil(gray.shape[1] / factor), math.ceil(gray.shape[0] / factor))
+        return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
+    image = _open(data)
+    _check_structure(data, image)
+    if max(image.size) <= max_side:
+        _load_pixels(image)
+        return to_gray(image)
+    if image.format == "JPEG":
+        # DCT scaling by 1/2, 1/4 or 1/8 while decoding, never below the bounded size.
+        scale = max(image.size) / max_side
+        image.draft(image.mode, (math.ceil(image.size[0] / scale), math.ceil(image.size[1] / scale)))
+    _load_pixels(image)
+    factor = math.ceil(max(image.size) / max_side)
+    return to_gray(image) if factor == 1 else _reduced_gray(image, factor)
+
+
+def _reduced_gray(image: Image.Image, factor: int) -> np.ndarray:
+    """`to_gray(image)` averaged over factor×factor blocks, a band of rows at a time: no copy of
+    the whole image (not even Pillow's premultiplied one for RGBA) is ever made."""
+    width, height = image.size
+    out_width = math.ceil(width / factor)
+    band = factor * 64
+    parts = []
+    for top in range(0, height, band):
+        gray = to_gray(image.crop((0, top, width, min(height, top + band))))
+        rows = math.ceil(gray.shape[0] / factor)
+        parts.append(cv2.resize(gray, (out_width, rows), interpolation=cv2.INTER_AREA))
+    return np.clip(np.vstack(parts), 0.0, 1.0)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

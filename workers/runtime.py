@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from workers.gradcam import encode_png, gradcam_map, render_overlay
-from workers.imaging import CLASS_NAMES, decode_gray, map_to_scan, prepare, to_model_input
+from workers.imaging import CLASS_NAMES, decode_gray_bounded, map_to_scan, prepare, to_model_input
 from workers.inference import LOW_CONFIDENCE, calibrated_probabilities
 from workers.model_store import DEFAULT_MODEL_DIR
 
@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 class AnalysisResult:
     label: str
     probabilities: dict[str, float]
-    heatmap: np.ndarray  # float32, the decoded scan's height × width, in [0, 1]
+    # float32 in [0, 1], the scan's height × width; for a scan longer than WORK_SIDE (2048 px),
+    # the size of the copy that was analysed (same aspect ratio).
+    heatmap: np.ndarray
     overlay_png: bytes
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -99,7 +101,7 @@ class Analyzer:
         clocks = [_Clock() for _ in scans]
         grays, prepared = [], []
         for data, clock in zip(scans, clocks, strict=True):
-            gray = decode_gray(data)
+            gray = decode_gray_bounded(data)  # at most WORK_SIDE a side: bounded memory
             clock.lap("decode")
             prepared.append(prepare(gray, self.input_size))
             grays.append(gray)

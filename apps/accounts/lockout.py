@@ -3,8 +3,10 @@ Retry-After, the sign-in page saying when to try again, or JSON for API clients.
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+from clinic_platform.errors import json_error
 
 from .services import login_retry_after_seconds
 
@@ -22,7 +24,7 @@ def lockout_response(
         else "Too many failed sign-ins. Ask an administrator to unlock the account."
     )
     if request.path.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"detail": message}, status=429)
+        response: HttpResponse = json_error(429, message)  # the API's one error shape
     else:
         response = render(request, "registration/locked_out.html", {"message": message, "minutes": minutes}, status=429)
     if seconds:

@@ -41,7 +41,9 @@ class CaseFilters:
         """Lenient parse: a malformed value is ignored rather than an error page."""
 
         def _int(value: str | None) -> int | None:
-            return int(value) if value and value.strip().isdigit() else None
+            # Within a BigAutoField's range: a larger id would crash the database driver.
+            number = int(value) if value and value.strip().isdigit() else None
+            return number if number is not None and number < 2**63 else None
 
         def _date(value: str | None) -> datetime.date | None:
             try:

@@ -17,6 +17,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from clinic_platform.errors import json_error, wants_json
 
 from .media import is_missing_object
 from .selectors import scan_get
@@ -62,7 +63,21 @@ def _open(field: FieldFile) -> File:
 
 
 def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
+    try:
+        return _serve_file(request, scan_id, kind)
+    except Http404 as exc:
+        if wants_json(request):  # an API client following image_url: JSON, never an HTML page
+            return json_error(404, str(exc) or "Not found.")
+        raise
+
+
+def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     if not _authenticate(request):
+        if wants_json(request):  # a token client gets a 401 it can act on, not a login page
+            return json_error(
+                401, "Sign in, or send a valid token: Authorization: Token <key>.",
+                headers={"WWW-Authenticate": 'Token realm="api"'},
+            )  # fmt: skip
         return redirect_to_login(request.get_full_path())
     scan = scan_get(user=request.user, scan_id=scan_id)
     if kind == "image":

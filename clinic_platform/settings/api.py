@@ -12,11 +12,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["clinic_platform.api.IsClinicMember"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error responses of every operation (clinic_platform/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "clinic_platform.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
-    # Services raise django.core.exceptions.ValidationError; the API answers 400 with it.
-    "EXCEPTION_HANDLER": "clinic_platform.api.exception_handler",
+    # Every error in one JSON shape, {"error": {"code", "message", "fields"}}; services raise
+    # django.core.exceptions.ValidationError, answered as a 400 (clinic_platform/errors.py).
+    "EXCEPTION_HANDLER": "clinic_platform.errors.exception_handler",
     # Password guessing on POST auth/token/ (ScopedRateThrottle, per client IP), on top of the
     # django-axes lockout. Counted in the default cache: Redis, shared by every process, when set.
     "DEFAULT_THROTTLE_RATES": {"auth-token": env.str("API_TOKEN_THROTTLE_RATE", default="10/min")},

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "knox",
     "axes",
     "drf_spectacular",
+    "csp",
     "apps.accounts",
     "apps.patients",
     "apps.cases",
@@ -41,13 +42,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "clinic_platform.health.HealthzMiddleware",  # first: the probe must not depend on Host/scheme
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "clinic_platform.uploads.RequestLimitMiddleware",  # body limits before anything reads the body
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Lets services and signal handlers audit with the client address of the request served.
@@ -134,15 +138,18 @@ STORAGES = {
 # workers.imaging.MAX_UPLOAD_BYTES, read into memory to be checked). More files: a 400.
 # The proxy in front must also cap the body (docs/platform.md, "Uploads and memory").
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=20)
+# The whole body of a signed-in upload; counted while it streams (clinic_platform/uploads.py),
+# so a request is stopped at the first chunk past it. Room for one zipped DICOM study at its cap
+# (DICOM_ZIP_MAX_BYTES, 256 MiB) plus the form; the proxy's client_max_body_size is the same.
+# Anonymous clients get DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and never a temporary file.
+UPLOAD_MAX_REQUEST_BYTES = env.int("UPLOAD_MAX_REQUEST_BYTES", default=272 * 2**20)
+FILE_UPLOAD_HANDLERS = [
+    "clinic_platform.uploads.StreamLimitUploadHandler",  # first: sees every chunk before it is kept
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
-# Behind a TLS-terminating proxy (docker-compose, any PaaS).
-if env.bool("DJANGO_SECURE", default=not DEBUG):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
-    CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
-    # Off unless asked: the compose stack may terminate TLS elsewhere or serve plain HTTP inside.
-    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
-    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+# HTTPS: cookies, HSTS, redirect and the proxy's scheme header: clinic_platform/settings/https.py.
 
 # LOG_FORMAT=json: one JSON object per line (python-json-logger) with `scan_id` on every line
 # of a scan's lifecycle (clinic_platform/logcontext.py), for a log collector; plain otherwise.

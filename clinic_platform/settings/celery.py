@@ -15,8 +15,10 @@ QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "queue")))
 if REDIS_URL:
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than the hard time limit, or Redis re-delivers a task a worker is still on.
-        "visibility_timeout": 3600,
+        # Longer than the hard time limit, or Redis re-delivers a task a worker is still on. A
+        # message whose worker vanished (killed main process, lost node) is delivered again
+        # after this long. (The fault-injection test shortens it.)
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     }
 else:
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -52,8 +54,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # A model worker takes one scan at a time; a prefetched scan would wait behind it while
 # another worker idles. workers/celery_policy.py refuses to start a worker without this.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A pool process loads the model before it reports "up" (clinic_platform/celery.py): that takes
+# seconds to a minute on a busy CPU host. Celery's default patience is 4 s, after which it kills
+# the process and starts another, forever: a worker whose pool process died once (OOM, a kill)
+# never analysed another scan. Found by tests/e2e/test_fault_injection.py.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=300.0)
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A pool process killed mid-task (OOM, a crash) puts its message back instead of losing it.
+# Off only to show what it protects (tests/e2e/test_fault_injection.py's control run).
+CELERY_TASK_REJECT_ON_WORKER_LOST = env.bool("CELERY_TASK_REJECT_ON_WORKER_LOST", default=True)
 # A web request must not hang while the broker is down: fail fast, the sweep re-enqueues.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

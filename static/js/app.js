@@ -13,6 +13,16 @@
     if (out) out.textContent = slider.value + "%";
   });
 
+  // Probability bars: the width comes from data-percent (the CSP forbids inline style
+  // attributes); set on load and on every fragment htmx swaps in.
+  function sizeBars(root) {
+    root.querySelectorAll("[data-percent]").forEach(function (bar) {
+      bar.style.width = bar.dataset.percent + "%";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { sizeBars(document); });
+  document.addEventListener("htmx:load", function (event) { sizeBars(event.target); });
+
   // A multi-file upload can take a while on a clinic connection: say so and block double submits.
   document.addEventListener("submit", function (event) {
     var form = event.target;

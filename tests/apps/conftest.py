@@ -1,20 +1,17 @@
-"""Fixtures for platform-core tests: two clinics side by side, built with the real services.
+"""Fixtures for platform-core tests: two clinics side by side, built with the real services
+(the builders are tests/testkit/data.py).
 
 No __init__.py here on purpose: a `tests/apps` package would shadow the project's `apps`.
 """
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # for `import coredata` from the tests
-
-from coredata import ClinicWorld, PublishedTask, make_world
-
 from clinic_platform.celery import app as celery_app
+from tests.testkit.data import ClinicWorld, PublishedTask, make_world
 
 
 @pytest.fixture

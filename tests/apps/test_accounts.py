@@ -1,10 +1,10 @@
 import pytest
-from coredata import PASSWORD
 from django.core.management import call_command
 from django.urls import reverse
 
 from apps.accounts.models import Clinic, Role, User
 from apps.accounts.services import clinic_create, user_create
+from tests.testkit.data import PASSWORD
 
 
 @pytest.mark.django_db

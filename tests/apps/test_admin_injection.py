@@ -11,7 +11,6 @@ test can fail, and nothing of north's may end up pointing at bxqsouth's rows.
 from __future__ import annotations
 
 import pytest
-from coredata import api_token, make_world
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.db import models
@@ -20,6 +19,7 @@ from django.urls import reverse
 from apps.audit.models import AuditEvent
 from apps.cases.models import Case
 from apps.patients.models import Patient
+from tests.testkit.data import api_token, make_world
 
 MARKER = "bxqsouth"
 # Searches match bxqsouth's rows without containing the marker: the admin echoes the search

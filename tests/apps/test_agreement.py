@@ -5,7 +5,6 @@ import io
 from datetime import UTC, datetime
 
 import pytest
-from coredata import make_case
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -13,6 +12,7 @@ from rest_framework.test import APIClient
 from apps.scans.agreement import agreement_by_version
 from apps.scans.models import Prediction, Scan
 from apps.scans.services import scan_review
+from tests.testkit.data import make_case
 
 
 @pytest.fixture

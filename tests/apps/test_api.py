@@ -1,12 +1,13 @@
 """The REST API, through HTTP with token auth."""
 
 import pytest
-from coredata import PASSWORD, finish_scan, png_bytes, real_scan_bytes, upload
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, finish_scan, upload
+from tests.testkit.scans import png_bytes, real_scan_bytes
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_patient_case_scan_flow(api, north, django_capture_on_commit_callbacks, 
     assert patient.json()["mrn"] == "API-1"
     duplicate = api.post(reverse("api:patient-list"), {"mrn": "API-1", "name": "Again"}, format="json")
     assert duplicate.status_code == 400
-    assert "already exists" in duplicate.json()["mrn"][0]
+    assert "already exists" in duplicate.json()["error"]["fields"]["mrn"][0]
 
     case = api.post(reverse("api:case-list"), {"patient": patient.json()["id"]}, format="json")
     assert case.status_code == 201
@@ -97,7 +98,7 @@ def test_bad_upload_is_400_with_the_reason(api, north):
         format="multipart",
     )
     assert response.status_code == 400
-    assert "fake.jpg: " in response.json()["detail"][0]
+    assert "fake.jpg: " in response.json()["error"]["message"]
     assert north.case.scans.count() == 1
 
 
@@ -112,7 +113,7 @@ def test_a_request_with_more_files_than_the_limit_is_refused_before_anything_is_
 def test_case_for_another_clinics_patient_is_400(api, south):
     response = api.post(reverse("api:case-list"), {"patient": south.patient.pk}, format="json")
     assert response.status_code == 400
-    assert response.json() == {"patient": ["No such patient."]}
+    assert response.json()["error"]["fields"] == {"patient": ["No such patient."]}
 
 
 def test_review_by_radiologist_only(north):

@@ -7,7 +7,6 @@ import datetime
 import io
 
 import pytest
-from coredata import PASSWORD, api_token, png_bytes, upload
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -16,6 +15,8 @@ from rest_framework.test import APIClient
 from apps.audit.models import AppendOnlyError, AuditEvent
 from apps.audit.services import audit_record
 from apps.cases.services import case_restore, case_soft_delete, cases_purge_deleted
+from tests.testkit.data import PASSWORD, api_token, upload
+from tests.testkit.scans import png_bytes
 
 
 def _events_after(last_id: int) -> list[tuple]:

@@ -1,7 +1,6 @@
 import datetime
 
 import pytest
-from coredata import finish_scan, png_bytes, upload
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import Http404
@@ -14,6 +13,8 @@ from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
+from tests.testkit.data import finish_scan, upload
+from tests.testkit.scans import png_bytes
 
 
 def test_case_for_another_clinics_patient_is_refused(north, south):

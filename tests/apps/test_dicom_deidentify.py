@@ -5,10 +5,8 @@ the stored file, and everything else written to storage, must hold none of those
 
 import io
 
-import dicomdata
 import numpy as np
 import pydicom
-from coredata import real_scan_bytes, stored_files, upload
 from dicomanonymizer.simpledicomanonymizer import initialize_actions
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
@@ -16,6 +14,9 @@ from pydicom.tag import Tag
 
 from apps.scans.deidentify import DEIDENTIFICATION_METHOD
 from apps.scans.services import scans_upload
+from tests.testkit import dicom as dicomdata
+from tests.testkit.data import stored_files, upload
+from tests.testkit.scans import real_scan_bytes
 
 # Values that are searched for in the stored bytes, by VR (each made unique per attribute).
 _TEXT_VRS = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "LT": 200, "ST": 200, "UT": 200, "UC": 200}

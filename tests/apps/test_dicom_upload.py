@@ -7,17 +7,18 @@ own bundled files (MR_small*, CT_small) are used as they ship in its wheel.
 import io
 import zipfile
 
-import dicomdata
 import numpy as np
 import pydicom
 import pytest
-from coredata import api_token, real_scan_bytes, upload
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan
 from apps.scans.services import scans_submit, scans_upload
+from tests.testkit import dicom as dicomdata
+from tests.testkit.data import api_token, upload
+from tests.testkit.scans import real_scan_bytes
 from workers.dicom import decode_dicom
 from workers.imaging import decode_gray
 

@@ -5,12 +5,12 @@ behind TRUSTED_PROXY_COUNT proxies). The two-process version, on Redis, is in
 tests/e2e/test_login_lockout_processes.py."""
 
 import pytest
-from coredata import PASSWORD
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.audit.models import AuditAction, AuditEvent, AuditOutcome
 from clinic_platform.api import ClientScopedRateThrottle
+from tests.testkit.data import PASSWORD
 
 ENDPOINTS = ("login", "admin:login", "api:token")
 

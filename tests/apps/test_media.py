@@ -2,12 +2,13 @@
 
 import io
 
-from coredata import api_token, png_bytes, upload
 from django.conf import settings
 from django.urls import reverse
 from PIL import Image
 
 from apps.scans.services import scans_submit
+from tests.testkit.data import api_token, upload
+from tests.testkit.scans import png_bytes
 
 
 def _body(response) -> bytes:
@@ -41,14 +42,29 @@ def test_png_scan_is_served_as_png_and_overlay_is_404_until_analysed(north, clie
     assert client.get(reverse("scans:overlay", args=[scan.pk])).status_code == 404
 
 
-def test_anonymous_is_sent_to_login_and_token_clients_are_served(north, client):
+def test_anonymous_browser_is_sent_to_login_and_token_clients_are_served(north, client):
     url = reverse("scans:image", args=[north.scan.pk])
-    response = client.get(url)
+    response = client.get(url, HTTP_ACCEPT="text/html,*/*")
     assert response.status_code == 302
     assert response["Location"].startswith(reverse(settings.LOGIN_URL))
     token = api_token(north.staff)
     assert client.get(url, HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
-    assert client.get(url, HTTP_AUTHORIZATION="Token not-a-token").status_code == 302
+
+
+def test_api_clients_get_401_and_404_in_the_error_shape_never_a_login_redirect(north, south, client):
+    url = reverse("scans:image", args=[north.scan.pk])
+    for headers in ({"HTTP_AUTHORIZATION": "Token not-a-token"}, {"HTTP_ACCEPT": "application/json"}):
+        response = client.get(url, **headers)
+        assert response.status_code == 401, headers
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "not_authenticated"
+        assert "Token" in response["WWW-Authenticate"]
+    auth = {"HTTP_AUTHORIZATION": f"Token {api_token(north.staff)}"}
+    for kind in ("image", "overlay", "heatmap"):
+        foreign = client.get(reverse(f"scans:{kind}", args=[south.scan.pk]), **auth)
+        assert foreign.status_code == 404
+        assert foreign.json()["error"]["code"] == "not_found"
+        assert south.patient.name not in foreign.content.decode()
 
 
 def test_files_are_not_reachable_through_media_url(north, client):

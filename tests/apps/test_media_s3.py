@@ -7,15 +7,17 @@ import uuid
 
 import pytest
 import requests
-from coredata import make_world, real_scan_bytes, stored_files, upload
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
 from apps.scans.models import Scan
 from apps.scans.services import scans_submit
 from clinic_platform.settings.storage import s3_storage
+from tests.testkit.data import PixelAnalyzer, api_token, make_world, stored_files, upload
+from tests.testkit.scans import real_scan_bytes
 from workers import tasks
 
 
@@ -75,8 +77,6 @@ def test_deleting_a_case_removes_its_objects(s3_north, s3_media, django_capture_
 
 def test_the_worker_task_reads_and_writes_through_the_bucket(s3_north, s3_media, media_root, monkeypatch,
                                                               django_capture_on_commit_callbacks):  # fmt: skip
-    from coredata import PixelAnalyzer
-
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer("pituitary"))
     with django_capture_on_commit_callbacks(execute=False):
         (scan,) = scans_submit(case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())])
@@ -138,12 +138,21 @@ def test_presigned_redirect_mode_sends_a_short_lived_signed_url_after_the_clinic
     assert int(query["X-Amz-Expires"][0]) < 60
     assert requests.get(url, timeout=10).content == real_scan_bytes()
     assert client.get(reverse("scans:image", args=[south.scan.pk])).status_code == 404
+    # API clients are never redirected anywhere before the checks: a bad token is a 401, another
+    # clinic's scan a 404, both in the API's JSON error shape.
+    api = Client()
+    bad = api.get(reverse("scans:image", args=[s3_north.scan.pk]), HTTP_AUTHORIZATION="Token not-a-token")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (401, "not_authenticated"), bad.content
+    token = f"Token {api_token(s3_north.staff)}"
+    other = api.get(reverse("scans:image", args=[south.scan.pk]), HTTP_AUTHORIZATION=token)
+    assert (other.status_code, other.json()["error"]["code"]) == (404, "not_found"), other.content
+    own = api.get(reverse("scans:overlay", args=[s3_north.scan.pk]), HTTP_AUTHORIZATION=token)
+    assert own.status_code == 302
+    assert "X-Amz-Signature" in own["Location"]
 
 
 def test_a_scan_whose_object_is_gone_fails_with_a_clear_message(s3_north, monkeypatch,
                                                                  django_capture_on_commit_callbacks):  # fmt: skip
-    from coredata import PixelAnalyzer
-
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
     with django_capture_on_commit_callbacks(execute=False):
         (scan,) = scans_submit(case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())])

@@ -4,7 +4,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from coredata import png_bytes, real_scan_bytes, upload
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -14,6 +13,8 @@ from django.utils import timezone
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_requeue_stale, scans_submit
 from clinic_platform.celery import app as celery_app
+from tests.testkit.data import upload
+from tests.testkit.scans import png_bytes, real_scan_bytes
 
 
 def test_scans_are_published_only_after_the_commit(north, broker, django_capture_on_commit_callbacks):

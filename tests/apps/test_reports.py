@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coredata import real_scan_bytes, upload
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from PIL import Image
@@ -17,6 +16,8 @@ from rest_framework.test import APIClient
 from apps.cases.reports import case_report_export
 from apps.cases.services import case_sign
 from apps.scans.services import scan_review, scans_submit
+from tests.testkit.data import upload
+from tests.testkit.scans import real_scan_bytes
 
 
 def _text(pdf: bytes) -> str:

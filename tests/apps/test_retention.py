@@ -5,7 +5,6 @@ maintenance queue) removes rows and files. Users are deactivated, never deleted.
 import datetime
 
 import pytest
-from coredata import PASSWORD, api_token, png_bytes, stored_files, upload
 from django.core.exceptions import ValidationError
 from django.db.models import ProtectedError
 from django.urls import reverse
@@ -18,6 +17,8 @@ from apps.cases.services import case_restore, case_soft_delete
 from apps.patients.selectors import patient_list
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, api_token, stored_files, upload
+from tests.testkit.scans import png_bytes
 from workers.tasks import purge_deleted_cases
 
 

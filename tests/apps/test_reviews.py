@@ -1,7 +1,6 @@
 """Review with correction and history: services and the API contract."""
 
 import pytest
-from coredata import make_case
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -9,6 +8,7 @@ from rest_framework.test import APIClient
 from apps.cases.services import case_sign
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scan_review
+from tests.testkit.data import make_case
 
 
 def _api(user) -> APIClient:
@@ -119,7 +119,7 @@ def test_review_on_a_signed_case_needs_an_addendum_which_is_kept(north):
     client = _api(north.radiologist)
     refused = client.post(url, {"agrees": False, "label": "meningioma"}, format="json")
     assert refused.status_code == 400
-    assert "addendum" in refused.json()
+    assert "addendum" in refused.json()["error"]["fields"]
     accepted = client.post(
         url, {"agrees": False, "label": "meningioma", "addendum": "Second read: dural tail."}, format="json"
     )

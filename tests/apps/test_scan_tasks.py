@@ -6,19 +6,20 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from coredata import PixelAnalyzer, real_scan_bytes, stored_files, upload
 from PIL import Image
 
 from apps.scans.models import Prediction, Scan, ScanStatus
 from apps.scans.services import scan_claim, scan_complete, scans_requeue_stale, scans_submit
 from clinic_platform.celery import _refuse_wrong_prefetch
 from clinic_platform.celery import app as celery_app
+from tests.testkit.data import PixelAnalyzer, stored_files, upload
+from tests.testkit.scans import real_scan_bytes
 from workers import tasks
 
 
 @pytest.fixture
 def analyzer(monkeypatch):
-    """The model stand-in (see coredata.PixelAnalyzer); the task is what is under test."""
+    """The model stand-in (see tests.testkit.data.PixelAnalyzer); the task is what is under test."""
     stand_in = PixelAnalyzer(label="meningioma")
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
     return stand_in

@@ -6,13 +6,14 @@ import struct
 import zlib
 
 import pytest
-from coredata import png_bytes, real_scan_bytes, stored_files, upload
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from PIL import Image
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scan_submit, scans_submit
+from tests.testkit.data import stored_files, upload
+from tests.testkit.scans import png_bytes, real_scan_bytes
 from workers.imaging import MAX_UPLOAD_BYTES
 
 

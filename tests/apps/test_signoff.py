@@ -1,7 +1,6 @@
 """Sign-off: who signs, what must be done first, the lock, addenda, and "unverified" until then."""
 
 import pytest
-from coredata import make_case, png_bytes, upload
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -11,6 +10,8 @@ from apps.cases.selectors import case_get, case_reading_summary
 from apps.cases.services import case_addendum_add, case_sign
 from apps.scans.models import Scan
 from apps.scans.services import scan_review, scans_submit
+from tests.testkit.data import make_case, upload
+from tests.testkit.scans import png_bytes
 
 
 def _api(user) -> APIClient:
@@ -66,7 +67,7 @@ def test_empty_conclusion_is_refused(north):
         reverse("api:case-sign", args=[north.case.pk]), {"conclusion": "   "}, format="json"
     )
     assert response.status_code == 400
-    assert "conclusion" in response.json()
+    assert "conclusion" in response.json()["error"]["fields"]
     assert (
         _api(north.radiologist).post(reverse("api:case-sign", args=[north.case.pk]), {}, format="json").status_code
         == 400
@@ -123,7 +124,7 @@ def test_api_upload_to_a_signed_case_without_addendum_is_400(north):
         reverse("api:case-scans", args=[north.case.pk]), {"file": upload(png_bytes(), "late.png")}, format="multipart"
     )
     assert response.status_code == 400
-    assert "addendum" in response.json()
+    assert "addendum" in response.json()["error"]["fields"]
 
 
 def test_addenda_only_on_signed_cases_and_kept_in_order(north):

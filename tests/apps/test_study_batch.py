@@ -5,13 +5,14 @@ import json
 import logging
 
 import pytest
-from coredata import PixelAnalyzer, real_scan_bytes, upload
 from prometheus_client import REGISTRY
 from pythonjsonlogger.json import JsonFormatter
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
 from clinic_platform.logcontext import ScanIdFilter
+from tests.testkit.data import PixelAnalyzer, upload
+from tests.testkit.scans import real_scan_bytes
 from workers import tasks
 
 
@@ -107,7 +108,7 @@ def test_every_lifecycle_line_of_a_scan_carries_its_id_as_json(north, analyzer, 
 def test_a_dicom_series_is_published_as_one_study_and_loose_files_one_by_one(
     north, broker, django_capture_on_commit_callbacks
 ):
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     series = upload(dicomdata.series_zip(dicomdata.training_series(3)), "study.zip", "application/zip")
     loose = upload(real_scan_bytes("pituitary"), "loose.jpg")

@@ -3,11 +3,12 @@ password changes or the user is deactivated. POST /api/auth/token/ keeps its con
 
 import datetime
 
-from coredata import PASSWORD
 from django.urls import reverse
 from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
+
+from tests.testkit.data import PASSWORD
 
 
 def _token(user) -> dict:

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from coredata import make_case
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -12,6 +11,7 @@ from apps.cases.services import case_sign
 from apps.cases.worklist import Priority, WorklistFilters, case_worklist, case_worklist_counts
 from apps.patients.services import patient_create
 from apps.scans.services import scan_claim, scan_fail, scan_review
+from tests.testkit.data import make_case
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_a_signed_case_leaves_the_worklist(north, desk):
 
 def test_a_finished_pending_case_joins(north, desk):
     cases, _ = desk
-    from coredata import finish_scan
+    from tests.testkit.data import finish_scan
 
     finish_scan(cases["pending"].scans.get(status="queued"), "notumor", 0.9)
     # It holds a low-confidence glioma and was opened a day ago: last of priority 0.

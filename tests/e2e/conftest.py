@@ -22,14 +22,20 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from e2e_support import API_PASSWORD as PASSWORD
-from e2e_support import MediaStore
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
-from bench.harness import S3Server, Worker, database_url, free_port, redis_server, s3_from_env
-from bench.harness import start_worker as start_celery_worker
 from clinic_platform.settings.storage import s3_storage
+from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.processes import (
+    MediaStore,
+    S3Server,
+    Worker,
+    celery_app_on,
+    free_port,
+    redis_server,
+    s3_from_env,
+    worker_env,
+)
+from tests.testkit.processes import start_worker as start_celery_worker
 
 E2E_REDIS_DB = 15
 
@@ -62,28 +68,8 @@ def redis_url() -> Iterator[str]:
 def broker(redis_url: str) -> Iterator[str]:
     """This process's Celery app publishes to the e2e Redis during each e2e test, and to what
     the test settings chose (memory:// or REDIS_URL) again afterwards, for the other tests."""
-    from clinic_platform.celery import app
-
-    conf = app.conf
-    saved = (
-        os.environ.get("CELERY_BROKER_URL"),
-        conf.get("broker_url"), conf.get("broker_read_url"), conf.get("broker_write_url"),
-        conf.broker_transport_options,
-    )  # fmt: skip
-    # Celery's broker_url prefers the CELERY_BROKER_URL variable (the test settings set it), and
-    # an explicit read/write URL (another test may have pinned one) beats broker_url.
-    os.environ["CELERY_BROKER_URL"] = redis_url
-    conf.broker_url = conf.broker_read_url = conf.broker_write_url = redis_url
-    conf.broker_transport_options = {"visibility_timeout": 3600}
-    app._after_fork()  # drop connection/producer pools bound to the previous broker
-    assert app.connection_for_write().as_uri(include_password=True) == redis_url
-    yield redis_url
-    env_url, conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport_options = saved
-    if env_url is None:
-        os.environ.pop("CELERY_BROKER_URL", None)
-    else:
-        os.environ["CELERY_BROKER_URL"] = env_url
-    app._after_fork()
+    with celery_app_on(redis_url):
+        yield redis_url
 
 
 def _s3_wanted() -> bool:
@@ -124,15 +110,7 @@ def start_worker(
     from django.db import connection
 
     started: list[Worker] = []
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,  # the test settings default it to memory:// otherwise
-        "DATABASE_URL": database_url(connection.settings_dict),  # the test database, by now
-        **media_store.env(),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_env(redis_url=redis_url, database=connection.settings_dict, media=media_store.env())
     logs = tmp_path_factory.mktemp("workers")
 
     def start() -> Worker:
@@ -160,8 +138,7 @@ def worker(start_worker: Callable[[], Worker]) -> Worker:
 
 @pytest.fixture
 def api(live_server, transactional_db) -> tuple[requests.Session, str]:
-    clinic = clinic_create(name="E2E Clinic")
-    user_create(clinic=clinic, username="e2e-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
+    clinic_user("E2E Clinic", "e2e-staff")
     session = requests.Session()
     response = session.post(
         f"{live_server.url}/api/auth/token/", data={"username": "e2e-staff", "password": PASSWORD}, timeout=10

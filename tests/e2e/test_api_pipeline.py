@@ -7,14 +7,12 @@ import math
 
 import redis
 import requests
-from e2e_support import API_PASSWORD as PASSWORD
-from e2e_support import MediaStore, scan_file, wait_for_scan
 from PIL import Image
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
 from apps.scans.models import Prediction
-from bench.harness import Worker
+from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.processes import MediaStore, Worker, wait_for_scan
+from tests.testkit.scans import real_scan_path
 from workers.imaging import CLASS_NAMES
 
 
@@ -27,7 +25,7 @@ def test_upload_over_http_is_analysed_by_a_real_worker(
     case = session.post(f"{base}/api/cases/", data={"patient": patient.json()["id"]}, timeout=10)
     assert case.status_code == 201, case.text
 
-    path = scan_file("glioma")
+    path = real_scan_path("glioma")
     with path.open("rb") as handle:
         upload = session.post(
             f"{base}/api/cases/{case.json()['id']}/scans/",
@@ -70,8 +68,7 @@ def test_upload_over_http_is_analysed_by_a_real_worker(
         assert media_store.local_files() == []
 
     # Another clinic's user gets 404 for each of these files, as for a missing one.
-    other = clinic_create(name="E2E Other Clinic")
-    user_create(clinic=other, username="e2e-other", password=PASSWORD, role=Role.CLINIC_STAFF)
+    clinic_user("E2E Other Clinic", "e2e-other")
     outsider = requests.Session()
     token = outsider.post(f"{base}/api/auth/token/", data={"username": "e2e-other", "password": PASSWORD}, timeout=10)
     outsider.headers["Authorization"] = f"Token {token.json()['token']}"
@@ -100,8 +97,9 @@ def test_zipped_dicom_series_over_http_is_analysed_slice_by_slice(
     """A 3-slice MR series, zipped as a PACS exports it (shuffled names, a DICOMDIR), made from
     real training scans: three scans in slice order, each analysed by the real worker, each
     with its de-identified DICOM served."""
-    import dicomdata
     import pydicom
+
+    from tests.testkit import dicom as dicomdata
 
     session, base = api
     patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-DCM", "name": "Dee Icom"}, timeout=10)

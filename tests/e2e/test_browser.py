@@ -8,14 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import SCAN_TIMEOUT_S, scan_file
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
-from bench.harness import Worker
+from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
+from tests.testkit.scans import real_scan_path
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-PASSWORD = "e2e-browser-password"
 
 
 @pytest.fixture
@@ -50,8 +48,7 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
 
 def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Worker) -> None:
-    clinic = clinic_create(name="Browser Clinic")
-    user_create(clinic=clinic, username="nurse", password=PASSWORD, role=Role.CLINIC_STAFF)
+    clinic_user("Browser Clinic", "nurse")
     base = live_server.url
 
     # Log in
@@ -74,7 +71,7 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     page.click("nav >> text=New case")
     page.select_option("select[name=patient]", label="Brow Ser (BR-1)")
     page.fill("input[name=title]", "Browser case")
-    page.set_input_files("input[name=files]", str(scan_file("pituitary")))
+    page.set_input_files("input[name=files]", str(real_scan_path("pituitary")))
     page.click("text=Open case and analyse")
     page.wait_for_selector("h1:has-text('Browser case')")
     card = page.locator("article[id^=scan-]")
@@ -100,13 +97,11 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
 def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: Worker) -> None:
     """Upload a zipped 3-slice DICOM series on the case page; the study summary builds itself
     as the worker finishes slices, with thumbnails, the finding and its supporting slices."""
-    import dicomdata
-
     from apps.cases.services import case_create
     from apps.patients.services import patient_create
+    from tests.testkit import dicom as dicomdata
 
-    clinic = clinic_create(name="Browser DICOM Clinic")
-    staff = user_create(clinic=clinic, username="tech", password=PASSWORD, role=Role.CLINIC_STAFF)
+    staff = clinic_user("Browser DICOM Clinic", "tech")
     patient = patient_create(created_by=staff, mrn="BR-DCM", name="Dee Icom")
     case = case_create(created_by=staff, patient=patient, title="MRI brain series")
     base = live_server.url

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
-from e2e_support import SCAN_TIMEOUT_S, scan_file
 from pypdf import PdfReader
 from test_browser import page  # noqa: F401 (the Chromium page fixture)
 
@@ -20,7 +19,8 @@ from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
-from bench.harness import Worker
+from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
+from tests.testkit.scans import real_scan_path as scan_file
 
 PASSWORD = "e2e-desk-password"
 

@@ -22,7 +22,7 @@ import requests
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
-from bench.harness import ROOT, database_url, free_port, with_redis_db
+from tests.testkit.processes import ROOT, database_url, free_port, with_redis_db
 
 PASSWORD = "lockout-test-password"
 CACHE_DB = 12  # the shared cache's own Redis database, flushed by these tests

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import requests
-from e2e_support import scan_file, wait_for_scan
 
-from bench.harness import Worker
+from tests.testkit.processes import Worker, wait_for_scan
+from tests.testkit.scans import real_scan_path
 
 
 def _value(text: str, series: str) -> float:
@@ -21,7 +21,7 @@ def test_metrics_endpoints_expose_the_named_series_after_a_scan(api, worker: Wor
     session, base = api
     patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-M", "name": "Met Rics"}, timeout=10)
     case = session.post(f"{base}/api/cases/", data={"patient": patient.json()["id"]}, timeout=10)
-    path = scan_file("pituitary")
+    path = real_scan_path("pituitary")
     with path.open("rb") as handle:
         files = {"file": (path.name, handle, "image/jpeg")}
         upload = session.post(f"{base}/api/cases/{case.json()['id']}/scans/", files=files, timeout=30)

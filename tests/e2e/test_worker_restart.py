@@ -13,16 +13,15 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import F
-from e2e_support import SCAN_TIMEOUT_S, scan_file
 from PIL import Image
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
 from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_requeue_stale, scans_submit
-from bench.harness import Worker
+from tests.testkit.data import clinic_user
+from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
+from tests.testkit.scans import real_scan_path
 
 
 def _wait_status(scan_id: int, statuses: set[str], timeout: float, poll: float = 0.2) -> str:
@@ -36,7 +35,7 @@ def _wait_status(scan_id: int, statuses: set[str], timeout: float, poll: float =
 
 def _large_scan() -> SimpleUploadedFile:
     """A real scan upscaled to 2048 px: a longer analysis, so the kill lands mid-scan."""
-    path: Path = scan_file("meningioma")
+    path: Path = real_scan_path("meningioma")
     with Image.open(path) as image:
         big = image.convert("L").resize((2048, 2048))
     buf = io.BytesIO()
@@ -48,8 +47,7 @@ def test_worker_killed_mid_scan_loses_nothing(
     transactional_db, start_worker: Callable[[], Worker], worker: Worker, settings
 ) -> None:
     worker.stop()  # only the workers of this test may take the scan
-    clinic = clinic_create(name="Restart Clinic")
-    staff = user_create(clinic=clinic, username="restart", password="x-restart-pw", role=Role.CLINIC_STAFF)
+    staff = clinic_user("Restart Clinic", "restart")
     patient = patient_create(created_by=staff, mrn="R-1", name="Re Start")
     case = case_create(created_by=staff, patient=patient)
 

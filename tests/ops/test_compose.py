@@ -53,12 +53,12 @@ def test_app_environment_matches_settings(compose: dict[str, Any], settings_env_
 def test_urls_point_at_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
     env = services["web"]["environment"]
-    assert re.match(r"redis://redis:6379/\d+$", env["REDIS_URL"])
+    assert re.match(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/\d+$", env["REDIS_URL"]), env["REDIS_URL"]
     db = services["db"]["environment"]
     match = re.match(r"postgres(?:ql)?://([^:]+):([^@]+)@db:5432/(\w+)$", env["DATABASE_URL"])
     assert match, env["DATABASE_URL"]
     assert (match.group(1), match.group(3)) == (db["POSTGRES_USER"], db["POSTGRES_DB"])
-    assert match.group(2) == db["POSTGRES_PASSWORD"]  # same ${POSTGRES_PASSWORD:-...} expression
+    assert match.group(2) == db["POSTGRES_PASSWORD"]  # same ${POSTGRES_PASSWORD:?...} expression
 
 
 def test_media_is_in_the_object_store_not_a_shared_volume(compose: dict[str, Any]) -> None:
@@ -107,7 +107,7 @@ def test_workers_only_file_needs_nothing_from_the_web_host(
         assert cmd[cmd.index("-Q") + 1] == INFERENCE_QUEUE
         assert cmd[cmd.index("--concurrency") + 1] == "1"
     # Remote services must be given: no default that silently points at localhost.
-    for variable in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
+    for variable in ("DATABASE_URL", "REDIS_HOST", "REDIS_PASSWORD", "S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
         assert f"${{{variable}:?" in raw, variable
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
@@ -169,9 +169,9 @@ def test_web_runs_the_wsgi_app_under_gunicorn(compose: dict[str, Any]) -> None:
 
 
 def test_dockerfile_tensorflow_pin_matches_requirements() -> None:
-    requirements = (ROOT / "requirements.txt").read_text()
+    requirements = (ROOT / "requirements" / "base.txt").read_text()
     pin = re.search(r"^tensorflow-cpu==([\w.]+)", requirements, re.M)
-    assert pin, "requirements.txt no longer pins tensorflow-cpu"
+    assert pin, "requirements/base.txt no longer pins tensorflow-cpu"
     version = pin.group(1)
     assert f'ARG TENSORFLOW="tensorflow-cpu=={version}"' in (ROOT / "Dockerfile").read_text()
     compose_text = (ROOT / "docker-compose.yml").read_text()
@@ -190,3 +190,93 @@ def test_ci_script_is_executable_and_strict() -> None:
     assert "weed server -s3" in text
     assert text.index("make test\n") < text.index("make test-e2e-s3")
     assert "test-e2e-s3:" in (ROOT / "Makefile").read_text()
+
+
+# Hardened deploy: TLS proxy, secrets, Redis password, image contents -------------------------
+SECRETS = (
+    "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_SECRET_KEY", "CLINIC_HOSTNAME", "TLS_CERT_DIR",
+)  # fmt: skip
+
+
+def test_required_secrets_have_no_defaults() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in SECRETS:
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses, f"{name} is not used"
+        assert all(use.startswith(":?") for use in uses), f"{name} must be required (${{{name}:?...}}): {uses}"
+    # No default password or secret key anywhere (the S3 access key id is a user name, not a secret).
+    assert not re.findall(r"\$\{\w*(?:PASSWORD|SECRET)\w*:-", text)
+
+
+def test_only_the_proxy_publishes_ports(compose: dict[str, Any]) -> None:
+    publishing = {name for name, service in compose["services"].items() if service.get("ports")}
+    assert publishing == {"proxy"}
+    assert sorted(p.split(":")[-1] for p in compose["services"]["proxy"]["ports"]) == ["443", "80"]
+    assert compose["services"]["web"]["expose"] == ["8000"]
+    assert compose["services"]["web"]["environment"]["DJANGO_BEHIND_TLS_PROXY"] == "1"
+    assert compose["services"]["web"]["environment"]["TRUSTED_PROXY_COUNT"] == "1"  # nginx sets X-Forwarded-For
+
+
+def test_proxy_terminates_tls_caps_and_buffers_bodies(compose: dict[str, Any]) -> None:
+    proxy = compose["services"]["proxy"]
+    template = next(v for v in proxy["volumes"] if "/etc/nginx/templates/" in v).split(":")[0]
+    conf = (ROOT / template).read_text()
+    size = re.search(r"^client_max_body_size (\d+)m;", conf, re.M)
+    assert size, "no client_max_body_size"
+    assert int(size.group(1)) * 2**20 == settings.UPLOAD_MAX_REQUEST_BYTES  # the proxy and Django agree
+    for line in ("proxy_request_buffering on;", "proxy_buffering on;", "listen 443 ssl", "ssl_certificate ",
+                 "proxy_set_header X-Forwarded-Proto https;", "proxy_set_header X-Forwarded-For $remote_addr;",
+                 "return 301 https://$host$request_uri;", "proxy_pass http://clinic_web;", "server web:8000;"):
+        assert line in conf, line
+    assert re.search(r"location = /metrics \{\s*return 404;", conf), "/metrics must not be public"
+    assert "TLSv1 " not in conf
+    assert "TLSv1.1" not in conf
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "test" in proxy["healthcheck"]
+
+
+def test_redis_requires_a_password(compose: dict[str, Any], workers_compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    cmd = command(redis)
+    assert cmd[cmd.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    check = " ".join(redis["healthcheck"]["test"])
+    assert "REDISCLI_AUTH" in check
+    assert "redis-cli ping" in check
+    # Every app container, the remote workers' file included, signs in to Redis with it.
+    for name, service in [*compose["services"].items(), *workers_compose["services"].items()]:
+        url = service.get("environment", {}).get("REDIS_URL")
+        if url is not None:
+            assert url.startswith("redis://:${REDIS_PASSWORD:?"), f"{name}: {url}"
+
+
+def test_dockerignore_keeps_secrets_and_tests_out_of_the_image() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".env", ".env.*", "tests", "bench", ".git", ".venv"} <= ignored
+
+
+TEST_TOOLS = ("pytest", "pytest-django", "playwright", "schemathesis", "hypothesis", "ruff", "psutil")
+
+
+def _packages(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\[<>=!~ ;]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def test_image_installs_production_requirements_only() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "requirements/base.txt" in dockerfile
+    assert "pip install -r requirements.txt" not in dockerfile
+    base = _packages(ROOT / "requirements" / "base.txt")
+    appended = _packages(ROOT / "requirements.txt")  # the image installs these lines too
+    assert not (base | appended) & set(TEST_TOOLS), "test tools would reach the production image"
+    # What make installs is everything: dev -> test -> base.
+    assert "-r requirements/dev.txt" in (ROOT / "requirements.txt").read_text()
+    assert "-r test.txt" in (ROOT / "requirements" / "dev.txt").read_text()
+    assert "-r base.txt" in (ROOT / "requirements" / "test.txt").read_text()
+    assert set(TEST_TOOLS) - {"hypothesis"} <= _packages(ROOT / "requirements" / "test.txt") | _packages(
+        ROOT / "requirements" / "dev.txt"
+    )

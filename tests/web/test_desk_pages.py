@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
-from page_support import finish_scan, png_upload
 
 from apps.cases.models import Case, CaseAddendum
 from apps.cases.services import case_create, case_sign
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scan_review, scans_submit
+from tests.testkit.data import finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,8 @@ def test_correcting_then_signing_from_the_page(rad_client, world) -> None:
 
     # The sign form comes pre-filled with the reading.
     html = rad_client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
-    assert "slice.png: Pituitary tumour, corrects the model (model No tumour 60.0 %). Note: microadenoma" in html
+    reading = "Pituitary tumour, corrects the model (model No tumour 60.0 %). Note: microadenoma"
+    assert f"{world.scan.original_filename}: {reading}" in html
 
     response = rad_client.post(reverse("case_sign", args=[world.case.pk]), {"conclusion": "Pituitary microadenoma."})
     assert response.status_code == 302

@@ -9,7 +9,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from page_support import PASSWORD, finish_scan, png_upload
 
 from apps.cases.models import Case
 from apps.cases.services import case_create
@@ -17,6 +16,7 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +128,7 @@ def test_case_detail_polls_until_done(staff_client, world) -> None:
     assert "Meningioma" in card
     assert "70.0%" in card
     assert "Low confidence" not in card
-    assert "test-model-1" in card
+    assert "pixel-test-1" in card
 
 
 def test_an_unsure_prediction_is_flagged(staff_client, world) -> None:
@@ -257,7 +257,7 @@ def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, 
 
 
 def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_client, world) -> None:
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
     archive = dicomdata.series_zip(dicomdata.training_series(4, patient_id="OTHER-PATIENT-9"))
@@ -303,7 +303,7 @@ def test_single_scan_case_has_no_study_summary(staff_client, world) -> None:
 
 
 def test_study_of_no_tumour_slices_reads_no_tumour(staff_client, world) -> None:
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
     uploads = [SimpleUploadedFile(f"{i}.dcm", data) for i, data in

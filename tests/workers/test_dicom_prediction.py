@@ -4,10 +4,10 @@ DICOM bytes themselves (`analyze` decodes them with workers.dicom) and the 16-bi
 upload stores for the worker (apps/scans/ingest.py)."""
 from __future__ import annotations
 
-import dicomdata
 import pytest
 
 from apps.scans.ingest import dicom_slices
+from tests.testkit import dicom as dicomdata
 from training.data import DEFAULT_DATA
 from workers.imaging import CLASS_NAMES
 

@@ -1,6 +1,5 @@
-"""Builders for platform-core tests, using the real services. Tests import it as `coredata`
-(tests/apps has no __init__.py: a `tests/apps` package would shadow the project's `apps`)."""
-
+"""Test data built with the real write functions (services): clinics, users, patients, cases
+and scans, two clinics side by side. Every test folder uses these builders."""
 from __future__ import annotations
 
 import io
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -22,27 +20,11 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
-from training.data import DEFAULT_DATA
+from tests.testkit.scans import png_bytes, real_scan_bytes
 from workers.imaging import CLASS_NAMES, decode_gray
 from workers.runtime import AnalysisResult
 
-PASSWORD = "core-test-password"
-# ../shared/datasets/brain-mri/Training beside the checkout, or BRAIN_MRI_DIR (training/data.py).
-DATASET = DEFAULT_DATA
-
-
-def real_scan_bytes(label: str = "glioma", index: int = 0) -> bytes:
-    """A real MRI slice from the shared dataset (read only). A missing file fails the test
-    with what to do: the platform tests are never skipped for want of data."""
-    prefix = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}[label]
-    path = Path(DATASET) / label / f"Tr-{prefix}Tr_{index:04d}.jpg"
-    if not path.is_file():
-        pytest.fail(
-            f"dataset scan {path} is missing. The tests need the brain MRI training set: check the "
-            "repository out beside ../shared, or set BRAIN_MRI_DIR to the Training folder.",
-            pytrace=False,
-        )
-    return path.read_bytes()
+PASSWORD = "test-password-7"
 
 
 def api_token(user: User) -> str:
@@ -56,17 +38,16 @@ def upload(data: bytes, name: str = "scan.jpg", content_type: str = "image/jpeg"
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
-def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 255, size=(size[1], size[0]), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(out, format="PNG")
-    return out.getvalue()
+def png_upload(name: str = "slice.png", size: int = 96) -> SimpleUploadedFile:
+    """A small gray PNG that passes the content checks."""
+    return upload(png_bytes((size, size)), name, "image/png")
 
 
 class PixelAnalyzer:
     """Stands in for the model in tests of the task and the pages: it really decodes the scan
     (so an unreadable file raises ScanDecodeError like the runtime does) and returns a result
-    of the contract's shape, a heatmap of the scan's size. It is not the thing under test."""
+    of the contract's shape, a heatmap of the scan's size; `top` is the label's probability,
+    the rest is shared by the other classes. It is not the thing under test."""
 
     model_version = "pixel-test-1"
 
@@ -139,6 +120,11 @@ def make_case(
     return case
 
 
+def clinic_user(clinic_name: str, username: str, role: str = Role.CLINIC_STAFF) -> User:
+    """A new clinic with one user (password PASSWORD): for tests that build the rest over HTTP."""
+    return user_create(clinic=clinic_create(name=clinic_name), username=username, password=PASSWORD, role=role)
+
+
 class ClinicWorld(NamedTuple):
     clinic: Clinic
     staff: User
@@ -146,10 +132,12 @@ class ClinicWorld(NamedTuple):
     admin: User
     patient: Patient
     case: Case
-    scan: Scan  # done, with a prediction, heatmap and overlay
+    scan: Scan  # a real scan; done (prediction, heatmap, overlay) unless built with finished=False
 
 
-def make_world(name: str, capture: Callable) -> ClinicWorld:
+def make_world(name: str, capture: Callable, *, finished: bool = True) -> ClinicWorld:
+    """A clinic `name` with one user per role, a patient, a case and one real scan.
+    `capture` is pytest-django's django_capture_on_commit_callbacks: nothing is published."""
     clinic = clinic_create(name=name)
     staff = user_create(clinic=clinic, username=f"{name}-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
     radiologist = user_create(clinic=clinic, username=f"{name}-rad", password=PASSWORD, role=Role.RADIOLOGIST)
@@ -158,12 +146,12 @@ def make_world(name: str, capture: Callable) -> ClinicWorld:
     case = case_create(created_by=staff, patient=patient, title=f"{name} case")
     with capture(execute=False):
         (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())])
-    return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan))
+    return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan) if finished else scan)
 
 
 def dicom_scan(world: ClinicWorld, capture: Callable) -> Scan:
     """A DICOM scan (a real slice made into an MR DICOM) in a second case of the world's patient."""
-    import dicomdata
+    from tests.testkit import dicom as dicomdata
 
     case = case_create(created_by=world.staff, patient=world.patient, title="DICOM case")
     data = dicomdata.mr_slice_from_jpeg(real_scan_bytes(), identity=dicomdata.Identity(patient_id=world.patient.mrn))
@@ -179,6 +167,8 @@ def stored_files(root: Path) -> list[Path]:
 
 
 class PublishedTask(NamedTuple):
+    """One message read back from a queue (tests/apps' `broker` fixtures)."""
+
     task: str
     args: list
     routing_key: str

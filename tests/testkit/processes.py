@@ -1,5 +1,5 @@
-"""Real processes for the benchmarks and the end-to-end tests: a Redis server and Celery
-workers, started on this machine and stopped again. No Docker, nothing mocked."""
+"""Real processes for the end-to-end tests and the benchmarks: a Redis server and Celery
+workers, started on this machine and stopped again. No Docker, nothing mocked, no Django import."""
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +17,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-# The shared training scans (../shared next to the clone); BRAIN_MRI_DIR overrides.
-DATASET = Path(os.environ.get("BRAIN_MRI_DIR", ROOT.parent / "shared" / "datasets" / "brain-mri" / "Training"))
+ROOT = Path(__file__).resolve().parents[2]  # the repository: workers run `-A clinic_platform` from it
+# How long a test waits for one scan through a real worker; the first scan in a worker also
+# imports TensorFlow and loads the model (~30 s on 2 cores).
+SCAN_TIMEOUT_S = float(os.environ.get("E2E_SCAN_TIMEOUT_S", "300"))
+
+
+def wait_for_scan(session: Any, url: str, timeout: float = SCAN_TIMEOUT_S) -> dict:
+    """Poll a scan over the API (`session`: an authenticated requests.Session) until it is done
+    or failed, or the time is up; returns its last JSON body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = session.get(url, timeout=10).json()
+        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(1)
 
 
 def free_port() -> int:
@@ -47,7 +59,7 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server not found: install it (apt-get install redis-server) or set REDIS_URL")
     port = free_port()
-    proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+    proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
@@ -67,6 +79,99 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class PersistentRedis:
+    """A redis-server of our own with AOF (`appendfsync always`: every write on disk before it is
+    acknowledged), on a fixed port and folder, so it can be killed by PID (SIGKILL) and started
+    again with its data: what a broker restart looks like in production."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(  # fixed argv
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start: {self.folder / 'redis.log'}") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def celery_app_on(url: str) -> Iterator[str]:
+    """This process's Celery app publishes to `url` inside the block, and to what it used before
+    afterwards (the test settings' memory:// or REDIS_URL)."""
+    from clinic_platform.celery import app
+
+    conf = app.conf
+    saved = (
+        os.environ.get("CELERY_BROKER_URL"),
+        conf.get("broker_url"), conf.get("broker_read_url"), conf.get("broker_write_url"),
+        conf.broker_transport_options,
+    )  # fmt: skip
+    # Celery's broker_url prefers the CELERY_BROKER_URL variable (the test settings set it), and
+    # an explicit read/write URL (another test may have pinned one) beats broker_url.
+    os.environ["CELERY_BROKER_URL"] = url
+    conf.broker_url = conf.broker_read_url = conf.broker_write_url = url
+    conf.broker_transport_options = {"visibility_timeout": 3600}
+    app._after_fork()  # drop connection/producer pools bound to the previous broker
+    assert app.connection_for_write().as_uri(include_password=True) == url
+    try:
+        yield url
+    finally:
+        env_url, conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.broker_transport_options = saved
+        if env_url is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = env_url
+        app._after_fork()
+
+
+def worker_env(
+    *, redis_url: str, database: Mapping[str, Any], media: Mapping[str, str], **extra: str
+) -> dict[str, str]:
+    """The environment of a worker process working on the test database and media (`media`:
+    MediaStore.env(), the local folder or the S3 bucket and prefix the test process uses)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,  # the test settings default it to memory:// otherwise
+        "DATABASE_URL": database_url(database),  # the test database, by now
+        **media,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def database_url(db: Mapping[str, Any]) -> str:
@@ -119,7 +224,7 @@ def start_worker(
         "--hostname", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+        proc = subprocess.Popen(
             cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     port = env.get("WORKER_METRICS_PORT")
@@ -189,6 +294,32 @@ def s3_from_env(environ: Mapping[str, str] = os.environ) -> S3Server | None:
     )
 
 
+@dataclass(frozen=True)
+class MediaStore:
+    """Where a test run's scans, heatmaps and overlays go: "local" (MEDIA_ROOT) or "s3" (a bucket,
+    under a prefix of the run's own), as the test process and its worker processes share it."""
+
+    kind: str
+    root: Path
+    s3: S3Server | None = None
+    prefix: str = ""
+
+    def env(self) -> dict[str, str]:
+        """What a worker process needs to use the same storage."""
+        if self.s3 is None:
+            return {"MEDIA_ROOT": str(self.root)}
+        return {**self.s3.env(), "S3_PREFIX": self.prefix, "MEDIA_ROOT": str(self.root)}
+
+    def names(self) -> set[str]:
+        """Every stored file's name, as the database rows hold it."""
+        if self.s3 is None:
+            return {p.relative_to(self.root).as_posix() for p in self.local_files()}
+        return {key.removeprefix(self.prefix + "/") for key in self.s3.keys(self.prefix + "/")}
+
+    def local_files(self) -> list[Path]:
+        return sorted(p for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else []
+
+
 @contextlib.contextmanager
 def seaweedfs_server(
     data_dir: Path, bucket: str = "clinic-media", *, timeout: float = 60.0
@@ -229,7 +360,7 @@ def seaweedfs_server(
     ]  # fmt: skip
     log = data_dir / "weed.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = S3Server(
         endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
         bucket=bucket,

@@ -1,7 +1,7 @@
 """Builders of DICOM test files, made here with pydicom from real training scans.
 
 One home for every test (and bench/dicom_series.py) that needs DICOM: tests/conftest.py puts
-this folder on sys.path, so `import dicomdata` works from every test folder.
+the repository root on sys.path: `from tests.testkit import dicom as dicomdata` from every test folder.
 
 Compressed transfer syntaxes are encoded with what is installed for the tests: pydicom's own
 RLE encoder, pylibjpeg-openjpeg (JPEG 2000, through `Dataset.compress`), and imagecodecs

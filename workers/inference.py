@@ -4,14 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from workers.imaging import Prepared, decode_gray, prepare, to_model_input
-
-# Below this top probability a result is flagged for a careful read, not asserted.
-LOW_CONFIDENCE = 0.70
+from workers.results import LOW_CONFIDENCE  # noqa: F401  (re-exported: its old home)
 
 
-def preprocess_scan(data: bytes, input_size: int) -> Prepared:
+def preprocess_scan(data: bytes, input_size: int, head_crop: str = "v1") -> Prepared:
     """Uploaded bytes → the model's input (and how to map results back onto the scan)."""
-    return prepare(decode_gray(data), input_size)
+    return prepare(decode_gray(data), input_size, head_crop)
 
 
 def model_batch(prepared: list[Prepared]) -> np.ndarray:

@@ -24,7 +24,7 @@ from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
 from training.data import DEFAULT_DATA
 from workers.imaging import CLASS_NAMES, decode_gray
-from workers.runtime import AnalysisResult
+from workers.results import AnalysisResult
 
 PASSWORD = "core-test-password"
 # ../shared/datasets/brain-mri/Training beside the checkout, or BRAIN_MRI_DIR (training/data.py).

@@ -20,7 +20,7 @@ from apps.patients.services import patient_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
 from workers.imaging import CLASS_NAMES
-from workers.runtime import AnalysisResult
+from workers.results import AnalysisResult
 
 PASSWORD = "pages-test-password"
 

@@ -1,0 +1,34 @@
+"""The analysis result contract: what a worker's analyzer returns and the services store.
+
+Light on purpose (no TensorFlow, no Django): the web process, the services, the runtime and
+the tests import this one definition (docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Below this top probability a result is flagged for a careful read, not asserted.
+LOW_CONFIDENCE = 0.70
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    label: str
+    probabilities: dict[str, float]
+    heatmap: np.ndarray  # float32, the decoded scan's height × width, in [0, 1]
+    overlay_png: bytes
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE

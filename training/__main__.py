@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         "--method", nargs="*", choices=sorted(CAM_METHODS), default=None, help="methods to score (default: all)"
     )
     explain.add_argument("--layers", nargs="*", default=None, help="layers for --method (block4, block13, block14, …)")
-    explain.add_argument("--limit", type=int, default=0, help="score about N boxed scans, a third per tumour class, evenly spread (0: all)")
+    explain.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="score about N boxed scans, a third per tumour class, evenly spread (0: all)",
+    )
     explain.add_argument("--reference-every", type=int, default=10, help="Score-CAM on every k-th scan (0: none)")
     explain.add_argument("--reference-channels", type=int, default=256)
 

@@ -331,6 +331,9 @@ class ScanHeatmapApi(APIView):
             handle = state.file.open("rb")
         except (FileNotFoundError, ValueError):
             raise Http404("The heatmap file is missing.") from None
+        audit_record(
+            actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=f"heatmap:{label}"
+        )
         response = FileResponse(handle, content_type="image/png")
         response["X-Content-Type-Options"] = "nosniff"
         return response

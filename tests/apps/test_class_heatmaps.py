@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
+from apps.audit.models import AuditEvent
 from apps.scans.models import ClassHeatmap, Scan
 from apps.scans.services import scans_submit
 from workers import tasks
@@ -33,14 +34,22 @@ def _body(response) -> bytes:
     return b"".join(response.streaming_content)
 
 
-def test_predicted_class_is_the_stored_heatmap(north, client):
+def test_predicted_class_is_the_stored_heatmap_and_the_download_is_audited(north, client):
     client.force_login(north.staff)
-    response = client.get(_url(north.scan, north.scan.prediction.label))
+    label = north.scan.prediction.label
+    response = client.get(_url(north.scan, label))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert {"no-store", "private"} <= {p.strip() for p in response["Cache-Control"].split(",")}
     assert _body(response) == north.scan.prediction.heatmap.open("rb").read()
+    event = AuditEvent.objects.latest("id")
+    assert (event.action, event.object_id, event.actor_username, event.detail) == (
+        "download",
+        str(north.scan.pk),
+        north.staff.username,
+        f"heatmap:{label}",
+    )
 
 
 def test_other_class_is_computed_by_a_task_once_then_served(

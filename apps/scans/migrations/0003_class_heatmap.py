@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scans', '0001_initial'),
+        ('scans', '0002_scan_uploaded_by_protect'),
     ]
 
     operations = [

@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     explain.add_argument("--reference-every", type=int, default=10, help="Score-CAM on every k-th scan (0: none)")
     explain.add_argument("--reference-channels", type=int, default=256)
+    explain.add_argument(
+        "--ship",
+        default=None,
+        metavar="METHOD",
+        help="write METHOD (one of those scored) and its figures into the model card: the workers then use it",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "split":

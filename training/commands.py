@@ -6,6 +6,7 @@ import argparse
 import json
 import platform
 import shlex
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,4 +293,36 @@ def run_explain_eval(args: argparse.Namespace) -> int:
             f"  on the reference subset: {row['reference_subset']['pointing']}"
         )
     print(f"→ {args.out}/explain_eval.json, contact_sheet.png ({report['contact_sheet_method']})")
+    if args.ship:
+        ship_heatmap_method(model_dir, report, args.ship, argv_command="python -m training " + shlex.join(sys.argv[1:]))
     return 0
+
+
+def ship_heatmap_method(model_dir: Path, report: dict, method: str, argv_command: str) -> None:
+    """Record the heatmap method the workers use, with its localization figures, in the card."""
+    from workers.cams import CAM_METHODS
+    from workers.model_store import read_card, write_card
+
+    if method not in report["methods"] or method not in CAM_METHODS:
+        raise SystemExit(f"--ship {method}: not among the methods scored ({', '.join(report['methods'])})")
+    card = read_card(model_dir)
+    row = report["methods"][method]
+    card["heatmap_method"] = method
+    card["heatmap_localization"] = {
+        "method": method,
+        "spec": row["spec"],
+        "scans": report["scans"],
+        "pointing": row["all"]["pointing"],
+        "energy_in_box": row["all"]["energy_in_box"],
+        "per_class": row["all"]["per_class"],
+        "pointing_tolerance_px": report["pointing_tolerance_px"],
+        "baseline": {
+            name: {"pointing": other["all"]["pointing"], "energy_in_box": other["all"]["energy_in_box"]}
+            for name, other in report["methods"].items()
+            if name != method
+        },
+        "measured_with": "validation scans with expert boxes (tumor-boxes.csv), serving path, true class",
+        "command": argv_command,
+    }
+    write_card(model_dir, card)
+    print(f"model card {model_dir}: heatmap_method = {method}")

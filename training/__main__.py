@@ -17,7 +17,7 @@ from workers.imaging import HEAD_CROPS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write METHOD (one of those scored) and its figures into the model card: the workers then use it",
     )
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "split":
         from training.commands import run_split
 

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--head-lr", type=float, default=recipe.head_lr)
     train.add_argument("--finetune-lr", type=float, default=recipe.finetune_lr)
+    train.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
+    train.add_argument("--dropout", type=float, default=recipe.dropout)
     train.add_argument("--seed", type=int, default=recipe.seed)
     train.add_argument("--workers", type=int, default=recipe.workers)
     train.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute (GPU)")

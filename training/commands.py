@@ -93,6 +93,8 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         first_block=args.first_block,
         head_lr=args.head_lr,
         finetune_lr=args.finetune_lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
         seed=args.seed,
         head_crop=args.head_crop,
         init_model=str(args.init_model or ""),

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scans', '0002_scan_uploaded_by_protect'),
+        ('scans', '0004_scan_dicom'),
     ]
 
     operations = [

@@ -66,22 +66,17 @@
     if (p.overlay) p.overlay.hidden = true; // the server's overlay is the no-JavaScript fallback
   }
 
+  // createImageBitmap reads the PNG without a blob: URL, so a strict CSP (img-src 'self') holds.
   function decode(blob) {
-    return new Promise(function (resolve, reject) {
-      var url = URL.createObjectURL(blob), img = new Image();
-      img.onload = function () {
-        var c = document.createElement("canvas");
-        c.width = img.naturalWidth;
-        c.height = img.naturalHeight;
-        var ctx = c.getContext("2d");
-        ctx.drawImage(img, 0, 0);
-        var rgba = ctx.getImageData(0, 0, c.width, c.height).data, values = new Uint8Array(c.width * c.height);
-        for (var i = 0; i < values.length; i++) values[i] = rgba[i * 4];
-        URL.revokeObjectURL(url);
-        resolve({ width: c.width, height: c.height, values: values });
-      };
-      img.onerror = function () { URL.revokeObjectURL(url); reject(new Error("not an image")); };
-      img.src = url;
+    return createImageBitmap(blob).then(function (bitmap) {
+      var c = document.createElement("canvas");
+      c.width = bitmap.width;
+      c.height = bitmap.height;
+      var ctx = c.getContext("2d");
+      ctx.drawImage(bitmap, 0, 0);
+      var rgba = ctx.getImageData(0, 0, c.width, c.height).data, values = new Uint8Array(c.width * c.height);
+      for (var i = 0; i < values.length; i++) values[i] = rgba[i * 4];
+      return { width: c.width, height: c.height, values: values };
     });
   }
 

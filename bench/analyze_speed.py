@@ -7,7 +7,8 @@ of the predicted class's probability, spatial mean, weighted sum, ReLU, / max, r
 image, JET colour map, 50/50 blend in OpenCV, PNG encode, base64. Both run in this process on
 the same real scans; the figure that matters is the ratio.
 
-usage: python bench/analyze_speed.py [--scans 24] [--rounds 2]
+usage: python bench/analyze_speed.py [--scans 24] [--rounds 2] [--methods gradcam layercam ...]
+(--methods: time analyze() with each heatmap method of workers.cams, against the same reference)
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scans", type=int, default=24, help="real scans, spread over the four classes")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--methods", nargs="*", default=None, help="heatmap methods (default: the shipped one)")
     args = parser.parse_args()
 
     from workers.runtime import Analyzer
@@ -90,22 +92,31 @@ def main() -> int:
     samples = list_samples(DEFAULT_DATA)
     chosen = [samples[i] for i in np.linspace(0, len(samples) - 1, args.scans).astype(int)]
     blobs = [s.path.read_bytes() for s in chosen]
-    analyzer = Analyzer()
+    analyzers = {name: Analyzer(cam=name) for name in args.methods} if args.methods else {"shipped": Analyzer()}
     from workers.model_store import load_classifier
 
     reference_model = build_reference_model(load_classifier()[0])
-    for blob in blobs[:2]:  # warm both paths: tracing, allocators
-        analyzer.analyze(blob)
+    for blob in blobs[:2]:  # warm every path: tracing, allocators
+        for analyzer in analyzers.values():
+            analyzer.analyze(blob)
         reference_request(reference_model, blob)
-    ours, reference = [], []
-    for _ in range(args.rounds):
-        ours += time_each(analyzer.analyze, blobs)
+    ours: dict[str, list[float]] = {name: [] for name in analyzers}
+    reference: list[float] = []
+    for _ in range(args.rounds):  # interleaved, so a busy moment on the machine hits every path
+        for name, analyzer in analyzers.items():
+            ours[name] += time_each(analyzer.analyze, blobs)
         reference += time_each(lambda b: reference_request(reference_model, b), blobs)
-    ours_ms, reference_ms = statistics.median(ours), statistics.median(reference)
-    print(f"scans: {len(blobs)} real scans × {args.rounds} rounds, on {analyzer.device}, {os.cpu_count()} CPU cores")
+    reference_ms = statistics.median(reference)
+    device = next(iter(analyzers.values())).device
+    print(f"scans: {len(blobs)} real scans × {args.rounds} rounds, on {device}, {os.cpu_count()} CPU cores")
     print(f"reference per-request path: median {reference_ms:8.1f} ms  (p90 {np.percentile(reference, 90):.1f})")
-    print(f"our analyze():              median {ours_ms:8.1f} ms  (p90 {np.percentile(ours, 90):.1f})")
-    print(f"speed-up (reference / ours): {reference_ms / ours_ms:.2f}×")
+    for name, times in ours.items():
+        method = analyzers[name].cam.name
+        ours_ms = statistics.median(times)
+        print(
+            f"our analyze() [{method:>22}]: median {ours_ms:8.1f} ms  (p90 {np.percentile(times, 90):.1f})"
+            f"  speed-up (reference / ours): {reference_ms / ours_ms:.2f}×"
+        )
     return 0
 
 

@@ -12,6 +12,7 @@ from apps.scans.apis import (
     AgreementReadingsCsvApi,
     CaseScansApi,
     ScanDetailApi,
+    ScanHeatmapApi,
     ScanReviewApi,
     ScanReviewsApi,
 )
@@ -26,6 +27,7 @@ urlpatterns = [
     path("cases/<int:case_id>/", CaseDetailApi.as_view(), name="case-detail"),
     path("cases/<int:case_id>/scans/", CaseScansApi.as_view(), name="case-scans"),
     path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
+    path("scans/<int:scan_id>/heatmaps/<str:label>/", ScanHeatmapApi.as_view(), name="scan-heatmap"),
     path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
     path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
     # The radiologist's desk (issue 8)

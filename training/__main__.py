@@ -1,4 +1,4 @@
-"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness."""
+"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training.data import DEFAULT_DATA, SPLIT_FILE
+from training.train import TrainConfig
+from workers.cams import CAM_METHODS
+from workers.imaging import HEAD_CROPS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--split", type=Path, default=SPLIT_FILE)
     pack.add_argument("--out", type=Path, required=True)
     pack.add_argument("--stored-size", type=int, default=256)
+    pack.add_argument("--head-crop", choices=HEAD_CROPS, default=TrainConfig.head_crop)
+    pack.add_argument("--quality", type=int, default=85, help="WebP quality of the stored scans")
+    pack.add_argument("--only", choices=("train", "val"), default=None, help="pack one side of the split only")
 
     train = commands.add_parser("train", help="transfer learning: frozen head phase, then fine-tuning")
     train.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder per class (used to build the pack)")
@@ -40,17 +46,33 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO / ".weights" / "xception_imagenet_notop.weights.h5"),
         help="'imagenet' (download), a .weights.h5 path, or 'none'",
     )
-    train.add_argument("--input-size", type=int, default=224)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--head-epochs", type=int, default=2)
-    train.add_argument("--finetune-epochs", type=int, default=14)
-    train.add_argument("--first-block", type=int, default=1, help="fine-tune Xception blocks from this one on")
-    train.add_argument("--finetune-lr", type=float, default=2e-4)
-    train.add_argument("--workers", type=int, default=2)
+    # Defaults come from TrainConfig, the one home of the recipe (so --help and the card agree).
+    recipe = TrainConfig()
+    train.add_argument("--input-size", type=int, default=recipe.input_size)
+    train.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    train.add_argument("--head-epochs", type=int, default=recipe.head_epochs)
+    train.add_argument("--finetune-epochs", type=int, default=recipe.finetune_epochs)
+    train.add_argument(
+        "--first-block", type=int, default=recipe.first_block, help="fine-tune Xception blocks from this one on"
+    )
+    train.add_argument("--head-lr", type=float, default=recipe.head_lr)
+    train.add_argument("--finetune-lr", type=float, default=recipe.finetune_lr)
+    train.add_argument("--weight-decay", type=float, default=recipe.weight_decay)
+    train.add_argument("--dropout", type=float, default=recipe.dropout)
+    train.add_argument("--seed", type=int, default=recipe.seed)
+    train.add_argument("--workers", type=int, default=recipe.workers)
     train.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute (GPU)")
-    train.add_argument("--deadline-minutes", type=float, default=0.0)
+    train.add_argument("--deadline-minutes", type=float, default=recipe.deadline_minutes)
     train.add_argument("--resume", action="store_true")
-    train.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity: 1 progress bar, 2 a line per epoch")
+    train.add_argument(
+        "--verbose", type=int, default=recipe.verbose, help="Keras fit verbosity: 1 progress bar, 2 a line per epoch"
+    )
+    train.add_argument(
+        "--head-crop", choices=HEAD_CROPS, default=recipe.head_crop, help="serving head crop (stored in the card)"
+    )
+    train.add_argument(
+        "--init-model", default=recipe.init_model, help="start from this model folder's weights (e.g. the shipped one)"
+    )
     train.add_argument("--smoke", action="store_true", help="a few scans, 96 px, one epoch per phase")
     train.add_argument("--version", default="brain-xception")
 
@@ -71,7 +93,37 @@ def main(argv: list[str] | None = None) -> int:
         "--limit", type=int, default=0, help="score N validation scans, the same number from each class"
     )
 
-    args = parser.parse_args(argv)
+    explain = commands.add_parser(
+        "explain-eval", help="pointing game and energy-in-box of heatmap methods on boxed validation scans"
+    )
+    explain.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    explain.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    explain.add_argument("--boxes", type=Path, default=DEFAULT_DATA.parent / "tumor-boxes.csv")
+    explain.add_argument("--out", type=Path, required=True)
+    explain.add_argument(
+        "--method", nargs="*", choices=sorted(CAM_METHODS), default=None, help="methods to score (default: all)"
+    )
+    explain.add_argument("--layers", nargs="*", default=None, help="layers for --method (block4, block13, block14, …)")
+    explain.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="score about N boxed scans, a third per tumour class, evenly spread (0: all)",
+    )
+    explain.add_argument("--reference-every", type=int, default=10, help="Score-CAM on every k-th scan (0: none)")
+    explain.add_argument("--reference-channels", type=int, default=256)
+    explain.add_argument(
+        "--ship",
+        default=None,
+        metavar="METHOD",
+        help="write METHOD (one of those scored) and its figures into the model card: the workers then use it",
+    )
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "split":
         from training.commands import run_split
 
@@ -92,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.commands import run_evaluate
 
         return run_evaluate(args)
+    if args.command == "explain-eval":
+        from training.commands import run_explain_eval
+
+        return run_explain_eval(args)
     from training.commands import run_robustness
 
     return run_robustness(args)

@@ -6,6 +6,7 @@ import argparse
 import json
 import platform
 import shlex
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,14 +35,18 @@ def run_pack(args: argparse.Namespace) -> int:
     from training.pack import build_pack
 
     keys = _split_keys(load_split(args.split))
-    samples = list_samples(args.data)
+    if args.only:
+        keys = {key: part for key, part in keys.items() if part == args.only}
+    samples = [s for s in list_samples(args.data) if s.key in keys]
     build_pack(
-        [s for s in samples if s.key in keys],
-        [keys[s.key] for s in samples if s.key in keys],
+        samples,
+        [keys[s.key] for s in samples],
         args.out,
         args.stored_size,
+        head_crop=args.head_crop,
+        quality=args.quality,
     )
-    print(f"packed {len(keys)} scans at {args.stored_size} px → {args.out}")
+    print(f"packed {len(samples)} scans at {args.stored_size} px ({args.head_crop} crop) → {args.out}")
     return 0
 
 
@@ -73,18 +78,26 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.pack:
         pack = load_pack(args.pack)
     else:
-        cache = REPO / "var" / "cache" / f"pack-{'smoke' if args.smoke else 'full'}-256"
+        cache = REPO / "var" / "cache" / f"pack-{'smoke' if args.smoke else 'full'}-256-{args.head_crop}"
         if not (cache / "pack.json").exists():
             samples = [s for s in list_samples(args.data) if s.key in keys]
-            build_pack(samples, [keys[s.key] for s in samples], cache, 256)
+            build_pack(samples, [keys[s.key] for s in samples], cache, 256, head_crop=args.head_crop)
         pack = load_pack([cache])
+    if pack.head_crop != args.head_crop:
+        raise SystemExit(f"the pack was prepared with the {pack.head_crop!r} head crop, not {args.head_crop!r}")
     config = TrainConfig(
         input_size=args.input_size,
         batch_size=args.batch_size,
         head_epochs=args.head_epochs,
         finetune_epochs=args.finetune_epochs,
         first_block=args.first_block,
+        head_lr=args.head_lr,
         finetune_lr=args.finetune_lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        seed=args.seed,
+        head_crop=args.head_crop,
+        init_model=str(args.init_model or ""),
         workers=args.workers,
         mixed_precision=args.mixed_precision,
         deadline_minutes=args.deadline_minutes,
@@ -104,6 +117,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         "version": f"{args.version}-{datetime.now(UTC):%Y%m%d-%H%M}",
         "architecture": "Xception (ImageNet) → GAP → Dense(256, ReLU) → Dropout(0.3) → 4 logits",
         "input_size": config.input_size,
+        "preprocessing": {"head_crop": config.head_crop},
         "class_names": list(CLASS_NAMES),
         "temperature": 1.0,
         "weights_dtype": "float16",
@@ -116,7 +130,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         },
         "recipe": {
             **config.__dict__,
-            "backbone_weights": "imagenet" if weights else None,
+            "backbone_weights": "imagenet" if weights and not config.init_model else None,
             "stored_size": pack.stored_size,
             "smoke": bool(args.smoke),
         },
@@ -174,12 +188,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from training.plots import plot_confusion, plot_reliability
     from training.scoring import scan_logits
     from workers.inference import calibrated_probabilities
-    from workers.model_store import load_classifier, write_card
+    from workers.model_store import head_crop_of, load_classifier, write_card
 
     model, card = load_classifier(args.model)
     samples = _validation_samples(args.model, args.data)
     true = np.array([s.label for s in samples])
-    logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]))
+    logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]), head_crop=head_crop_of(card))
     temperature = fit_temperature(logits, true)
     before = summarize(calibrated_probabilities(logits, 1.0), true, CLASS_NAMES)
     after = summarize(calibrated_probabilities(logits, temperature), true, CLASS_NAMES)
@@ -251,3 +265,66 @@ def run_robustness(args: argparse.Namespace) -> int:
     for name, row in report.items():
         print(f"{name:>24}: accuracy {row['accuracy']:.4f}  notumor recall {row['recall']['notumor']:.4f}")
     return 0
+
+
+def run_explain_eval(args: argparse.Namespace) -> int:
+    from training.explain_eval import explain_eval
+    from workers.cams import CAM_METHODS, parse_method
+    from workers.model_store import DEFAULT_MODEL_DIR
+
+    if args.layers and (not args.method or len(args.method) != 1):
+        raise SystemExit("--layers applies to one --method")
+    names = args.method or list(CAM_METHODS)
+    methods = {name: parse_method(name, args.layers) for name in names}
+    model_dir = args.model or DEFAULT_MODEL_DIR
+    report = explain_eval(
+        model_dir,
+        _validation_samples(model_dir, args.data),
+        args.boxes,
+        args.out,
+        methods,
+        limit=args.limit,
+        reference_every=args.reference_every,
+        reference_channels=args.reference_channels,
+    )
+    print(f"{report['scans']} boxed validation scans, model {report['model_version']}")
+    for name, row in report["methods"].items():
+        per_class = " ".join(f"{c} {v['pointing']}" for c, v in row["all"]["per_class"].items())
+        print(
+            f"{name:>16}: pointing {row['all']['pointing']} energy {row['all']['energy_in_box']} ({per_class})"
+            f"  on the reference subset: {row['reference_subset']['pointing']}"
+        )
+    print(f"→ {args.out}/explain_eval.json, contact_sheet.png ({report['contact_sheet_method']})")
+    if args.ship:
+        ship_heatmap_method(model_dir, report, args.ship, argv_command="python -m training " + shlex.join(sys.argv[1:]))
+    return 0
+
+
+def ship_heatmap_method(model_dir: Path, report: dict, method: str, argv_command: str) -> None:
+    """Record the heatmap method the workers use, with its localization figures, in the card."""
+    from workers.cams import CAM_METHODS
+    from workers.model_store import read_card, write_card
+
+    if method not in report["methods"] or method not in CAM_METHODS:
+        raise SystemExit(f"--ship {method}: not among the methods scored ({', '.join(report['methods'])})")
+    card = read_card(model_dir)
+    row = report["methods"][method]
+    card["heatmap_method"] = method
+    card["heatmap_localization"] = {
+        "method": method,
+        "spec": row["spec"],
+        "scans": report["scans"],
+        "pointing": row["all"]["pointing"],
+        "energy_in_box": row["all"]["energy_in_box"],
+        "per_class": row["all"]["per_class"],
+        "pointing_tolerance_px": report["pointing_tolerance_px"],
+        "baseline": {
+            name: {"pointing": other["all"]["pointing"], "energy_in_box": other["all"]["energy_in_box"]}
+            for name, other in report["methods"].items()
+            if name != method
+        },
+        "measured_with": "validation scans with expert boxes (tumor-boxes.csv), serving path, true class",
+        "command": argv_command,
+    }
+    write_card(model_dir, card)
+    print(f"model card {model_dir}: heatmap_method = {method}")

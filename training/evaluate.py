@@ -14,7 +14,7 @@ from training.plots import plot_confusion, plot_reliability
 from training.scoring import scan_logits
 from workers.imaging import CLASS_NAMES
 from workers.inference import calibrated_probabilities
-from workers.model_store import DEFAULT_MODEL_DIR, load_classifier
+from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, load_classifier
 
 
 def evaluate(data_dir: Path, out_dir: Path, model_dir: Path = DEFAULT_MODEL_DIR, progress: bool = True) -> dict:
@@ -24,7 +24,9 @@ def evaluate(data_dir: Path, out_dir: Path, model_dir: Path = DEFAULT_MODEL_DIR,
     model, card = load_classifier(model_dir)
     samples = list_samples(Path(data_dir))
     true = np.array([s.label for s in samples])
-    logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]), progress=progress)
+    logits = scan_logits(
+        model, [s.path for s in samples], int(card["input_size"]), progress=progress, head_crop=head_crop_of(card)
+    )
     probabilities = calibrated_probabilities(logits, float(card.get("temperature", 1.0)))
     metrics = summarize(probabilities, true, CLASS_NAMES)
     metrics.update(

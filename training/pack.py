@@ -23,16 +23,16 @@ from workers.imaging import decode_gray, prepare
 WEBP_QUALITY = 85
 
 
-def encode_prepared(path: Path, stored_size: int) -> bytes:
-    pixels = prepare(decode_gray(Path(path).read_bytes()), stored_size).pixels
-    ok, buffer = cv2.imencode(".webp", (pixels * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY])
+def encode_prepared(path: Path, stored_size: int, head_crop: str = "v1", quality: int = WEBP_QUALITY) -> bytes:
+    pixels = prepare(decode_gray(Path(path).read_bytes()), stored_size, head_crop).pixels
+    ok, buffer = cv2.imencode(".webp", (pixels * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_WEBP_QUALITY, quality])
     if not ok:
         raise RuntimeError(f"could not encode {path}")
     return buffer.tobytes()
 
 
-def _encode_job(args: tuple[str, int]) -> bytes:
-    return encode_prepared(Path(args[0]), args[1])
+def _encode_job(args: tuple[str, int, str, int]) -> bytes:
+    return encode_prepared(Path(args[0]), *args[1:])
 
 
 def build_pack(
@@ -42,13 +42,15 @@ def build_pack(
     stored_size: int,
     shard_bytes: int = 15 * 2**20,
     workers: int = 2,
+    head_crop: str = "v1",
+    quality: int = WEBP_QUALITY,
 ) -> None:
     """Write shards `pack-000.npz`, … and `pack.json` (keys, labels, split per scan)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(s.path), stored_size) for s in samples]
+    jobs = [(str(s.path), stored_size, head_crop, quality) for s in samples]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         blobs = list(tqdm(pool.map(_encode_job, jobs, chunksize=16), total=len(jobs), desc="pack", unit="scan"))
     shards, current, size = [], [], 0
@@ -65,6 +67,8 @@ def build_pack(
         np.savez(out_dir / f"pack-{number:03d}.npz", index=np.array(indices), lengths=lengths, data=data)
     meta = {
         "stored_size": stored_size,
+        "head_crop": head_crop,
+        "webp_quality": quality,
         "keys": [s.key for s in samples],
         "labels": [s.label for s in samples],
         "split": list(split),
@@ -80,6 +84,7 @@ class Pack:
     labels: np.ndarray
     split: list[str]
     blobs: list[bytes]
+    head_crop: str = "v1"  # the serving crop the scans were prepared with (workers.imaging.HEAD_CROPS)
 
     def image(self, index: int) -> np.ndarray:
         """Stored scan `index` as uint8 gray (stored_size × stored_size)."""
@@ -107,4 +112,11 @@ def load_pack(directories: Sequence[Path]) -> Pack:
     missing = sum(b is None for b in blobs)
     if missing:
         raise FileNotFoundError(f"pack is incomplete: {missing} of {len(blobs)} scans have no shard")
-    return Pack(meta["stored_size"], meta["keys"], np.array(meta["labels"]), meta["split"], blobs)  # type: ignore[arg-type]
+    return Pack(
+        meta["stored_size"],
+        meta["keys"],
+        np.array(meta["labels"]),
+        meta["split"],
+        blobs,  # type: ignore[arg-type]
+        meta.get("head_crop", "v1"),
+    )

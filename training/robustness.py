@@ -20,7 +20,7 @@ from training.metrics import summarize
 from training.scoring import scan_logits
 from workers.imaging import CLASS_NAMES
 from workers.inference import calibrated_probabilities
-from workers.model_store import load_classifier
+from workers.model_store import head_crop_of, load_classifier
 
 
 def _gray(data: bytes) -> np.ndarray:
@@ -86,7 +86,9 @@ def robustness_report(model_dir: Path, samples: list, out_dir: Path) -> dict:
     report = {}
     for name, transform in PERTURBATIONS.items():
         print(f"perturbation {name}", flush=True)
-        logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]), transform=transform)
+        logits = scan_logits(
+            model, [s.path for s in samples], int(card["input_size"]), transform=transform, head_crop=head_crop_of(card)
+        )
         metrics = summarize(calibrated_probabilities(logits, float(card.get("temperature", 1.0))), true, CLASS_NAMES)
         report[name] = {
             "accuracy": metrics["accuracy"],

@@ -18,6 +18,7 @@ def scan_logits(
     batch_size: int = 16,
     progress: bool = True,
     transform: Any = None,
+    head_crop: str = "v1",
 ) -> np.ndarray:
     """Logits (N, 4) of each file. `transform(bytes) -> bytes` perturbs a file before decoding."""
     from tqdm import tqdm
@@ -29,7 +30,7 @@ def scan_logits(
         blobs = [Path(p).read_bytes() for p in chunk]
         if transform is not None:
             blobs = [transform(b) for b in blobs]
-        batch = model_batch([preprocess_scan(b, input_size) for b in blobs])
+        batch = model_batch([preprocess_scan(b, input_size, head_crop) for b in blobs])
         rows.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
         bar.update(len(chunk))
     bar.close()

@@ -25,10 +25,13 @@ from workers.imaging import to_model_input
 
 @dataclass
 class TrainConfig:
+    """The one home of the training recipe's defaults: `python -m training train --help` reads
+    them from here, and the model card records the instance a model was trained with."""
+
     input_size: int = 224
     batch_size: int = 32
     head_epochs: int = 2
-    finetune_epochs: int = 14
+    finetune_epochs: int = 18
     head_lr: float = 1e-3
     finetune_lr: float = 2e-4
     weight_decay: float = 1e-5
@@ -39,6 +42,10 @@ class TrainConfig:
     mixed_precision: bool = False
     deadline_minutes: float = 0.0  # 0: no deadline
     verbose: int = 1
+    # Serving crop the pack was prepared with (workers.imaging.HEAD_CROPS); goes into the card.
+    head_crop: str = "lit"
+    # Start from a shipped model's verified weights instead of ImageNet ("" = ImageNet/none).
+    init_model: str = ""
 
 
 def make_sequence(pack: Pack, indices: np.ndarray, config: TrainConfig, training: bool) -> Any:
@@ -140,7 +147,10 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
     train_batches = make_sequence(pack, pack.indices("train"), config, training=True)
-    val_batches = make_sequence(pack, pack.indices("val"), config, training=False)
+    # A pack may hold the training split only (carried to a GPU machine); then validation is
+    # done afterwards through the serving path on the original files (`calibrate`, `evaluate`).
+    val_indices = pack.indices("val")
+    val_batches = make_sequence(pack, val_indices, config, training=False) if len(val_indices) else None
     checkpoint = Checkpoint(run_dir)
     state = checkpoint.state() if resume else {"phase": None, "epochs_done": 0}
     history_file = run_dir / "history.csv"
@@ -159,7 +169,12 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
             flush=True,
         )
     else:
-        model = build_classifier(config.input_size, backbone_weights, config.dropout)
+        model = build_classifier(config.input_size, None if config.init_model else backbone_weights, config.dropout)
+        if config.init_model:
+            # Convolutions and pooling do not depend on the input size: any size can start here.
+            from workers.model_store import read_card, verified_weights
+
+            model.set_weights(verified_weights(Path(config.init_model), read_card(Path(config.init_model))))
 
     done = state["epochs_done"]
     if state["phase"] in (None, "head") and done < config.head_epochs:
@@ -219,7 +234,8 @@ def plot_history(run_dir: Path, out_path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(epochs, [float(r[metric]) for r in rows], label="train (augmented)")
-        axis.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label="validation")
+        if rows and f"val_{metric}" in rows[0]:
+            axis.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label="validation")
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)

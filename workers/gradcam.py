@@ -1,21 +1,10 @@
-"""Grad-CAM maps and their rendering, kept apart: computing the map needs the model, drawing
-it needs only pixels (the shape of jacobgil/pytorch-grad-cam's base_cam / utils.image)."""
+"""Rendering and encoding of heatmaps, kept apart from computing them (workers/cams.py): drawing
+needs only pixels (the shape of jacobgil/pytorch-grad-cam's base_cam / utils.image). The
+overlay PNG and the gray heatmap PNG are both encoded here."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
-
-
-def gradcam_map(features: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-    """Grad-CAM from one image's feature maps (h, w, C) and d(class score)/d(features).
-
-    Channel weights are the spatially averaged gradients; the map is the ReLU of the weighted
-    sum, scaled to [0, 1] (all zeros when nothing speaks for the class).
-    """
-    weights = gradients.reshape(-1, gradients.shape[-1]).mean(axis=0)
-    cam = np.maximum((features * weights).sum(axis=-1), 0.0)
-    peak = float(cam.max())
-    return (cam / peak).astype(np.float32) if peak > 0 else np.zeros_like(cam, dtype=np.float32)
 
 
 def render_overlay(gray: np.ndarray, heatmap: np.ndarray, strength: float = 0.55) -> np.ndarray:
@@ -35,4 +24,17 @@ def encode_png(rgb: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise RuntimeError("could not encode the overlay as PNG")
+    return buffer.tobytes()
+
+
+def encode_heatmap_png(heatmap: np.ndarray) -> bytes:
+    """8-bit gray PNG of a 2-D map in [0, 1] (NaN → 0): the stored heatmap, coloured in the
+    browser so the colour map and opacity can change without a new request."""
+    values = np.asarray(heatmap, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"a heatmap must be 2-D, got shape {values.shape}")
+    pixels = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    ok, buffer = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("could not encode the heatmap as PNG")
     return buffer.tobytes()

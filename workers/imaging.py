@@ -219,19 +219,35 @@ class Crop:
     x1: int
 
 
-def head_crop(gray: np.ndarray) -> Crop:
+# Head-crop variants, named in the model card (`preprocessing.head_crop`): a model is served
+# with the crop it was trained on. "v1": background = under 10 % of the bright level, which
+# the grey noise floor of many exports exceeds (about a third of the training scans were then
+# "cropped" to the whole image). "lit": lit pixels only; the floor is also at least half of
+# Otsu's threshold between background and tissue, so noise stays out of the box.
+HEAD_CROPS = ("v1", "lit")
+
+
+def head_crop(gray: np.ndarray, variant: str = "v1") -> Crop:
     """Bounding box of the head (non-background) with a small margin.
 
     Background is judged against a threshold relative to the image's bright level after a
     blur, so noise, text burnt into corners and the export's brightness do not move it much.
     Falls back to the whole image when nothing plausible is found.
     """
+    if variant not in HEAD_CROPS:
+        raise ValueError(f"unknown head crop {variant!r}; known: {', '.join(HEAD_CROPS)}")
     height, width = gray.shape
     small = cv2.GaussianBlur(gray, (0, 0), sigmaX=max(1.0, min(height, width) / 200))
     bright = float(np.percentile(small, 99))
     if bright <= 0.02:
         return Crop(0, height, 0, width)
-    mask = (small > 0.1 * bright).astype(np.uint8)
+    floor = 0.1 * bright
+    if variant == "lit":
+        otsu, _ = cv2.threshold(
+            (np.clip(small, 0, 1) * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+        )
+        floor = max(floor, 0.5 * otsu / 255.0)
+    mask = (small > floor).astype(np.uint8)
     count, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return Crop(0, height, 0, width)
@@ -288,9 +304,9 @@ class Prepared:
     original_shape: tuple[int, int]
 
 
-def prepare(gray: np.ndarray, size: int) -> Prepared:
+def prepare(gray: np.ndarray, size: int, head_crop_variant: str = "v1") -> Prepared:
     """The serving preprocessing, from a decoded gray scan to the model's input."""
-    crop = head_crop(gray)
+    crop = head_crop(gray, head_crop_variant)
     region = normalize_contrast(gray[crop.y0 : crop.y1, crop.x0 : crop.x1])
     squared, top, left = square_pad(region)
     return Prepared(resize_square(squared, size), crop, top, left, gray.shape)

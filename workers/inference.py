@@ -4,15 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from workers.imaging import Prepared, decode_gray_bounded, prepare, to_model_input
-
-# Below this top probability a result is flagged for a careful read, not asserted.
-LOW_CONFIDENCE = 0.70
+from workers.results import LOW_CONFIDENCE  # noqa: F401  (re-exported: its old home)
 
 
-def preprocess_scan(data: bytes, input_size: int) -> Prepared:
+def preprocess_scan(data: bytes, input_size: int, head_crop: str = "v1") -> Prepared:
     """Uploaded bytes → the model's input (and how to map results back onto the scan). A scan
     longer than WORK_SIDE is analysed on a box-averaged copy (workers/imaging.py)."""
-    return prepare(decode_gray_bounded(data), input_size)
+    return prepare(decode_gray_bounded(data), input_size, head_crop)
 
 
 def model_batch(prepared: list[Prepared]) -> np.ndarray:

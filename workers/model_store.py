@@ -61,6 +61,18 @@ def read_card(model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     return json.loads(path.read_text())
 
 
+def head_crop_of(card: dict) -> str:
+    """The serving head crop a model was trained with (cards before it was recorded: "v1")."""
+    return str((card.get("preprocessing") or {}).get("head_crop", "v1"))
+
+
+def heatmap_method_of(card: dict) -> str:
+    """The heatmap method the card ships with (workers.cams.CAM_METHODS); before: Grad-CAM."""
+    from workers.cams import SHIPPED_METHOD
+
+    return str(card.get("heatmap_method") or SHIPPED_METHOD)
+
+
 def write_card(model_dir: Path, card: dict) -> None:
     (Path(model_dir) / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
 

@@ -2,10 +2,12 @@
 
 `get_analyzer().analyze(data)` decodes a scan with the serving preprocessing, runs Xception
 once and, in that same pass, takes the gradient of the predicted class's logit with respect to
-`block14_sepconv2_act` for Grad-CAM (the app we replace rebuilt a gradient model and ran the
-network twice per request). Probabilities are temperature-calibrated. TensorFlow is imported
-here only, lazily: the web process never loads it.
+the layers the heatmap method reads (workers.cams; the app we replace rebuilt a gradient model
+and ran the network twice per request). `analyze_batch` does several slices in one pass;
+`explain(data, label)` gives any class's heatmap. Probabilities are temperature-calibrated.
+TensorFlow is imported here only, lazily: the web process never loads it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,51 +15,49 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workers.gradcam import encode_png, gradcam_map, render_overlay
-from workers.imaging import CLASS_NAMES, decode_gray_bounded, map_to_scan, prepare, to_model_input
-from workers.inference import LOW_CONFIDENCE, calibrated_probabilities
-from workers.model_store import DEFAULT_MODEL_DIR
+from workers.cams import CamSpec, combine, flip_average, parse_method
+from workers.gradcam import encode_png, render_overlay
+from workers.imaging import CLASS_NAMES, Prepared, decode_gray_bounded, map_to_scan, prepare, to_model_input
+from workers.inference import calibrated_probabilities
+from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, heatmap_method_of
+from workers.results import AnalysisResult
 
 logger = logging.getLogger(__name__)
 
+# `targets` for the traced pass: a class index, OWN (the row's own predicted class), or
+# pair_of(k) (the class predicted for row k: a mirrored copy explains its original's class).
+OWN = -1
 
-@dataclass(frozen=True)
-class AnalysisResult:
-    label: str
-    probabilities: dict[str, float]
-    # float32 in [0, 1], the scan's height × width; for a scan longer than WORK_SIDE (2048 px),
-    # the size of the copy that was analysed (same aspect ratio).
-    heatmap: np.ndarray
-    overlay_png: bytes
-    model_version: str
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def confidence(self) -> float:
-        return self.probabilities[self.label]
-
-    @property
-    def low_confidence(self) -> bool:
-        return self.confidence < LOW_CONFIDENCE
+def pair_of(row: int) -> int:
+    return -2 - row
 
 
 class Analyzer:
-    """One loaded model; `analyze` / `analyze_batch` are safe to call repeatedly (not
-    concurrently) in a process."""
+    """One loaded model; `analyze` / `analyze_batch` / `explain` are safe to call repeatedly (not
+    concurrently) in a process.
 
-    def __init__(self, model_dir: Path | str = DEFAULT_MODEL_DIR) -> None:
+    `cam` names the heatmap method (workers.cams.CAM_METHODS; default: the model card's
+    `heatmap_method`, else Grad-CAM on block14). `probe_layers` adds layers to the traced pass,
+    for `cam_maps` to compare several methods on one forward/backward (explain-eval).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str = DEFAULT_MODEL_DIR,
+        cam: str | CamSpec | None = None,
+        probe_layers: tuple[str, ...] = (),
+    ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         started = time.perf_counter()
         import keras
         import tensorflow as tf
 
-        from workers.model_def import CAM_LAYER
         from workers.model_store import load_classifier
 
         enable_gpu_memory_growth(tf)
@@ -65,27 +65,64 @@ class Analyzer:
         self.model_version: str = card["version"]
         self.input_size: int = int(card["input_size"])
         self.temperature: float = float(card.get("temperature", 1.0))
-        cam_model = keras.Model(model.inputs, [model.get_layer(CAM_LAYER).output, model.output])
+        self.head_crop: str = head_crop_of(card)
+        self.cam: CamSpec = cam if isinstance(cam, CamSpec) else parse_method(cam or heatmap_method_of(card))
+        self.layer_names: tuple[str, ...] = tuple(dict.fromkeys(self.cam.layer_names + tuple(probe_layers)))
+        self._model = model
+        cam_model = keras.Model(model.inputs, [*(model.get_layer(n).output for n in self.layer_names), model.output])
+        size = self.input_size
 
-        # Any batch size: one traced function serves analyze() (batch 1) and analyze_batch().
-        @tf.function(input_signature=[tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)])
-        def forward(pixels: Any) -> tuple[Any, Any, Any]:
+        # Any batch size: one traced function serves analyze() (batch 1), analyze_batch() and
+        # explain(); `targets` (one per row) picks the class whose logit is explained.
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32), tf.TensorSpec((None,), tf.int32)]
+        )
+        def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any]:
             with tf.GradientTape() as tape:
-                features, logits = cam_model(pixels, training=False)
-                # Each slice's predicted-class logit, summed: slices do not interact (BatchNorm in
-                # inference mode), so d(sum)/d(features of slice i) is slice i's own gradient.
-                score = tf.reduce_sum(tf.reduce_max(logits, axis=-1))
-            # Only the head lies between the features and the logit: this backward pass is tiny.
+                *features, logits = cam_model(pixels, training=False)
+                own = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                paired = tf.gather(own, tf.maximum(-2 - targets, 0))
+                chosen = tf.where(targets >= 0, targets, tf.where(targets == OWN, own, paired))
+                # Rows do not interact (BatchNorm in inference mode), so d(sum)/d(features of
+                # row i) is row i's own gradient.
+                score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
             return features, logits, tape.gradient(score, features)
 
         self._forward = forward
-        self._forward(tf.zeros((1, self.input_size, self.input_size, 3)))  # trace once, at load
+        self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         # Whether a study's slices should go through analyze_batch: on this project's CPU a
         # batch of 8 or 32 costs ~1.5x more per slice than batch 1 (bench/analyze_batch.py,
         # docs/operations.md), so CPU workers analyse slices one at a time.
         self.batch_preferred: bool = self.device == "GPU"
         logger.info("model %s loaded on %s in %.1f s", self.model_version, self.device, time.perf_counter() - started)
+
+    def _run(self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool) -> tuple[np.ndarray, list, list]:
+        """Logits of the scans, and per layer the activations and class-score gradients; with
+        `flip`, the mirrored scans follow as rows n..2n-1, each explaining its original's class."""
+        pixels = to_model_input(np.stack([p.pixels for p in prepared]))
+        rows = list(targets)
+        if flip:
+            pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
+            rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
+        features, logits, gradients = self._forward(pixels, np.asarray(rows, dtype=np.int32))
+        return logits.numpy()[: len(prepared)], [f.numpy() for f in features], [g.numpy() for g in gradients]
+
+    def probe(self, prepared: Prepared, class_index: int, flip: bool) -> tuple[np.ndarray, list, list]:
+        """One scan's logits, and per layer its activations and class-score gradients (class_index
+        < 0: the predicted class; with `flip`, the mirrored image as a second row)."""
+        logits, features, gradients = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
+        return logits[0], features, gradients
+
+    def _cam_from(self, spec: CamSpec, features: list, gradients: list, row: int = 0, count: int = 1) -> np.ndarray:
+        """The method's map over the model input for scan `row` of a `_run`/`probe` of `count`
+        scans that read its layers (and its mirrored rows, for a flip method)."""
+        picked = [self.layer_names.index(name) for name in spec.layer_names]
+        maps = [
+            combine(spec, [features[i][r] for i in picked], [gradients[i][r] for i in picked], self.input_size)
+            for r in ((row, row + count) if spec.flip else (row,))
+        ]
+        return flip_average(maps[0], maps[1]) if spec.flip else maps[0]
 
     def analyze(self, data: bytes) -> AnalysisResult:
         """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
@@ -103,18 +140,17 @@ class Analyzer:
         for data, clock in zip(scans, clocks, strict=True):
             gray = decode_gray_bounded(data)  # at most WORK_SIDE a side: bounded memory
             clock.lap("decode")
-            prepared.append(prepare(gray, self.input_size))
+            prepared.append(prepare(gray, self.input_size, self.head_crop))
             grays.append(gray)
             clock.lap("preprocess")
         started = time.perf_counter()
-        features, logits, gradients = self._forward(to_model_input(np.stack([p.pixels for p in prepared])))
-        features, logits, gradients = features.numpy(), logits.numpy(), gradients.numpy()
+        logits, features, gradients = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
         model_ms = (time.perf_counter() - started) * 1000 / len(scans)
         probabilities = calibrated_probabilities(logits, self.temperature)
         results = []
         for i, clock in enumerate(clocks):
             clock.add("inference", model_ms)
-            cam = gradcam_map(features[i], gradients[i])
+            cam = self._cam_from(self.cam, features, gradients, row=i, count=len(prepared))
             heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
             overlay = encode_png(render_overlay(grays[i], heatmap))
             clock.lap("gradcam_and_overlay")
@@ -129,6 +165,29 @@ class Analyzer:
                 )
             )
         return results
+
+    def explain(self, data: bytes, label: str) -> np.ndarray:
+        """The heatmap for class `label` (any class, not only the predicted one), with the same
+        shape rules as `analyze`'s: float32 at the scan's height × width, in [0, 1]."""
+        if label not in CLASS_NAMES:
+            raise ValueError(f"unknown class {label!r}; known: {', '.join(CLASS_NAMES)}")
+        prepared = prepare(decode_gray_bounded(data), self.input_size, self.head_crop)
+        _logits, features, gradients = self.probe(prepared, CLASS_NAMES.index(label), self.cam.flip)
+        return np.clip(map_to_scan(self._cam_from(self.cam, features, gradients), prepared), 0.0, 1.0)
+
+    def cam_maps(self, prepared: Prepared, class_index: int, specs: dict[str, CamSpec]) -> dict[str, np.ndarray]:
+        """Several methods' maps over the model input from one pass (their layers must be among
+        `layer_names`); for comparing methods, not for serving."""
+        _logits, features, gradients = self.probe(prepared, class_index, any(s.flip for s in specs.values()))
+        plain = [f[:1] for f in features], [g[:1] for g in gradients]
+        return {
+            name: self._cam_from(spec, features, gradients) if spec.flip else self._cam_from(spec, *plain)
+            for name, spec in specs.items()
+        }
+
+    def class_logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Logits of a batch of model inputs (N, size, size, 3); for Score-CAM, not serving."""
+        return np.asarray(self._model.predict_on_batch(pixels), dtype=np.float64)
 
 
 def enable_gpu_memory_growth(tf: Any) -> None:

@@ -177,6 +177,37 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     return outcomes
 
 
+@inference_task
+def explain_scan(heatmap_id: int) -> str:
+    """Compute and store the heatmap of one class for an analysed scan (services.scan_class_heatmap
+    publishes it). Idempotent: a heatmap already stored, or whose scan is gone, is left alone."""
+    from apps.scans.models import ClassHeatmap
+    from workers.gradcam import encode_heatmap_png
+    from workers.imaging import ScanDecodeError
+
+    heatmap = ClassHeatmap.objects.select_related("prediction__scan").filter(pk=heatmap_id).first()
+    if heatmap is None or heatmap.is_ready:
+        return "skipped"
+    try:
+        with heatmap.prediction.scan.image.open("rb") as handle:
+            data = handle.read()
+        analyzer = _get_analyzer()
+        png = encode_heatmap_png(analyzer.explain(data, heatmap.label))
+        services.class_heatmap_complete(heatmap=heatmap, png=png, model_version=analyzer.model_version)
+    except (ScanDecodeError, FileNotFoundError) as exc:
+        services.class_heatmap_fail(heatmap=heatmap, error=f"The scan's image cannot be read ({exc}).")
+        return "failed"
+    except SoftTimeLimitExceeded:
+        services.class_heatmap_fail(heatmap=heatmap, error="Computing the heatmap took too long.")
+        return "failed"
+    except Exception as exc:  # asked again after services.CLASS_HEATMAP_RETRY_AFTER
+        services.class_heatmap_fail(heatmap=heatmap, error=f"The heatmap could not be computed ({type(exc).__name__}).")
+        logger.exception("class heatmap %s: failed", heatmap_id)
+        return "failed"
+    logger.info("class heatmap %s (%s) for scan %s: stored", heatmap_id, heatmap.label, heatmap.prediction.scan_id)
+    return "done"
+
+
 @maintenance_task
 def requeue_stale_scans() -> dict[str, int]:
     """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE) on the "maintenance" queue;

@@ -3,13 +3,21 @@ views in apps/scans/views.py, never at MEDIA_URL."""
 
 import itertools
 
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,7 +31,7 @@ from .agreement import agreement_by_version, agreement_readings_csv
 from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_LABELS
 from .models import Scan, ScanReview
 from .selectors import scan_get, scan_list_for_case, scan_review_history
-from .services import scan_review, scans_upload
+from .services import scan_class_heatmap, scan_review, scans_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -136,11 +144,13 @@ class CaseScansApi(APIView):
 
     @extend_schema(
         request=ScanUploadInputSerializer,
-        responses={201: PolymorphicProxySerializer(
-            component_name="ScanUploadResult",
-            serializers=[ScanOutputSerializer, ScanBatchOutputSerializer],
-            resource_type_field_name=None,
-        )},
+        responses={
+            201: PolymorphicProxySerializer(
+                component_name="ScanUploadResult",
+                serializers=[ScanOutputSerializer, ScanBatchOutputSerializer],
+                resource_type_field_name=None,
+            )
+        },
         description="One scan created and nothing skipped: that scan. Otherwise (several files, a "
         "multi-frame DICOM, a zipped study): `{scans: [...], skipped: [{name, reason}]}`.",
     )
@@ -275,4 +285,55 @@ class AgreementReadingsCsvApi(APIView):
         response = StreamingHttpResponse(itertools.chain([first], lines), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="readings.csv"'
         add_never_cache_headers(response)
+        return response
+
+
+class PNGRenderer(BaseRenderer):
+    """Lets a client ask for `Accept: image/png`; the PNG itself is a FileResponse."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+    render_style = "binary"
+
+    def render(
+        self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None
+    ) -> bytes:
+        return data if isinstance(data, bytes) else b""
+
+
+@method_decorator(never_cache, name="dispatch")  # a patient's heatmap stays out of every cache
+class ScanHeatmapApi(APIView):
+    """The heatmap of any class for an analysed scan, as an 8-bit gray PNG (0 = nothing, 255 =
+    the map's peak; pages colour it in the browser). Computed by a worker on first request and
+    kept: until then 202 with `Retry-After`."""
+
+    renderer_classes = [JSONRenderer, PNGRenderer]
+
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiTypes.BINARY,
+            202: OpenApiResponse(description="being computed; ask again after Retry-After seconds"),
+            400: OpenApiResponse(description="unknown class, or the scan is not analysed yet"),
+            422: OpenApiResponse(description="the heatmap could not be computed (detail says why)"),
+        }
+    )
+    def get(self, request: Request, scan_id: int, label: str) -> HttpResponse:
+        scan = scan_get(user=request.user, scan_id=scan_id)
+        state = scan_class_heatmap(scan=scan, label=label)
+        if state.status == "pending":
+            response = JsonResponse({"status": "pending", "detail": "The heatmap is being computed."}, status=202)
+            response["Retry-After"] = "1"
+            return response
+        if state.status == "failed":
+            return JsonResponse({"status": "failed", "detail": state.error}, status=422)
+        try:
+            handle = state.file.open("rb")
+        except (FileNotFoundError, ValueError):
+            raise Http404("The heatmap file is missing.") from None
+        audit_record(
+            actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=f"heatmap:{label}"
+        )
+        response = FileResponse(handle, content_type="image/png")
+        response["X-Content-Type-Options"] = "nosniff"
         return response

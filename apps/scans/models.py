@@ -12,7 +12,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from workers.inference import LOW_CONFIDENCE
+from workers.results import LOW_CONFIDENCE
 
 from .labels import READING_CHOICES, Label
 
@@ -188,3 +188,27 @@ class ScanReview(models.Model):
     @property
     def label_name(self) -> str:
         return Label.name_of(self.label) if self.label else "not given"
+
+
+class ClassHeatmap(models.Model):
+    """The heatmap for one class of an analysed scan, computed on demand by a worker and kept
+    (the predicted class's map is the prediction's own `heatmap`). A row without `image` is a
+    computation asked for and not finished yet; `error` says why one could not be made."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="class_heatmaps")
+    label = models.CharField(max_length=32)
+    image = models.FileField(upload_to=_prediction_path, max_length=255, blank=True)  # 8-bit gray PNG
+    model_version = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["prediction", "label"], name="one_heatmap_per_class")]
+
+    def __str__(self) -> str:
+        return f"{self.label} heatmap for scan {self.prediction.scan_id}"
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self.image and self.image.name)

@@ -7,12 +7,11 @@ workers/tasks.py only orchestrates; every transition is one of the functions bel
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -25,24 +24,15 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
+from workers.gradcam import encode_heatmap_png
+from workers.results import AnalysisResult
 
 from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, ingest_uploads
 from .ingest import sha256 as ingest_sha256
 from .labels import MODEL_LABELS, READING_LABELS, Label
-from .models import Prediction, Scan, ScanReview, ScanStatus
+from .models import ClassHeatmap, Prediction, Scan, ScanReview, ScanStatus
 
 logger = logging.getLogger(__name__)
-
-
-class AnalysisResultLike(Protocol):
-    """What workers.runtime's AnalysisResult provides (docs/CONTRACTS.md)."""
-
-    label: str
-    probabilities: dict[str, float]
-    heatmap: Any  # float32 HxW array in [0, 1]
-    overlay_png: bytes
-    model_version: str
-    timings_ms: dict[str, float]
 
 
 class ModelOutputError(ValueError):
@@ -290,19 +280,13 @@ def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
 
 
 def _heatmap_png(heatmap: Any) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    values = np.asarray(heatmap, dtype=np.float32)
-    if values.ndim != 2:
-        raise ModelOutputError(f"heatmap must be 2-D, got shape {values.shape}")
-    pixels = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(out, format="PNG", optimize=False)
-    return out.getvalue()
+    try:
+        return encode_heatmap_png(heatmap)
+    except ValueError as exc:
+        raise ModelOutputError(str(exc)) from exc
 
 
-def _check_result(result: AnalysisResultLike) -> None:
+def _check_result(result: AnalysisResult) -> None:
     if result.label not in MODEL_LABELS:
         raise ModelOutputError(f"model returned unknown label {result.label!r}")
     if set(result.probabilities) != set(MODEL_LABELS):
@@ -311,7 +295,7 @@ def _check_result(result: AnalysisResultLike) -> None:
         raise ModelOutputError("model returned an overlay that is not a PNG")
 
 
-def scan_complete(*, scan: Scan, result: AnalysisResultLike) -> Prediction | None:
+def scan_complete(*, scan: Scan, result: AnalysisResult) -> Prediction | None:
     """processing → done, storing the prediction, heatmap and overlay.
 
     None (and nothing stored) when this attempt no longer owns the scan: the sweep handed it
@@ -487,3 +471,79 @@ def scans_requeue_stale(*, older_than: timedelta | None = None, limit: int = 500
     if ids or failed:
         logger.info("sweep: requeued=%d published=%d failed=%d", len(ids), published, failed)
     return SweepReport(requeued=len(ids), published=published, failed=failed)
+
+
+# A class heatmap asked for but not finished after this long (a lost message, a worker that
+# died) is published again by the next request for it; so is one that failed.
+CLASS_HEATMAP_RETRY_AFTER = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class ClassHeatmapState:
+    """What `GET /api/scans/{id}/heatmaps/{label}/` answers: a file, "pending" or "failed"."""
+
+    status: str  # "ready" | "pending" | "failed"
+    file: Any = None  # the PNG's FieldFile when ready
+    error: str = ""
+
+
+def scan_class_heatmap(*, scan: Scan, label: str) -> ClassHeatmapState:
+    """The heatmap of class `label` for an analysed scan: the prediction's own map for the
+    predicted class, a stored one, or a worker task published to compute and store it.
+
+    The caller has already checked the clinic (selectors.scan_get)."""
+    if label not in MODEL_LABELS:
+        raise ValidationError(f"Unknown class {label!r}; one of: {', '.join(str(m) for m in MODEL_LABELS)}.")
+    prediction = getattr(scan, "prediction", None) if scan.status == ScanStatus.DONE else None
+    if prediction is None:
+        raise ValidationError("This scan has not been analysed yet.")
+    if label == prediction.label:
+        return ClassHeatmapState("ready", file=prediction.heatmap)
+    heatmap, created = ClassHeatmap.objects.get_or_create(prediction=prediction, label=label)
+    if heatmap.is_ready:
+        return ClassHeatmapState("ready", file=heatmap.image)
+    stale = timezone.now() - heatmap.requested_at > CLASS_HEATMAP_RETRY_AFTER
+    if heatmap.error and not stale:
+        return ClassHeatmapState("failed", error=heatmap.error)
+    if created or stale:
+        # Claim the publication: of two requests racing on a stale row, one publishes.
+        claimed = ClassHeatmap.objects.filter(pk=heatmap.pk, requested_at=heatmap.requested_at).update(
+            requested_at=timezone.now(), error=""
+        )
+        if created or claimed:
+            _publish_class_heatmap(heatmap_id=heatmap.pk)
+    return ClassHeatmapState("pending")
+
+
+def _publish_class_heatmap(*, heatmap_id: int) -> None:
+    from workers.tasks import explain_scan  # the tasks module imports this one
+
+    def publish() -> None:
+        try:
+            explain_scan.apply_async(args=[heatmap_id], retry=False)
+        except Exception:  # no broker: the next request after CLASS_HEATMAP_RETRY_AFTER tries again
+            logger.warning("class heatmap %s: broker unavailable", heatmap_id, exc_info=True)
+
+    transaction.on_commit(publish, robust=True)
+
+
+def class_heatmap_complete(*, heatmap: ClassHeatmap, png: bytes, model_version: str) -> bool:
+    """Store a computed class heatmap (8-bit gray PNG). False if it was stored already."""
+    if not png.startswith(b"\x89PNG"):
+        raise ModelOutputError("the class heatmap is not a PNG")
+    with transaction.atomic():
+        current = ClassHeatmap.objects.select_for_update().filter(pk=heatmap.pk).first()
+        if current is None or current.is_ready:
+            return False
+        current.image.save(f"heatmap-{current.label}.png", ContentFile(png), save=False)
+        current.model_version, current.error, current.finished_at = model_version, "", timezone.now()
+        try:
+            current.save(update_fields=["image", "model_version", "error", "finished_at"])
+        except BaseException:
+            default_storage.delete(current.image.name)
+            raise
+    return True
+
+
+def class_heatmap_fail(*, heatmap: ClassHeatmap, error: str) -> None:
+    ClassHeatmap.objects.filter(pk=heatmap.pk, image="").update(error=error[:2000], finished_at=timezone.now())

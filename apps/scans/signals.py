@@ -1,5 +1,5 @@
 """Files follow their rows: deleting a scan (or its case, which cascades) removes the scan
-image, its de-identified DICOM file, heatmap and overlay from storage once the deletion commits. A rolled-back deletion
+image, its de-identified DICOM file, heatmaps and overlay from storage once the deletion commits. A rolled-back deletion
 keeps them, and a missing file is not an error."""
 
 import logging
@@ -10,7 +10,7 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from .models import Prediction, Scan
+from .models import ClassHeatmap, Prediction, Scan
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +38,8 @@ def delete_scan_files(sender: type[Scan], instance: Scan, **kwargs: Any) -> None
 @receiver(post_delete, sender=Prediction, dispatch_uid="scans.delete_prediction_files")
 def delete_prediction_files(sender: type[Prediction], instance: Prediction, **kwargs: Any) -> None:
     _delete_after_commit(instance.heatmap, instance.overlay)
+
+
+@receiver(post_delete, sender=ClassHeatmap, dispatch_uid="scans.delete_class_heatmap_files")
+def delete_class_heatmap_files(sender: type[ClassHeatmap], instance: ClassHeatmap, **kwargs: Any) -> None:
+    _delete_after_commit(instance.image)

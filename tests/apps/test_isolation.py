@@ -38,6 +38,7 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api:scan-reviews": ("scan", ("get", "post")),
     "api:case-sign": ("case", ("post",)),
     "api:case-report": ("case", ("get",)),
+    "api:scan-heatmap": ("scan", ("get",)),
     # media
     "scans:image": ("scan", ("get",)),
     "scans:overlay": ("scan", ("get",)),
@@ -46,6 +47,9 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Served only for a scan uploaded as DICOM: tried on such a scan (in a second case of north's).
 DICOM_URLS = {"scans:dicom"}
+
+# Other arguments a URL needs besides the object id.
+EXTRA_KWARGS: dict[str, dict[str, str]] = {"api:scan-heatmap": {"label": "meningioma"}}
 
 ID_KWARGS = {"patient_id": "patient", "case_id": "case", "scan_id": "scan", "pk": None, "id": None}
 
@@ -111,7 +115,7 @@ def test_another_clinics_object_is_404_and_the_owner_is_served(
         pytest.fail(f"{name} is in ISOLATION_URLS but not in the URLconf; remove or fix it")
     kind, methods = ISOLATION_URLS[name]
     target = dicom_scan(north, django_capture_on_commit_callbacks) if name in DICOM_URLS else _object(north, kind)
-    url = reverse(name, kwargs={f"{kind}_id": target.pk})
+    url = reverse(name, kwargs={f"{kind}_id": target.pk, **EXTRA_KWARGS.get(name, {})})
 
     # The owner's user (a radiologist, who may review) is served: the URL works, so a 404 below means isolation.
     _login(client, north.radiologist, way)
@@ -144,7 +148,7 @@ def test_anonymous_gets_the_login_page_or_a_401_never_the_object(
 ):
     kind, methods = ISOLATION_URLS[name]
     target = dicom_scan(north, django_capture_on_commit_callbacks) if name in DICOM_URLS else _object(north, kind)
-    url = reverse(name, kwargs={f"{kind}_id": target.pk})
+    url = reverse(name, kwargs={f"{kind}_id": target.pk, **EXTRA_KWARGS.get(name, {})})
     headers = {"HTTP_ACCEPT": "application/json"} if way == "api-client" else {"HTTP_ACCEPT": "text/html"}
     for method in methods:
         response = getattr(client, method)(url, **headers)

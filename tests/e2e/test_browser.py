@@ -1,6 +1,8 @@
 """A person's path in a real browser (Debian's Chromium driven by Playwright): log in, add a
-patient, open a case with a real scan, watch the status update live until the overlay appears,
-and move the opacity slider."""
+patient, open a case with a real scan, watch the status update live until the heatmap appears,
+move the opacity slider, and switch the heatmap to another class (computed by the worker) and
+to other colours (no request)."""
+
 from __future__ import annotations
 
 import os
@@ -77,14 +79,14 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     card = page.locator("article[id^=scan-]")
     assert card.get_attribute("data-status") in ("queued", "processing", "done")
 
-    # The card updates itself (htmx polling) until the overlay is there; no reload here.
-    overlay = page.locator("img.overlay")
-    overlay.wait_for(state="visible", timeout=SCAN_TIMEOUT_S * 1000)
+    # The card updates itself (htmx polling) until the heatmap is there; no reload here. The
+    # browser colours the predicted class's map (the server overlay is the no-JavaScript view).
+    heatmap = page.locator("canvas.heatmap")
+    heatmap.wait_for(state="visible", timeout=SCAN_TIMEOUT_S * 1000)
     assert page.locator("article[id^=scan-]").get_attribute("data-status") == "done", worker.log_tail()
+    overlay = page.locator("img.overlay")
     # Visible is not loaded: the picture is fetched (from the bucket, with S3) after the card swaps in.
-    page.wait_for_function(
-        "img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=30_000
-    )
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=30_000)
     assert page.locator(".probs li").count() == 4
     # ...and the finished card makes the case summary refresh itself too.
     page.wait_for_selector("#case-summary >> text=1 done")
@@ -92,6 +94,33 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     # The opacity slider drives the overlay
     page.locator("input[type=range]").fill("80")
     assert page.evaluate("img => img.style.opacity", overlay.element_handle()) == "0.8"
+
+    # Another class's heatmap: fetched once (the worker computes it), and the picture changes.
+    predicted = page.locator("[data-heatmap-class]").input_value()
+    assert heatmap.get_attribute("data-label") == predicted
+    before = page.evaluate(CANVAS_CHECKSUM, heatmap.element_handle())
+    other = next(label for label in ("glioma", "meningioma", "notumor") if label != predicted)
+    page.select_option("[data-heatmap-class]", other)
+    page.wait_for_function(
+        "([canvas, label]) => canvas.dataset.label === label",
+        arg=[heatmap.element_handle(), other],
+        timeout=SCAN_TIMEOUT_S * 1000,
+    )
+    switched = page.evaluate(CANVAS_CHECKSUM, heatmap.element_handle())
+    assert switched != before, "the map did not change with the class"
+
+    # Colours, opacity and going back to a class already seen: redrawn here, no request.
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url) if "/heatmaps/" in request.url else None)
+    page.select_option("[data-heatmap-colours]", "inferno")
+    page.wait_for_function("canvas => canvas.dataset.colours === 'inferno'", arg=heatmap.element_handle())
+    assert page.evaluate(CANVAS_CHECKSUM, heatmap.element_handle()) != switched
+    page.locator("input[type=range]").fill("30")
+    page.select_option("[data-heatmap-class]", predicted)
+    page.wait_for_function(
+        "([canvas, label]) => canvas.dataset.label === label", arg=[heatmap.element_handle(), predicted]
+    )
+    assert requests == []
 
 
 def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: Worker) -> None:
@@ -132,3 +161,12 @@ def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: W
     assert summary.locator("text=Supporting slices").is_visible()
     ranked.first.locator("a").click()
     assert page.url.endswith(f"#scan-{ranked.first.get_attribute('data-scan')}")
+
+
+# A checksum of every pixel drawn on a canvas, to see that the picture changed.
+CANVAS_CHECKSUM = """canvas => {
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let sum = 0;
+  for (let i = 0; i < data.length; i++) sum = (sum * 31 + data[i]) % 2147483647;
+  return sum;
+}"""

@@ -22,7 +22,7 @@ from apps.scans.models import Scan
 from apps.scans.services import scan_claim, scan_complete, scans_submit
 from tests.testkit.scans import png_bytes, real_scan_bytes
 from workers.imaging import CLASS_NAMES, decode_gray
-from workers.runtime import AnalysisResult
+from workers.results import AnalysisResult
 
 PASSWORD = "test-password-7"
 
@@ -79,6 +79,18 @@ class PixelAnalyzer:
         self.batch_calls += 1
         self.calls -= len(scans)  # `calls` counts slices analysed one by one
         return [self.analyze(data) for data in scans]
+
+    def explain(self, data: bytes, label: str) -> np.ndarray:
+        """A map of the scan's size that differs per class: the scan's pixels in one quadrant
+        (a different one for each class), zeros elsewhere."""
+        self.calls += 1
+        gray = decode_gray(data).astype(np.float32)
+        quadrant = CLASS_NAMES.index(label)
+        mask = np.zeros_like(gray)
+        h, w = gray.shape
+        top, left = (quadrant // 2) * (h // 2), (quadrant % 2) * (w // 2)
+        mask[top : top + h // 2, left : left + w // 2] = 1.0
+        return gray * mask
 
 
 def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> Scan:

@@ -1,0 +1,28 @@
+"""The training CLI's defaults come from TrainConfig, the one home of the recipe."""
+
+import dataclasses
+
+from training.__main__ import build_parser
+from training.train import TrainConfig
+
+
+def test_train_cli_defaults_are_the_train_config():
+    args = build_parser().parse_args(["train"])
+    recipe = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        assert getattr(args, field.name) == getattr(recipe, field.name), field.name
+
+
+def test_the_shipped_models_recipe_is_the_default_one():
+    import json
+
+    from workers.model_store import read_card
+
+    shipped = read_card()["recipe"]
+    recipe = dataclasses.asdict(TrainConfig())
+    differing = {
+        k
+        for k in ("input_size", "batch_size", "head_epochs", "finetune_epochs", "finetune_lr", "first_block")
+        if shipped.get(k) != recipe[k]
+    }
+    assert differing == set(), json.dumps({k: (shipped.get(k), recipe[k]) for k in differing})

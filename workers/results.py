@@ -1,0 +1,36 @@
+"""The analysis result contract: what a worker's analyzer returns and the services store.
+
+Light on purpose (no TensorFlow, no Django): the web process, the services, the runtime and
+the tests import this one definition (docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Below this top probability a result is flagged for a careful read, not asserted.
+LOW_CONFIDENCE = 0.70
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    label: str
+    probabilities: dict[str, float]
+    # float32 in [0, 1], the scan's height × width; for a scan longer than WORK_SIDE (2048 px),
+    # the size of the box-averaged copy that was analysed (same aspect ratio).
+    heatmap: np.ndarray
+    overlay_png: bytes
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE

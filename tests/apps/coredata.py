@@ -52,12 +52,21 @@ def api_token(user: User) -> str:
     return AuthToken.objects.create(user=user)[1]
 
 
+def soft_picture(size: tuple[int, int]) -> np.ndarray:
+    """uint8 (height, width): a bright disc with rings, smooth from pixel to pixel."""
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    radius = np.hypot(yy - size[1] / 2, xx - size[0] / 2) / (min(size) / 2)
+    return (np.clip(1 - radius, 0, 1) * (0.6 + 0.4 * np.cos(radius * 12)) * 255).astype(np.uint8)
+
+
 def upload(data: bytes, name: str = "scan.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
 def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 255, size=(size[1], size[0]), dtype=np.uint8)
+    """A small gray PNG with a picture in it (soft rings on black), so it passes the upload
+    checks: not blank, not noise (workers/image_content.py)."""
+    pixels = soft_picture(size)
     out = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(out, format="PNG")
     return out.getvalue()
@@ -70,10 +79,17 @@ class PixelAnalyzer:
 
     model_version = "pixel-test-1"
 
-    def __init__(self, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str = "glioma",
+        top: float = 0.7,
+        model_version: str | None = None,
+        out_of_distribution: bool = False,
+    ) -> None:
         self.label = label
         self.top = top
         self.model_version = model_version or PixelAnalyzer.model_version
+        self.out_of_distribution = out_of_distribution  # what the gate would say (workers/ood.py)
         self.calls = 0
         self.batch_calls = 0
 
@@ -91,6 +107,8 @@ class PixelAnalyzer:
             overlay_png=overlay.getvalue(),
             model_version=self.model_version,
             timings_ms={"decode": 1.0, "inference": 2.0, "gradcam_and_overlay": 1.0},  # the runtime's keys
+            ood_score=41.5 if self.out_of_distribution else 0.8,
+            out_of_distribution=self.out_of_distribution,
         )
 
     def analyze_batch(self, scans: list[bytes]) -> list[AnalysisResult]:

@@ -26,9 +26,10 @@ PASSWORD = "pages-test-password"
 
 
 def png_upload(name: str = "slice.png", size: int = 96) -> SimpleUploadedFile:
-    """A small gray PNG that passes the content checks."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, size=(size, size), dtype=np.uint8)
+    """A small gray PNG that passes the content checks (soft rings: not blank, not noise)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = np.hypot(yy - size / 2, xx - size / 2) / (size / 2)
+    pixels = (np.clip(1 - radius, 0, 1) * (0.6 + 0.4 * np.cos(radius * 12)) * 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buf, format="PNG")
     return SimpleUploadedFile(name, buf.getvalue(), content_type="image/png")

@@ -61,7 +61,7 @@ def test_dashboard_shows_recent_cases_and_queue(staff_client, world, other) -> N
     html = response.content.decode()
     assert world.case.title in html
     assert other.case.title not in html  # another clinic's case is not listed
-    assert response.context["queue"] == {"queued": 1, "processing": 0, "done": 0, "failed": 0}
+    assert response.context["queue"] == {"queued": 1, "processing": 0, "done": 0, "failed": 0, "rejected": 0}
 
 
 def test_assets_are_local(staff_client) -> None:
@@ -154,6 +154,22 @@ def test_scan_card_shows_failure(staff_client, world) -> None:
     card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
     assert "The file is not a scan." in card
     assert "hx-trigger" not in card
+
+
+def test_a_rejected_scan_shows_why_and_no_label(staff_client, world) -> None:
+    message = "This does not look like a brain MRI slice (its out-of-distribution score is 41.5, beyond …)"
+    Scan.objects.filter(pk=world.scan.pk).update(status="rejected", error=message, ood_score=41.5)
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert message in card
+    assert "Not a brain MRI" in card  # the badge
+    assert "Prediction:" not in card
+    assert "Radiologist review" not in card
+    assert reverse("scans:image", args=[world.scan.pk]) in card  # what was uploaded, to see why
+    assert "hx-trigger" not in card  # finished: no more polling
+    page = staff_client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
+    assert "1 not brain MRI" in page
+    history = staff_client.get(reverse("history"), {"status": "rejected"}).context["page"]
+    assert [case.pk for case in history.object_list] == [world.case.pk]
 
 
 def test_add_scans_to_case(staff_client, world, django_capture_on_commit_callbacks) -> None:

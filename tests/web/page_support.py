@@ -18,7 +18,7 @@ from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan
-from apps.scans.services import scan_claim, scan_complete, scans_submit
+from apps.scans.services import scan_claim, scan_complete, scan_reject, scans_submit
 from workers.imaging import CLASS_NAMES
 from workers.results import AnalysisResult
 
@@ -54,6 +54,22 @@ def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7) -> None:
             timings_ms={"decode_ms": 3.0, "forward_ms": 120.0},
         ),
     )
+
+
+def reject_scan(scan: Scan, ood_score: float = 41.5) -> None:
+    """queued → processing → rejected (not a brain MRI slice) through the worker's services."""
+    claimed = scan_claim(scan_id=scan.pk)
+    assert claimed is not None
+    result = AnalysisResult(
+        label="notumor",
+        probabilities=dict.fromkeys(CLASS_NAMES, 0.25),
+        heatmap=np.zeros((scan.height, scan.width), dtype=np.float32),
+        overlay_png=b"",
+        model_version="test-model-1",
+        ood_score=ood_score,
+        out_of_distribution=True,
+    )
+    assert scan_reject(scan=claimed, result=result)
 
 
 class ClinicWorld(NamedTuple):

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from page_support import PASSWORD, finish_scan, png_upload
+from page_support import PASSWORD, finish_scan, png_upload, reject_scan
 
 from apps.cases.models import Case
 from apps.cases.services import case_create
@@ -309,6 +309,32 @@ def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_cl
     # The live partial (refreshed when a scan finishes) carries the same summary.
     partial = staff_client.get(reverse("case_summary", args=[case.pk])).content.decode()
     assert 'id="study-summary"' in partial
+
+
+def test_study_summary_counts_rejected_slices_as_finished_and_says_how_many(staff_client, world) -> None:
+    import dicomdata
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
+    archive = dicomdata.series_zip(dicomdata.training_series(4))
+    staff_client.post(
+        reverse("case_add_scans", args=[case.pk]),
+        {"files": [SimpleUploadedFile("study.zip", archive, content_type="application/zip")]},
+    )
+    scans = list(Scan.objects.filter(case=case).order_by("slice_order"))
+    reject_scan(scans[0])  # e.g. a skull-base slice the gate does not take for a brain MRI slice
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    summary = page[page.index('id="study-summary"') :]
+    assert "1 of 4 slices analysed" in summary  # the rejected slice is finished, with no label
+    assert "No finding: no slice of this study has been analysed as a brain MRI slice yet." in summary
+    finish_scan(scans[1], "glioma", 0.9)
+    reject_scan(scans[3])
+    summary = staff_client.get(reverse("case_summary", args=[case.pk])).content.decode()
+    assert "3 of 4 slices analysed" in summary
+    rejected = summary[summary.index('id="study-rejected"') :]
+    assert rejected.startswith('id="study-rejected" role="note">2 rejected as not a brain MRI slice')
+    assert f'<a href="#scan-{scans[0].pk}">slice 1</a>, <a href="#scan-{scans[3].pk}">slice 4</a>.' in rejected
+    assert re.findall(r'data-scan="(\d+)"', summary) == [str(scans[1].pk)]  # only analysed slices are ranked
+    assert re.search(r'id="study-finding">Glioma', summary)
 
 
 def test_single_scan_case_has_no_study_summary(staff_client, world) -> None:

@@ -92,6 +92,19 @@ def test_a_photo_is_out_of_distribution(analyzer) -> None:
 
 
 @pytest.mark.model
+def test_each_slice_of_a_batch_gets_its_own_gate_decision(analyzer) -> None:
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photo = handle.read()
+    (scan,) = samples_from_keys(DEFAULT_DATA, [k for k in load_split()["val"] if k.startswith("glioma/")][:1])
+    mri = scan.path.read_bytes()
+    batch = analyzer.analyze_batch([mri, photo, mri])
+    assert [r.out_of_distribution for r in batch] == [False, True, False], [r.ood_score for r in batch]
+    assert batch[0].ood_score == pytest.approx(batch[2].ood_score, rel=1e-4)
+
+
+@pytest.mark.model
 def test_a_blank_image_is_out_of_distribution_even_past_the_upload_check(analyzer) -> None:
     result = analyzer.analyze(_png(np.zeros((256, 256), np.uint8)))
     assert result.out_of_distribution

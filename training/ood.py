@@ -25,7 +25,7 @@ import numpy as np
 
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
 from workers.imaging import ScanDecodeError, decode_gray
-from workers.model_store import DEFAULT_MODEL_DIR, sha256_file, write_card
+from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, sha256_file, write_card
 from workers.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
 
 FOLDS = 5
@@ -120,7 +120,12 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
         samples = samples_from_keys(data, split[part])
         samples = samples[::every] if part == "train" else samples
         found = cached_file_features(
-            features, card["version"], int(card["input_size"]), [s.path for s in samples], f"scans-{part}"
+            features,
+            card["version"],
+            int(card["input_size"]),
+            [s.path for s in samples],
+            f"scans-{part}",
+            head_crop=head_crop_of(card),
         )
         parts[part] = (found, np.asarray([s.label for s in samples]))
     sets = Sets(parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], card["version"])
@@ -177,7 +182,9 @@ def corpus_features(features: object, card: dict) -> tuple[list, Features, np.nd
 
     corpus = build_corpus()
     items = [(f"{i.family}/{i.name}/{hashlib.sha256(i.data).hexdigest()}", lambda i=i: i.data) for i in corpus]
-    found = cached_features(features, card["version"], int(card["input_size"]), items, "ood-corpus")
+    found = cached_features(
+        features, card["version"], int(card["input_size"]), items, "ood-corpus", head_crop=head_crop_of(card)
+    )
     refused = np.asarray([upload_refusal(i.data) is not None for i in corpus])
     return corpus, found, refused
 
@@ -327,7 +334,13 @@ def external_mri_scores(gate: object, features: object, card: dict) -> dict[str,
     for name, pixels in _dicom_images(("MR_small.dcm",)):
         if name.endswith("-0"):
             images["pydicom MR_small.dcm (64 px, enlarged)"] = encode(pixels)
-    found = extract(features, [lambda d=d: d for d in images.values()], int(card["input_size"]), desc="external")
+    found = extract(
+        features,
+        [lambda d=d: d for d in images.values()],
+        int(card["input_size"]),
+        desc="external",
+        head_crop=head_crop_of(card),
+    )
     scores = gate.scorer.scores(found["sep1"])  # type: ignore[attr-defined]
     return {name: float(s) for name, s in zip(images, scores, strict=True)}
 

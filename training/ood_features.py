@@ -48,9 +48,11 @@ def extract(
     input_size: int,
     batch_size: int = 16,
     desc: str = "features",
+    head_crop: str = "v1",
 ) -> dict[str, np.ndarray]:
     """Feature arrays for images given as byte loaders; an image the decoder refuses gets NaN
-    rows (and `decoded` False): the upload check stops it before the model ever sees it."""
+    rows (and `decoded` False): the upload check stops it before the model ever sees it.
+    `head_crop`: the model card's (workers.model_store.head_crop_of), as the runtime uses."""
     from tqdm import tqdm
 
     columns: dict[str, list[np.ndarray]] = {name: [] for name in FEATURE_LAYERS}
@@ -60,7 +62,7 @@ def extract(
         prepared, ok = [], []
         for load in blobs[start : start + batch_size]:
             try:
-                prepared.append(preprocess_scan(load(), input_size))
+                prepared.append(preprocess_scan(load(), input_size, head_crop))
                 ok.append(True)
             except ScanDecodeError:
                 ok.append(False)
@@ -80,11 +82,11 @@ def extract(
 
 
 def cached_file_features(
-    features: Any, model_version: str, input_size: int, paths: Sequence[Path], store: str
+    features: Any, model_version: str, input_size: int, paths: Sequence[Path], store: str, head_crop: str = "v1"
 ) -> dict[str, np.ndarray]:
     """Features of image files, rows in `paths` order (see cached_features)."""
     items = [(str(p), (lambda p=p: Path(p).read_bytes())) for p in paths]
-    return cached_features(features, model_version, input_size, items, store)
+    return cached_features(features, model_version, input_size, items, store, head_crop=head_crop)
 
 
 def cached_features(
@@ -94,6 +96,7 @@ def cached_features(
     items: Sequence[tuple[str, Callable[[], bytes]]],
     store: str,
     chunk: int = 200,
+    head_crop: str = "v1",
 ) -> dict[str, np.ndarray]:
     """Features of (key, loader) images, rows in `items` order, from a per-model store
     var/ood/<store>-<model version>.npz keyed by `key`. Missing rows are computed and saved
@@ -103,7 +106,13 @@ def cached_features(
     missing = [item for item in items if item[0] not in table["index"]]
     for start in range(0, len(missing), chunk):
         part = missing[start : start + chunk]
-        found = extract(features, [load for _, load in part], input_size, desc=f"{store} +{start}/{len(missing)}")
+        found = extract(
+            features,
+            [load for _, load in part],
+            input_size,
+            desc=f"{store} +{start}/{len(missing)}",
+            head_crop=head_crop,
+        )
         table = _append(table, [key for key, _ in part], found)
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp.npz")

@@ -1,4 +1,4 @@
-"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval."""
+"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval, ood."""
 
 from __future__ import annotations
 
@@ -119,11 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write METHOD (one of those scored) and its figures into the model card: the workers then use it",
     )
 
+    from training.ood import add_parser as add_ood_parser
+
+    add_ood_parser(commands)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "ood":
+        from training.ood import run as run_ood
+
+        return run_ood(args)
     if args.command == "split":
         from training.commands import run_split
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of a worker process (prometheus-client), served on WORKER_METRICS_PORT.
 
 - `clinic_scans_analysed_total{status}`: scans a worker finished with each outcome (done,
-  failed, retry, skipped, superseded);
+  rejected by the out-of-distribution gate, failed, retry, skipped, superseded);
 - `clinic_analysis_stage_seconds{stage}`: a histogram per stage of one scan: decode (decoding
   and preprocessing), model (forward + Grad-CAM gradient; a batch's time shared by its slices),
   gradcam (maps, overlay PNG) and storage (reading the upload, writing the results);
@@ -37,7 +37,13 @@ STAGE_SECONDS = Histogram(
 )
 MODEL_INFO = Gauge("clinic_model_info", "The model version this worker process holds and analyses with", ["version"])
 # timings_ms keys of an AnalysisResult → the stage they belong to.
-_STAGE_OF = {"decode": "decode", "preprocess": "decode", "inference": "model", "gradcam_and_overlay": "gradcam"}
+_STAGE_OF = {
+    "decode": "decode",
+    "preprocess": "decode",
+    "inference": "model",
+    "ood": "model",  # the out-of-distribution score of the pass's pooled features
+    "gradcam_and_overlay": "gradcam",
+}
 
 
 def scan_finished(outcome: str) -> None:

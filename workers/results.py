@@ -26,6 +26,10 @@ class AnalysisResult:
     overlay_png: bytes
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Higher = less like the brain MRI slices the model was trained on (workers/ood.py); NaN
+    # when the model card has no fitted gate. Out of distribution: above the card's threshold.
+    ood_score: float = float("nan")
+    out_of_distribution: bool = False
 
     @property
     def confidence(self) -> float:

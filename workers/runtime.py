@@ -5,7 +5,9 @@ once and, in that same pass, takes the gradient of the predicted class's logit w
 the layers the heatmap method reads (workers.cams; the app we replace rebuilt a gradient model
 and ran the network twice per request). `analyze_batch` does several slices in one pass;
 `explain(data, label)` gives any class's heatmap. Probabilities are temperature-calibrated.
-TensorFlow is imported here only, lazily: the web process never loads it.
+The out-of-distribution score (workers/ood.py) comes from the same pass: the spatial mean of
+an earlier layer's maps, for every slice of a batch. TensorFlow is imported here only,
+lazily: the web process never loads it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from workers.gradcam import encode_png, render_overlay
 from workers.imaging import CLASS_NAMES, Prepared, decode_gray_bounded, map_to_scan, prepare, to_model_input
 from workers.inference import calibrated_probabilities
 from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, heatmap_method_of
+from workers.ood import OOD_LAYER, OodGate, load_gate
 from workers.results import AnalysisResult
 
 logger = logging.getLogger(__name__)
@@ -68,8 +71,12 @@ class Analyzer:
         self.head_crop: str = head_crop_of(card)
         self.cam: CamSpec = cam if isinstance(cam, CamSpec) else parse_method(cam or heatmap_method_of(card))
         self.layer_names: tuple[str, ...] = tuple(dict.fromkeys(self.cam.layer_names + tuple(probe_layers)))
+        self.ood_gate: OodGate | None = load_gate(Path(model_dir), card)
         self._model = model
-        cam_model = keras.Model(model.inputs, [*(model.get_layer(n).output for n in self.layer_names), model.output])
+        cam_model = keras.Model(
+            model.inputs,
+            [*(model.get_layer(n).output for n in self.layer_names), model.output, model.get_layer(OOD_LAYER).output],
+        )
         size = self.input_size
 
         # Any batch size: one traced function serves analyze() (batch 1), analyze_batch() and
@@ -77,16 +84,17 @@ class Analyzer:
         @tf.function(
             input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32), tf.TensorSpec((None,), tf.int32)]
         )
-        def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any]:
+        def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any, Any]:
             with tf.GradientTape() as tape:
-                *features, logits = cam_model(pixels, training=False)
+                *features, logits, ood_maps = cam_model(pixels, training=False)
                 own = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 paired = tf.gather(own, tf.maximum(-2 - targets, 0))
                 chosen = tf.where(targets >= 0, targets, tf.where(targets == OWN, own, paired))
                 # Rows do not interact (BatchNorm in inference mode), so d(sum)/d(features of
                 # row i) is row i's own gradient.
                 score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
-            return features, logits, tape.gradient(score, features)
+            # The OOD features are an earlier layer of the same pass, averaged over space (per row).
+            return features, logits, tape.gradient(score, features), tf.reduce_mean(ood_maps, axis=[1, 2])
 
         self._forward = forward
         self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
@@ -97,21 +105,30 @@ class Analyzer:
         self.batch_preferred: bool = self.device == "GPU"
         logger.info("model %s loaded on %s in %.1f s", self.model_version, self.device, time.perf_counter() - started)
 
-    def _run(self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool) -> tuple[np.ndarray, list, list]:
-        """Logits of the scans, and per layer the activations and class-score gradients; with
-        `flip`, the mirrored scans follow as rows n..2n-1, each explaining its original's class."""
+    def _run(
+        self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool
+    ) -> tuple[np.ndarray, list, list, np.ndarray]:
+        """Logits of the scans, per layer the activations and class-score gradients, and the
+        scans' pooled OOD_LAYER features; with `flip`, the mirrored scans follow as rows
+        n..2n-1 of the layers, each explaining its original's class."""
         pixels = to_model_input(np.stack([p.pixels for p in prepared]))
         rows = list(targets)
         if flip:
             pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
             rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
-        features, logits, gradients = self._forward(pixels, np.asarray(rows, dtype=np.int32))
-        return logits.numpy()[: len(prepared)], [f.numpy() for f in features], [g.numpy() for g in gradients]
+        features, logits, gradients, pooled = self._forward(pixels, np.asarray(rows, dtype=np.int32))
+        count = len(prepared)
+        return (
+            logits.numpy()[:count],
+            [f.numpy() for f in features],
+            [g.numpy() for g in gradients],
+            pooled.numpy()[:count],
+        )
 
     def probe(self, prepared: Prepared, class_index: int, flip: bool) -> tuple[np.ndarray, list, list]:
         """One scan's logits, and per layer its activations and class-score gradients (class_index
         < 0: the predicted class; with `flip`, the mirrored image as a second row)."""
-        logits, features, gradients = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
+        logits, features, gradients, _pooled = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
         return logits[0], features, gradients
 
     def _cam_from(self, spec: CamSpec, features: list, gradients: list, row: int = 0, count: int = 1) -> np.ndarray:
@@ -144,12 +161,18 @@ class Analyzer:
             grays.append(gray)
             clock.lap("preprocess")
         started = time.perf_counter()
-        logits, features, gradients = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
+        logits, features, gradients, pooled = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
         model_ms = (time.perf_counter() - started) * 1000 / len(scans)
         probabilities = calibrated_probabilities(logits, self.temperature)
+        # One score per slice (a few small matrix products); NaN when the card has no gate.
+        scored = time.perf_counter()
+        ood_scores = self.ood_gate.scorer.scores(pooled) if self.ood_gate else np.full(len(scans), np.nan)
+        ood_ms = (time.perf_counter() - scored) * 1000 / len(scans)
         results = []
         for i, clock in enumerate(clocks):
             clock.add("inference", model_ms)
+            clock.add("ood", ood_ms)
+            ood_score = float(ood_scores[i])
             cam = self._cam_from(self.cam, features, gradients, row=i, count=len(prepared))
             heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
             overlay = encode_png(render_overlay(grays[i], heatmap))
@@ -162,6 +185,8 @@ class Analyzer:
                     overlay_png=overlay,
                     model_version=self.model_version,
                     timings_ms=clock.laps(),
+                    ood_score=ood_score,
+                    out_of_distribution=self.ood_gate is not None and self.ood_gate.is_out_of_distribution(ood_score),
                 )
             )
         return results

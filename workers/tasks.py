@@ -70,7 +70,19 @@ def _read(scan: Scan) -> bytes:
 
 
 def _store(scan: Scan, result: Any) -> str:
-    """Store one result; the outcome ("done", "superseded", "failed")."""
+    """Store one result; the outcome ("done", "rejected", "superseded", "failed"). A slice the
+    out-of-distribution gate flags ends `rejected` with no prediction, on either task's path."""
+    if getattr(result, "out_of_distribution", False):
+        with metrics.stage("storage"):
+            rejected = services.scan_reject(scan=scan, result=result)
+        metrics.observe_timings(result.timings_ms)
+        metrics.model_version(str(result.model_version))
+        outcome = "rejected" if rejected else "superseded"
+        logger.info(
+            "scan %s: %s, not a brain MRI slice (ood score %.2f)", scan.pk, outcome, result.ood_score,
+            extra={"scan_id": scan.pk, "timings_ms": dict(result.timings_ms or {})},
+        )  # fmt: skip
+        return outcome
     try:
         with metrics.stage("storage"):
             prediction = services.scan_complete(scan=scan, result=result)
@@ -121,7 +133,7 @@ def _analyze_one(scan: Scan, data: bytes | None) -> str:
 
 @inference_task(bind=True)
 def analyze_scan(self: Task, scan_id: int) -> str:
-    """Analyse one scan. Idempotent: a scan that is done, failed, deleted or (for a first
+    """Analyse one scan. Idempotent: a scan that is done, failed, rejected, deleted or (for a first
     delivery) taken by another worker is left alone, so a duplicate message does nothing.
 
     A message the broker delivered again after its worker died (acks_late +

@@ -66,7 +66,7 @@ _FILTER_PARAMETERS = [
     OpenApiParameter("date_from", str, description="YYYY-MM-DD, inclusive"),
     OpenApiParameter("date_to", str, description="YYYY-MM-DD, inclusive"),
     OpenApiParameter("label", str),
-    OpenApiParameter("status", str, enum=["empty", "pending", "failed", "done"]),
+    OpenApiParameter("status", str, enum=["empty", "pending", "failed", "rejected", "done"]),
 ]
 
 

@@ -8,6 +8,7 @@ class CaseStatus(models.TextChoices):
     EMPTY = "empty", "No scans"
     PENDING = "pending", "In progress"
     FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Not brain MRI"  # a scan was rejected by the OOD gate, none failed
     DONE = "done", "Done"
 
 
@@ -74,7 +75,7 @@ class CaseAddendum(models.Model):
         return f"Addendum to case {self.case_id} ({self.created_at:%Y-%m-%d %H:%M})"
 
 
-def case_status(*, scans_total: int, scans_pending: int, scans_failed: int) -> CaseStatus:
+def case_status(*, scans_total: int, scans_pending: int, scans_failed: int, scans_rejected: int = 0) -> CaseStatus:
     """The one rule for a case's status, shared by the annotation and by Python callers."""
     if scans_total == 0:
         return CaseStatus.EMPTY
@@ -82,4 +83,6 @@ def case_status(*, scans_total: int, scans_pending: int, scans_failed: int) -> C
         return CaseStatus.PENDING
     if scans_failed:
         return CaseStatus.FAILED
+    if scans_rejected:
+        return CaseStatus.REJECTED
     return CaseStatus.DONE

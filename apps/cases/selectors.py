@@ -78,6 +78,7 @@ def _annotated(user: User) -> QuerySet[Case]:
             scans_total=_scan_count(),
             scans_pending=_scan_count(status__in=pending),
             scans_failed=_scan_count(status=ScanStatus.FAILED),
+            scans_rejected=_scan_count(status=ScanStatus.REJECTED),
             scans_done=_scan_count(status=ScanStatus.DONE),
         )
         .annotate(
@@ -86,6 +87,7 @@ def _annotated(user: User) -> QuerySet[Case]:
                 When(scans_total=0, then=Value(CaseStatus.EMPTY.value)),
                 When(scans_pending__gt=0, then=Value(CaseStatus.PENDING.value)),
                 When(scans_failed__gt=0, then=Value(CaseStatus.FAILED.value)),
+                When(scans_rejected__gt=0, then=Value(CaseStatus.REJECTED.value)),
                 default=Value(CaseStatus.DONE.value),
             )
         )
@@ -101,11 +103,13 @@ def _status_condition(status: str) -> Q:
 
     pending = scans(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
     failed = scans(status=ScanStatus.FAILED)
+    rejected = scans(status=ScanStatus.REJECTED)
     return {
         CaseStatus.EMPTY: ~Q(scans()),
         CaseStatus.PENDING: Q(pending),
         CaseStatus.FAILED: ~Q(pending) & Q(failed),
-        CaseStatus.DONE: Q(scans()) & ~Q(pending) & ~Q(failed),
+        CaseStatus.REJECTED: ~Q(pending) & ~Q(failed) & Q(rejected),
+        CaseStatus.DONE: Q(scans()) & ~Q(pending) & ~Q(failed) & ~Q(rejected),
     }[CaseStatus(status)]
 
 
@@ -118,7 +122,7 @@ def _with_scans(queryset: QuerySet[Case]) -> QuerySet[Case]:
 
 def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Case]:
     """The clinic's cases, newest first, each annotated with `scans_total`, `scans_pending`,
-    `scans_failed`, `scans_done` and `status` (CaseStatus), its patient joined and its scans
+    `scans_failed`, `scans_rejected`, `scans_done` and `status` (CaseStatus), its patient joined and its scans
     (with prediction and review) prefetched: `case.scans.all()` costs no query."""
     filters = filters or CaseFilters()
     queryset = _filtered(_annotated(user), filters)

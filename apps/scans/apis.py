@@ -60,8 +60,11 @@ class ReviewOutputSerializer(serializers.Serializer):
 class ScanOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     case = serializers.IntegerField(source="case_id")
-    status = serializers.CharField()
+    status = serializers.CharField(help_text="queued, processing, done, failed, or rejected (not a brain MRI slice)")
     error = serializers.CharField()
+    ood_score = serializers.FloatField(
+        allow_null=True, help_text="how unlike the brain MRI slices the model was trained on (higher: less alike)"
+    )
     original_filename = serializers.CharField()
     sha256 = serializers.CharField()
     format = serializers.CharField()

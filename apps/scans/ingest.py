@@ -29,7 +29,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from workers import dicom
-from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, inspect_scan
+from workers.image_content import reject_uninformative
+from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, decode_gray_bounded, inspect_scan
 
 from .deidentify import dicom_deidentify
 
@@ -274,6 +275,12 @@ def _image_item(data: bytes, name: str, *, named_dicom: bool = False) -> ImageIt
         if named_dicom:
             dicom.read_dicom(data)  # raises with the reason: not DICOM, or claims to be and is not
         raise
+    # Blank, one-colour and pure-noise images never reach the queue (workers/image_content.py).
+    # DICOM slices are left to the model's gate: a series may hold a nearly empty end slice.
+    # On the bounded copy (at most WORK_SIDE a side, decoded a band at a time), so the web
+    # process's memory stays bounded for the largest accepted file (the check looks at a 256 px
+    # area-averaged copy anyway).
+    reject_uninformative(decode_gray_bounded(data))
     return ImageItem(name=name, data=data, format=info.format, width=info.width, height=info.height)
 
 

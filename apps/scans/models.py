@@ -1,7 +1,8 @@
 """Scans, the model's prediction for each, and radiologists' reviews of it (all kept).
 
 A scan's state machine is stored so the pages, the API and the worker agree on what happened:
-queued → processing → done | failed (with `error`), with the time of each step. Files get
+queued → processing → done | failed (with `error`) | rejected (the out-of-distribution gate
+found it is not a brain MRI slice: no prediction, `error` says why), with the time of each step. Files get
 names the application makes up; the uploaded name is kept for display only.
 """
 
@@ -37,6 +38,8 @@ class ScanStatus(models.TextChoices):
     PROCESSING = "processing", "Processing"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # Not a brain MRI slice (workers/ood.py): finished, but no tumour label is stored or shown.
+    REJECTED = "rejected", "Not a brain MRI"
 
 
 class Scan(models.Model):
@@ -76,6 +79,9 @@ class Scan(models.Model):
     review = models.OneToOneField(
         "ScanReview", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
+    # How unlike the training scans this one is (workers/ood.py; higher = less like them). Set
+    # when analysed, for done and rejected scans; null before, or for a model without a gate.
+    ood_score = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["queued_at", "id"]
@@ -86,7 +92,7 @@ class Scan(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (ScanStatus.DONE, ScanStatus.FAILED)
+        return self.status in (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 
     @property
     def is_verified(self) -> bool:

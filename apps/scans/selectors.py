@@ -75,9 +75,19 @@ class RankedSlice:
 
 
 @dataclass(frozen=True)
+class RejectedSlice:
+    """A slice the out-of-distribution gate found is not a brain MRI slice (no label)."""
+
+    scan: Scan
+    position: int  # 1-based place in the case's slice order
+
+
+@dataclass(frozen=True)
 class StudySummary:
     """A case read as one study: its analysed slices, most suspicious first, and the finding
-    the slices point to with the ones that support it."""
+    the slices point to with the ones that support it. Slices the out-of-distribution gate
+    rejected are finished too (`slices_finished`) but carry no label, so they are counted, not
+    ranked."""
 
     ranked: list[RankedSlice]
     finding: str | None  # a CLASS_NAMES label; None until a slice is analysed
@@ -85,11 +95,17 @@ class StudySummary:
     supporting: list[RankedSlice]
     slices_total: int
     patient_id_mismatches: list[Scan] = field(default_factory=list)
+    rejected: list[RejectedSlice] = field(default_factory=list)
+
+    @property
+    def slices_finished(self) -> int:
+        """Slices with an answer: analysed (ranked) or rejected as not a brain MRI slice."""
+        return len(self.ranked) + len(self.rejected)
 
     @property
     def shown(self) -> bool:
-        """Worth a summary: a study of several slices, at least one analysed."""
-        return self.slices_total >= 2 and bool(self.ranked)
+        """Worth a summary: a study of several slices, at least one finished."""
+        return self.slices_total >= 2 and self.slices_finished > 0
 
     low_confidence_threshold = LOW_CONFIDENCE
 
@@ -118,8 +134,9 @@ def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudyS
         key=lambda item: (-item.tumour_probability, item.position),
     )
     mismatches = [scan for scan in scans if scan.patient_id_mismatch]
+    rejected = [RejectedSlice(scan, position[scan.pk]) for scan in scans if scan.status == ScanStatus.REJECTED]
     if not ranked:
-        return StudySummary([], None, 0.0, [], len(scans), mismatches)
+        return StudySummary([], None, 0.0, [], len(scans), mismatches, rejected)
     suspicious = [item for item in ranked if item.tumour_probability >= 0.5]
     if suspicious:
         weight = {
@@ -137,7 +154,7 @@ def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudyS
         (item for item in ranked if item.scan.prediction.label == finding), key=lambda item: -probability(item)
     )[:SUPPORTING_SLICES]
     best = probability(supporting[0]) if supporting else max(probability(item) for item in ranked)
-    return StudySummary(ranked, finding, best, supporting, len(scans), mismatches)
+    return StudySummary(ranked, finding, best, supporting, len(scans), mismatches, rejected)
 
 
 def scan_queue_stats(*, user: User) -> dict[str, int]:

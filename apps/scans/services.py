@@ -1,6 +1,7 @@
 """Writes for scans: upload, queueing, the worker's state transitions, review, the sweep.
 
-State machine (stored on Scan): queued → processing → done | failed. The Celery task in
+State machine (stored on Scan): queued → processing → done | failed | rejected (not a brain
+MRI slice, by the model's out-of-distribution gate: no prediction is stored). The Celery task in
 workers/tasks.py only orchestrates; every transition is one of the functions below.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -322,12 +324,39 @@ def scan_complete(*, scan: Scan, result: AnalysisResult) -> Prediction | None:
             written.append(prediction.overlay.name)
             prediction.save()
             current.status, current.finished_at, current.error = ScanStatus.DONE, timezone.now(), ""
-            current.save(update_fields=["status", "finished_at", "error"])
+            current.ood_score = _ood_score(result)
+            current.save(update_fields=["status", "finished_at", "error", "ood_score"])
     except BaseException:
         for name in written:
             default_storage.delete(name)
         raise
     return prediction
+
+
+def _ood_score(result: AnalysisResult) -> float | None:
+    score = getattr(result, "ood_score", None)
+    return float(score) if score is not None and math.isfinite(score) else None
+
+
+def rejection_message(result: AnalysisResult) -> str:
+    return (
+        "This does not look like a brain MRI slice (its out-of-distribution score is "
+        f"{result.ood_score:.1f}, beyond what the brain MRI slices the model was trained on reach): "
+        "no tumour label is given."
+    )
+
+
+def scan_reject(*, scan: Scan, result: AnalysisResult) -> bool:
+    """processing → rejected: the out-of-distribution gate says this is not a brain MRI slice.
+    No prediction, heatmap or overlay is stored; `error` says why. False if this attempt lost
+    the scan."""
+    updated = Scan.objects.filter(pk=scan.pk, status=ScanStatus.PROCESSING, attempts=scan.attempts).update(
+        status=ScanStatus.REJECTED,
+        error=rejection_message(result),
+        ood_score=_ood_score(result),
+        finished_at=timezone.now(),
+    )
+    return bool(updated)
 
 
 def scan_fail(*, scan: Scan, error: str) -> bool:

@@ -3,12 +3,13 @@ every lifecycle line, and the worker's Prometheus series after a scan."""
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 from prometheus_client import REGISTRY
 from pythonjsonlogger.json import JsonFormatter
 
-from apps.scans.models import Scan, ScanStatus
+from apps.scans.models import Prediction, Scan, ScanStatus
 from apps.scans.services import scans_submit
 from clinic_platform.logcontext import ScanIdFilter
 from tests.testkit.data import PixelAnalyzer, upload
@@ -68,6 +69,34 @@ def test_an_unreadable_slice_fails_alone(north, analyzer, broker, media_root, dj
     outcomes = tasks.analyze_scans([s.pk for s in scans])
     assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "failed", str(scans[2].pk): "done"}
     assert Scan.objects.get(pk=scans[1].pk).error == "The image is truncated or corrupt and cannot be read."
+
+
+@pytest.mark.parametrize("batch_preferred", [True, False], ids=["one batch", "one by one"])
+def test_a_slice_the_gate_rejects_ends_rejected_alone_and_is_counted(
+    north, analyzer, broker, django_capture_on_commit_callbacks, batch_preferred
+):
+    """The same `rejected` path as analyze_scan, for each slice of analyze_scans' batch."""
+    scans = _study(north, django_capture_on_commit_callbacks)
+    with scans[1].image.open("rb") as handle:
+        outlier = handle.read()
+    gated = analyzer.analyze
+
+    def analyze(data: bytes):  # the gate flags the middle slice only
+        result = gated(data)
+        return replace(result, ood_score=41.5, out_of_distribution=True) if data == outlier else result
+
+    analyzer.analyze, analyzer.batch_preferred = analyze, batch_preferred
+    rejected_before = _sample("clinic_scans_analysed_total", {"status": "rejected"})
+    outcomes = tasks.analyze_scans([s.pk for s in scans])
+    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "rejected", str(scans[2].pk): "done"}
+    assert analyzer.batch_calls == (1 if batch_preferred else 0)
+    middle = Scan.objects.get(pk=scans[1].pk)
+    assert middle.status == ScanStatus.REJECTED
+    assert middle.error.startswith("This does not look like a brain MRI slice (")
+    assert middle.ood_score == pytest.approx(41.5)
+    assert not Prediction.objects.filter(scan=middle).exists()
+    assert Scan.objects.get(pk=scans[0].pk).ood_score == pytest.approx(0.8)
+    assert _sample("clinic_scans_analysed_total", {"status": "rejected"}) == rejected_before + 1
 
 
 def _sample(name: str, labels: dict[str, str]) -> float:

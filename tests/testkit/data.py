@@ -2,6 +2,7 @@
 and scans, two clinics side by side. Every test folder uses these builders."""
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,7 @@ from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan
-from apps.scans.services import scan_claim, scan_complete, scans_submit
+from apps.scans.services import scan_claim, scan_complete, scan_reject, scans_submit
 from tests.testkit.scans import png_bytes, real_scan_bytes
 from workers.imaging import CLASS_NAMES, decode_gray
 from workers.results import AnalysisResult
@@ -51,10 +52,17 @@ class PixelAnalyzer:
 
     model_version = "pixel-test-1"
 
-    def __init__(self, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str = "glioma",
+        top: float = 0.7,
+        model_version: str | None = None,
+        out_of_distribution: bool = False,
+    ) -> None:
         self.label = label
         self.top = top
         self.model_version = model_version or PixelAnalyzer.model_version
+        self.out_of_distribution = out_of_distribution  # what the gate would say (workers/ood.py)
         self.calls = 0
         self.batch_calls = 0
 
@@ -72,6 +80,8 @@ class PixelAnalyzer:
             overlay_png=overlay.getvalue(),
             model_version=self.model_version,
             timings_ms={"decode": 1.0, "inference": 2.0, "gradcam_and_overlay": 1.0},  # the runtime's keys
+            ood_score=41.5 if self.out_of_distribution else 0.8,
+            out_of_distribution=self.out_of_distribution,
         )
 
     def analyze_batch(self, scans: list[bytes]) -> list[AnalysisResult]:
@@ -101,6 +111,18 @@ def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7, model_versi
     with scan.image.open("rb") as handle:
         data = handle.read()
     scan_complete(scan=claimed, result=PixelAnalyzer(label, top, model_version).analyze(data))
+    return Scan.objects.get(pk=scan.pk)
+
+
+def reject_scan(scan: Scan, ood_score: float = 41.5) -> Scan:
+    """queued → processing → rejected (not a brain MRI slice: the out-of-distribution gate said
+    so) through the worker's services."""
+    claimed = scan_claim(scan_id=scan.pk)
+    assert claimed is not None
+    with scan.image.open("rb") as handle:
+        data = handle.read()
+    result = PixelAnalyzer(out_of_distribution=True).analyze(data)
+    assert scan_reject(scan=claimed, result=dataclasses.replace(result, ood_score=ood_score))
     return Scan.objects.get(pk=scan.pk)
 
 

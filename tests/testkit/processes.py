@@ -24,12 +24,13 @@ SCAN_TIMEOUT_S = float(os.environ.get("E2E_SCAN_TIMEOUT_S", "300"))
 
 
 def wait_for_scan(session: Any, url: str, timeout: float = SCAN_TIMEOUT_S) -> dict:
-    """Poll a scan over the API (`session`: an authenticated requests.Session) until it is done
-    or failed, or the time is up; returns its last JSON body."""
+    """Poll a scan over the API (`session`: an authenticated requests.Session) until it is
+    finished (done, failed, or rejected by the out-of-distribution gate), or the time is up;
+    returns its last JSON body."""
     deadline = time.monotonic() + timeout
     while True:
         body = session.get(url, timeout=10).json()
-        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
+        if body["status"] in ("done", "failed", "rejected") or time.monotonic() > deadline:
             return body
         time.sleep(1)
 

@@ -42,9 +42,16 @@ def real_scan_paths(n: int) -> list[Path]:
     return [per_class[i % 4][i // 4] for i in range(n)]
 
 
-def png_bytes(size: tuple[int, int] = (96, 80), seed: int = 0) -> bytes:
-    """A small gray PNG of noise that passes the content checks."""
-    pixels = np.random.default_rng(seed).integers(0, 255, size=(size[1], size[0]), dtype=np.uint8)
+def soft_picture(size: tuple[int, int]) -> np.ndarray:
+    """uint8 (height, width): a bright disc with rings, smooth from pixel to pixel."""
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    radius = np.hypot(yy - size[1] / 2, xx - size[0] / 2) / (min(size) / 2)
+    return (np.clip(1 - radius, 0, 1) * (0.6 + 0.4 * np.cos(radius * 12)) * 255).astype(np.uint8)
+
+
+def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
+    """A small gray PNG with a picture in it (soft rings on black), so it passes the upload
+    checks: not blank, not noise (workers/image_content.py)."""
     out = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(out, format="PNG")
+    Image.fromarray(soft_picture(size), mode="L").save(out, format="PNG")
     return out.getvalue()

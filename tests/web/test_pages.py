@@ -16,7 +16,7 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanReview
 from apps.scans.services import scans_submit
-from tests.testkit.data import PASSWORD, finish_scan, png_upload
+from tests.testkit.data import PASSWORD, finish_scan, png_upload, reject_scan
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +61,7 @@ def test_dashboard_shows_recent_cases_and_queue(staff_client, world, other) -> N
     html = response.content.decode()
     assert world.case.title in html
     assert other.case.title not in html  # another clinic's case is not listed
-    assert response.context["queue"] == {"queued": 1, "processing": 0, "done": 0, "failed": 0}
+    assert response.context["queue"] == {"queued": 1, "processing": 0, "done": 0, "failed": 0, "rejected": 0}
 
 
 def test_assets_are_local(staff_client) -> None:
@@ -154,6 +154,22 @@ def test_scan_card_shows_failure(staff_client, world) -> None:
     card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
     assert "The file is not a scan." in card
     assert "hx-trigger" not in card
+
+
+def test_a_rejected_scan_shows_why_and_no_label(staff_client, world) -> None:
+    message = "This does not look like a brain MRI slice (its out-of-distribution score is 41.5, beyond …)"
+    Scan.objects.filter(pk=world.scan.pk).update(status="rejected", error=message, ood_score=41.5)
+    card = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert message in card
+    assert "Not a brain MRI" in card  # the badge
+    assert "Prediction:" not in card
+    assert "Radiologist review" not in card
+    assert reverse("scans:image", args=[world.scan.pk]) in card  # what was uploaded, to see why
+    assert "hx-trigger" not in card  # finished: no more polling
+    page = staff_client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
+    assert "1 not brain MRI" in page
+    history = staff_client.get(reverse("history"), {"status": "rejected"}).context["page"]
+    assert [case.pk for case in history.object_list] == [world.case.pk]
 
 
 def test_add_scans_to_case(staff_client, world, django_capture_on_commit_callbacks) -> None:
@@ -293,6 +309,32 @@ def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_cl
     # The live partial (refreshed when a scan finishes) carries the same summary.
     partial = staff_client.get(reverse("case_summary", args=[case.pk])).content.decode()
     assert 'id="study-summary"' in partial
+
+
+def test_study_summary_counts_rejected_slices_as_finished_and_says_how_many(staff_client, world) -> None:
+    from tests.testkit import dicom as dicomdata
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="MRI head")
+    archive = dicomdata.series_zip(dicomdata.training_series(4))
+    staff_client.post(
+        reverse("case_add_scans", args=[case.pk]),
+        {"files": [SimpleUploadedFile("study.zip", archive, content_type="application/zip")]},
+    )
+    scans = list(Scan.objects.filter(case=case).order_by("slice_order"))
+    reject_scan(scans[0])  # e.g. a skull-base slice the gate does not take for a brain MRI slice
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    summary = page[page.index('id="study-summary"') :]
+    assert "1 of 4 slices analysed" in summary  # the rejected slice is finished, with no label
+    assert "No finding: no slice of this study has been analysed as a brain MRI slice yet." in summary
+    finish_scan(scans[1], "glioma", 0.9)
+    reject_scan(scans[3])
+    summary = staff_client.get(reverse("case_summary", args=[case.pk])).content.decode()
+    assert "3 of 4 slices analysed" in summary
+    rejected = summary[summary.index('id="study-rejected"') :]
+    assert rejected.startswith('id="study-rejected" role="note">2 rejected as not a brain MRI slice')
+    assert f'<a href="#scan-{scans[0].pk}">slice 1</a>, <a href="#scan-{scans[3].pk}">slice 4</a>.' in rejected
+    assert re.findall(r'data-scan="(\d+)"', summary) == [str(scans[1].pk)]  # only analysed slices are ranked
+    assert re.search(r'id="study-finding">Glioma', summary)
 
 
 def test_single_scan_case_has_no_study_summary(staff_client, world) -> None:

@@ -128,6 +128,10 @@ def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
         assert np.abs(together.heatmap - alone.heatmap).max() < 1e-3
         assert together.model_version == alone.model_version
         assert together.timings_ms["inference"] > 0
+        # Each slice gets its own out-of-distribution score from the same pass.
+        assert np.isfinite(together.ood_score)
+        assert together.ood_score == pytest.approx(alone.ood_score, rel=1e-3, abs=1e-3)
+        assert together.out_of_distribution == alone.out_of_distribution
     assert {r.label for r in batch} >= {"glioma", "meningioma", "notumor", "pituitary"}
     assert analyzer.analyze_batch([]) == []
     # Batches are slower per slice on a CPU (bench/analyze_batch.py): workers batch on GPUs only.

@@ -1,0 +1,116 @@
+"""What is not a brain MRI is kept out: blank and noise images at upload, and a scan the
+out-of-distribution gate rejects ends as `rejected` (no label stored, the API says why).
+
+The analyzer here is tests.testkit.data.PixelAnalyzer told what the gate decided; the gate itself, with
+the real model, is tested in tests/workers/test_ood.py."""
+
+import io
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from PIL import Image
+from rest_framework.test import APIClient
+
+from apps.cases.models import CaseStatus
+from apps.cases.selectors import CaseFilters, case_list
+from apps.scans.models import Prediction, Scan, ScanStatus
+from apps.scans.services import scans_submit
+from tests.testkit.data import PASSWORD, PixelAnalyzer, stored_files, upload
+from tests.testkit.scans import real_scan_bytes
+from workers import tasks
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+BLANK = _png(np.zeros((256, 256), np.uint8))
+NOISE = _png(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))
+
+
+@pytest.fixture
+def api(north):
+    client = APIClient()
+    response = client.post(reverse("api:token"), {"username": north.staff.username, "password": PASSWORD})
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client
+
+
+def test_blank_and_noise_uploads_are_refused_naming_the_reason_and_nothing_is_stored(north, media_root):
+    before = stored_files(media_root)
+    with pytest.raises(ValidationError) as refused:
+        scans_submit(
+            case=north.case,
+            uploaded_by=north.staff,
+            uploads=[upload(real_scan_bytes("glioma", 2)), upload(BLANK, "blank.png"), upload(NOISE, "noise.png")],
+        )
+    messages = refused.value.messages
+    assert len(messages) == 2
+    assert messages[0].startswith("blank.png: The image is blank")
+    assert messages[1].startswith("noise.png: The image is random noise")
+    assert north.case.scans.count() == 1  # the world's own scan only
+    assert stored_files(media_root) == before
+
+
+def test_api_refuses_a_blank_upload_with_a_400(api, north):
+    response = api.post(
+        reverse("api:case-scans", args=[north.case.pk]), {"file": upload(BLANK, "white.png")}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert "white.png: The image is blank" in response.json()["error"]["message"]
+
+
+@pytest.fixture
+def rejected(north, monkeypatch, media_root, django_capture_on_commit_callbacks) -> Scan:
+    """A scan the gate rejected, run through the real task and services."""
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("notumor"))])
+    analyzer = PixelAnalyzer(label="meningioma", out_of_distribution=True)
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: analyzer)
+    before = stored_files(media_root)
+    assert tasks.analyze_scan(scan.pk) == "rejected"
+    assert stored_files(media_root) == before  # no heatmap, no overlay
+    assert tasks.analyze_scan(scan.pk) == "skipped"  # finished: a duplicate message does nothing
+    return Scan.objects.get(pk=scan.pk)
+
+
+def test_a_rejected_scan_stores_no_label_and_says_why(rejected):
+    assert rejected.status == ScanStatus.REJECTED
+    assert rejected.is_finished
+    assert rejected.error.startswith("This does not look like a brain MRI slice (")
+    assert "41.5" in rejected.error
+    assert rejected.ood_score == pytest.approx(41.5)
+    assert not Prediction.objects.filter(scan=rejected).exists()
+
+
+def test_api_shows_a_rejected_scan_with_a_null_prediction(api, rejected):
+    body = api.get(reverse("api:scan-detail", args=[rejected.pk])).json()
+    assert body["status"] == "rejected"
+    assert body["prediction"] is None
+    assert body["error"].startswith("This does not look like a brain MRI slice")
+    assert body["ood_score"] == pytest.approx(41.5)
+    assert body["overlay_url"] is None
+    assert body["heatmap_url"] is None
+
+
+def test_an_accepted_scan_keeps_its_score(north, monkeypatch, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma"))])
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
+    assert tasks.analyze_scan(scan.pk) == "done"
+    assert Scan.objects.get(pk=scan.pk).ood_score == pytest.approx(0.8)
+
+
+def test_case_status_and_history_filter_know_rejected_scans(north, rejected, api):
+    # The world's other scan is done, this one rejected: the case is "rejected", not "done".
+    (case,) = case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.REJECTED))
+    assert case.pk == north.case.pk
+    assert case.scans_rejected == 1
+    assert case.status == CaseStatus.REJECTED
+    assert not case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.DONE)).exists()
+    listed = api.get(reverse("api:case-list"), {"status": "rejected"}).json()
+    assert [c["id"] for c in listed["results"]] == [north.case.pk]

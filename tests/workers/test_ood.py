@@ -1,0 +1,127 @@
+"""The out-of-distribution gate: the Mahalanobis score itself, the statistics' integrity check,
+and the shipped gate on real images: a photo and a blank image are out, validation scans in."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.data import DEFAULT_DATA, load_split, samples_from_keys
+from workers.imaging import CLASS_NAMES
+from workers.model_store import DEFAULT_MODEL_DIR, ModelIntegrityError, read_card
+from workers.ood import STATISTICS_FILE, MahalanobisScorer, load_gate
+
+
+def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean() -> None:
+    rng = np.random.default_rng(0)
+    covariance = np.diag([4.0, 1.0, 0.25])
+    means = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    labels = np.repeat([0, 1], 4000)
+    features = means[labels] + rng.multivariate_normal(np.zeros(3), covariance, len(labels))
+    scorer = MahalanobisScorer.fit(features, labels)
+    # W Wᵀ is the inverse of the (shrunk) covariance, close to the true one with this many samples.
+    np.testing.assert_allclose(scorer.whitening @ scorer.whitening.T, np.linalg.inv(covariance), rtol=0.1, atol=0.05)
+    # Two standard deviations along the narrowest axis from class 1: 2² / 3 dimensions.
+    assert scorer.scores(np.array([[10.0, 0.0, 1.0]]))[0] == pytest.approx(4 / 3, rel=0.1)
+    # The same offset along the widest axis is one standard deviation only.
+    assert scorer.scores(np.array([[10.0 + 2.0, 0.0, 0.0]]))[0] == pytest.approx(1 / 3, rel=0.1)
+    # Halfway between the class means: 2.5 standard deviations from both; the nearest counts.
+    assert scorer.scores(np.array([[5.0, 0.0, 0.0]]))[0] == pytest.approx(2.5**2 / 3, rel=0.1)
+    # The training points themselves: a chi-squared with 3 degrees of freedom, over 3.
+    assert scorer.scores(features).mean() == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_low_rank_scorer_matches_the_full_one_when_the_small_variances_are_equal() -> None:
+    rng = np.random.default_rng(1)
+    covariance = np.diag([9.0, 4.0, 1.0, 1.0, 1.0, 1.0])
+    labels = np.repeat([0, 1, 2], 3000)
+    means = rng.normal(0, 5, (3, 6))
+    features = means[labels] + rng.multivariate_normal(np.zeros(6), covariance, len(labels))
+    probes = means[labels[:200]] + rng.normal(0, 3, (200, 6))
+    full = MahalanobisScorer.fit(features, labels)
+    low = MahalanobisScorer.fit(features, labels, rank=2)
+    assert low.whitening.shape == (6, 2)
+    assert low.residual_variance == pytest.approx(1.0, rel=0.1)
+    np.testing.assert_allclose(low.scores(probes), full.scores(probes), rtol=0.1)
+
+
+def test_gate_statistics_are_checked_against_the_card(tmp_path: Path) -> None:
+    card = read_card(DEFAULT_MODEL_DIR)
+    assert card["ood"]["statistics_file"] == STATISTICS_FILE, "run `python -m training ood fit`"
+    shutil.copy(DEFAULT_MODEL_DIR / STATISTICS_FILE, tmp_path / STATISTICS_FILE)
+    assert load_gate(tmp_path, card).threshold == card["ood"]["threshold"]
+    with open(tmp_path / STATISTICS_FILE, "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        load_gate(tmp_path, card)
+    (tmp_path / STATISTICS_FILE).unlink()
+    with pytest.raises(ModelIntegrityError, match="missing"):
+        load_gate(tmp_path, card)
+    assert load_gate(tmp_path, {key: value for key, value in card.items() if key != "ood"}) is None
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from workers.runtime import get_analyzer
+
+    return get_analyzer()
+
+
+@pytest.mark.model
+def test_a_photo_is_out_of_distribution(analyzer) -> None:
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photo = handle.read()
+    result = analyzer.analyze(photo)
+    assert result.out_of_distribution
+    assert result.ood_score > read_card()["ood"]["threshold"]
+
+
+@pytest.mark.model
+def test_each_slice_of_a_batch_gets_its_own_gate_decision(analyzer) -> None:
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photo = handle.read()
+    (scan,) = samples_from_keys(DEFAULT_DATA, [k for k in load_split()["val"] if k.startswith("glioma/")][:1])
+    mri = scan.path.read_bytes()
+    batch = analyzer.analyze_batch([mri, photo, mri])
+    assert [r.out_of_distribution for r in batch] == [False, True, False], [r.ood_score for r in batch]
+    assert batch[0].ood_score == pytest.approx(batch[2].ood_score, rel=1e-4)
+
+
+@pytest.mark.model
+def test_a_blank_image_is_out_of_distribution_even_past_the_upload_check(analyzer) -> None:
+    result = analyzer.analyze(_png(np.zeros((256, 256), np.uint8)))
+    assert result.out_of_distribution
+
+
+@pytest.mark.model
+def test_validation_scans_are_not_rejected(analyzer) -> None:
+    keys = load_split()["val"]
+    picked = [key for name in CLASS_NAMES for key in [k for k in keys if k.startswith(f"{name}/")][:2]]
+    for sample in samples_from_keys(DEFAULT_DATA, picked):
+        result = analyzer.analyze(sample.path.read_bytes())
+        assert not result.out_of_distribution, (sample.key, result.ood_score)
+        assert np.isfinite(result.ood_score)
+
+
+def test_card_reports_the_validation_false_rejections() -> None:
+    section = read_card()["ood"]
+    assert section["validation_scans"] == len(load_split()["val"])
+    assert 0 <= section["validation_rejected"] <= 0.02
+    json.dumps(section)  # plain JSON, as written by the fit command

@@ -27,27 +27,12 @@ def _worker(model_dir: str, batch: int, seconds: float, barrier, results) -> Non
     sys.path.insert(0, str(ROOT))
     import jax
     import jax.numpy as jnp
-    import keras
     import numpy as np
 
-    from scripts.gpu_v2 import _serving_step
-    from workers.model_def import CAM_LAYER, build_classifier
+    from scripts.gpu_v2 import _serving_step, serving_parts
     from workers.model_store import read_card, verified_weights
 
-    model = build_classifier(224)
-    model.set_weights(verified_weights(Path(model_dir), read_card(Path(model_dir))))
-    features = model.get_layer(CAM_LAYER).output
-    backbone = keras.Model(model.inputs, features)
-    head_in = keras.Input(features.shape[1:])
-    x = head_in
-    for name in ("head_pool", "head_dense", "head_dropout", "logits"):
-        x = model.get_layer(name)(x)
-    head = keras.Model(head_in, x)
-
-    def variables(part):
-        return [v.value for v in part.trainable_variables], [v.value for v in part.non_trainable_variables]
-
-    params = (variables(backbone), variables(head))
+    backbone, head, params = serving_parts(verified_weights(Path(model_dir), read_card(Path(model_dir))), 224)
     serve = jax.jit(_serving_step(backbone, head))
     pixels = jnp.asarray(np.random.default_rng(os.getpid()).uniform(0, 255, (batch, 224, 224, 3)), jnp.float32)
     jax.block_until_ready(serve(params, pixels))  # compile before the clock starts

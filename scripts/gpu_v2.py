@@ -22,34 +22,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def serving_parts(weights: list, size: int):
+    """The shipped classifier split at the Grad-CAM layer: (backbone, head, their variables)."""
+    import keras
+
+    from workers.model_def import CAM_LAYER, build_classifier
+
+    model = build_classifier(size)
+    model.set_weights(weights)
+    features = model.get_layer(CAM_LAYER).output
+    backbone = keras.Model(model.inputs, features)
+    head_in = keras.Input(features.shape[1:])
+    x = head_in
+    for name in ("head_pool", "head_dense", "head_dropout", "logits"):
+        x = model.get_layer(name)(x)
+    head = keras.Model(head_in, x)
+
+    def variables(part):
+        return [v.value for v in part.trainable_variables], [v.value for v in part.non_trainable_variables]
+
+    return backbone, head, (variables(backbone), variables(head))
+
+
 def bench(model_dir: Path, out: Path, smoke: bool = False) -> None:
     import jax
     import jax.numpy as jnp
     import keras
     import numpy as np
 
-    from workers.model_def import CAM_LAYER, build_classifier
     from workers.model_store import read_card, verified_weights
 
     weights = verified_weights(model_dir, read_card(model_dir))
     results = {"device": str(jax.devices()[0].device_kind), "backend": keras.backend.backend(), "rows": []}
     plan = ((224, (1, 2)),) if smoke else ((224, (1, 8, 32)), (256, (32,)), (299, (32,)))
     for size, batches in plan:
-        model = build_classifier(size)
-        model.set_weights(weights)
-        features = model.get_layer(CAM_LAYER).output
-        backbone = keras.Model(model.inputs, features)
-        head_in = keras.Input(features.shape[1:])
-        x = head_in
-        for name in ("head_pool", "head_dense", "head_dropout", "logits"):
-            x = model.get_layer(name)(x)
-        head = keras.Model(head_in, x)
-
-        def variables(part):
-            return [v.value for v in part.trainable_variables], [v.value for v in part.non_trainable_variables]
-
-        params = (variables(backbone), variables(head))
-
+        backbone, head, params = serving_parts(weights, size)
         serve = jax.jit(_serving_step(backbone, head))
 
         for batch in batches:

@@ -111,6 +111,15 @@ def test_compose_health_probe_works_with_a_real_host_name(gunicorn: str) -> None
     assert result.returncode == 0, result.stderr
 
 
+def test_prometheus_scrapes_the_pod_address_over_plain_http(gunicorn: str) -> None:
+    # As a Kubernetes scrape does: the pod's own address as Host, plain HTTP, no proxy headers.
+    scrape = requests.get(f"{gunicorn}/metrics", timeout=10, allow_redirects=False)
+    assert scrape.status_code == 200, scrape.text[:500]
+    assert "django_http_requests_total_by_view_transport_method_total" in scrape.text
+    # Only GET/HEAD are answered early; anything else goes through the host check.
+    assert requests.post(f"{gunicorn}/metrics", timeout=10, allow_redirects=False).status_code == 400
+
+
 def test_production_stack_enforces_hosts_https_hsts_and_csp(gunicorn: str) -> None:
     # Any other path with the container's own address as Host: refused (ALLOWED_HOSTS holds).
     assert requests.get(f"{gunicorn}/login/", timeout=10, allow_redirects=False).status_code == 400

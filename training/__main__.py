@@ -1,4 +1,5 @@
-"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval, ood."""
+"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval, ood,
+promote."""
 
 from __future__ import annotations
 
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write METHOD (one of those scored) and its figures into the model card: the workers then use it",
     )
 
+    promote = commands.add_parser(
+        "promote", help="ship a candidate only if better on accuracy, macro-F1 and ECE; keeps the card history"
+    )
+    promote.add_argument("--candidate", type=Path, required=True, help="a trained, calibrated model folder")
+    promote.add_argument("--into", type=Path, default=REPO / "models" / "brain-xception", help="the shipped model")
+    promote.add_argument("--dry-run", action="store_true", help="compare and record the decision only")
+
     from training.ood import add_parser as add_ood_parser
 
     add_ood_parser(commands)
@@ -156,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.commands import run_explain_eval
 
         return run_explain_eval(args)
+    if args.command == "promote":
+        from training.commands import run_promote
+
+        return run_promote(args)
     from training.commands import run_robustness
 
     return run_robustness(args)

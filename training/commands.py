@@ -267,6 +267,20 @@ def run_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_promote(args: argparse.Namespace) -> int:
+    from training.promote import promote
+
+    decision = promote(args.candidate, args.into, dry_run=args.dry_run)
+    for metric, row in decision["comparison"].items():
+        verdict = "better" if row["better"] else "NOT better"
+        print(f"{metric:>9}: candidate {row['candidate']:.5f}  shipped {row['shipped']:.5f}  {verdict}")
+    if decision["promoted"]:
+        print(f"{decision['candidate']} now ships in {args.into} ({decision['shipped']} is in its card's history)")
+    else:
+        print(f"not shipped: {decision['shipped']} stays ({args.candidate}/promotion.json)")
+    return 0
+
+
 def run_explain_eval(args: argparse.Namespace) -> int:
     from training.explain_eval import explain_eval
     from workers.cams import CAM_METHODS, parse_method

@@ -29,7 +29,7 @@ from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.metrics import summarize
 from workers.imaging import CLASS_NAMES
 from workers.inference import calibrated_probabilities, model_batch, preprocess_scan
-from workers.model_store import DEFAULT_MODEL_DIR, load_classifier
+from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, load_classifier
 
 
 def logits_for(model, blobs: list[bytes], size: int, crop: str, flip: bool, batch: int = 16) -> np.ndarray:
@@ -72,7 +72,9 @@ def forward_ms(model_dir: Path, size: int, repeats: int = 10) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, nargs="*", default=[DEFAULT_MODEL_DIR])
-    parser.add_argument("--crops", nargs="*", default=["v1", "lit"])
+    parser.add_argument(
+        "--crops", nargs="*", default=["card"], help="head crops to try: v1, lit, card (each model's own)"
+    )
     parser.add_argument("--limit", type=int, default=0, help="every k-th validation scan, about N (0: all)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[224, 256, 299])
     parser.add_argument("--out", type=Path, default=None)
@@ -90,8 +92,9 @@ def main() -> int:
         for crop in args.crops:
             for flip in (False, True):
                 started = time.perf_counter()
-                logits[(str(model_dir), crop, flip)] = logits_for(model, blobs, int(card["input_size"]), crop, flip)
-                name = f"{card['version']} crop={crop}{' +flip' if flip else ''}"
+                used = head_crop_of(card) if crop == "card" else crop
+                logits[(str(model_dir), crop, flip)] = logits_for(model, blobs, int(card["input_size"]), used, flip)
+                name = f"{card['version']} crop={used}{' +flip' if flip else ''}"
                 report["variants"][name] = {
                     **headline(logits[(str(model_dir), crop, flip)], true),
                     "forward_passes_per_scan": 2 if flip else 1,
@@ -102,7 +105,7 @@ def main() -> int:
         for crop in args.crops:
             for flip in (False, True):
                 mean = np.mean([logits[(str(m), crop, flip)] for m in args.models], axis=0)
-                name = f"ensemble of {len(args.models)} crop={crop}{' +flip' if flip else ''}"
+                name = f"ensemble of {len(args.models)} crop={crop}{' +flip' if flip else ''}"  # card: each its own
                 report["variants"][name] = {
                     **headline(mean, true),
                     "forward_passes_per_scan": len(args.models) * (2 if flip else 1),

@@ -59,39 +59,43 @@ def _same_split(candidate_dir: Path, shipped_dir: Path) -> bool:
     return keys(candidate_dir) == keys(shipped_dir)
 
 
-def check_candidate(candidate_dir: Path, shipped_dir: Path) -> tuple[dict, dict, dict]:
-    candidate, shipped = read_card(candidate_dir), read_card(shipped_dir)
-    verified_weights(candidate_dir, candidate)  # the shards are the ones the card names
-    missing = [
-        what
-        for what, present in (
-            ("validation figures (python -m training calibrate --model DIR)", "validation" in candidate),
-            ("out-of-distribution statistics (python -m training ood fit --model DIR)", "ood" in candidate),
-            ("heatmap method (python -m training explain-eval --model DIR --ship M)", "heatmap_method" in candidate),
-        )
-        if not present
-    ]  # fmt: skip
-    if missing:
-        raise PromotionRefused(f"{candidate_dir} is not ready to ship; missing: {'; '.join(missing)}")
-    if not _same_split(candidate_dir, shipped_dir):
-        raise PromotionRefused("the candidate was validated on another split than the shipped model: not comparable")
-    return candidate, shipped, compare(candidate, shipped)
+def missing_for_serving(card: dict) -> list[str]:
+    """What a card still lacks before it can serve, each with the command that adds it."""
+    needs = (
+        ("validation", "validation figures (python -m training calibrate --model DIR)"),
+        ("ood", "out-of-distribution statistics (python -m training ood fit --model DIR)"),
+        ("heatmap_method", "heatmap method (python -m training explain-eval --model DIR --ship M)"),
+    )
+    return [what for key, what in needs if key not in card]
 
 
 def promote(candidate_dir: Path, shipped_dir: Path = DEFAULT_MODEL_DIR, dry_run: bool = False) -> dict:
-    """Compare, record the decision, and (when better on every metric) replace the shipped model."""
+    """Compare, record the decision, and (when better on every metric and complete) replace the
+    shipped model."""
     candidate_dir, shipped_dir = Path(candidate_dir), Path(shipped_dir)
-    candidate, shipped, rows = check_candidate(candidate_dir, shipped_dir)
-    ships = all(row["better"] for row in rows.values())
+    candidate, shipped = read_card(candidate_dir), read_card(shipped_dir)
+    verified_weights(candidate_dir, candidate)  # the shards are the ones the card names
+    if "validation" not in candidate:
+        raise PromotionRefused(f"{candidate_dir} has no {missing_for_serving(candidate)[0]}")
+    if not _same_split(candidate_dir, shipped_dir):
+        raise PromotionRefused("the candidate was validated on another split than the shipped model: not comparable")
+    rows = compare(candidate, shipped)
+    better = all(row["better"] for row in rows.values())
+    missing = missing_for_serving(candidate)
+    if better and missing and not dry_run:
+        raise PromotionRefused(f"{candidate_dir} is better but not ready to ship; missing: {'; '.join(missing)}")
+    ships = better and not dry_run
     decision = {
         "candidate": candidate["version"],
         "shipped": shipped["version"],
         "rule": "better on validation accuracy, macro-F1 and ECE (calibrated) together",
         "comparison": rows,
-        "promoted": ships and not dry_run,
+        "better": better,
+        "missing_for_serving": missing,
+        "promoted": ships,
     }
     (candidate_dir / "promotion.json").write_text(json.dumps(decision, indent=2) + "\n")
-    if not ships or dry_run:
+    if not ships:
         return decision
 
     candidate["history"] = [*shipped.get("history", []), card_summary(shipped)]

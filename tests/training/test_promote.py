@@ -126,3 +126,16 @@ def test_the_command_line_prints_each_metric_and_the_decision(
     out = capsys.readouterr().out
     assert "ece_15: candidate 0.00500  shipped 0.00430  NOT better" in out
     assert "not shipped: v1 stays" in out
+
+
+def test_an_incomplete_candidate_that_is_not_better_gets_its_decision_recorded(tmp_path: Path, shipped: Path) -> None:
+    # Worth knowing before the minutes of `ood fit` and `explain-eval` are spent on it.
+    candidate = model_folder(tmp_path / "candidate", "v2", 0.986, 0.9859, 0.0055, seed=1)
+    card = read_card(candidate)
+    del card["ood"], card["heatmap_method"]
+    write_card(candidate, card)
+    decision = promote(candidate, shipped)
+    assert decision["promoted"] is False
+    assert decision["better"] is False
+    assert len(decision["missing_for_serving"]) == 2
+    assert read_card(shipped)["version"] == "v1"

@@ -14,11 +14,17 @@ def test_train_cli_defaults_are_the_train_config():
 
 
 def test_the_shipped_models_recipe_is_the_default_one():
+    """The default recipe is the stage that starts from ImageNet; a model fine-tuned from an
+    earlier one (`--init-model`) keeps that stage in its card's history."""
     import json
 
     from workers.model_store import read_card
 
-    shipped = read_card()["recipe"]
+    card = read_card()
+    lineage = [card, *reversed(card.get("history", []))]
+    from_imagenet = [stage["recipe"] for stage in lineage if stage["recipe"].get("backbone_weights") == "imagenet"]
+    assert from_imagenet, "no stage of the shipped model's lineage starts from ImageNet"
+    shipped = from_imagenet[0]
     recipe = dataclasses.asdict(TrainConfig())
     differing = {
         k

@@ -15,19 +15,17 @@ Database: a temporary SQLite file, or --database-url (e.g. the PostgreSQL one).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.queue_throughput import BENCH_REDIS_DB, _wait_done  # noqa: E402
-from tests.testkit.processes import redis_server, start_worker  # noqa: E402
+from bench.queue_throughput import _wait_done, bench_stack  # noqa: E402
+from tests.testkit.processes import start_worker  # noqa: E402
 
 
 def main() -> int:
@@ -40,41 +38,17 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    with tempfile.TemporaryDirectory(prefix="dicom-bench-") as tmp_name, redis_server(
-        os.environ.get("REDIS_URL"), db=BENCH_REDIS_DB
-    ) as redis_url:
-        tmp = Path(tmp_name)
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
-            "DATABASE_URL": args.database_url
-            or f"sqlite:///{tmp / 'dicom-bench.sqlite3'}?transaction_mode=IMMEDIATE",
-            "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url,
-            "MEDIA_ROOT": str(tmp / "media"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        os.environ.update(env)
-        import django
-        import redis
-
-        django.setup()
+    with bench_stack("dicom-bench", args.database_url) as stack:
         from django.core.files.uploadedfile import SimpleUploadedFile
-        from django.core.management import call_command
         from django.db import connection
 
-        from apps.accounts.models import Role
-        from apps.accounts.services import clinic_create, user_create
         from apps.cases.services import case_create
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
         from apps.scans.services import scans_upload
         from tests.testkit import dicom as dicomdata
 
-        redis.Redis.from_url(redis_url).flushdb()
-        call_command("migrate", verbosity=0)
-        clinic = clinic_create(name="DICOM bench")
-        user = user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF)
+        user = stack.user
         patient = patient_create(created_by=user, mrn="D-1", name="Dicom Bench")
         labels = ("glioma", "notumor", "meningioma", "pituitary")
         jpegs = dicomdata.training_jpegs(args.slices, labels=labels)  # what the series is made from
@@ -92,7 +66,7 @@ def main() -> int:
             _wait_done(ids, args.timeout)
             return stored, time.perf_counter() - t0, ids
 
-        worker = start_worker(env=env, log_dir=tmp, prefix="dicom-bench")
+        worker = start_worker(env=stack.env, log_dir=stack.tmp, prefix="dicom-bench")
         timings: dict[str, list[tuple[float, float]]] = {"dicom": [], "jpeg": []}
         all_ids: list[int] = []
         try:

@@ -19,7 +19,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,16 +58,18 @@ def _wait_done(scan_ids: list[int], timeout: float) -> None:
         time.sleep(0.1)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scans", type=int, default=40)
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
-    parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args()
-    # A SIGTERM (timeout, CI) unwinds through the finally blocks, so the worker and Redis stop too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+@dataclass
+class BenchStack:
+    tmp: Path  # throw-away folder: database file, media, worker logs
+    env: dict[str, str]  # what the worker process gets (this process has it too)
+    user: Any  # a clinic staff user of a fresh clinic
 
-    with tempfile.TemporaryDirectory(prefix="queue-bench-") as tmp_name, redis_server(
+
+@contextmanager
+def bench_stack(name: str, database_url: str | None) -> Iterator[BenchStack]:
+    """A temporary folder, Redis (flushed), this process set up on a migrated database with one
+    clinic user, and the environment a worker needs to share database, broker and media."""
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp_name, redis_server(
         os.environ.get("REDIS_URL"), db=BENCH_REDIS_DB
     ) as redis_url:
         tmp = Path(tmp_name)
@@ -72,8 +78,7 @@ def main() -> int:
             "DJANGO_SETTINGS_MODULE": "clinic_platform.test_settings",
             # IMMEDIATE: two processes write this SQLite file; a deferred transaction that reads
             # then writes fails at once with "database is locked" instead of waiting its turn.
-            "DATABASE_URL": args.database_url
-            or f"sqlite:///{tmp / 'queue-bench.sqlite3'}?transaction_mode=IMMEDIATE",
+            "DATABASE_URL": database_url or f"sqlite:///{tmp / (name + '.sqlite3')}?transaction_mode=IMMEDIATE",
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
             "MEDIA_ROOT": str(tmp / "media"),
@@ -84,21 +89,36 @@ def main() -> int:
         import redis
 
         django.setup()
-        from django.core.files.uploadedfile import SimpleUploadedFile
         from django.core.management import call_command
-        from django.db import connection
 
         from apps.accounts.models import Role
         from apps.accounts.services import clinic_create, user_create
+
+        redis.Redis.from_url(redis_url).flushdb()
+        call_command("migrate", verbosity=0)
+        clinic = clinic_create(name=name)
+        yield BenchStack(tmp, env, user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scans", type=int, default=40)
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args()
+    # A SIGTERM (timeout, CI) unwinds through the finally blocks, so the worker and Redis stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    with bench_stack("queue-bench", args.database_url) as stack:
+        from django.core.files.uploadedfile import SimpleUploadedFile
+        from django.db import connection
+
         from apps.cases.services import case_create
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
         from apps.scans.services import scans_submit
 
-        redis.Redis.from_url(redis_url).flushdb()
-        call_command("migrate", verbosity=0)
-        clinic = clinic_create(name="Queue bench")
-        user = user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF)
+        user = stack.user
         case = case_create(created_by=user, patient=patient_create(created_by=user, mrn="Q-1", name="Queue Bench"))
         files = _scans(args.scans + 1)
 
@@ -107,7 +127,7 @@ def main() -> int:
             return [scan.pk for scan in scans_submit(case=case, uploaded_by=user, uploads=uploads)]
 
         t0 = time.perf_counter()
-        worker = start_worker(env=env, log_dir=tmp, prefix="bench")
+        worker = start_worker(env=stack.env, log_dir=stack.tmp, prefix="bench")
         try:
             ready = time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -38,6 +38,38 @@ from tests.testkit.processes import (
 from tests.testkit.processes import start_worker as start_celery_worker
 
 E2E_REDIS_DB = 15
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test
+    # itself are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1024, "height": 768})  # a tablet in landscape
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        if os.environ.get("E2E_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / "case.png"), full_page=True)
+        context.close()
+        browser.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,48 +5,10 @@ to other colours (no request)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from tests.testkit.data import PASSWORD, clinic_user
+from tests.testkit.browser import log_in
+from tests.testkit.data import clinic_user
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test
-    # itself are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        context = browser.new_context(viewport={"width": 1024, "height": 768})  # a tablet in landscape
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        if os.environ.get("E2E_SCREENSHOTS"):
-            page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / "case.png"), full_page=True)
-        context.close()
-        browser.close()
 
 
 def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Worker) -> None:
@@ -56,10 +18,7 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     # Log in
     page.goto(f"{base}/")
     assert "/login/" in page.url
-    page.fill("input[name=username]", "nurse")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, "nurse")
     assert page.is_visible("text=Scan queue")
 
     # Add a patient
@@ -134,11 +93,7 @@ def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: W
     patient = patient_create(created_by=staff, mrn="BR-DCM", name="Dee Icom")
     case = case_create(created_by=staff, patient=patient, title="MRI brain series")
     base = live_server.url
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "tech")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, "tech")
 
     page.goto(f"{base}/cases/{case.pk}/")
     archive = dicomdata.series_zip(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pypdf import PdfReader
-from test_browser import page  # noqa: F401 (the Chromium page fixture)
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
@@ -19,6 +18,7 @@ from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
+from tests.testkit.browser import log_in
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path as scan_file
 
@@ -43,12 +43,12 @@ def _wait_done(scans: list[Scan], worker: Worker) -> None:
     raise AssertionError(f"scans not analysed in {SCAN_TIMEOUT_S} s\n{worker.log_tail()}")
 
 
-def _shot(page, name: str) -> None:  # noqa: F811
+def _shot(page, name: str) -> None:
     if os.environ.get("E2E_SCREENSHOTS"):
         page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / f"desk-{name}.png"), full_page=True)
 
 
-def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, page, worker: Worker) -> None:  # noqa: F811
+def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, page, worker: Worker) -> None:
     clinic = clinic_create(name="Desk Clinic")
     staff = user_create(clinic=clinic, username="desk-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
     user_create(clinic=clinic, username="desk-rad", password=PASSWORD, role=Role.RADIOLOGIST)
@@ -58,11 +58,7 @@ def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, 
     _wait_done([_submit(tumour, staff, "glioma"), _submit(clear, staff, "notumor", 1)], worker)
     base = live_server.url
 
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", "desk-rad")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{base}/")
+    log_in(page, base, "desk-rad", PASSWORD)
 
     # The worklist: the tumour case comes before the no-tumour one.
     page.click("nav >> text=Worklist")

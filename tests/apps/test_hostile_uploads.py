@@ -113,12 +113,28 @@ def _send_streaming(url: str, path: str, headers: dict[str, str], body_bytes: in
                 break
         sock.setblocking(True)
         sock.settimeout(30)
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(65536)
+        # The head and the body may come in separate packets: read the whole answer.
+        while not _complete(answer):
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
             if not chunk:
                 break
             answer += chunk
     return int(answer.split(b" ", 2)[1]), answer, sent
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether `answer` holds the response head and as many body bytes as its Content-Length."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return True
 
 
 def test_anonymous_oversized_upload_is_refused_before_the_body_is_read(live_server, north, settings, tmp_path):

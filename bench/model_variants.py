@@ -1,17 +1,20 @@
 """Model v2 candidates on the validation split, through the serving preprocessing: the head crop
-(v1 / lit), test-time flip averaging, an ensemble of model folders, and the cost per scan.
+(v1 / lit), test-time flip averaging, ensembles of model folders (every subset of two or more),
+each model fed at other input sizes than it was trained at (`--eval-sizes`; Xception pools
+globally, so the same weights run at 256/299 px without retraining), and the cost per scan.
 
 Each variant's logits are computed once per (model, crop, flip) on the original files; the
 temperature is fitted on the same split for each variant (as `calibrate` does for a shipped
 model), then accuracy, macro-F1 and ECE are compared. Cost: median forward time per scan at
 batch 1 on this machine, for 224/256/299 px inputs.
 
-usage: python bench/model_variants.py [--models DIR ...] [--limit N] [--out FILE]
+usage: python bench/model_variants.py [--models DIR ...] [--eval-sizes PX ...] [--limit N] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -53,12 +56,18 @@ def headline(logits: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def forward_ms(model_dir: Path, size: int, repeats: int = 10) -> float:
+def at_input_size(source, size: int):
+    """The same weights in a classifier built for `size` px inputs."""
     from workers.model_def import build_classifier
 
-    source, _card = load_classifier(model_dir)
     model = build_classifier(size)
     model.set_weights(source.get_weights())
+    return model
+
+
+def forward_ms(model_dir: Path, size: int, repeats: int = 10) -> float:
+    source, _card = load_classifier(model_dir)
+    model = at_input_size(source, size)
     pixels = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     model.predict_on_batch(pixels)
     times = []
@@ -76,7 +85,10 @@ def main() -> int:
         "--crops", nargs="*", default=["card"], help="head crops to try: v1, lit, card (each model's own)"
     )
     parser.add_argument("--limit", type=int, default=0, help="every k-th validation scan, about N (0: all)")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[224, 256, 299])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[224, 256, 299], help="input sizes to time")
+    parser.add_argument(
+        "--eval-sizes", type=int, nargs="*", default=[], help="also score each model at these input sizes"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -101,14 +113,27 @@ def main() -> int:
                     "seconds": round(time.perf_counter() - started, 1),
                 }
                 print(name, json.dumps(report["variants"][name]), flush=True)
-    if len(args.models) > 1:
+        for size in args.eval_sizes:
+            if size == int(card["input_size"]):
+                continue
+            started = time.perf_counter()
+            resized = at_input_size(model, size)
+            name = f"{card['version']} crop={head_crop_of(card)} at {size} px (trained at {card['input_size']})"
+            report["variants"][name] = {
+                **headline(logits_for(resized, blobs, size, head_crop_of(card), False), true),
+                "forward_passes_per_scan": 1,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(name, json.dumps(report["variants"][name]), flush=True)
+    for members in (c for k in range(2, len(args.models) + 1) for c in itertools.combinations(args.models, k)):
         for crop in args.crops:
             for flip in (False, True):
-                mean = np.mean([logits[(str(m), crop, flip)] for m in args.models], axis=0)
-                name = f"ensemble of {len(args.models)} crop={crop}{' +flip' if flip else ''}"  # card: each its own
+                mean = np.mean([logits[(str(m), crop, flip)] for m in members], axis=0)
+                names = " + ".join(m.name if m.name != "model" else m.parent.name for m in members)
+                name = f"ensemble {names} crop={crop}{' +flip' if flip else ''}"  # card: each its own
                 report["variants"][name] = {
                     **headline(mean, true),
-                    "forward_passes_per_scan": len(args.models) * (2 if flip else 1),
+                    "forward_passes_per_scan": len(members) * (2 if flip else 1),
                 }
                 print(name, json.dumps(report["variants"][name]), flush=True)
     for size in args.sizes:

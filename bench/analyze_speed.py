@@ -8,7 +8,9 @@ image, JET colour map, 50/50 blend in OpenCV, PNG encode, base64. Both run in th
 the same real scans; the figure that matters is the ratio.
 
 usage: python bench/analyze_speed.py [--scans 24] [--rounds 2] [--methods gradcam layercam ...]
-(--methods: time analyze() with each heatmap method of workers.cams, against the same reference)
+                                    [--model-dirs DIR ...]
+(--methods: time analyze() with each heatmap method of workers.cams, against the same reference;
+--model-dirs: each model folder in turn, e.g. a copy of the shipped one whose card says 256 px)
 """
 from __future__ import annotations
 
@@ -85,14 +87,21 @@ def main() -> int:
     parser.add_argument("--scans", type=int, default=24, help="real scans, spread over the four classes")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", nargs="*", default=None, help="heatmap methods (default: the shipped one)")
+    parser.add_argument("--model-dirs", type=Path, nargs="*", default=None, help="default: the shipped model")
     args = parser.parse_args()
 
+    from workers.model_store import DEFAULT_MODEL_DIR
     from workers.runtime import Analyzer
 
     samples = list_samples(DEFAULT_DATA)
     chosen = [samples[i] for i in np.linspace(0, len(samples) - 1, args.scans).astype(int)]
     blobs = [s.path.read_bytes() for s in chosen]
-    analyzers = {name: Analyzer(cam=name) for name in args.methods} if args.methods else {"shipped": Analyzer()}
+    model_dirs = args.model_dirs or [DEFAULT_MODEL_DIR]
+    analyzers = {
+        (f"{d.name}/{name}" if args.model_dirs else name): Analyzer(d, cam=None if name == "shipped" else name)
+        for d in model_dirs
+        for name in (args.methods or ["shipped"])
+    }
     from workers.model_store import load_classifier
 
     reference_model = build_reference_model(load_classifier()[0])
@@ -112,6 +121,8 @@ def main() -> int:
     print(f"reference per-request path: median {reference_ms:8.1f} ms  (p90 {np.percentile(reference, 90):.1f})")
     for name, times in ours.items():
         method = analyzers[name].cam.name
+        if args.model_dirs:
+            method = f"{name.split('/')[0]} {analyzers[name].input_size} px, {method}"
         ours_ms = statistics.median(times)
         print(
             f"our analyze() [{method:>22}]: median {ours_ms:8.1f} ms  (p90 {np.percentile(times, 90):.1f})"

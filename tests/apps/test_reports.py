@@ -28,7 +28,7 @@ def _page_png(pdf: bytes, tmp_path: Path) -> Image.Image:
     """Page 1 at 60 dpi through poppler's pdftoppm (apt: poppler-utils)."""
     pdftoppm = shutil.which("pdftoppm")
     if pdftoppm is None:
-        pytest.fail("pdftoppm not found: apt-get install poppler-utils (.ci/run installs it)")
+        pytest.fail("pdftoppm not found: apt-get install poppler-utils (requirements/system.txt, make test does)")
     source = tmp_path / "report.pdf"
     source.write_bytes(pdf)
     subprocess.run(

@@ -44,7 +44,10 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 @pytest.fixture
 def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)")
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: apt-get install chromium (requirements/system.txt; make test "
+            "installs it), or set CHROMIUM_PATH"
+        )
     # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test
     # itself are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

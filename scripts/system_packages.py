@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ LIST = Path(__file__).resolve().parents[1] / "requirements" / "system.txt"
 APT_INSTALL = ("apt-get", "install", "-y", "-q", "--no-install-recommends")
 # Exit status when packages are missing and this user cannot install them: nothing else ran.
 MISSING = 2
+# "# test: ..." (or "tests:") in the list: a package only the tests need, kept out of the image.
+TEST_ONLY = re.compile(r"tests?\s*:\s*", re.IGNORECASE)
 # What a package is for, when something other than dpkg can tell: a Python that is not Debian's
 # (pyenv, python.org) has its own ensurepip and creates .venv without python3-venv.
 SATISFIED_WITHOUT_DPKG: dict[str, Callable[[], bool]] = {
@@ -35,7 +38,7 @@ SATISFIED_WITHOUT_DPKG: dict[str, Callable[[], bool]] = {
 @dataclass(frozen=True)
 class Package:
     name: str
-    test_only: bool  # "# test: ..." in the list: not in the production image
+    test_only: bool  # marked "test:" in the list: not in the production image
     why: str
 
 
@@ -49,8 +52,9 @@ def read_list(path: Path = LIST) -> list[Package]:
         if len(words) > 1:
             raise ValueError(f"{path}:{number}: one package per line, not {line.strip()!r}")
         comment = comment.strip()
-        test_only = comment.lower().startswith("test:")
-        why = comment[len("test:"):].strip() if test_only else comment
+        marker = TEST_ONLY.match(comment)
+        test_only = marker is not None
+        why = comment[marker.end():].strip() if marker else comment
         packages.append(Package(words[0], test_only, why))
     return packages
 

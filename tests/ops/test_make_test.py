@@ -52,6 +52,16 @@ def test_the_list_marks_what_stays_out_of_the_image() -> None:
     assert out == [name for name, p in packages.items() if not p.test_only]
 
 
+def test_the_test_only_marker(tmp_path: Path) -> None:
+    listed = tmp_path / "system.txt"
+    listed.write_text("orthanc  # Tests: a real PACS\ndcmtk   # test:storescu\ntesseract-ocr  # OCR, tested too\n")
+    assert [(p.name, p.test_only, p.why) for p in system_packages.read_list(listed)] == [
+        ("orthanc", True, "a real PACS"),
+        ("dcmtk", True, "storescu"),
+        ("tesseract-ocr", False, "OCR, tested too"),
+    ]
+
+
 def test_two_words_on_a_line_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "system.txt"
     bad.write_text("redis-server postgresql\n")

@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    evaluate.add_argument(
+        "--part",
+        choices=("train", "val"),
+        default=None,
+        help="with a data folder holding manifest.csv (the external set): one side of its patient-group split",
+    )
+    evaluate.add_argument(
+        "--split", type=Path, default=None, help="the external split file (default: the committed one)"
+    )
 
     robustness = commands.add_parser("robustness", help="validation accuracy under export perturbations")
     robustness.add_argument("--model", type=Path, default=None)
@@ -128,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--dry-run", action="store_true", help="compare and record the decision only")
 
     from training.ood import add_parser as add_ood_parser
+    from training.sequence_probe import add_parser as add_sequence_probe_parser
 
     add_ood_parser(commands)
+    add_sequence_probe_parser(commands)
 
     return parser
 
@@ -140,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.ood import run as run_ood
 
         return run_ood(args)
+    if args.command == "sequence-probe":
+        from training.sequence_probe import run as run_sequence_probe
+
+        return run_sequence_probe(args)
     if args.command == "split":
         from training.commands import run_split
 

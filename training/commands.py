@@ -243,11 +243,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
     from workers.model_store import DEFAULT_MODEL_DIR
 
-    metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR)
+    metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR, split_file=args.split, part=args.part)
     print(
         f"n={metrics['n']} accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f} "
         f"ECE {metrics['ece_15']:.4f} → {args.out}"
     )
+    for sequence, row in metrics.get("per_sequence", {}).items():
+        tumour, free = row.get("tumour"), row.get("notumor")
+        print(
+            f"{sequence:>17}: n={row['n']:>3} rejected {row['rejected']:>3}  ECE {row['ece_15']}"
+            + (
+                f"  tumour sensitivity {tumour['sensitivity']} ({tumour['called_notumor']} called no tumour)"
+                if tumour
+                else ""
+            )
+            + (f"  no-tumour specificity {free['specificity']}" if free else "")
+        )
     return 0
 
 

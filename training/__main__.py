@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--split", type=Path, default=None, help="the external split file (default: the committed one)"
     )
+    evaluate.add_argument(
+        "--record-card",
+        action="store_true",
+        help="with --part val on the external set: write the validated sequences and their figures into the card",
+    )
 
     robustness = commands.add_parser("robustness", help="validation accuracy under export perturbations")
     robustness.add_argument("--model", type=Path, default=None)
@@ -110,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--data", type=Path, default=DEFAULT_DATA)
     explain.add_argument("--boxes", type=Path, default=DEFAULT_DATA.parent / "tumor-boxes.csv")
     explain.add_argument("--out", type=Path, required=True)
+    explain.add_argument(
+        "--part",
+        choices=("train", "val"),
+        default=None,
+        help="with the external set (--data holding manifest.csv; its boxes.csv by default): one side of its split",
+    )
     explain.add_argument(
         "--method", nargs="*", choices=sorted(CAM_METHODS), default=None, help="methods to score (default: all)"
     )

@@ -213,3 +213,9 @@ def is_validated(sequence: str, validated: list[str] | tuple[str, ...] | None) -
     if validated is None or sequence in ("", MriSequence.UNKNOWN):
         return None
     return sequence in validated
+
+
+def card_validated_sequences(card: dict) -> tuple[str, ...] | None:
+    """The sequences a model card lists as validated (its `sequences.validated`); None: no list."""
+    listed = (card.get("sequences") or {}).get("validated")
+    return tuple(listed) if listed is not None else None

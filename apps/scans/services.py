@@ -386,6 +386,8 @@ def _ood_score(result: AnalysisResult) -> float | None:
 
 
 def rejection_message(result: AnalysisResult) -> str:
+    if getattr(result, "ood_reason", ""):
+        return result.ood_reason
     return (
         "This does not look like a brain MRI slice (its out-of-distribution score is "
         f"{result.ood_score:.1f}, beyond what the brain MRI slices the model was trained on reach): "

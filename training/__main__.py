@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     promote = commands.add_parser(
-        "promote", help="ship a candidate only if better on accuracy, macro-F1 and ECE; keeps the card history"
+        "promote",
+        help="ship a candidate only if non-inferior on the original validation split and better on the external "
+        "validation part; keeps the card history",
     )
     promote.add_argument("--candidate", type=Path, required=True, help="a trained, calibrated model folder")
     promote.add_argument("--into", type=Path, default=REPO / "models" / "brain-xception", help="the shipped model")

@@ -299,8 +299,10 @@ def run_promote(args: argparse.Namespace) -> int:
 
     decision = promote(args.candidate, args.into, dry_run=args.dry_run)
     for metric, row in decision["comparison"].items():
-        verdict = "better" if row["better"] else "NOT better"
-        print(f"{metric:>9}: candidate {row['candidate']:.5f}  shipped {row['shipped']:.5f}  {verdict}")
+        verdict = "passes" if row["passes"] else "FAILS"
+        print(
+            f"{metric:>34}: candidate {row['candidate']:.5f}  shipped {row['shipped']:.5f}  ({row['rule']}) {verdict}"
+        )
     if decision["promoted"]:
         print(f"{decision['candidate']} now ships in {args.into} ({decision['shipped']} is in its card's history)")
     else:

@@ -71,6 +71,21 @@ def sequence_probe(model_dir: Path, data: Path = DEFAULT_DATA, external: Path = 
 
     samples = samples_from_keys(data, load_split()["val"])
     estimated = probe.predict(_features(model_dir, [s.path for s in samples], "scans-val"))
+    # The labelled subset: scans matched to figshare (tumor-boxes.csv), known T1 post-contrast.
+    from training.localization import read_boxes
+
+    figshare = set(read_boxes(Path(data).parent / "tumor-boxes.csv"))
+    known = np.asarray([s.key in figshare for s in samples])
+    t1c = SEQUENCES.index("t1c")
+    known_t1c = {
+        CLASS_NAMES[label]: {
+            "n": int((known & is_label).sum()),
+            "called_t1c": int(((estimated == t1c) & known & is_label).sum()),
+        }
+        for label in range(len(CLASS_NAMES))
+        for is_label in [np.asarray([s.label == label for s in samples])]
+        if (known & is_label).any()
+    }
     breakdown = {
         CLASS_NAMES[label]: {
             SEQUENCE_NAMES[SEQUENCES[k]]: n
@@ -95,6 +110,11 @@ def sequence_probe(model_dir: Path, data: Path = DEFAULT_DATA, external: Path = 
                 "n": int(skull.sum()),
                 "accuracy": round(float((predicted[skull] == true[skull]).mean()), 4) if skull.any() else None,
             },
+        },
+        "known_t1c_check": {
+            "scans": "validation scans matched to figshare (tumor-boxes.csv): T1 post-contrast by provenance",
+            "per_class": known_t1c,
+            "accuracy": round(float((estimated[known] == t1c).mean()), 4) if known.any() else None,
         },
         "training_data_estimate": {
             "scans": f"validation split of the training merge ({len(samples)} scans, a stratified fifth)",
@@ -127,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     held = report["held_out"]
     print(f"held-out patient groups: accuracy {held['accuracy']} (n={held['n']}), {held['per_sequence_recall']}")
     print(f"with a skull: {held['with_skull']}")
+    print(f"known T1c (figshare) validation scans called T1c: {report['known_t1c_check']}")
     for name, row in report["training_data_estimate"]["per_class"].items():
         print(f"{name:>10}: {row}")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 
 import numpy as np
 from PIL import Image
@@ -30,19 +31,29 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 def coloured_share(data: bytes) -> float:
     """Share of pixels with chroma above CHROMA_LEVEL (0 for a grey-mode image); 0 for bytes
-    Pillow cannot open (DICOM: its stored rendering is a 16-bit grey PNG)."""
+    Pillow cannot open (DICOM: its stored rendering is a 16-bit grey PNG). Sampled on a grid
+    of at most CHECK_SIDE per side, a band of rows at a time, so a huge upload costs no copy
+    of itself (a JPEG is decoded at reduced scale directly)."""
     try:
         image = Image.open(io.BytesIO(data))
         if image.mode in GREY_MODES:
             return 0.0
-        image.draft("RGB", (CHECK_SIDE, CHECK_SIDE))  # JPEG: decode at a reduced scale
-        image = image.convert("RGB")
-        image.thumbnail((CHECK_SIDE, CHECK_SIDE))
+        if image.format == "JPEG":
+            image.draft("RGB", (CHECK_SIDE, CHECK_SIDE))
+        image.load()
     except Exception:
         return 0.0
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    chroma = pixels.max(axis=2) - pixels.min(axis=2)
-    return float((chroma > CHROMA_LEVEL).mean())
+    width, height = image.size
+    step = max(1, math.ceil(max(width, height) / CHECK_SIDE))
+    band = step * 64
+    coloured = total = 0
+    for top in range(0, height, band):
+        rows = np.asarray(image.crop((0, top, width, min(height, top + band))).convert("RGB"))[::step, ::step]
+        pixels = rows.astype(np.float32) / 255.0
+        chroma = pixels.max(axis=2) - pixels.min(axis=2)
+        coloured += int((chroma > CHROMA_LEVEL).sum())
+        total += chroma.size
+    return coloured / total if total else 0.0
 
 
 def is_colour_image(data: bytes) -> bool:
@@ -57,6 +68,6 @@ COLOUR_REASON = (
 
 def with_colour_evidence(result: AnalysisResult, data: bytes) -> AnalysisResult:
     """The result, marked out of distribution (with the reason) when the image is in colour."""
-    if result.out_of_distribution or not is_colour_image(data):
+    if getattr(result, "out_of_distribution", False) or not is_colour_image(data):
         return result
     return dataclasses.replace(result, out_of_distribution=True, ood_reason=COLOUR_REASON)

@@ -151,3 +151,16 @@ def test_validated_against_the_model_card_list() -> None:
     assert is_validated("other", validated) is False
     assert is_validated("unknown", validated) is None
     assert is_validated("t2", None) is None
+
+
+def test_pydicoms_real_mr_small_is_t2_from_its_timings() -> None:
+    """A real scanner's file (pydicom's bundled MR_small: SE, TR 4000 ms, TE 240 ms)."""
+    import io
+
+    import pydicom
+
+    from tests.testkit.dicom import bundled
+
+    dataset = pydicom.dcmread(io.BytesIO(bundled("MR_small.dcm")), stop_before_pixels=True)
+    found = infer_from_dicom(dataset_attributes(dataset))
+    assert (found.sequence, found.source, found.reason) == (MriSequence.T2, SequenceSource.DICOM, "timings")

@@ -85,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    evaluate.add_argument(
+        "--part",
+        choices=("train", "val"),
+        default=None,
+        help="with a data folder holding manifest.csv (the external set): one side of its patient-group split",
+    )
+    evaluate.add_argument(
+        "--split", type=Path, default=None, help="the external split file (default: the committed one)"
+    )
+    evaluate.add_argument(
+        "--record-card",
+        action="store_true",
+        help="with --part val on the external set: write the validated sequences and their figures into the card",
+    )
 
     robustness = commands.add_parser("robustness", help="validation accuracy under export perturbations")
     robustness.add_argument("--model", type=Path, default=None)
@@ -101,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--data", type=Path, default=DEFAULT_DATA)
     explain.add_argument("--boxes", type=Path, default=DEFAULT_DATA.parent / "tumor-boxes.csv")
     explain.add_argument("--out", type=Path, required=True)
+    explain.add_argument(
+        "--part",
+        choices=("train", "val"),
+        default=None,
+        help="with the external set (--data holding manifest.csv; its boxes.csv by default): one side of its split",
+    )
     explain.add_argument(
         "--method", nargs="*", choices=sorted(CAM_METHODS), default=None, help="methods to score (default: all)"
     )
@@ -121,15 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     promote = commands.add_parser(
-        "promote", help="ship a candidate only if better on accuracy, macro-F1 and ECE; keeps the card history"
+        "promote",
+        help="ship a candidate only if non-inferior on the original validation split and better on the external "
+        "validation part; keeps the card history",
     )
     promote.add_argument("--candidate", type=Path, required=True, help="a trained, calibrated model folder")
     promote.add_argument("--into", type=Path, default=REPO / "models" / "brain-xception", help="the shipped model")
     promote.add_argument("--dry-run", action="store_true", help="compare and record the decision only")
 
     from training.ood import add_parser as add_ood_parser
+    from training.sequence_probe import add_parser as add_sequence_probe_parser
 
     add_ood_parser(commands)
+    add_sequence_probe_parser(commands)
 
     return parser
 
@@ -140,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.ood import run as run_ood
 
         return run_ood(args)
+    if args.command == "sequence-probe":
+        from training.sequence_probe import run as run_sequence_probe
+
+        return run_sequence_probe(args)
     if args.command == "split":
         from training.commands import run_split
 

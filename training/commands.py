@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import list_samples, load_split, make_split, samples_from_keys
+from training.data import DEFAULT_DATA, list_samples, load_split, make_split, samples_from_keys
 from workers.imaging import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_PER_CLASS = {"train": 6, "val": 3}
+DEFAULT_BOXES = DEFAULT_DATA.parent / "tumor-boxes.csv"
 
 
 def run_split(args: argparse.Namespace) -> int:
@@ -243,12 +244,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
     from workers.model_store import DEFAULT_MODEL_DIR
 
-    metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR)
+    metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR, split_file=args.split, part=args.part)
     print(
         f"n={metrics['n']} accuracy {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f} "
         f"ECE {metrics['ece_15']:.4f} → {args.out}"
     )
+    if args.record_card:
+        record_sequences(args.model or DEFAULT_MODEL_DIR, metrics)
+    for sequence, row in metrics.get("per_sequence", {}).items():
+        tumour, free = row.get("tumour"), row.get("notumor")
+        print(
+            f"{sequence:>17}: n={row['n']:>3} rejected {row['rejected']:>3}  ECE {row['ece_15']}"
+            + (
+                f"  tumour sensitivity {tumour['sensitivity']} ({tumour['called_notumor']} called no tumour)"
+                if tumour
+                else ""
+            )
+            + (f"  no-tumour specificity {free['specificity']}" if free else "")
+        )
     return 0
+
+
+def record_sequences(model_dir: Path, metrics: dict) -> None:
+    """Write the card's `sequences` section (training.external.sequence_section)."""
+    from training.external import sequence_section
+    from workers.model_store import read_card, write_card
+
+    if metrics.get("part") != "val" or "per_sequence" not in metrics:
+        raise SystemExit("--record-card needs the external set's validation part (--part val)")
+    card = read_card(model_dir)
+    card["sequences"] = sequence_section(card, metrics, "python -m training " + shlex.join(sys.argv[1:]))
+    write_card(model_dir, card)
+    print(f"model card {model_dir}: validated on {', '.join(card['sequences']['validated_names']) or 'no sequence'}")
 
 
 def run_robustness(args: argparse.Namespace) -> int:
@@ -272,8 +299,10 @@ def run_promote(args: argparse.Namespace) -> int:
 
     decision = promote(args.candidate, args.into, dry_run=args.dry_run)
     for metric, row in decision["comparison"].items():
-        verdict = "better" if row["better"] else "NOT better"
-        print(f"{metric:>9}: candidate {row['candidate']:.5f}  shipped {row['shipped']:.5f}  {verdict}")
+        verdict = "passes" if row["passes"] else "FAILS"
+        print(
+            f"{metric:>34}: candidate {row['candidate']:.5f}  shipped {row['shipped']:.5f}  ({row['rule']}) {verdict}"
+        )
     if decision["promoted"]:
         print(f"{decision['candidate']} now ships in {args.into} ({decision['shipped']} is in its card's history)")
     else:
@@ -291,15 +320,29 @@ def run_explain_eval(args: argparse.Namespace) -> int:
     names = args.method or list(CAM_METHODS)
     methods = {name: parse_method(name, args.layers) for name in names}
     model_dir = args.model or DEFAULT_MODEL_DIR
+    samples, groups, boxes = _validation_samples(model_dir, args.data), None, args.boxes
+    if (Path(args.data) / "manifest.csv").exists():
+        # The external set: its own boxes (glioma masks), its split's part, figures per sequence.
+        from training.data import samples_from_keys
+        from training.external import SEQUENCE_NAMES, load_external_split, read_manifest
+
+        rows = read_manifest(args.data)
+        keys = load_external_split()[args.part] if args.part else [r.key for r in rows]
+        samples = samples_from_keys(args.data, keys)
+        groups = {r.key: SEQUENCE_NAMES[r.sequence] for r in rows}
+        boxes = args.boxes if args.boxes != DEFAULT_BOXES else Path(args.data) / "boxes.csv"
+    elif args.part:
+        raise SystemExit("--part needs a data folder with a manifest.csv (the external set)")
     report = explain_eval(
         model_dir,
-        _validation_samples(model_dir, args.data),
-        args.boxes,
+        samples,
+        boxes,
         args.out,
         methods,
         limit=args.limit,
         reference_every=args.reference_every,
         reference_channels=args.reference_channels,
+        groups=groups,
     )
     print(f"{report['scans']} boxed validation scans, model {report['model_version']}")
     for name, row in report["methods"].items():
@@ -308,6 +351,10 @@ def run_explain_eval(args: argparse.Namespace) -> int:
             f"{name:>16}: pointing {row['all']['pointing']} energy {row['all']['energy_in_box']} ({per_class})"
             f"  on the reference subset: {row['reference_subset']['pointing']}"
         )
+        for group, figures in row["all"].get("per_group", {}).items():
+            print(
+                f"{'':>16}  {group}: n={figures['n']} pointing {figures['pointing']} energy {figures['energy_in_box']}"
+            )
     print(f"→ {args.out}/explain_eval.json, contact_sheet.png ({report['contact_sheet_method']})")
     if args.ship:
         ship_heatmap_method(model_dir, report, args.ship, argv_command="python -m training " + shlex.join(sys.argv[1:]))

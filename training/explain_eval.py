@@ -48,7 +48,7 @@ def score_cam(analyzer, prepared: Prepared, class_index: int, channels: int = 25
     return normalize(np.maximum((activations[..., chosen] * weights).sum(axis=-1), 0.0))
 
 
-def _summary(records: list[dict]) -> dict:
+def _summary(records: list[dict], groups: dict[str, str] | None = None) -> dict:
     def block(rows: list[dict]) -> dict:
         return {
             "n": len(rows),
@@ -56,7 +56,14 @@ def _summary(records: list[dict]) -> dict:
             "energy_in_box": round(float(np.mean([r["energy"] for r in rows])), 4) if rows else None,
         }
 
-    return {**block(records), "per_class": {c: block([r for r in records if r["label"] == c]) for c in TUMOUR_CLASSES}}
+    summary = {
+        **block(records),
+        "per_class": {c: block([r for r in records if r["label"] == c]) for c in TUMOUR_CLASSES},
+    }
+    if groups:  # e.g. the sequence of each scan, where a manifest names it
+        values = sorted({groups[r["key"]] for r in records if r["key"] in groups})
+        summary["per_group"] = {v: block([r for r in records if groups.get(r["key"]) == v]) for v in values}
+    return summary
 
 
 def explain_eval(
@@ -69,9 +76,11 @@ def explain_eval(
     reference_every: int = 10,
     reference_channels: int = 256,
     progress: bool = True,
+    groups: dict[str, str] | None = None,
 ) -> dict:
     """Score `methods` (and Score-CAM on every `reference_every`-th scan; 0: never) on the
-    `samples` that have a box; write explain_eval.json and contact_sheet.png into `out_dir`."""
+    `samples` that have a box; write explain_eval.json and contact_sheet.png into `out_dir`.
+    `groups` (scan key → a group name, e.g. its MRI sequence) adds figures per group."""
     from tqdm import tqdm
 
     from workers.runtime import Analyzer
@@ -135,7 +144,7 @@ def explain_eval(
         "methods": {
             name: {
                 "spec": {"rule": spec.rule, "layers": list(spec.layers), "flip": spec.flip} if spec else None,
-                "all": _summary(rows),
+                "all": _summary(rows, groups),
                 "reference_subset": _summary([r for r in rows if r["reference_subset"]]),
             }
             for name, rows in records.items()

@@ -414,16 +414,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ("fit", "fit the gate on the training split and write it into the model card"),
         ("evaluate", "the gate's figures on validation scans and the development OOD corpus"),
         ("upload-check", "the upload-time blank/noise check over the training scans and the corpus"),
+        ("colour-evidence", "what the colour evidence adds: external MRI kept, non-MRI rejected per family"),
     ):
         parser = verbs.add_parser(verb, help=text)
         parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
         parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
         parser.add_argument("--split", type=Path, default=SPLIT_FILE)
-        if verb != "upload-check":
+        if verb not in ("upload-check", "colour-evidence"):
             parser.add_argument(
                 "--every", type=int, default=1, help="fit on every N-th training scan (1: all; a CPU-time budget)"
             )
-        if verb == "evaluate":
+        if verb in ("evaluate", "colour-evidence"):
             parser.add_argument("--out", type=Path, default=None, help="default: <model>/ood")
 
 
@@ -433,4 +434,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ood_command == "evaluate":
         args.out = args.out or Path(args.model) / "ood"
         return run_evaluate(args)
+    if args.ood_command == "colour-evidence":
+        from training.gate_evidence import run as run_colour_evidence
+
+        args.out = args.out or Path(args.model) / "ood"
+        return run_colour_evidence(args)
     return run_upload_check(args)

@@ -30,6 +30,8 @@ class AnalysisResult:
     # when the model card has no fitted gate. Out of distribution: above the card's threshold.
     ood_score: float = float("nan")
     out_of_distribution: bool = False
+    # Why, when the evidence is not the score (workers/colour_evidence.py: a colour image); "".
+    ood_reason: str = ""
 
     @property
     def confidence(self) -> float:

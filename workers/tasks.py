@@ -24,6 +24,7 @@ from apps.scans.models import Scan
 from clinic_platform.logcontext import scan_context
 from workers import metrics
 from workers.celery_policy import inference_task, maintenance_task
+from workers.colour_evidence import with_colour_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,11 @@ def _read(scan: Scan) -> bytes:
         raise
 
 
-def _store(scan: Scan, result: Any) -> str:
+def _store(scan: Scan, result: Any, data: bytes) -> str:
     """Store one result; the outcome ("done", "rejected", "superseded", "failed"). A slice the
-    out-of-distribution gate flags ends `rejected` with no prediction, on either task's path."""
+    out-of-distribution gate flags ends `rejected` with no prediction, on either task's path;
+    so does a colour image (workers/colour_evidence.py: MRI slices are grey)."""
+    result = with_colour_evidence(result, data)
     if getattr(result, "out_of_distribution", False):
         with metrics.stage("storage"):
             rejected = services.scan_reject(scan=scan, result=result)
@@ -109,7 +112,7 @@ def _analyze_one(scan: Scan, data: bytes | None) -> str:
         if data is None:
             data = _read(scan)
         result = _get_analyzer().analyze(data)
-        return _store(scan, result)
+        return _store(scan, result, data)
     except ScanDecodeError as exc:
         services.scan_fail(scan=scan, error=exc.args[0] if exc.args else "The image cannot be read.")
         logger.info("scan %s: failed, unreadable image: %s", scan_id, exc)
@@ -183,7 +186,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
             logger.warning("batch of scans %s: analysing one by one", [s.pk for s, _ in readable], exc_info=True)
     for index, (scan, data) in enumerate(claimed):
         with scan_context(scan.pk):
-            outcome = _store(scan, results[index]) if results is not None else _analyze_one(scan, data)
+            outcome = _store(scan, results[index], data) if results is not None else _analyze_one(scan, data)
             metrics.scan_finished(outcome)
             outcomes[str(scan.pk)] = outcome
     return outcomes

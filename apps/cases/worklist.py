@@ -1,8 +1,10 @@
 """The radiologists' worklist: the clinic's analysed cases not yet signed, most urgent first.
 
 Priority: a tumour predicted with low confidence (the model is unsure about something that
-matters), then any tumour, then the rest; oldest first within each. Filters are the history's
-(`CaseFilters`) plus confidence and "mine" (cases I have started reading).
+matters), or any result on a sequence the model is not validated for (Prediction.validated
+False: its "No tumour" is no reassurance), then any tumour, then the rest; oldest first within
+each. Filters are the history's (`CaseFilters`) plus confidence (low: either of the first
+kind) and "mine" (cases I have started reading).
 """
 
 from __future__ import annotations
@@ -70,11 +72,15 @@ def _done(**conditions: object) -> QuerySet[Prediction]:
 
 
 def _low_confidence(**conditions: object) -> Exists:
-    return Exists(_done(**conditions).annotate(top=prediction_confidence()).filter(top__lt=LOW_CONFIDENCE))
+    """A result under LOW_CONFIDENCE, or one on a sequence the model is not validated for."""
+    return Exists(
+        _done(**conditions).annotate(top=prediction_confidence()).filter(Q(top__lt=LOW_CONFIDENCE) | Q(validated=False))
+    )
 
 
 # The rule, per result; a case takes its most urgent result's priority.
 _RESULT_PRIORITY = SqlCase(
+    When(validated=False, then=Value(Priority.LOW_CONFIDENCE_TUMOUR)),
     When(Q(label__in=TUMOUR_LABELS) & Q(top__lt=LOW_CONFIDENCE), then=Value(Priority.LOW_CONFIDENCE_TUMOUR)),
     When(label__in=TUMOUR_LABELS, then=Value(Priority.TUMOUR)),
     default=Value(Priority.OTHER),

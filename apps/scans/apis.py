@@ -40,6 +40,13 @@ class PredictionOutputSerializer(serializers.Serializer):
     probabilities = serializers.DictField(child=serializers.FloatField())
     model_version = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
+    validated = serializers.BooleanField(
+        allow_null=True,
+        help_text=(
+            "is the scan's sequence one the model is validated on (the model card's list)? false: a result the "
+            "model was not validated for, never a confident one; null: cannot say (sequence unknown)"
+        ),
+    )
 
 
 class ReviewOutputSerializer(serializers.Serializer):
@@ -65,6 +72,14 @@ class ScanOutputSerializer(serializers.Serializer):
     ood_score = serializers.FloatField(
         allow_null=True, help_text="how unlike the brain MRI slices the model was trained on (higher: less alike)"
     )
+    sequence = serializers.ChoiceField(
+        choices=Scan._meta.get_field("sequence").choices, help_text="the MRI sequence the slice is believed to be"
+    )
+    sequence_source = serializers.ChoiceField(
+        choices=Scan._meta.get_field("sequence_source").choices,
+        help_text="how the sequence is known: dicom (its attributes), image, or unknown",
+    )
+    validated = serializers.SerializerMethodField()
     original_filename = serializers.CharField()
     sha256 = serializers.CharField()
     format = serializers.CharField()
@@ -97,6 +112,12 @@ class ScanOutputSerializer(serializers.Serializer):
     def get_prediction(self, scan: Scan) -> dict | None:
         prediction = self._prediction(scan)
         return PredictionOutputSerializer(prediction).data if prediction else None
+
+    @extend_schema_field(serializers.BooleanField(allow_null=True))
+    def get_validated(self, scan: Scan) -> bool | None:
+        """The prediction's `validated` (null before a result)."""
+        prediction = self._prediction(scan)
+        return prediction.validated if prediction else None
 
     @extend_schema_field(ReviewOutputSerializer(allow_null=True))
     def get_review(self, scan: Scan) -> dict | None:

@@ -13,6 +13,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from workers.mri_sequence import DISPLAY as SEQUENCE_DISPLAY
+from workers.mri_sequence import MriSequence, SequenceSource
 from workers.results import LOW_CONFIDENCE
 
 from .labels import READING_CHOICES, Label
@@ -82,6 +84,15 @@ class Scan(models.Model):
     # How unlike the training scans this one is (workers/ood.py; higher = less like them). Set
     # when analysed, for done and rejected scans; null before, or for a model without a gate.
     ood_score = models.FloatField(null=True, blank=True)
+    # The MRI sequence the slice is (workers/mri_sequence.py) and how it is known: from the DICOM
+    # attributes at upload, else unknown. A result is validated only on the sequences the model
+    # card lists (Prediction.validated).
+    sequence = models.CharField(
+        max_length=8, choices=[(s.value, SEQUENCE_DISPLAY[s]) for s in MriSequence], default=MriSequence.UNKNOWN
+    )
+    sequence_source = models.CharField(
+        max_length=8, choices=[(s.value, s.value) for s in SequenceSource], default=SequenceSource.UNKNOWN
+    )
 
     class Meta:
         ordering = ["queued_at", "id"]
@@ -142,9 +153,21 @@ class Prediction(models.Model):
     overlay = models.FileField(upload_to=_prediction_path, max_length=255)  # colour PNG
     timings_ms = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Is the scan's sequence one the model card lists as validated? False: a known sequence the
+    # model was not validated on (never shown as a confident result; the worklist ranks it with
+    # low-confidence tumours). None: cannot say (sequence unknown, or a card without the list).
+    validated = models.BooleanField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.label} for scan {self.scan_id}"
+
+    @property
+    def not_validated(self) -> bool:
+        return self.validated is False
+
+    @property
+    def sequence_name(self) -> str:
+        return self.scan.get_sequence_display()
 
     LOW_CONFIDENCE = LOW_CONFIDENCE
 

@@ -114,6 +114,15 @@ class StudySummary:
         return self.finding_probability < LOW_CONFIDENCE
 
     @property
+    def not_validated(self) -> list[RankedSlice]:
+        """Analysed slices on a sequence the model is not validated for, in slice order."""
+        return sorted((i for i in self.ranked if i.scan.prediction.not_validated), key=lambda i: i.position)
+
+    @property
+    def not_validated_sequences(self) -> list[str]:
+        return sorted({item.scan.get_sequence_display() for item in self.not_validated})
+
+    @property
     def mismatched_patient_ids(self) -> list[str]:
         return sorted({scan.source_patient_id for scan in self.patient_id_mismatches})
 

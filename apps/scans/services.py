@@ -7,6 +7,7 @@ workers/tasks.py only orchestrates; every transition is one of the functions bel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -27,6 +28,14 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.cases.models import Case
 from workers.gradcam import encode_heatmap_png
+from workers.mri_sequence import UNKNOWN as UNKNOWN_SEQUENCE
+from workers.mri_sequence import (
+    SequenceGuess,
+    card_validated_sequences,
+    dataset_attributes,
+    infer_from_dicom,
+    is_validated,
+)
 from workers.results import AnalysisResult
 
 from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, ingest_uploads
@@ -69,6 +78,8 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
             instance_number=item.instance_number,
             source_patient_id=item.source_patient_id,
         )
+        guess = dicom_sequence(item.dicom)
+        scan.sequence, scan.sequence_source = guess.sequence, guess.source
         scan.image.save("scan", ContentFile(item.png), save=False)
         scan.dicom.save("scan", ContentFile(item.dicom), save=False)
         return scan
@@ -84,6 +95,41 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
     )
     scan.image.save("scan", ContentFile(item.data), save=False)
     return scan
+
+
+def dicom_sequence(dicom: bytes) -> SequenceGuess:
+    """The MRI sequence of a stored (de-identified) DICOM slice, from its attributes: the timings
+    survive de-identification; the series description does not, and the contrast agent's value
+    is replaced (workers/mri_sequence.py says what that leaves)."""
+    import io
+
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True, force=True)
+    except Exception:  # a file ingest accepted but pydicom cannot re-read: say unknown
+        logger.warning("sequence: the stored DICOM could not be re-read", exc_info=True)
+        return UNKNOWN_SEQUENCE
+    return infer_from_dicom(dataset_attributes(dataset))
+
+
+@functools.lru_cache(maxsize=8)
+def _validated_sequences(model_version: str) -> tuple[str, ...] | None:
+    """The sequences the serving model's card lists as validated; None when the card is not the
+    one that produced `model_version` (then no claim is made either way)."""
+    import os
+
+    from workers.model_store import DEFAULT_MODEL_DIR, read_card
+
+    try:
+        card = read_card(os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
+    except Exception:
+        return None
+    return card_validated_sequences(card) if card.get("version") == model_version else None
+
+
+def prediction_validated(*, scan: Scan, model_version: str) -> bool | None:
+    return is_validated(scan.sequence, _validated_sequences(model_version))
 
 
 def scans_upload(
@@ -317,6 +363,7 @@ def scan_complete(*, scan: Scan, result: AnalysisResult) -> Prediction | None:
                 probabilities={k: float(v) for k, v in result.probabilities.items()},
                 model_version=str(result.model_version),
                 timings_ms={k: round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
+                validated=prediction_validated(scan=current, model_version=str(result.model_version)),
             )
             prediction.heatmap.save("heatmap.png", ContentFile(heatmap_png), save=False)
             written.append(prediction.heatmap.name)
@@ -339,6 +386,8 @@ def _ood_score(result: AnalysisResult) -> float | None:
 
 
 def rejection_message(result: AnalysisResult) -> str:
+    if getattr(result, "ood_reason", ""):
+        return result.ood_reason
     return (
         "This does not look like a brain MRI slice (its out-of-distribution score is "
         f"{result.ood_score:.1f}, beyond what the brain MRI slices the model was trained on reach): "

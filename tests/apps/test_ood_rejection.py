@@ -18,7 +18,7 @@ from apps.cases.selectors import CaseFilters, case_list
 from apps.scans.models import Prediction, Scan, ScanStatus
 from apps.scans.services import scans_submit
 from tests.testkit.data import PASSWORD, PixelAnalyzer, stored_files, upload
-from tests.testkit.scans import real_scan_bytes
+from tests.testkit.scans import colour_photo, real_scan_bytes
 from workers import tasks
 
 
@@ -114,3 +114,17 @@ def test_case_status_and_history_filter_know_rejected_scans(north, rejected, api
     assert not case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.DONE)).exists()
     listed = api.get(reverse("api:case-list"), {"status": "rejected"}).json()
     assert [c["id"] for c in listed["results"]] == [north.case.pk]
+
+
+def test_a_colour_photo_the_gate_passes_is_rejected_as_colour(north, monkeypatch, django_capture_on_commit_callbacks):
+    """Issue 16: a glass plate on a wooden table was labelled "No tumour". The model's gate may
+    pass a photo (here: PixelAnalyzer says in distribution, "No tumour" at 97 %); the colour
+    evidence rejects it through the real task, with its own reason, and stores no label."""
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(colour_photo(), "plate.jpg")])
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer(label="notumor", top=0.97))
+    assert tasks.analyze_scan(scan.pk) == "rejected"
+    scan = Scan.objects.get(pk=scan.pk)
+    assert scan.status == ScanStatus.REJECTED
+    assert scan.error.startswith("This is a colour image; MRI slices are grey")
+    assert not Prediction.objects.filter(scan=scan).exists()

@@ -61,3 +61,22 @@ def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
     out = io.BytesIO()
     Image.fromarray(soft_picture(size), mode="L").save(out, format="PNG")
     return out.getvalue()
+
+
+def colour_photo(size: int = 320) -> bytes:
+    """A photo-like scene: a wooden table (brown, with grain) under a pale wall, a round glass
+    plate on it (the bluish-grey disc the issue saw labelled "No tumour")."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = np.empty((size, size, 3), np.float32)
+    wall = y < 0.35
+    grain = 0.08 * np.sin(40 * x + 6 * np.sin(9 * y))
+    image[..., 0] = np.where(wall, 0.92, 0.55 + grain)
+    image[..., 1] = np.where(wall, 0.90, 0.33 + grain * 0.6)
+    image[..., 2] = np.where(wall, 0.82, 0.16 + grain * 0.3)
+    plate = (x - 0.5) ** 2 + ((y - 0.62) * 1.6) ** 2 < 0.06
+    image[plate] = image[plate] * 0.5 + np.array([0.55, 0.65, 0.72]) * 0.5
+    image += rng.normal(0, 0.01, image.shape)
+    out = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return out.getvalue()

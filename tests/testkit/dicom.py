@@ -210,7 +210,7 @@ def series_zip(slices: list[bytes], *, folder: str = "STUDY/SERIES1", extras: di
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index, data in reversed(list(enumerate(slices))):
-            archive.writestr(f"{folder}/IM{(7 * index + 3) % 97:05d}", data)
+            archive.writestr(f"{folder}/IM{(7 * index + 3) % 9973:05d}", data)
         archive.writestr("DICOMDIR", b"\x00" * 128 + b"DICM" + b"\x00" * 16)
         for name, data in (extras or {}).items():
             archive.writestr(name, data)

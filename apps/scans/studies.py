@@ -115,6 +115,8 @@ def study_unpack(*, study: StudyUpload) -> str:
     """The worker's job for a claimed study: decode, de-identify and split every original, then
     create all its scans in one transaction and queue their analysis. Returns "unpacked",
     "failed" (nothing decodable: the reasons are on the study) or "superseded"."""
+    from apps.cases.models import Case
+
     from .services import _analysis_groups, _enqueue_groups, _new_scan, _uid_key
 
     case = study.case
@@ -151,6 +153,9 @@ def study_unpack(*, study: StudyUpload) -> str:
         )
         ordered = [scan for _key, scan in keyed]
         with transaction.atomic():
+            # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
+            # while a study is unpacking), so no slice slips into a case being signed.
+            Case.objects.select_for_update().filter(pk=case.pk).first()
             current = StudyUpload.objects.select_for_update().get(pk=study.pk)
             if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
                 raise _Superseded

@@ -316,3 +316,19 @@ def test_a_decoded_slice_is_the_original_frame(north, django_capture_on_commit_c
         from workers.imaging import decode_gray
 
         np.testing.assert_allclose(decode_gray(handle.read()), decode_dicom(data)[0], atol=1e-4)
+
+
+def test_a_case_is_not_signed_while_its_study_is_being_unpacked(north, django_capture_on_commit_callbacks):
+    from django.core.exceptions import ValidationError
+
+    from apps.cases.services import case_sign
+    from apps.scans.services import scan_review
+
+    scan_review(scan=north.scan, reviewer=north.radiologist, agrees=True)
+    study = _received(north, django_capture_on_commit_callbacks, n=2)
+    with pytest.raises(ValidationError, match="still being unpacked"):
+        case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.ingest_study(study.pk)
+    with pytest.raises(ValidationError, match="still being analysed"):  # its slices, now
+        case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")

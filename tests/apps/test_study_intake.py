@@ -332,3 +332,30 @@ def test_a_case_is_not_signed_while_its_study_is_being_unpacked(north, django_ca
         tasks.ingest_study(study.pk)
     with pytest.raises(ValidationError, match="still being analysed"):  # its slices, now
         case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")
+
+
+def test_a_purged_case_takes_its_unpacked_studys_originals_with_it(
+    north, settings, media_root, django_capture_on_commit_callbacks
+):
+    import datetime
+
+    from django.utils import timezone
+
+    from apps.cases.models import Case
+    from apps.cases.services import case_soft_delete, cases_purge_deleted
+
+    study = _received(north, django_capture_on_commit_callbacks, n=2)
+    assert [p for p in stored_files(media_root) if "originals" in str(p)]
+    case_soft_delete(case=north.case, by=north.admin)
+    # A worker that takes it now finds the case deleted: failed, originals deleted.
+    assert tasks.ingest_study(study.pk) == "failed"
+    assert not [p for p in stored_files(media_root) if "originals" in str(p)]
+    # One received after... and purged before any worker took it: its originals go with it.
+    Case.all_objects.filter(pk=north.case.pk).update(deleted_at=None)
+    second = _received(north, django_capture_on_commit_callbacks, n=1)
+    case_soft_delete(case=north.case, by=north.admin)
+    Case.all_objects.filter(pk=north.case.pk).update(deleted_at=timezone.now() - datetime.timedelta(days=9999))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert cases_purge_deleted() == 1
+    assert not StudyUpload.objects.filter(pk=second.pk).exists()
+    assert not [p for p in stored_files(media_root) if "originals" in str(p)]

@@ -85,6 +85,25 @@ def test_a_jpeg_ls_bomb_and_a_zip_of_them_are_refused_from_their_headers(
     assert stored_files(media_root) == before  # nothing stored
 
 
+def test_a_codestream_larger_than_its_dataset_says_is_refused_from_its_header(
+    api, north, no_pixel_decoding, django_capture_on_commit_callbacks
+):
+    """The decoder allocates what the JPEG-LS stream declares, not what Rows/Columns say: a
+    64×64 dataset over a 4096² stream is refused before anything decodes it."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    ds = dicomdata.base_dataset(np.zeros((64, 64), np.uint16), bits_stored=16)
+    ds.PixelData = encapsulate([imagecodecs.jpegls_encode(np.zeros((4096, 4096), np.uint16))])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLSLossless
+    liar = dicomdata.to_bytes(ds)
+    no_pixel_decoding()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(api, north, upload(liar, "liar.dcm", "application/dicom"))
+    assert "Frame 1's compressed image is 4096×4096 pixels, not the 64×64 the file declares" in _refusal(response)
+
+
 def test_the_slice_limit_counts_frames_from_the_headers(api, north, settings, no_pixel_decoding,
                                                         django_capture_on_commit_callbacks):  # fmt: skip
     settings.DICOM_MAX_SLICES_PER_REQUEST = 10

@@ -11,7 +11,7 @@ bytes per sample per file (DICOM_MAX_DECODED_BYTES_PER_FILE) and for the request
 (DICOM_MAX_DECODED_BYTES_PER_REQUEST), the slice count (DICOM_MAX_SLICES_PER_REQUEST), the
 zip's member count and declared and real uncompressed sizes. A DICOM decompression bomb (an
 11 KB JPEG-LS file of 16 frames at 4096²) is refused from its header, before a pixel is decoded.
-The request then stores the original bytes as they came (services.study_receive).
+The request then stores the original bytes as they came (services.scans_upload).
 
 `unpack_source` (the worker, workers/tasks.py `ingest_study`) re-checks the same budget, then
 decodes every frame with `workers.dicom` (the function that feeds `workers.imaging.prepare`),

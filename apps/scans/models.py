@@ -97,9 +97,9 @@ class Scan(models.Model):
     format = models.CharField(max_length=8)  # "JPEG" | "PNG" | "DICOM", from the content
 
     # DICOM scans only (blank/None otherwise). `dicom` is the de-identified single-frame file
-    # (the uploaded bytes are never stored); the rest orders a series' slices and checks the
-    # patient. `source_patient_id` is the file's PatientID as uploaded, kept in the database
-    # only, to warn when it is not the case's patient MRN.
+    # (the uploaded bytes are kept only until a worker has unpacked them: StudyUpload); the
+    # rest orders a series' slices and checks the patient. `source_patient_id` is the file's
+    # PatientID as uploaded, kept in the database only, to warn when it is not the MRN.
     dicom = models.FileField(upload_to=_dicom_path, max_length=255, blank=True)
     series_uid = models.CharField(max_length=64, blank=True)  # de-identified Series Instance UID
     slice_order = models.FloatField(null=True, blank=True)  # Instance Number, else position

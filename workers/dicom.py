@@ -101,7 +101,61 @@ def read_dicom(data: bytes) -> Any:
         raise ScanDecodeError(f"The image is {columns}×{rows} pixels; a scan needs at least {MIN_SIDE} per side.")
     if frames > MAX_FRAMES:
         raise ScanDecodeError(f"The file has {frames} frames; at most {MAX_FRAMES} are accepted.")
+    check_codestreams(dataset)
     return dataset
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}  # F7: JPEG-LS
+
+
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(columns, rows) a compressed frame's own header declares (JPEG family, JPEG-LS, JPEG
+    2000 codestream), None for a stream we do not parse here (RLE: sized by the dataset)."""
+    start = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # J2K: SOC then SIZ
+    if start >= 0 and len(frame) >= start + 24:
+        x, y, x0, y0 = (int.from_bytes(frame[start + 8 + 4 * i : start + 12 + 4 * i], "big") for i in range(4))
+        return x - x0, y - y0
+    if not frame.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 9 <= len(frame):
+        if frame[position] != 0xFF:
+            return None
+        marker = frame[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(frame[position + 2 : position + 4], "big")
+        if marker in _JPEG_SOF:
+            rows = int.from_bytes(frame[position + 5 : position + 7], "big")
+            return int.from_bytes(frame[position + 7 : position + 9], "big"), rows
+        if marker == 0xDA:  # start of scan before any frame header: not a stream we understand
+            return None
+        position += 2 + length
+    return None
+
+
+def check_codestreams(dataset: Any) -> None:
+    """Every compressed frame's own header must declare the dataset's Rows × Columns: a
+    decoder allocates what the codestream says, so a 64² header over a 65535² JPEG-LS stream
+    would be a decompression bomb the dataset's budget does not see. Reads headers only."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not getattr(syntax, "is_encapsulated", False) or "PixelData" not in dataset:
+        return
+    from pydicom.encaps import generate_frames
+
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = frame_count(dataset)
+    try:
+        for index, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames)):
+            size = _codestream_size(frame)
+            if size is not None and size != (columns, rows):
+                raise ScanDecodeError(
+                    f"Frame {index + 1}'s compressed image is {size[0]}×{size[1]} pixels, not the "
+                    f"{columns}×{rows} the file declares: it cannot be decoded safely."
+                )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ScanDecodeError(f"The DICOM pixel data is not valid encapsulated data ({_short(exc)}).") from exc
 
 
 def frame_count(dataset: Any) -> int:

@@ -192,6 +192,29 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     return outcomes
 
 
+@inference_task(bind=True)
+def ingest_study(self: Task, study_id: int) -> str:
+    """Unpack one DICOM study upload (apps/scans/studies.py): validate, decode, de-identify and
+    split it into scans in one transaction, then queue their analysis in batches. Idempotent: a
+    study already unpacked or failed is left alone; a redelivery after a dead worker starts over
+    (nothing of a killed attempt was committed) or fails it clearly after SCAN_MAX_ATTEMPTS."""
+    from apps.scans import studies
+
+    study = studies.study_claim(study_id=study_id, redelivered=_redelivered(self))
+    if study is None:
+        return "skipped"
+    try:
+        return studies.study_unpack(study=study)
+    except SoftTimeLimitExceeded:
+        studies.study_fail(study=study, error="Unpacking the study took too long and was stopped; nothing was stored.")
+        return "failed"
+    except Exception as exc:
+        error = f"The study could not be unpacked ({type(exc).__name__})."
+        status = studies.study_retry_or_fail(study=study, error=error)
+        logger.exception("study upload %s: attempt %s failed, now %s", study_id, study.attempts, status or "superseded")
+        return "retry" if status == "received" else "failed"
+
+
 @inference_task
 def explain_scan(heatmap_id: int) -> str:
     """Compute and store the heatmap of one class for an analysed scan (services.scan_class_heatmap
@@ -227,8 +250,11 @@ def explain_scan(heatmap_id: int) -> str:
 def requeue_stale_scans() -> dict[str, int]:
     """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE) on the "maintenance" queue;
     also `manage.py requeue_stale_scans`."""
+    from apps.scans.studies import studies_requeue_stale
+
     report = services.scans_requeue_stale()
-    return {"requeued": report.requeued, "published": report.published, "failed": report.failed}
+    studies = studies_requeue_stale()
+    return {"requeued": report.requeued, "published": report.published, "failed": report.failed, "studies": studies}
 
 
 @maintenance_task

@@ -5,7 +5,7 @@ from django.db.models import prefetch_related_objects
 from django.http import HttpResponse
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.renderers import JSONRenderer
@@ -17,7 +17,8 @@ from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.patients.models import Patient
 from apps.patients.selectors import patient_list
-from apps.scans.apis import ScanOutputSerializer
+from apps.scans.apis import ScanOutputSerializer, StudyProgressOutputSerializer
+from apps.scans.studies import study_progress_for_case
 from clinic_platform.renderers import PdfRenderer
 
 from .models import Case
@@ -50,6 +51,20 @@ class CaseOutputSerializer(serializers.Serializer):
     conclusion = serializers.CharField()
     addenda = AddendumOutputSerializer(many=True, source="addenda.all")
     scans = ScanOutputSerializer(many=True, source="scans.all")
+    exam_date = serializers.SerializerMethodField(help_text="the earliest exam date of its DICOM scans")
+
+    def get_exam_date(self, case: Case) -> str | None:
+        dates = [scan.exam_date for scan in case.scans.all() if scan.exam_date]  # prefetched
+        return min(dates).isoformat() if dates else None
+
+
+class CaseDetailOutputSerializer(CaseOutputSerializer):
+    studies = serializers.SerializerMethodField()
+
+    @extend_schema_field(StudyProgressOutputSerializer(many=True))
+    def get_studies(self, case: Case) -> list[dict]:
+        """DICOM study uploads, oldest first, with their progress ("83 of 200 slices analysed.")."""
+        return StudyProgressOutputSerializer(study_progress_for_case(case=case), many=True).data
 
 
 class WorklistCaseOutputSerializer(CaseOutputSerializer):
@@ -99,11 +114,11 @@ class CaseListApi(GenericAPIView):
 
 
 class CaseDetailApi(APIView):
-    @extend_schema(responses=CaseOutputSerializer)
+    @extend_schema(responses=CaseDetailOutputSerializer)
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
         audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request)
-        return Response(CaseOutputSerializer(case, context={"request": request}).data)
+        return Response(CaseDetailOutputSerializer(case, context={"request": request}).data)
 
 
 class CaseSignApi(APIView):

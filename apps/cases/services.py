@@ -140,6 +140,10 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
             raise ValidationError(
                 f"This case was signed on {locked.signed_at:%Y-%m-%d %H:%M}: add an addendum instead."
             )
+        from apps.scans.models import StudyStatus, StudyUpload
+
+        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+            raise ValidationError("A DICOM study is still being unpacked: sign when its slices have been analysed.")
         scans = list(Scan.objects.filter(case=locked).values_list("status", "review_id"))
         if not scans:
             raise ValidationError("This case has no scans to sign.")

@@ -32,6 +32,7 @@ from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_
 from .models import Scan, ScanReview
 from .selectors import scan_get, scan_list_for_case, scan_review_history
 from .services import scan_class_heatmap, scan_review, scans_upload
+from .studies import study_progress
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -100,6 +101,11 @@ class ScanOutputSerializer(serializers.Serializer):
     series_uid = serializers.CharField()
     instance_number = serializers.IntegerField(allow_null=True)
     patient_id_mismatch = serializers.BooleanField()
+    exam_date = serializers.DateField(allow_null=True, help_text="DICOM: the exam's date (StudyDate, else SeriesDate)")
+    series_description = serializers.CharField(help_text="DICOM: kept when it does not name the patient")
+    study_upload = serializers.IntegerField(
+        source="study_upload_id", allow_null=True, help_text="the DICOM study upload it was unpacked from"
+    )
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
@@ -144,9 +150,24 @@ class SkippedOutputSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class StudyProgressOutputSerializer(serializers.Serializer):
+    """A DICOM study upload: unpacked by a worker, then its slices analysed."""
+
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text="received, unpacking, analysing, done, or failed")
+    slices_total = serializers.IntegerField(help_text="declared by the headers until unpacked, then the slices made")
+    slices_done = serializers.IntegerField(help_text="slices analysed (done, failed or not a brain MRI)")
+    progress = serializers.CharField(source="text", help_text='e.g. "83 of 200 slices analysed."')
+    skipped = SkippedOutputSerializer(many=True)
+    error = serializers.CharField()
+
+
 class ScanBatchOutputSerializer(serializers.Serializer):
     scans = ScanOutputSerializer(many=True)
     skipped = SkippedOutputSerializer(many=True)
+    studies = StudyProgressOutputSerializer(
+        many=True, required=False, help_text="DICOM uploads: stored as they came, unpacked into scans by a worker"
+    )
 
 
 class CaseScansApi(APIView):
@@ -175,8 +196,10 @@ class CaseScansApi(APIView):
                 resource_type_field_name=None,
             )
         },
-        description="One scan created and nothing skipped: that scan. Otherwise (several files, a "
-        "multi-frame DICOM, a zipped study): `{scans: [...], skipped: [{name, reason}]}`.",
+        description="One JPEG/PNG scan created and nothing skipped: that scan. Otherwise (several files, "
+        "DICOM files, a zipped study): `{scans: [...], skipped: [{name, reason}], studies: [...]}`. DICOM is "
+        "checked from its headers only and answered at once: each upload's DICOM is one study in `studies`, "
+        "which a worker unpacks into scans (follow its progress on `GET /api/cases/{id}/`).",
     )
     def post(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
@@ -184,11 +207,13 @@ class CaseScansApi(APIView):
         data.is_valid(raise_exception=True)
         outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data.validated_data["file"])
         context = {"request": request}
-        if len(outcome.scans) == 1 and not outcome.skipped:
+        if len(outcome.scans) == 1 and not outcome.skipped and not outcome.studies:
             body = ScanOutputSerializer(outcome.scans[0], context=context).data
         else:
+            studies = [study_progress(study=study) for study in outcome.studies]
             body = ScanBatchOutputSerializer(
-                {"scans": outcome.scans, "skipped": [vars(s) for s in outcome.skipped]}, context=context
+                {"scans": outcome.scans, "skipped": [vars(s) for s in outcome.skipped], "studies": studies},
+                context=context,
             ).data
         return Response(body, status=status.HTTP_201_CREATED)
 

@@ -1,11 +1,24 @@
-"""What one upload request holds, turned into the scans to store: JPEG/PNG slices as they are,
-DICOM files (single or multi-frame, named .dcm or not) and .zip archives of a study folder.
+"""What one upload request holds, in two halves: the CHECK the web request runs (headers only,
+never a pixel decoded) and the UNPACK a worker job runs (decode, de-identify, split).
 
-Every DICOM frame becomes one slice: the frame is decoded by `workers.dicom` (the function
-that feeds `workers.imaging.prepare`), rendered to a 16-bit gray PNG (what the pages show and
-the worker analyses: lossless to 1/65535 of the decoded image), and the dataset is
-de-identified (apps/scans/deidentify.py) before anything is kept; the original bytes are
-never written to storage. A multi-frame file is split into single-frame de-identified files.
+JPEG/PNG slices are checked by content in the request and stored as they are.
+
+DICOM files (single or multi-frame, named .dcm or not) and .zip archives of a study folder
+are a study, a unit of work (issue 15/19): `check_uploads` parses each file's or zip member's
+DICOM header (the pixel data's bytes are read, never decompressed) and budgets the WHOLE
+request from the headers before anything is stored: frames × rows × columns × samples ×
+bytes per sample per file (DICOM_MAX_DECODED_BYTES_PER_FILE) and for the request
+(DICOM_MAX_DECODED_BYTES_PER_REQUEST), the slice count (DICOM_MAX_SLICES_PER_REQUEST), the
+zip's member count and declared and real uncompressed sizes. A DICOM decompression bomb (an
+11 KB JPEG-LS file of 16 frames at 4096²) is refused from its header, before a pixel is decoded.
+The request then stores the original bytes as they came (services.scans_upload).
+
+`unpack_source` (the worker, workers/tasks.py `ingest_study`) re-checks the same budget, then
+decodes every frame with `workers.dicom` (the function that feeds `workers.imaging.prepare`),
+renders it to a 16-bit gray PNG (what the pages show and the model analyses: lossless to
+1/65535 of the decoded image), and rebuilds a de-identified dataset from an allow-list
+(apps/scans/deidentify.py) with a zeroed preamble; a multi-frame file is split into
+single-frame de-identified files. The originals are deleted once unpacked.
 
 Zip archives: nested folders are walked, DICOMDIR and hidden files are ignored, members that
 are not DICOM (or DICOM we refuse, e.g. a CT localizer) are listed as skipped with the reason.
@@ -16,12 +29,13 @@ refused.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -32,7 +46,7 @@ from workers import dicom
 from workers.image_content import reject_uninformative
 from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, decode_gray_bounded, inspect_scan
 
-from .deidentify import dicom_deidentify
+from . import deidentify
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -63,8 +77,19 @@ class ImageItem:
 
 
 @dataclass(frozen=True)
+class DicomSource:
+    """A DICOM file or a zipped study, checked from its headers, stored as it came."""
+
+    name: str
+    upload: UploadedFile
+    kind: str  # "dicom" | "zip"
+    slices: int  # frames its headers declare (the accepted members', for a zip)
+    decoded_bytes: int  # what decoding them all would take
+
+
+@dataclass(frozen=True)
 class DicomSlice:
-    """One frame of a DICOM upload, ready to store."""
+    """One frame of a DICOM upload, ready to store (made by the worker)."""
 
     name: str
     png: bytes  # 16-bit gray rendering of the decoded frame
@@ -75,12 +100,21 @@ class DicomSlice:
     slice_order: float
     instance_number: int | None
     source_patient_id: str  # PatientID as the file had it, for the MRN check; never stored in a file
+    exam_date: datetime.date | None = None  # StudyDate, else SeriesDate (kept: deidentify.py)
+    series_description: str = ""  # kept only when it does not name the patient
 
 
 @dataclass
-class Ingested:
-    items: list[ImageItem | DicomSlice] = field(default_factory=list)
+class Checked:
+    """What the web request accepted: images to store now, DICOM sources for the worker."""
+
+    images: list[ImageItem] = field(default_factory=list)
+    sources: list[DicomSource] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def slices(self) -> int:
+        return sum(source.slices for source in self.sources)
 
 
 def _limits() -> dict[str, int]:
@@ -89,11 +123,49 @@ def _limits() -> dict[str, int]:
         "members": settings.DICOM_ZIP_MAX_MEMBERS,
         "uncompressed": settings.DICOM_ZIP_MAX_UNCOMPRESSED_BYTES,
         "slices": settings.DICOM_MAX_SLICES_PER_REQUEST,
+        "decoded_file": settings.DICOM_MAX_DECODED_BYTES_PER_FILE,
+        "decoded_request": settings.DICOM_MAX_DECODED_BYTES_PER_REQUEST,
     }
 
 
 def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
+
+
+def decoded_size(dataset: Any) -> int:
+    """Bytes the decoded pixels of every frame take, from the header alone:
+    frames × rows × columns × samples × bytes per sample."""
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    samples = max(1, int(dataset.get("SamplesPerPixel", 1) or 1))
+    bits = max(8, int(dataset.get("BitsAllocated", 16) or 16))
+    return dicom.frame_count(dataset) * rows * columns * samples * ((bits + 7) // 8)
+
+
+def _budget_file(dataset: Any, name: str) -> int:
+    """The file's decoded size, refused (the whole request) over the per-file budget."""
+    size = decoded_size(dataset)
+    limit = _limits()["decoded_file"]
+    if size > limit:
+        frames = dicom.frame_count(dataset)
+        raise UploadRefused([
+            f"{name}: {frames} frame(s) of {dataset.get('Columns')}×{dataset.get('Rows')} pixels would decode to "
+            f"{_mb(size)}; at most {_mb(limit)} per file are accepted (nothing was decoded or stored)."
+        ])  # fmt: skip
+    return size
+
+
+def _checked_header(data: bytes, name: str) -> Any:
+    """The parsed, checked dataset of one DICOM file, pixels NOT decoded: ScanDecodeError for
+    what we refuse (not MR, no pixels, burnt-in text...), UploadRefused over the budget."""
+    dataset = dicom.read_dicom(data)
+    if str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        # De-identification cleans attributes, not pixels: text burnt into the image would be kept.
+        raise ScanDecodeError(
+            "The image has identifying text burnt into its pixels (Burned In Annotation = YES) "
+            "and cannot be de-identified here; export the series without annotations."
+        )
+    _budget_file(dataset, name)
+    return dataset
 
 
 def _png16(gray: np.ndarray) -> bytes:
@@ -130,30 +202,20 @@ def _single_frame(header: Any, frames: np.ndarray, index: int, per_frame: Any) -
     return one
 
 
-def _write(dataset: Any) -> bytes:
-    from pydicom.filebase import DicomBytesIO
-
-    out = DicomBytesIO()
-    dataset.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
-    """Check, decode, de-identify and split one DICOM file. ScanDecodeError names the reason."""
-    dataset = dicom.read_dicom(data)
-    if str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
-        # The Basic Profile cleans attributes, not pixels: text burnt into the image would be kept.
-        raise ScanDecodeError(
-            "The image has identifying text burnt into its pixels (Burned In Annotation = YES) "
-            "and cannot be de-identified here; export the series without annotations."
-        )
-    frames = dicom.stored_frames(dataset)
-    grays = [dicom.frame_to_gray(dataset, frames[i], i) for i in range(frames.shape[0])]
-    source_patient_id = str(dataset.get("PatientID", "") or "").strip()[:64]
-    number = dicom.instance_number(dataset)
-    position = dicom.slice_position(dataset)
-    dicom_deidentify(dataset, key=uid_key)  # from here on, nothing identifying is left in it
+    """Check, decode, de-identify and split one DICOM file (the worker's half).
+    ScanDecodeError names the reason."""
+    source = _checked_header(data, name)
+    frames = dicom.stored_frames(source)
+    grays = [dicom.frame_to_gray(source, frames[i], i) for i in range(frames.shape[0])]
+    source_patient_id = str(source.get("PatientID", "") or "").strip()[:64]
+    number = dicom.instance_number(source)
+    position = dicom.slice_position(source)
+    dataset = deidentify.dicom_deidentify(source, key=uid_key)  # a new dataset: nothing identifying in it
+    del source
     series_uid = str(dataset.get("SeriesInstanceUID", "") or "")
+    exam_date = deidentify.exam_date(dataset)
+    description = str(dataset.get("SeriesDescription", "") or "")[:64]
     count = len(grays)
     per_frame = None
     if count > 1:
@@ -173,21 +235,24 @@ def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
             DicomSlice(
                 name=name if count == 1 else f"{name} [frame {index + 1}/{count}]",
                 png=png,
-                dicom=_write(stored),
+                dicom=deidentify.write(stored),
                 width=int(gray.shape[1]),
                 height=int(gray.shape[0]),
                 series_uid=series_uid,
                 slice_order=float(order) if order is not None else 0.0,
                 instance_number=number if count == 1 else index + 1,
                 source_patient_id=source_patient_id,
+                exam_date=exam_date,
+                series_description=description,
             )
         )
     return slices
 
 
-def _read_upload(upload: UploadedFile, limit: int, name: str) -> bytes:
-    if upload.size is not None and upload.size > limit:
-        raise UploadRefused([f"{name}: the file is {_mb(upload.size)}; the limit is {limit // 2**20} MB."])
+def _read_upload(upload: IO[bytes], limit: int, name: str) -> bytes:
+    size = getattr(upload, "size", None)
+    if size is not None and size > limit:
+        raise UploadRefused([f"{name}: the file is {_mb(size)}; the limit is {limit // 2**20} MB."])
     upload.seek(0)
     data = upload.read(limit + 1)  # never more than the limit in memory
     if len(data) > limit:
@@ -195,7 +260,7 @@ def _read_upload(upload: UploadedFile, limit: int, name: str) -> bytes:
     return data
 
 
-def _is_zip(upload: UploadedFile) -> bool:
+def _is_zip(upload: IO[bytes]) -> bool:
     upload.seek(0)
     head = upload.read(4)
     upload.seek(0)
@@ -210,11 +275,14 @@ def _ignored_member(path: PurePosixPath) -> str | None:
     return None
 
 
-def _zip_slices(upload: UploadedFile, name: str, uid_key: str, result: Ingested) -> None:
+def _zip_members(upload: IO[bytes], name: str, skipped: list[Skipped]) -> Iterator[tuple[str, bytes]]:
+    """(label, bytes) of each member that looks like DICOM, under every zip-bomb check; the
+    others are added to `skipped`. Raises UploadRefused for the archive as a whole."""
     limits = _limits()
     cap_mb, members_cap, unpacked_mb = limits["zip_bytes"] // 2**20, limits["members"], limits["uncompressed"] // 2**20
-    if upload.size is not None and upload.size > limits["zip_bytes"]:
-        raise UploadRefused([f"{name}: the archive is {_mb(upload.size)}; the limit is {cap_mb} MB."])
+    size = getattr(upload, "size", None)
+    if size is not None and size > limits["zip_bytes"]:
+        raise UploadRefused([f"{name}: the archive is {_mb(size)}; the limit is {cap_mb} MB."])
     upload.seek(0)
     try:
         archive = zipfile.ZipFile(upload)
@@ -228,14 +296,13 @@ def _zip_slices(upload: UploadedFile, name: str, uid_key: str, result: Ingested)
         raise UploadRefused(
             [f"{name}: the archive unpacks to {_mb(declared)}; at most {unpacked_mb} MB are accepted."]
         )
-    found = 0
     unpacked = 0
     for info in members:
         path = PurePosixPath(info.filename)
         label = f"{name}/{info.filename}"
         reason = _ignored_member(path)
         if reason:
-            result.skipped.append(Skipped(label, reason))
+            skipped.append(Skipped(label, reason))
             continue
         if info.flag_bits & 0x1:
             raise UploadRefused([f"{label}: encrypted archive members are not accepted."])
@@ -253,18 +320,30 @@ def _zip_slices(upload: UploadedFile, name: str, uid_key: str, result: Ingested)
         if data[:4] in _ZIP_MAGIC or path.suffix.lower() == ".zip":
             raise UploadRefused([f"{label}: a zip inside a zip is not accepted; upload the inner archive itself."])
         if not dicom.looks_like_dicom(data):
-            result.skipped.append(Skipped(label, "not a DICOM file"))
+            skipped.append(Skipped(label, "not a DICOM file"))
             continue
+        yield label, data
+
+
+def _no_image(name: str, skipped: list[Skipped]) -> UploadRefused:
+    reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:]) or "it is empty"
+    return UploadRefused([f"{name}: the archive holds no MR DICOM image ({reasons})."])
+
+
+def _check_zip(upload: UploadedFile, name: str, checked: Checked) -> None:
+    """Headers of every member; the zip is kept whole, as it came, for the worker."""
+    frames = decoded = 0
+    for label, data in _zip_members(upload, name, checked.skipped):
         try:
-            slices = dicom_slices(data, name=label, uid_key=uid_key)
+            dataset = _checked_header(data, label)
         except ScanDecodeError as exc:
-            result.skipped.append(Skipped(label, exc.args[0]))
+            checked.skipped.append(Skipped(label, exc.args[0]))
             continue
-        found += len(slices)
-        result.items.extend(slices)
-    if not found:
-        reasons = "; ".join(f"{s.name}: {s.reason}" for s in result.skipped[-5:]) or "it is empty"
-        raise UploadRefused([f"{name}: the archive holds no MR DICOM image ({reasons})."])
+        frames += dicom.frame_count(dataset)
+        decoded += decoded_size(dataset)
+    if not frames:
+        raise _no_image(name, checked.skipped)
+    checked.sources.append(DicomSource(name=name, upload=upload, kind="zip", slices=frames, decoded_bytes=decoded))
 
 
 def _image_item(data: bytes, name: str, *, named_dicom: bool = False) -> ImageItem:
@@ -284,47 +363,79 @@ def _image_item(data: bytes, name: str, *, named_dicom: bool = False) -> ImageIt
     return ImageItem(name=name, data=data, format=info.format, width=info.width, height=info.height)
 
 
-def ingest_uploads(uploads: Sequence[UploadedFile], *, uid_key: str) -> Ingested:
-    """Everything in one request, checked: every problem is collected and UploadRefused lists
-    them all (nothing is stored then); skipped zip members are not problems."""
-    result = Ingested()
+def check_uploads(uploads: Sequence[UploadedFile]) -> Checked:
+    """The web request's half: everything checked, no DICOM pixel decoded. Every problem is
+    collected and UploadRefused lists them all (nothing is stored then); skipped zip members are
+    not problems."""
+    checked = Checked()
     problems: list[str] = []
     for upload in uploads:
         name = (upload.name or "upload")[-255:]
         try:
             if _is_zip(upload):
-                _zip_slices(upload, name, uid_key, result)
+                _check_zip(upload, name, checked)
                 continue
             data = _read_upload(upload, MAX_UPLOAD_BYTES, name)
             if dicom.looks_like_dicom(data):
-                result.items.extend(dicom_slices(data, name=name, uid_key=uid_key))
+                dataset = _checked_header(data, name)
+                checked.sources.append(DicomSource(
+                    name=name, upload=upload, kind="dicom", slices=dicom.frame_count(dataset),
+                    decoded_bytes=decoded_size(dataset),
+                ))  # fmt: skip
             else:
-                result.items.append(_image_item(data, name, named_dicom=name.lower().endswith((".dcm", ".dicom"))))
+                checked.images.append(_image_item(data, name, named_dicom=name.lower().endswith((".dcm", ".dicom"))))
         except UploadRefused as exc:
             problems.extend(exc.problems)
         except ScanDecodeError as exc:
             problems.append(f"{name}: {exc.args[0]}")
-    slices = sum(isinstance(item, DicomSlice) for item in result.items)
-    if slices > _limits()["slices"]:
-        problems.append(f"The upload holds {slices} slices; at most {_limits()['slices']} are accepted at once.")
+    limits = _limits()
+    if checked.slices > limits["slices"]:
+        problems.append(f"The upload holds {checked.slices} slices; at most {limits['slices']} are accepted at once.")
+    decoded = sum(source.decoded_bytes for source in checked.sources)
+    if decoded > limits["decoded_request"]:
+        problems.append(
+            f"The upload's DICOM images would decode to {_mb(decoded)}; at most {_mb(limits['decoded_request'])} "
+            "are accepted at once (nothing was decoded or stored). Upload the series separately."
+        )
     if problems:
         raise UploadRefused(problems)
-    result.items = _ordered(result.items)
-    return result
+    return checked
 
 
-def _ordered(items: list[ImageItem | DicomSlice]) -> list[ImageItem | DicomSlice]:
-    """JPEG/PNG in upload order; DICOM slices grouped by series (first seen first) and ordered
-    within it by Instance Number, else Image Position along the slice normal."""
-    series_rank: dict[str, int] = {}
-    keyed = []
-    for position, item in enumerate(items):
-        if isinstance(item, DicomSlice):
-            rank = series_rank.setdefault(item.series_uid, len(series_rank))
-            keyed.append(((1, rank, item.slice_order, position), item))
-        else:
-            keyed.append(((0, 0, 0.0, position), item))
-    return [item for _key, item in sorted(keyed, key=lambda pair: pair[0])]
+def unpack_source(
+    handle: IO[bytes], *, name: str, kind: str, uid_key: str, skipped: list[Skipped],
+    on_slice: Callable[[DicomSlice], None],
+) -> int:  # fmt: skip
+    """The worker's half, for one stored original: every slice it holds, decoded, de-identified
+    and split, is handed to `on_slice` (which stores it) as soon as it is made, so a study's
+    slices are never all in memory at once. A file that cannot be decoded is added to `skipped`
+    with its reason. Returns the number of slices made."""
+    made = 0
+
+    def one_file(data: bytes, label: str) -> None:
+        nonlocal made
+        try:
+            slices = dicom_slices(data, name=label, uid_key=uid_key)
+        except (ScanDecodeError, UploadRefused) as exc:
+            skipped.append(Skipped(label, str(exc.args[0]) if isinstance(exc, ScanDecodeError) else str(exc)))
+            return
+        for item in slices:
+            on_slice(item)
+        made += len(slices)
+
+    if kind == "zip":
+        for label, data in _zip_members(handle, name, skipped):
+            one_file(data, label)
+    else:
+        one_file(_read_upload(handle, MAX_UPLOAD_BYTES, name), name)
+    return made
+
+
+def slice_sort_key(series_rank: dict[str, int], series_uid: str, slice_order: float | None, position: int) -> tuple:
+    """DICOM slices grouped by series (first seen first), ordered within it by Instance Number,
+    else Image Position along the slice normal, else as they came."""
+    rank = series_rank.setdefault(series_uid, len(series_rank))
+    return (rank, slice_order if slice_order is not None else 0.0, position)
 
 
 def sha256(data: bytes) -> str:

@@ -35,6 +35,46 @@ def _prediction_path(instance: "Prediction", filename: str) -> str:
     return f"predictions/{timezone.now():%Y/%m}/{uuid.uuid4().hex}-{filename}"
 
 
+def _original_path(instance: "StudyUpload", filename: str) -> str:
+    # The upload as it came (PHI inside): never served, deleted once a worker has unpacked it.
+    return f"originals/{timezone.now():%Y/%m}/{uuid.uuid4().hex}.bin"
+
+
+class StudyStatus(models.TextChoices):
+    RECEIVED = "received", "Received"  # originals stored, waiting for a worker
+    UNPACKING = "unpacking", "Unpacking"  # a worker decodes, de-identifies and splits it
+    UNPACKED = "unpacked", "Unpacked"  # its slices are scans: their analysis is the progress
+    FAILED = "failed", "Failed"  # nothing of it was stored; `error` says why
+
+
+class StudyUpload(models.Model):
+    """A DICOM upload (files, zipped series) as ONE unit of work (issues 15 and 19): the web
+    request checks its headers, stores the original bytes (`sources`) and answers; a worker job
+    (workers/tasks.py `ingest_study`) validates, decodes, de-identifies and splits it into scans
+    in one transaction, then the scans are analysed. Progress: analysed slices of `slices_total`."""
+
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="study_uploads")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # [{"name": shown name, "path": storage name, "kind": "dicom" | "zip"}]; paths emptied once deleted.
+    sources = models.JSONField(default=list)
+    slices_expected = models.PositiveIntegerField(default=0)  # from the headers, at upload
+    slices_total = models.PositiveIntegerField(null=True, blank=True)  # made by the worker
+    skipped = models.JSONField(default=list)  # [{"name", "reason"}], at upload and unpacking
+    status = models.CharField(max_length=12, choices=StudyStatus.choices, default=StudyStatus.RECEIVED, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)  # unpacked or failed
+
+    class Meta:
+        ordering = ["received_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Study upload {self.pk} ({self.status})"
+
+
 class ScanStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     PROCESSING = "processing", "Processing"
@@ -59,14 +99,22 @@ class Scan(models.Model):
     format = models.CharField(max_length=8)  # "JPEG" | "PNG" | "DICOM", from the content
 
     # DICOM scans only (blank/None otherwise). `dicom` is the de-identified single-frame file
-    # (the uploaded bytes are never stored); the rest orders a series' slices and checks the
-    # patient. `source_patient_id` is the file's PatientID as uploaded, kept in the database
-    # only, to warn when it is not the case's patient MRN.
+    # (the uploaded bytes are kept only until a worker has unpacked them: StudyUpload); the
+    # rest orders a series' slices and checks the patient. `source_patient_id` is the file's
+    # PatientID as uploaded, kept in the database only, to warn when it is not the MRN.
     dicom = models.FileField(upload_to=_dicom_path, max_length=255, blank=True)
     series_uid = models.CharField(max_length=64, blank=True)  # de-identified Series Instance UID
     slice_order = models.FloatField(null=True, blank=True)  # Instance Number, else position
     instance_number = models.IntegerField(null=True, blank=True)
     source_patient_id = models.CharField(max_length=64, blank=True)
+    # The exam's date (StudyDate, else SeriesDate) and the series' description as the file
+    # had them; de-identification keeps them (deidentify.py) so priors order by exam date.
+    exam_date = models.DateField(null=True, blank=True, db_index=True)
+    series_description = models.CharField(max_length=64, blank=True)
+    # The DICOM upload this slice was unpacked from (None: a JPEG/PNG, or before studies).
+    study_upload = models.ForeignKey(
+        StudyUpload, on_delete=models.SET_NULL, null=True, blank=True, related_name="scans"
+    )
 
     status = models.CharField(max_length=12, choices=ScanStatus.choices, default=ScanStatus.QUEUED, db_index=True)
     error = models.TextField(blank=True)

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -38,10 +38,10 @@ from workers.mri_sequence import (
 )
 from workers.results import AnalysisResult
 
-from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, ingest_uploads
+from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, check_uploads
 from .ingest import sha256 as ingest_sha256
 from .labels import MODEL_LABELS, READING_LABELS, Label
-from .models import ClassHeatmap, Prediction, Scan, ScanReview, ScanStatus
+from .models import ClassHeatmap, Prediction, Scan, ScanReview, ScanStatus, StudyUpload, _original_path
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ class ModelOutputError(ValueError):
 
 @dataclass(frozen=True)
 class UploadOutcome:
-    """The scans one request created, and what it skipped (zip members that are not MR DICOM)."""
+    """The scans one request created (JPEG/PNG, at once), what it skipped (zip members that are
+    not MR DICOM) and the DICOM studies it received (unpacked into scans by a worker job)."""
 
     scans: list[Scan]
     skipped: list[Skipped]
+    studies: list[StudyUpload] = field(default_factory=list)
 
 
 def _uid_key() -> str:
@@ -77,6 +79,8 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
             slice_order=item.slice_order,
             instance_number=item.instance_number,
             source_patient_id=item.source_patient_id,
+            exam_date=item.exam_date,
+            series_description=item.series_description[:64],
         )
         guess = dicom_sequence(item.dicom)
         scan.sequence, scan.sequence_source = guess.sequence, guess.source
@@ -135,19 +139,20 @@ def prediction_validated(*, scan: Scan, model_version: str) -> bool | None:
 def scans_upload(
     *, case: Case, uploaded_by: User, uploads: Sequence[UploadedFile], addendum: str = "", study: bool = False
 ) -> UploadOutcome:
-    """Store what one request uploaded (JPEG/PNG, DICOM files, zipped DICOM studies) as scans
-    of a case and queue them for analysis after the commit.
+    """THE intake entry point (pages, API, the PACS receiver): store what one request uploaded
+    (JPEG/PNG, DICOM files, zipped DICOM studies) for a case and queue the work after the commit.
 
-    Everything is validated before anything is written (apps/scans/ingest.py), so one bad file
-    rejects the whole request with every problem listed, and nothing is half-saved: a failure
-    while saving removes the files already written and rolls back the rows. DICOM is stored
-    de-identified only; zip members that are not MR DICOM are reported in `skipped`. A signed
-    case takes new scans only with an `addendum` saying why, kept on the case.
+    Everything is checked before anything is written (apps/scans/ingest.py `check_uploads`), so
+    one bad file refuses the whole request with every problem listed. JPEG/PNG become scans at
+    once. DICOM is a study, a unit of work: the request reads its HEADERS only (no pixel is
+    decoded here), budgets the whole request from them, stores the original bytes as they came
+    (one StudyUpload) and returns; a worker job (`study_unpack`) decodes, de-identifies and
+    splits it, then its slices are analysed in batches. A failure while saving removes the
+    files already written and rolls back the rows. A signed case takes new scans only with an
+    `addendum` saying why, kept on the case.
 
-    The slices of one DICOM series are a multi-slice study: published together
-    (`scans_enqueue_study`), so one worker analyses them in one task (one batch on a GPU).
-    `study=True` makes the other files of the request one study too; otherwise each is its own
-    message, and several workers share the upload.
+    `study=True` makes the request's JPEG/PNG files one study too (one batch); otherwise each is
+    its own message, and several workers share the upload.
     """
     if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
         raise PermissionDenied("This case belongs to another clinic.")
@@ -156,11 +161,12 @@ def scans_upload(
     if case.is_signed and not addendum.strip():
         raise ValidationError({"addendum": "This case is signed: new scans need an addendum saying why."})
     try:
-        ingested = ingest_uploads(uploads, uid_key=_uid_key())
+        checked = check_uploads(uploads)
     except UploadRefused as exc:
         raise ValidationError(exc.problems) from exc
 
     written: list[str] = []
+    studies: list[StudyUpload] = []
     try:
         with transaction.atomic():
             # Locked, so a sign-off cannot slip between this check and the new rows.
@@ -172,23 +178,69 @@ def scans_upload(
 
                 case_addendum_add(case=locked, author=uploaded_by, text=addendum)
             scans = []
-            for item in ingested.items:
+            for item in checked.images:
                 scan = _new_scan(case=case, uploaded_by=uploaded_by, item=item)
-                written.extend(name for name in (scan.image.name, scan.dicom.name) if name)
+                written.append(scan.image.name)
                 scan.save()
                 logger.info(
                     "scan %s: stored %s (%s %dx%d, %d bytes) for case %s", scan.pk, scan.image.name, scan.format,
                     scan.width, scan.height, scan.size_bytes, case.pk, extra={"scan_id": scan.pk},
                 )  # fmt: skip
                 scans.append(scan)
-            singles, studies = _analysis_groups(scans, study=study)
+            if checked.sources:
+                studies.append(_study_receive(case=case, uploaded_by=uploaded_by, checked=checked, written=written))
+            singles, groups = _analysis_groups(scans, study=study)
+            study_ids = [received.pk for received in studies]
+
             # After commit: a worker must never look for a row that is not there yet.
-            transaction.on_commit(lambda: _enqueue_groups(singles, studies), robust=True)
+            def publish() -> None:
+                _enqueue_groups(singles, groups)
+                from .studies import study_enqueue
+
+                for study_id in study_ids:
+                    study_enqueue(study_id=study_id)
+
+            transaction.on_commit(publish, robust=True)
     except BaseException:
         for name in written:
             default_storage.delete(name)
         raise
-    return UploadOutcome(scans=scans, skipped=ingested.skipped)
+    return UploadOutcome(scans=scans, skipped=checked.skipped, studies=studies)
+
+
+def study_receive(
+    *, case: Case, uploaded_by: User, files: Sequence[UploadedFile | tuple[str, bytes]], addendum: str = ""
+) -> UploadOutcome:
+    """`scans_upload` for callers holding bytes (the PACS receiver): `files` are UploadedFiles
+    or (name, bytes) pairs; a DICOM series of one association should come in one call, so it
+    is one study."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    uploads = [f if not isinstance(f, tuple) else SimpleUploadedFile(f[0], f[1]) for f in files]
+    return scans_upload(case=case, uploaded_by=uploaded_by, uploads=uploads, addendum=addendum)
+
+
+def _study_receive(*, case: Case, uploaded_by: User, checked: Any, written: list[str]) -> StudyUpload:
+    """The request's DICOM sources stored as they came (no decoding), as one StudyUpload."""
+    received = StudyUpload(
+        case=case,
+        uploaded_by=uploaded_by,
+        slices_expected=checked.slices,
+        skipped=[vars(item) for item in checked.skipped],
+    )
+    sources = []
+    for source in checked.sources:
+        source.upload.seek(0)
+        path = default_storage.save(_original_path(received, source.name), source.upload)
+        written.append(path)
+        sources.append({"name": source.name, "path": path, "kind": source.kind})
+    received.sources = sources
+    received.save()
+    logger.info(
+        "study upload %s: received %d file(s), %d slice(s) declared, for case %s", received.pk, len(sources),
+        checked.slices, case.pk,
+    )  # fmt: skip
+    return received
 
 
 def _analysis_groups(scans: Sequence[Scan], *, study: bool) -> tuple[list[int], list[list[int]]]:

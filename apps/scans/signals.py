@@ -10,7 +10,7 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from .models import ClassHeatmap, Prediction, Scan
+from .models import ClassHeatmap, Prediction, Scan, StudyUpload
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +43,21 @@ def delete_prediction_files(sender: type[Prediction], instance: Prediction, **kw
 @receiver(post_delete, sender=ClassHeatmap, dispatch_uid="scans.delete_class_heatmap_files")
 def delete_class_heatmap_files(sender: type[ClassHeatmap], instance: ClassHeatmap, **kwargs: Any) -> None:
     _delete_after_commit(instance.image)
+
+
+@receiver(post_delete, sender=StudyUpload, dispatch_uid="scans.delete_study_originals")
+def delete_study_originals(sender: type[StudyUpload], instance: StudyUpload, **kwargs: Any) -> None:
+    """A study purged with its case before a worker unpacked it: its originals (PHI) go too."""
+    from django.core.files.storage import default_storage
+
+    names = [source["path"] for source in instance.sources if source.get("path")]
+
+    def delete() -> None:
+        for name in names:
+            try:
+                default_storage.delete(name)
+            except OSError:
+                logger.warning("could not delete %s after its study was deleted", name, exc_info=True)
+
+    if names:
+        transaction.on_commit(delete, robust=True)

@@ -127,7 +127,7 @@ def scan_heatmap(request: HttpRequest, scan_id: int) -> HttpResponse:
 @require_GET
 @never_cache
 def scan_dicom(request: HttpRequest, scan_id: int) -> HttpResponse:
-    """The de-identified DICOM file (the uploaded bytes were never stored)."""
+    """The de-identified DICOM file (the uploaded bytes are deleted once unpacked)."""
     response = _serve(request, scan_id, "dicom")
     response["Content-Disposition"] = f'attachment; filename="scan-{scan_id}.dcm"'
     return response

@@ -38,6 +38,7 @@ from apps.scans.agreement import agreement_allowed, agreement_by_version, agreem
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
 from apps.scans.services import UploadOutcome, scan_review, scans_upload
+from apps.scans.studies import study_progress_for_case
 
 from .charts import agreement_chart_svg
 from .forms import (
@@ -119,7 +120,7 @@ def case_new(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                messages.success(request, f"Case opened with {len(outcome.scans)} scan(s); analysis has been queued.")
+                messages.success(request, "Case opened. " + _uploaded_message(outcome, "added"))
                 _report_skipped(request, outcome)
                 return redirect("case_detail", case_id=case.pk)
         return render(request, "web/case_new.html", {"form": form}, status=400)
@@ -129,6 +130,19 @@ def case_new(request: HttpRequest) -> HttpResponse:
 
 def _upload_form_class(case: Case) -> type[ScanUploadForm]:
     return SignedCaseUploadForm if case.is_signed else ScanUploadForm
+
+
+def _uploaded_message(outcome: UploadOutcome, verb: str) -> str:
+    """What the upload did: JPEG/PNG scans are queued; a DICOM study is unpacked by a worker."""
+    parts = []
+    if outcome.scans or not outcome.studies:
+        parts.append(f"{len(outcome.scans)} scan(s) {verb}; analysis has been queued.")
+    for study in outcome.studies:
+        parts.append(
+            f"DICOM study of {study.slices_expected} slice(s) received; it is being unpacked and de-identified, "
+            "then analysed (progress below)."
+        )
+    return " ".join(parts)
 
 
 def _report_skipped(request: HttpRequest, outcome: UploadOutcome) -> None:
@@ -147,9 +161,12 @@ def _case_context(
 ) -> dict:
     case = case_get(user=request.user, case_id=case_id)
     scans = list(scan_list_for_case(case=case))
+    studies = study_progress_for_case(case=case)
     return {
         "case": case,
         "scans": scans,
+        "studies": studies,
+        "studies_unpacking": _unpacking(studies),
         "study": case_study_summary(case=case, scans=scans),
         "upload_form": upload_form or _upload_form_class(case)(),
         "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
@@ -182,7 +199,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, f"{len(outcome.scans)} scan(s) added; analysis has been queued.")
+            messages.success(request, _uploaded_message(outcome, "added"))
             _report_skipped(request, outcome)
             return redirect("case_detail", case_id=case.pk)
     return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=400)
@@ -207,9 +224,21 @@ def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
 def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
     case = case_get(user=request.user, case_id=case_id)
     scans = list(scan_list_for_case(case=case))
-    return render(
-        request, "web/_case_summary.html", {"case": case, "study": case_study_summary(case=case, scans=scans)}
-    )
+    studies = study_progress_for_case(case=case)
+    unpacking = _unpacking(studies)
+    response = render(
+        request,
+        "web/_case_summary.html",
+        {"case": case, "study": case_study_summary(case=case, scans=scans), "studies": studies,
+         "studies_unpacking": unpacking},
+    )  # fmt: skip
+    if request.GET.get("unpacking") and not unpacking and request.headers.get("HX-Request"):
+        response["HX-Refresh"] = "true"  # a study was unpacked: reload to show its slices' cards
+    return response
+
+
+def _unpacking(studies: list) -> bool:
+    return any(progress.status in ("received", "unpacking") for progress in studies)
 
 
 @login_required

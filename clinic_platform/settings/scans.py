@@ -11,12 +11,20 @@ SCAN_REQUEUE_AFTER_MINUTES = env.float("SCAN_REQUEUE_AFTER_MINUTES", default=5.0
 SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
 
 # DICOM ingest (issue 6): zip archives of a study, and the key of the UID replacement.
-# One request holds every slice's rendering and de-identified copy in memory while it is
-# checked (about 2× the uncompressed size): lower the caps together with the proxy's body limit.
+# The web request reads each zip member (one at a time) to check its header; a worker job
+# decodes and de-identifies them (apps/scans/ingest.py).
 DICOM_ZIP_MAX_BYTES = env.int("DICOM_ZIP_MAX_BYTES", default=256 * 2**20)
 DICOM_ZIP_MAX_MEMBERS = env.int("DICOM_ZIP_MAX_MEMBERS", default=2000)
 DICOM_ZIP_MAX_UNCOMPRESSED_BYTES = env.int("DICOM_ZIP_MAX_UNCOMPRESSED_BYTES", default=512 * 2**20)
 DICOM_MAX_SLICES_PER_REQUEST = env.int("DICOM_MAX_SLICES_PER_REQUEST", default=1000)
+# The decoded size of DICOM pixels (frames × rows × columns × samples × bytes), budgeted from
+# the headers in the web request before anything is decoded (issue 15: decompression bombs).
+# Per file: what one worker decodes at once (a 200-frame 512² series is 100 MiB; a 16-frame
+# 4096² JPEG-LS bomb of 11 KB is 512 MiB). Per request: every file together.
+DICOM_MAX_DECODED_BYTES_PER_FILE = env.int("DICOM_MAX_DECODED_BYTES_PER_FILE", default=128 * 2**20)
+DICOM_MAX_DECODED_BYTES_PER_REQUEST = env.int("DICOM_MAX_DECODED_BYTES_PER_REQUEST", default=2**30)
+# A received study not unpacked by a worker after this long is published again (the sweep).
+STUDY_REQUEUE_AFTER_MINUTES = env.float("STUDY_REQUEUE_AFTER_MINUTES", default=5.0)
 # Replacement UIDs are a keyed hash of the original: the same study gets the same new UIDs in
 # every upload. Unset: derived from DJANGO_SECRET_KEY (rotating that changes new UIDs).
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")

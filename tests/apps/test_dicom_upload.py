@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from apps.scans.models import Scan
 from apps.scans.services import scans_submit, scans_upload
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import api_token, upload
+from tests.testkit.data import api_token, unpack, upload
 from tests.testkit.scans import real_scan_bytes
 from workers.dicom import decode_dicom
 from workers.imaging import decode_gray
@@ -30,8 +30,9 @@ def _dcm(data: bytes, name: str = "slice.dcm"):
 
 
 def _submit(world, *uploads, capture):
+    """Upload, then run the worker's unpacking job (the request itself only checks headers)."""
     with capture(execute=False):
-        return scans_upload(case=world.case, uploaded_by=world.staff, uploads=list(uploads))
+        return unpack(scans_upload(case=world.case, uploaded_by=world.staff, uploads=list(uploads)))
 
 
 def _stored_gray(scan: Scan) -> np.ndarray:
@@ -269,6 +270,12 @@ def api(north):
 
 
 def test_api_takes_repeated_files_and_zips_and_says_what_it_skipped(api, north, django_capture_on_commit_callbacks):
+    """DICOM answers at once with its study (issue 15/19: the request only checks headers); the
+    worker's job unpacks it; the case's API shows the study's progress and then its scans.
+    (Changed on purpose: a single DICOM file used to answer with its scan.)"""
+    from apps.scans.models import StudyUpload
+    from tests.testkit.data import unpack_study
+
     url = reverse("api:case-scans", args=[north.case.pk])
     slices = _series(3)
     with django_capture_on_commit_callbacks(execute=False):
@@ -281,21 +288,34 @@ def test_api_takes_repeated_files_and_zips_and_says_what_it_skipped(api, north, 
         )
         bad = api.post(url, {"file": [_dcm(dicomdata.bundled("CT_small.dcm"), "ct.dcm")]}, format="multipart")
     assert single.status_code == 201, single.content
-    assert single.json()["status"] == "queued"
-    assert single.json()["dicom_url"].endswith(
-        f"/media/scans/{single.json()['id']}/dicom"
-    )
+    (received,) = single.json()["studies"]
+    assert single.json()["scans"] == []
+    assert (received["status"], received["slices_total"], received["slices_done"]) == ("received", 1, 0)
     assert several.status_code == 201, several.content
     body = several.json()
-    assert [s["format"] for s in body["scans"]] == ["JPEG", "DICOM", "DICOM"]
-    assert [s["instance_number"] for s in body["scans"]] == [None, 2, 3]
+    assert [s["format"] for s in body["scans"]] == ["JPEG"]
     assert body["scans"][0]["dicom_url"] is None
     assert {s["name"].split("/", 1)[1] for s in body["skipped"]} == {"DICOMDIR"}
+    assert body["studies"][0]["slices_total"] == 2
     assert bad.status_code == 400
     assert "Modality CT" in str(bad.json())
 
-    detail = api.get(reverse("api:scan-detail", args=[single.json()["id"]])).json()
-    assert detail["dicom_url"] == single.json()["dicom_url"]
+    case_url = reverse("api:case-detail", args=[north.case.pk])
+    assert [s["status"] for s in api.get(case_url).json()["studies"]] == ["received", "received"]
+    with django_capture_on_commit_callbacks(execute=False):
+        for study in StudyUpload.objects.order_by("pk"):
+            unpack_study(study)
+    studies = api.get(case_url).json()["studies"]
+    assert [(s["status"], s["slices_total"], s["slices_done"]) for s in studies] == [("analysing", 1, 0),
+                                                                                     ("analysing", 2, 0)]
+    assert studies[0]["progress"] == "0 of 1 slices analysed."
+    dicom_scans = [s for s in api.get(case_url).json()["scans"] if s["format"] == "DICOM"]
+    assert sorted(s["instance_number"] for s in dicom_scans) == [1, 2, 3]
+    one = next(s for s in dicom_scans if s["study_upload"] == received["id"])
+    assert one["status"] == "queued"
+
+    detail = api.get(reverse("api:scan-detail", args=[one["id"]])).json()
+    assert detail["dicom_url"].endswith(f"/media/scans/{one['id']}/dicom")
     served = api.get(detail["dicom_url"])
     assert served.status_code == 200
     assert served["Content-Type"] == "application/dicom"
@@ -356,7 +376,7 @@ def test_a_signed_case_takes_a_dicom_study_only_with_an_addendum(north, django_c
         _submit(north, archive, capture=django_capture_on_commit_callbacks)
     assert not Scan.objects.filter(format="DICOM").exists()
     with django_capture_on_commit_callbacks(execute=False):
-        outcome = scans_upload(
+        outcome = unpack(scans_upload(
             case=north.case, uploaded_by=north.staff, uploads=[archive], addendum="Follow-up series from PACS."
-        )
+        ))  # fmt: skip
     assert [s.instance_number for s in outcome.scans] == [1, 2]

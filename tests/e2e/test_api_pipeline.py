@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 
 import redis
 import requests
@@ -11,7 +12,7 @@ from PIL import Image
 
 from apps.scans.models import Prediction
 from tests.testkit.data import PASSWORD, clinic_user
-from tests.testkit.processes import MediaStore, Worker, wait_for_scan
+from tests.testkit.processes import SCAN_TIMEOUT_S, MediaStore, Worker, wait_for_scan
 from tests.testkit.scans import real_scan_path
 from workers.imaging import CLASS_NAMES
 
@@ -112,10 +113,24 @@ def test_zipped_dicom_series_over_http_is_analysed_slice_by_slice(
     )
     assert upload.status_code == 201, upload.text
     body = upload.json()
-    assert [s["instance_number"] for s in body["scans"]] == [1, 2, 3]
+    assert body["scans"] == []  # the request checked headers and stored the study: a worker unpacks it
     assert [s["name"] for s in body["skipped"]] == ["study.zip/DICOMDIR"]
+    (study,) = body["studies"]
+    assert (study["status"], study["slices_total"]) == ("received", 3)
 
-    results = [wait_for_scan(session, f"{base}/api/scans/{s['id']}/") for s in body["scans"]]
+    case_url = f"{base}/api/cases/{case.json()['id']}/"
+    deadline = time.monotonic() + SCAN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        detail = session.get(case_url, timeout=10).json()
+        if detail["studies"][0]["status"] not in ("received", "unpacking"):
+            break
+        time.sleep(0.5)
+    assert detail["studies"][0]["status"] in ("analysing", "done"), f"{detail['studies']}\n{worker.log_tail()}"
+    scans = sorted(detail["scans"], key=lambda s: s["instance_number"])
+    assert [s["instance_number"] for s in scans] == [1, 2, 3]
+    assert {s["study_upload"] for s in scans} == {study["id"]}
+
+    results = [wait_for_scan(session, f"{base}/api/scans/{s['id']}/") for s in scans]
     assert [r["status"] for r in results] == ["done"] * 3, f"{results}\n--- worker log ---\n{worker.log_tail()}"
     assert [r["prediction"]["label"] for r in results] == ["glioma", "notumor", "pituitary"]
     for result in results:

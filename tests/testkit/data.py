@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -19,8 +20,8 @@ from apps.cases.models import Case
 from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
-from apps.scans.models import Scan
-from apps.scans.services import scan_claim, scan_complete, scan_reject, scans_submit
+from apps.scans.models import Scan, StudyUpload
+from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_submit, scans_upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
 from workers.imaging import CLASS_NAMES, decode_gray
 from workers.results import AnalysisResult
@@ -190,10 +191,37 @@ def dicom_scan(world: ClinicWorld, capture: Callable) -> Scan:
     case = case_create(created_by=world.staff, patient=world.patient, title="DICOM case")
     data = dicomdata.mr_slice_from_jpeg(real_scan_bytes(), identity=dicomdata.Identity(patient_id=world.patient.mrn))
     with capture(execute=False):
-        (scan,) = scans_submit(
-            case=case, uploaded_by=world.staff, uploads=[upload(data, "slice.dcm", "application/dicom")]
-        )
+        (scan,) = unpack(
+            scans_upload(case=case, uploaded_by=world.staff, uploads=[upload(data, "slice.dcm", "application/dicom")])
+        ).scans
     return scan
+
+
+def unpack(outcome: UploadOutcome) -> UploadOutcome:
+    """Run the worker's job (apps/scans/studies.py, the code `ingest_study` runs) on every DICOM
+    study the upload received, here and now; the outcome then lists the scans of the JPEG/PNG
+    files and of the unpacked studies, and everything skipped, as the request used to."""
+    from apps.scans.ingest import Skipped
+
+    scans, skipped = list(outcome.scans), list(outcome.skipped)
+    for received in outcome.studies:
+        claimed = unpack_study(received)
+        if claimed.status == "failed":
+            raise ValidationError(claimed.error)
+        scans += list(claimed.scans.order_by("pk"))
+        skipped = [Skipped(**item) for item in claimed.skipped]
+    return UploadOutcome(scans=scans, skipped=skipped, studies=outcome.studies)
+
+
+def unpack_study(received: StudyUpload) -> StudyUpload:
+    """The worker's job on one received study (claim, then unpack), the study refreshed after."""
+    from apps.scans.studies import study_claim, study_unpack
+
+    claimed = study_claim(study_id=received.pk)
+    assert claimed is not None, f"study upload {received.pk} was not claimable"
+    study_unpack(study=claimed)
+    claimed.refresh_from_db()
+    return claimed
 
 
 def stored_files(root: Path) -> list[Path]:

@@ -210,7 +210,7 @@ def series_zip(slices: list[bytes], *, folder: str = "STUDY/SERIES1", extras: di
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index, data in reversed(list(enumerate(slices))):
-            archive.writestr(f"{folder}/IM{(7 * index + 3) % 97:05d}", data)
+            archive.writestr(f"{folder}/IM{(7 * index + 3) % 9973:05d}", data)
         archive.writestr("DICOMDIR", b"\x00" * 128 + b"DICM" + b"\x00" * 16)
         for name, data in (extras or {}).items():
             archive.writestr(name, data)
@@ -255,3 +255,27 @@ def training_series(
         )
         slices.append(mr_slice_from_jpeg(jpeg, key=key, identity=identity))
     return slices
+
+
+def jpegls_bomb(*, frames: int = 16, side: int = 4096, instance: int = 1) -> bytes:
+    """A DICOM decompression bomb (issue 15): `frames` JPEG-LS frames of side² 16-bit zeros,
+    a few kB on disk (16 frames at 4096²: ~11 KB), 2·frames·side² bytes once decoded (512 MiB).
+    One frame is encoded and repeated, so building it never holds the decoded pixels."""
+    import imagecodecs
+
+    ds = base_dataset(np.zeros((64, 64), np.uint16), bits_stored=16,
+                      identity=Identity(instance=instance, position_z=float(instance)))  # fmt: skip
+    ds.Rows = ds.Columns = side
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    stream = imagecodecs.jpegls_encode(np.zeros((side, side), np.uint16))
+    return to_bytes(_encapsulated(ds, JPEGLSLossless, [stream] * frames))
+
+
+def bomb_zip(count: int, *, frames: int = 16, side: int = 4096) -> bytes:
+    """A zipped "series" of `count` JPEG-LS bombs (sub-MB for hundreds of frames)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(count):
+            archive.writestr(f"BOMB/IM{index:05d}", jpegls_bomb(frames=frames, side=side, instance=index + 1))
+    return out.getvalue()

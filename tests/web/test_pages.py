@@ -14,9 +14,9 @@ from apps.cases.models import Case
 from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
-from apps.scans.models import Scan, ScanReview
+from apps.scans.models import Scan, ScanReview, StudyUpload
 from apps.scans.services import scans_submit
-from tests.testkit.data import PASSWORD, finish_scan, png_upload, reject_scan
+from tests.testkit.data import PASSWORD, finish_scan, png_upload, reject_scan, unpack_study
 
 pytestmark = pytest.mark.django_db
 
@@ -284,8 +284,10 @@ def test_zipped_study_gets_a_study_summary_ranked_by_tumour_probability(staff_cl
     )
     assert response.status_code == 200
     shown = response.content.decode()
-    assert "4 scan(s) added" in shown
+    assert "DICOM study of 4 slice(s) received" in shown  # unpacked by a worker job, not the request
     assert "Skipped 1 file(s): study.zip/DICOMDIR (DICOMDIR (the study&#x27;s index), ignored)" in shown
+    assert "Study of 4 slice(s) waiting to be unpacked." in shown
+    unpack_study(StudyUpload.objects.get(case=case))
     scans = list(Scan.objects.filter(case=case).order_by("slice_order"))
     assert [s.instance_number for s in scans] == [1, 2, 3, 4]
     # Slice 1: glioma 0.95, 2: no tumour 0.9, 3: glioma 0.75, 4 not analysed yet.
@@ -320,6 +322,7 @@ def test_study_summary_counts_rejected_slices_as_finished_and_says_how_many(staf
         reverse("case_add_scans", args=[case.pk]),
         {"files": [SimpleUploadedFile("study.zip", archive, content_type="application/zip")]},
     )
+    unpack_study(StudyUpload.objects.get(case=case))
     scans = list(Scan.objects.filter(case=case).order_by("slice_order"))
     reject_scan(scans[0])  # e.g. a skull-base slice the gate does not take for a brain MRI slice
     page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
@@ -351,6 +354,7 @@ def test_study_of_no_tumour_slices_reads_no_tumour(staff_client, world) -> None:
     uploads = [SimpleUploadedFile(f"{i}.dcm", data) for i, data in
                enumerate(dicomdata.training_series(2, patient_id=world.patient.mrn))]
     assert staff_client.post(reverse("case_add_scans", args=[case.pk]), {"files": uploads}).status_code == 302
+    unpack_study(StudyUpload.objects.get(case=case))
     for scan in Scan.objects.filter(case=case):
         finish_scan(scan, "notumor", 0.8)
     page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()

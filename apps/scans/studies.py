@@ -1,0 +1,253 @@
+"""A DICOM study upload as one unit of work: its state machine, the worker's unpacking, the
+sweep, and its progress (issues 15 and 19).
+
+received → unpacking → unpacked (its slices are scans, analysed as usual) | failed
+- the web request (services.scans_upload) stores the originals and publishes `ingest_study`;
+- the worker claims it (a conditional UPDATE: one worker at a time), decodes, de-identifies and
+  splits every file, storing each slice's files as it goes, then creates ALL the scans in ONE
+  transaction: a job killed mid-way leaves no scan (never half-done); the broker delivers it
+  again (acks_late + reject_on_worker_lost) and the next attempt starts over, or fails it
+  clearly once SCAN_MAX_ATTEMPTS are spent; the sweep does the same for a lost message.
+  Scans are created once, so each slice is analysed once (scan_claim).
+- the originals (PHI inside) are deleted when the study is unpacked or failed.
+Progress is the number of its scans analysed (done, failed or not a brain MRI) of the slices
+it was split into: it only grows.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .ingest import Skipped, slice_sort_key, unpack_source
+from .models import Scan, ScanStatus, StudyStatus, StudyUpload
+
+logger = logging.getLogger(__name__)
+
+FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+
+
+def study_enqueue(*, study_id: int) -> bool:
+    """Publish the unpacking job. False when the broker is unreachable: the sweep sends it again."""
+    from workers.tasks import ingest_study  # the tasks module imports the services
+
+    try:
+        ingest_study.apply_async(args=[study_id], retry=False)
+    except Exception:  # kombu/redis raise several types for "no broker"
+        logger.warning("study upload %s: broker unavailable, left for the sweep", study_id, exc_info=True)
+        return False
+    StudyUpload.objects.filter(pk=study_id, status=StudyStatus.RECEIVED).update(enqueued_at=timezone.now())
+    return True
+
+
+def study_claim(*, study_id: int, redelivered: bool = False) -> StudyUpload | None:
+    """received → unpacking for this worker; a redelivered message (its worker died) takes over
+    a study left unpacking as a new attempt, or fails it after SCAN_MAX_ATTEMPTS. None: nothing to do."""
+    study = StudyUpload.objects.filter(pk=study_id).first()
+    if study is None:
+        return None
+    now = timezone.now()
+    if study.status == StudyStatus.UNPACKING and redelivered:
+        owned = StudyUpload.objects.filter(pk=study_id, status=StudyStatus.UNPACKING, attempts=study.attempts)
+        if study.attempts >= settings.SCAN_MAX_ATTEMPTS:
+            if study_fail(study=study, error=_gave_up()):
+                logger.warning("study upload %s: redelivered after %s attempts, failed", study_id, study.attempts)
+            return None
+        claimed = owned.update(started_at=now, attempts=F("attempts") + 1)
+    elif study.status == StudyStatus.RECEIVED:
+        claimed = StudyUpload.objects.filter(pk=study_id, status=StudyStatus.RECEIVED).update(
+            status=StudyStatus.UNPACKING, started_at=now, error="", attempts=F("attempts") + 1
+        )
+    else:
+        return None
+    if not claimed:
+        return None
+    study.refresh_from_db()
+    return study
+
+
+def _gave_up() -> str:
+    return f"The study could not be unpacked after {settings.SCAN_MAX_ATTEMPTS} attempts; nothing of it was stored."
+
+
+def _delete_originals(study: StudyUpload) -> None:
+    for source in study.sources:
+        if source.get("path"):
+            default_storage.delete(source["path"])
+
+
+def _without_paths(sources: list[dict]) -> list[dict]:
+    return [{**source, "path": ""} for source in sources]
+
+
+def study_fail(*, study: StudyUpload, error: str) -> bool:
+    """→ failed with a message for the user; the originals are deleted. False if this attempt
+    no longer owns the study (or it had finished)."""
+    owned = StudyUpload.objects.filter(pk=study.pk, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING])
+    if study.status == StudyStatus.UNPACKING:
+        owned = owned.filter(attempts=study.attempts)
+    updated = owned.update(
+        status=StudyStatus.FAILED, error=error[:2000], finished_at=timezone.now(), sources=_without_paths(study.sources)
+    )
+    if updated:
+        _delete_originals(study)
+    return bool(updated)
+
+
+def study_retry_or_fail(*, study: StudyUpload, error: str) -> str:
+    """After an error that may be transient: back to received (the sweep publishes it again),
+    or failed once SCAN_MAX_ATTEMPTS are spent. The new status, "" if no longer ours."""
+    if study.attempts >= settings.SCAN_MAX_ATTEMPTS:
+        return StudyStatus.FAILED if study_fail(study=study, error=error) else ""
+    updated = StudyUpload.objects.filter(pk=study.pk, status=StudyStatus.UNPACKING, attempts=study.attempts).update(
+        status=StudyStatus.RECEIVED, enqueued_at=None, error=f"Attempt {study.attempts} failed; it will be retried."
+    )
+    return StudyStatus.RECEIVED if updated else ""
+
+
+def study_unpack(*, study: StudyUpload) -> str:
+    """The worker's job for a claimed study: decode, de-identify and split every original, then
+    create all its scans in one transaction and queue their analysis. Returns "unpacked",
+    "failed" (nothing decodable: the reasons are on the study) or "superseded"."""
+    from apps.cases.models import Case
+
+    from .services import _analysis_groups, _enqueue_groups, _new_scan, _uid_key
+
+    case = study.case
+    if case.deleted_at is not None:
+        study_fail(study=study, error="The case was deleted before its study was unpacked.")
+        return "failed"
+    uid_key = _uid_key()
+    skipped = [Skipped(**item) for item in study.skipped]
+    made: list[Scan] = []
+    written: list[str] = []
+
+    def store(item) -> None:  # each slice's files go to storage now, its row in the final commit
+        scan = _new_scan(case=case, uploaded_by=study.uploaded_by, item=item)
+        written.extend(name for name in (scan.image.name, scan.dicom.name) if name)
+        scan.study_upload = study
+        made.append(scan)
+
+    try:
+        for source in study.sources:
+            with default_storage.open(source["path"], "rb") as handle:
+                unpack_source(
+                    handle, name=source["name"], kind=source["kind"], uid_key=uid_key, skipped=skipped, on_slice=store
+                )
+        if not made:
+            reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:]) or "no image in it"
+            for name in written:
+                default_storage.delete(name)
+            study_fail(study=study, error=f"No MR DICOM image could be read from the upload ({reasons}).")
+            return "failed"
+        rank: dict[str, int] = {}
+        keyed = sorted(
+            ((slice_sort_key(rank, scan.series_uid, scan.slice_order, i), scan) for i, scan in enumerate(made)),
+            key=lambda pair: pair[0],
+        )
+        ordered = [scan for _key, scan in keyed]
+        with transaction.atomic():
+            # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
+            # while a study is unpacking), so no slice slips into a case being signed.
+            Case.objects.select_for_update().filter(pk=case.pk).first()
+            current = StudyUpload.objects.select_for_update().get(pk=study.pk)
+            if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
+                raise _Superseded
+            now = timezone.now()
+            for scan in ordered:
+                scan.queued_at = now
+                scan.save()
+            StudyUpload.objects.filter(pk=study.pk).update(
+                status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",
+                skipped=[vars(item) for item in skipped], sources=_without_paths(study.sources),
+            )  # fmt: skip
+            singles, groups = _analysis_groups(ordered, study=False)
+            transaction.on_commit(lambda: _enqueue_groups(singles, groups), robust=True)
+    except _Superseded:
+        for name in written:
+            default_storage.delete(name)
+        return "superseded"
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    _delete_originals(study)  # after the commit: the scans hold everything kept of them
+    logger.info("study upload %s: unpacked into %d scan(s), %d skipped", study.pk, len(ordered), len(skipped))
+    return "unpacked"
+
+
+class _Superseded(Exception):
+    """Another attempt owns the study now."""
+
+
+def studies_requeue_stale(*, older_than: timedelta | None = None, limit: int = 100) -> int:
+    """The sweep's part for studies: a received study whose message was lost, or one left
+    unpacking by a dead worker (after the task's hard limit), is published again (or failed
+    after SCAN_MAX_ATTEMPTS). Returns how many were published."""
+    now = timezone.now()
+    cutoff = now - (older_than or timedelta(minutes=settings.STUDY_REQUEUE_AFTER_MINUTES))
+    dead = StudyUpload.objects.filter(
+        status=StudyStatus.UNPACKING, started_at__lt=now - timedelta(seconds=settings.SCAN_TASK_TIME_LIMIT + 60)
+    )
+    for study in dead[:limit]:
+        study_retry_or_fail(study=study, error="The worker unpacking the study stopped.")
+    stale = StudyUpload.objects.filter(status=StudyStatus.RECEIVED, received_at__lt=cutoff).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff)
+    )
+    published = 0
+    for study_id in list(stale.values_list("pk", flat=True)[:limit]):
+        if not study_enqueue(study_id=study_id):
+            break
+        published += 1
+    return published
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """What the case page and the API say about one study upload."""
+
+    id: int
+    status: str  # received | unpacking | analysing | done | failed
+    slices_total: int  # declared by the headers until unpacked, then the slices made
+    slices_done: int  # analysed (done, failed or not a brain MRI)
+    skipped: list[dict]
+    error: str
+
+    @property
+    def text(self) -> str:
+        if self.status == "failed":
+            return f"Study upload failed: {self.error}"
+        if self.status in ("received", "unpacking"):
+            verb = "waiting to be unpacked" if self.status == "received" else "being unpacked and de-identified"
+            return f"Study of {self.slices_total} slice(s) {verb}."
+        return f"{self.slices_done} of {self.slices_total} slices analysed."
+
+
+def study_progress(*, study: StudyUpload, finished: int | None = None) -> StudyProgress:
+    if finished is None:
+        finished = study.scans.filter(status__in=FINISHED).count() if study.status == StudyStatus.UNPACKED else 0
+    if study.status == StudyStatus.UNPACKED:
+        total = study.slices_total or 0
+        status = "done" if finished >= total else "analysing"
+    else:
+        total, status = study.slices_expected, str(study.status)
+    return StudyProgress(
+        id=study.pk, status=status, slices_total=total, slices_done=finished, skipped=list(study.skipped),
+        error=study.error,
+    )  # fmt: skip
+
+
+def study_progress_for_case(*, case) -> list[StudyProgress]:
+    """Every study upload of a case, oldest first, with its analysed count (one query each way)."""
+    from django.db.models import Count
+
+    studies = StudyUpload.objects.filter(case=case).annotate(
+        finished=Count("scans", filter=Q(scans__status__in=FINISHED))
+    )
+    return [study_progress(study=study, finished=study.finished) for study in studies]

@@ -179,6 +179,9 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
                 uploads=form.cleaned_data["files"],
                 addendum=form.cleaned_data.get("addendum", ""),
             )
+        except PermissionDenied as exc:  # staff on a signed case: the reason, on the page
+            form.add_error(None, str(exc))
+            return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=403)
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:

@@ -28,6 +28,9 @@ class AuditAction(models.TextChoices):
     PURGE = "purge", "Purged after retention"
     DEACTIVATE = "deactivate", "Deactivated a user"
     ADMIN_CHANGE = "admin_change", "Admin change"
+    # A request refused on a route (401/403/404: another clinic's id, a role's limit):
+    # AuditRequestMiddleware records it unless the view recorded its own failure.
+    DENIED = "denied", "Refused access"
 
 
 class AuditOutcome(models.TextChoices):

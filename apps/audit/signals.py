@@ -2,6 +2,7 @@
 services that have no request at hand: sign-in, sign-out, failed sign-in, lockout, upload,
 review. Everything else calls `audit_record` where it happens."""
 
+import datetime
 from typing import Any
 
 from axes.signals import user_locked_out
@@ -9,8 +10,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import post_save
 from django.dispatch import receiver
+from django.utils import timezone
 
-from .models import AuditAction, AuditOutcome
+from clinic_platform.client_ip import client_ip
+
+from .models import AuditAction, AuditEvent, AuditOutcome
 from .services import audit_record
 
 
@@ -24,9 +28,18 @@ def _clinic_of_username(username: str) -> int | None:
     return get_user_model().objects.filter(username=username).values_list("clinic_id", flat=True).first()
 
 
+# A double-submitted sign-in form signs in twice within a moment: one sign-in, one event.
+SAME_SIGN_IN = datetime.timedelta(seconds=10)
+
+
 @receiver(user_logged_in, dispatch_uid="audit.login")
 def _login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    audit_record(actor=user, action=AuditAction.LOGIN, request=request, object_type="user", object_id=user.pk)
+    ip = client_ip(_http_request(request)) if request is not None else None
+    recent = AuditEvent.objects.filter(
+        actor=user, action=AuditAction.LOGIN, ip=ip, at__gte=timezone.now() - SAME_SIGN_IN
+    )
+    if not recent.exists():
+        audit_record(actor=user, action=AuditAction.LOGIN, request=request, object_type="user", object_id=user.pk)
 
 
 @receiver(user_logged_out, dispatch_uid="audit.logout")

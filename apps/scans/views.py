@@ -16,6 +16,7 @@ from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.models import AuditAction
+from apps.audit.reads import covered_by_page_view
 from apps.audit.services import audit_record
 from clinic_platform.errors import json_error, wants_json
 
@@ -91,14 +92,18 @@ def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
         if prediction is None:
             raise Http404("This scan has not been analysed yet.")
         field, content_type = getattr(prediction, kind), "image/png"
+    # The case page's own images are part of its view event; the DICOM file is a download.
+    audited = kind == "dicom" or not covered_by_page_view(request.user, scan.case_id)
     if settings.MEDIA_PRESIGNED_REDIRECT and not isinstance(field.storage, FileSystemStorage):
         # After the same clinic check: a signed URL valid for S3 querystring_expire (30 s).
-        audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
+        if audited:
+            audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
         response = HttpResponseRedirect(field.url)
         response["Referrer-Policy"] = "no-referrer"
         return response
     handle = _open(field)
-    audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
+    if audited:
+        audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -50,14 +50,19 @@ def _logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 @receiver(user_login_failed, dispatch_uid="audit.login_failed")
 def _login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+    from apps.accounts.signin_guard import BACKOFF_DETAIL
+
     username = str(credentials.get("username") or "")[:150]
+    http_request = _http_request(request) if request is not None else None
     audit_record(
         actor=None,
         actor_username=username,
         action=AuditAction.LOGIN_FAILED,
-        request=_http_request(request) if request is not None else None,
+        request=http_request,
         outcome=AuditOutcome.FAILURE,
         clinic_id=_clinic_of_username(username),
+        # Refused without checking the password: not counted again by the back-off.
+        detail=BACKOFF_DETAIL if getattr(http_request, "signin_backoff", False) else "",
     )
 
 

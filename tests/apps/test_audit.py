@@ -225,6 +225,20 @@ def test_postgresql_trigger_refuses_raw_update_and_delete(north):
     assert AuditEvent.objects.get(pk=event.pk).detail == ""
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite triggers (make run); PostgreSQL: above")
+def test_sqlite_triggers_refuse_raw_update_and_delete(north):
+    """Issue 15 item 5: `make run`'s SQLite refuses too, whatever the client (raw SQL here)."""
+    event = audit_record(actor=north.staff, action="view", obj=north.case)
+    for sql in (
+        "UPDATE audit_auditevent SET detail = 'tampered' WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id >= %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [event.pk])
+    assert AuditEvent.objects.get(pk=event.pk).detail == ""
+
+
 def test_admin_is_read_only_scoped_and_exports_csv(north, south, client):
     audit_record(actor=south.staff, action="view", obj=south.case)
     own = audit_record(actor=north.staff, action="view", obj=north.case)

@@ -54,6 +54,10 @@ AXES_HANDLER = (
 )
 AXES_DISABLE_ACCESS_LOG = True  # the audit trail records sign-ins (apps/audit)
 
+# /metrics for a scraper outside the private network (clinic_platform/health.py): send
+# "Authorization: Bearer <METRICS_TOKEN>". Unset: only direct private/loopback connections.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=10)),
     "AUTH_HEADER_PREFIX": "Token",  # the header clients already send: "Authorization: Token <key>"

@@ -157,7 +157,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scan_id": {"()": "clinic_platform.logcontext.ScanIdFilter"}},
+    "filters": {
+        "scan_id": {"()": "clinic_platform.logcontext.ScanIdFilter"},
+        "no_query": {"()": "clinic_platform.logcontext.StripQueryFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
@@ -174,4 +177,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # runserver's access log (`make run`): request lines without query strings (patient names).
+    "loggers": {
+        "django.server": {"handlers": ["console"], "filters": ["no_query"], "level": "INFO", "propagate": False}
+    },
 }

@@ -76,3 +76,17 @@ def test_access_log_carries_no_patient_name_search(served):
     text = log.read_text()
     assert '"GET /history/ HTTP/1.1" 302' in text
     assert "Smithers" not in text
+
+
+def test_make_runs_runserver_access_log_drops_query_strings(settings):
+    import logging
+
+    from clinic_platform.logcontext import StripQueryFilter
+
+    logger = logging.getLogger("django.server")
+    assert any(isinstance(f, StripQueryFilter) for f in logger.filters)
+    line = ("GET /history/?q=Smithers HTTP/1.1", "200", "9")
+    record = logger.makeRecord("django.server", logging.INFO, __file__, 1, '"%s" %s %s', line, None)
+    for log_filter in logger.filters:
+        log_filter.filter(record)
+    assert record.getMessage() == '"GET /history/ HTTP/1.1" 200 9'

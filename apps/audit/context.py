@@ -48,7 +48,8 @@ def _refused_object(request: HttpRequest) -> tuple[str, str]:
 
 def _record_refusal(request: HttpRequest, status: int) -> None:
     # Only routes of ours: a scanner's unknown URL is not an access to anything.
-    if request.resolver_match is None or getattr(request, "audit_failure_recorded", False):
+    match = request.resolver_match
+    if match is None or match.url_name == "unmatched" or getattr(request, "audit_failure_recorded", False):
         return
     from .models import AuditAction, AuditOutcome
     from .services import audit_record

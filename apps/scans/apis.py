@@ -26,6 +26,7 @@ from apps.audit.models import AuditAction
 from apps.audit.reads import audit_read, covered_by_page_view
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
+from clinic_platform.errors import error_body
 from clinic_platform.renderers import CsvRenderer
 
 from .agreement import agreement_by_version, agreement_readings_csv
@@ -332,12 +333,17 @@ class ScanHeatmapApi(APIView):
     def get(self, request: Request, scan_id: int, label: str) -> HttpResponse:
         scan = scan_get(user=request.user, scan_id=scan_id)
         state = scan_class_heatmap(scan=scan, label=label)
+        # The one error shape (`error`: code, message, fields); `status`/`detail` kept for the
+        # clients written before it (static/js/heatmap.js reads them).
         if state.status == "pending":
-            response = JsonResponse({"status": "pending", "detail": "The heatmap is being computed."}, status=202)
+            message = "The heatmap is being computed."
+            body = {**error_body("pending", message), "status": "pending", "detail": message}
+            response = JsonResponse(body, status=202)
             response["Retry-After"] = "1"
             return response
         if state.status == "failed":
-            return JsonResponse({"status": "failed", "detail": state.error}, status=422)
+            body = {**error_body("heatmap_failed", state.error), "status": "failed", "detail": state.error}
+            return JsonResponse(body, status=422)
         try:
             handle = state.file.open("rb")
         except (FileNotFoundError, ValueError):

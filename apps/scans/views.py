@@ -67,9 +67,9 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     try:
         return _serve_file(request, scan_id, kind)
     except Http404 as exc:
-        if wants_json(request):  # an API client following image_url: JSON, never an HTML page
-            return json_error(404, str(exc) or "Not found.")
-        raise
+        # A file: the one JSON error shape for everyone (an <img> shows nothing either way),
+        # never an HTML page, nor DEBUG's technical page under `make run`.
+        return json_error(404, str(exc) or "Not found.")
 
 
 def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:

@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Lets services and signal handlers audit with the client address of the request served.
     "apps.audit.context.AuditRequestMiddleware",
+    # A 404 raised in a view is the one 404 answer, never DEBUG's technical page (`make run`).
+    "clinic_platform.errors.NoDebugNotFoundMiddleware",
     # Counts every response, the lockout's 429 included (it wraps axes).
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into the 429 answer.

@@ -69,6 +69,14 @@ def audit_list_read(request: HttpRequest, object_type: str, ids: Iterable[Any], 
     )
 
 
+def audit_denied(request: HttpRequest, obj: models.Model, *, detail: str) -> AuditEvent:
+    """A refusal a page answers with a message instead of a 403 (a role's limit on a form)."""
+    return audit_record(
+        actor=request.user, action=AuditAction.DENIED, obj=obj, request=request, outcome=AuditOutcome.FAILURE,
+        clinic_id=getattr(request.user, "clinic_id", None), detail=detail[:255],
+    )  # fmt: skip
+
+
 def covered_by_page_view(user: Any, case_id: int) -> bool:
     if not getattr(user, "is_authenticated", False):
         return False

@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.audit.models import AuditAction
-from apps.audit.reads import audit_list_read, audit_read, covered_by_page_view
+from apps.audit.reads import audit_denied, audit_list_read, audit_read, covered_by_page_view
 from apps.audit.services import audit_record
 from apps.cases.models import Case
 from apps.cases.selectors import (
@@ -235,6 +235,8 @@ def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
     try:
         scan_review(scan=scan, reviewer=request.user, **form.review_arguments())
     except (ValidationError, PermissionDenied) as exc:
+        if isinstance(exc, PermissionDenied):
+            audit_denied(request, scan, detail=f"review: {exc}")
         messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
     else:
         messages.success(request, "Review recorded.")
@@ -250,6 +252,7 @@ def case_sign_submit(request: HttpRequest, case_id: int) -> HttpResponse:
         try:
             case_sign(case=case, signer=request.user, conclusion=form.cleaned_data["conclusion"])
         except PermissionDenied as exc:
+            audit_denied(request, case, detail=f"sign: {exc}")
             messages.error(request, str(exc))
             return redirect("case_detail", case_id=case.pk)
         except ValidationError as exc:
@@ -267,6 +270,7 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
     case = case_get(user=request.user, case_id=case_id)
     form = AddendumForm(request.POST)
     if not request.user.can_review:
+        audit_denied(request, case, detail="addendum: not a radiologist")
         messages.error(request, "Only radiologists add addenda to a signed case.")
     elif not form.is_valid():
         messages.error(request, "Write the addendum's text.")

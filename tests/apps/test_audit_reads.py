@@ -177,3 +177,14 @@ def test_one_sign_in_logs_once_even_when_the_form_is_sent_twice(north, page):
     assert [e for e in _events_after(mark) if e[0] == "login"] == [
         ("login", "user", str(north.staff.pk), "north-staff", "success", "")
     ]
+
+
+def test_a_role_refusal_a_page_answers_with_a_message_is_one_denied_event(north, page):
+    page.force_login(north.staff)
+    mark = _mark()
+    response = page.post(reverse("case_sign", args=[north.case.pk]), {"conclusion": "Glioma."})
+    assert response.status_code == 302
+    assert [e[:5] for e in _events_after(mark)] == [("denied", "case", str(north.case.pk), "north-staff", "failure")]
+    mark = _mark()
+    page.post(reverse("scan_review", args=[north.scan.pk]), {"reading": "agree"})
+    assert [e[:5] for e in _events_after(mark)] == [("denied", "scan", str(north.scan.pk), "north-staff", "failure")]

@@ -169,6 +169,13 @@ class NoDebugNotFoundMiddleware:
         return None
 
 
+def _csrf_exempt(view: Any) -> Any:
+    from django.views.decorators.csrf import csrf_exempt
+
+    return csrf_exempt(view)
+
+
+@_csrf_exempt  # it changes nothing: a POST to no URL is a 404, as before this pattern existed
 def unmatched_url(request: HttpRequest, path: str = "") -> HttpResponse:
     """The last URL pattern: what matches nothing else. Keeps APPEND_SLASH's redirect (a GET of
     /patients goes to /patients/), else the one 404, also under DEBUG."""
@@ -181,7 +188,7 @@ def unmatched_url(request: HttpRequest, path: str = "") -> HttpResponse:
             match = resolve(request.path_info + "/")
         except Resolver404:
             match = None
-        if match is not None and match.func is not unmatched_url:
+        if match is not None and match.url_name != "unmatched":
             query = request.META.get("QUERY_STRING", "")
             return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
     return not_found_response(request)

@@ -60,3 +60,10 @@ def test_heatmap_pending_and_failed_answers_carry_the_one_error_shape(north, cli
     failed = _one_shape(client.get(url), 422)
     assert failed["error"]["code"] == "heatmap_failed"
     assert failed["error"]["message"] == "could not be computed (RuntimeError)"
+
+
+def test_a_post_to_no_url_is_the_json_404_not_a_csrf_page(north, client):
+    client.force_login(north.staff)
+    csrf_client = client.__class__(enforce_csrf_checks=True)
+    csrf_client.force_login(north.staff)
+    _one_shape(csrf_client.post("/api/cases/-5/scans/", {"x": "1"}), 404)

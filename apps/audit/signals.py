@@ -35,10 +35,18 @@ SAME_SIGN_IN = datetime.timedelta(seconds=10)
 @receiver(user_logged_in, dispatch_uid="audit.login")
 def _login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     ip = client_ip(_http_request(request)) if request is not None else None
-    recent = AuditEvent.objects.filter(
-        actor=user, action=AuditAction.LOGIN, ip=ip, at__gte=timezone.now() - SAME_SIGN_IN
+    last = (
+        AuditEvent.objects.filter(actor=user, action__in=[AuditAction.LOGIN, AuditAction.LOGOUT])
+        .order_by("-id")
+        .values_list("action", "ip", "at")
+        .first()
     )
-    if not recent.exists():
+    # The same sign-in sent twice: the last event is a sign-in from this address moments ago
+    # (a sign-out in between makes the next sign-in a new one).
+    repeated = (
+        last is not None and last[0] == AuditAction.LOGIN and last[1] == ip and last[2] >= timezone.now() - SAME_SIGN_IN
+    )
+    if not repeated:
         audit_record(actor=user, action=AuditAction.LOGIN, request=request, object_type="user", object_id=user.pk)
 
 

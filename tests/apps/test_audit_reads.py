@@ -188,3 +188,11 @@ def test_a_role_refusal_a_page_answers_with_a_message_is_one_denied_event(north,
     mark = _mark()
     page.post(reverse("scan_review", args=[north.scan.pk]), {"reading": "agree"})
     assert [e[:5] for e in _events_after(mark)] == [("denied", "scan", str(north.scan.pk), "north-staff", "failure")]
+
+
+def test_sign_out_then_in_again_at_once_is_two_sign_ins(north, page):
+    mark = _mark()
+    page.post(reverse("login"), {"username": north.staff.username, "password": PASSWORD})
+    page.post(reverse("logout"))
+    page.post(reverse("login"), {"username": north.staff.username, "password": PASSWORD})
+    assert [e[0] for e in _events_after(mark) if e[0] in ("login", "logout")] == ["login", "logout", "login"]

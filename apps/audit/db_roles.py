@@ -69,10 +69,15 @@ def grant_runtime_role(connection: Any, role: str) -> None:
 
 
 def grant_after_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
-    """post_migrate: re-apply the runtime role's grants (new tables included)."""
+    """post_migrate: re-apply the runtime role's grants (new tables included); on SQLite make
+    sure the triggers exist (a later migration that remakes the table would drop them)."""
     from django.db import connections
 
     role = runtime_role()
     connection = connections[using]
     if role and connection.vendor == "postgresql":
         grant_runtime_role(connection, role)
+    if connection.vendor == "sqlite" and AUDIT_TABLE in connection.introspection.table_names():
+        with connection.cursor() as cursor:
+            for statement in SQLITE_CREATE:
+                cursor.execute(statement)

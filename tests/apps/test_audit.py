@@ -237,6 +237,15 @@ def test_sqlite_triggers_refuse_raw_update_and_delete(north):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [event.pk])
     assert AuditEvent.objects.get(pk=event.pk).detail == ""
+    # A later migration that remakes the table drops them: every migrate puts them back.
+    from apps.audit.db_roles import SQLITE_DROP, grant_after_migrate
+
+    with connection.cursor() as cursor:
+        for statement in SQLITE_DROP:
+            cursor.execute(statement)
+    grant_after_migrate(sender=None)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE id = %s", [event.pk])
 
 
 def test_admin_is_read_only_scoped_and_exports_csv(north, south, client):

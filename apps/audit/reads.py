@@ -77,14 +77,17 @@ def audit_denied(request: HttpRequest, obj: models.Model, *, detail: str) -> Aud
     )  # fmt: skip
 
 
-def covered_by_page_view(user: Any, case_id: int) -> bool:
+def covered_by_page_view(user: Any, case_id: int, scan_id: int | None = None) -> bool:
+    """A view of the case (or of this scan's own card) by this user moments ago."""
     if not getattr(user, "is_authenticated", False):
         return False
+    shown = models.Q(object_type="case", object_id=str(case_id))
+    if scan_id is not None:
+        shown |= models.Q(object_type="scan", object_id=str(scan_id))
     return AuditEvent.objects.filter(
+        shown,
         actor=user,
         action=AuditAction.VIEW,
         outcome=AuditOutcome.SUCCESS,
-        object_type="case",
-        object_id=str(case_id),
         at__gte=timezone.now() - PAGE_VIEW_COVERS,
     ).exists()

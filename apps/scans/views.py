@@ -93,7 +93,7 @@ def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
             raise Http404("This scan has not been analysed yet.")
         field, content_type = getattr(prediction, kind), "image/png"
     # The case page's own images are part of its view event; the DICOM file is a download.
-    audited = kind == "dicom" or not covered_by_page_view(request.user, scan.case_id)
+    audited = kind == "dicom" or not covered_by_page_view(request.user, scan.case_id, scan.pk)
     if settings.MEDIA_PRESIGNED_REDIRECT and not isinstance(field.storage, FileSystemStorage):
         # After the same clinic check: a signed URL valid for S3 querystring_expire (30 s).
         if audited:

@@ -196,3 +196,12 @@ def test_sign_out_then_in_again_at_once_is_two_sign_ins(north, page):
     page.post(reverse("logout"))
     page.post(reverse("login"), {"username": north.staff.username, "password": PASSWORD})
     assert [e[0] for e in _events_after(mark) if e[0] in ("login", "logout")] == ["login", "logout", "login"]
+
+
+def test_a_scan_card_fetched_on_its_own_covers_its_images(north, page):
+    page.force_login(north.staff)
+    mark = _mark()
+    assert page.get(reverse("scan_card", args=[north.scan.pk])).status_code == 200
+    for name in ("scans:image", "scans:overlay", "scans:heatmap"):
+        assert page.get(reverse(name, args=[north.scan.pk])).status_code == 200
+    assert [e[:3] for e in _events_after(mark)] == [("view", "scan", str(north.scan.pk))]

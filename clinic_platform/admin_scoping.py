@@ -53,6 +53,7 @@ class ClinicScopedAdmin(admin.ModelAdmin):
     """`clinic_path` is the lookup from the model to its clinic id (e.g. "case__clinic_id")."""
 
     clinic_path = "clinic_id"
+    audit_reads = True  # the audit trail's own admin says False: reading it is not a read of patient data
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)
@@ -109,6 +110,45 @@ class ClinicScopedAdmin(admin.ModelAdmin):
         if not request.user.is_superuser:
             kwargs["queryset"] = scoped_queryset(db_field.related_model, request, kwargs.get("queryset"))
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None and not getattr(request, "audit_failure_recorded", False):
+            # Another clinic's id (or a missing one) is redirected to the index like Django's
+            # admin does, not answered 404: record the refusal here.
+            from apps.audit.models import AuditAction, AuditOutcome
+            from apps.audit.services import audit_record, object_type_of_label
+
+            audit_record(
+                actor=request.user, action=AuditAction.DENIED, request=request, outcome=AuditOutcome.FAILURE,
+                object_type=object_type_of_label(self.model._meta.label_lower), object_id=str(object_id)[:64],
+                detail="admin: no such object in this clinic",
+            )  # fmt: skip
+        return obj
+
+    # Reads are audited like the pages': a change page is one read of its object, a changelist
+    # page one read naming the ids it listed.
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        original = (getattr(response, "context_data", None) or {}).get("original")
+        if self.audit_reads and request.method == "GET" and response.status_code == 200 and original is not None:
+            from apps.audit.reads import audit_read
+
+            audit_read(request, original, detail="admin")
+        return response
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if self.audit_reads and request.method == "GET" and response.status_code == 200 and changelist is not None:
+            from apps.audit.reads import audit_list_read
+            from apps.audit.services import object_type_of_label
+
+            audit_list_read(
+                request, object_type_of_label(self.model._meta.label_lower),
+                [row.pk for row in changelist.result_list], what="admin list",
+            )  # fmt: skip
+        return response
 
     # The audit trail records every admin change (Django's own LogEntry only covers the admin).
     def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:

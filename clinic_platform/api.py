@@ -37,3 +37,16 @@ class ClientScopedRateThrottle(ScopedRateThrottle):
 
     def get_ident(self, request: Request) -> str:
         return client_ip(request) or ""
+
+    def allow_request(self, request: Request, view: "APIView") -> bool:
+        # The cache down must not stop sign-in: the throttle steps aside (logged and counted);
+        # the lockout still holds, counted in the database (apps/accounts/signin_guard.py).
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:
+            from apps.accounts.signin_guard import cache_fallback, is_cache_outage
+
+            if not is_cache_outage(exc):
+                raise
+            cache_fallback("throttle", exc)
+            return True

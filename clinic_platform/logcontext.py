@@ -30,3 +30,20 @@ class ScanIdFilter(logging.Filter):
         if getattr(record, "scan_id", None) is None:
             record.scan_id = _scan_id.get()
         return True
+
+
+class StripQueryFilter(logging.Filter):
+    """Request lines logged without their query string (`make run`'s runserver access log):
+    a patient-name search (`?q=Surname`) must not land in the logs. gunicorn's access log
+    does the same through its format (gunicorn.conf.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args and isinstance(record.args[0], str):
+            record.args = (_without_query(record.args[0]), *record.args[1:])
+        return True
+
+
+def _without_query(request_line: str) -> str:
+    method, _, rest = request_line.partition(" ")
+    target, _, version = rest.partition(" ")
+    return " ".join(part for part in (method, target.split("?", 1)[0], version) if part)

@@ -43,7 +43,7 @@ from clinic_platform.settings.env import VAR_DIR
 # for web processes a test starts itself on its own Redis database (TEST_SHARED_CACHE=1).
 if os.environ.get("TEST_SHARED_CACHE") != "1":
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "clinic-tests"}}
-AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # lockout counts in that cache
+AXES_HANDLER = "apps.accounts.signin_guard.ResilientCacheHandler"  # lockout counts in that cache
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "test-celerybeat-schedule")

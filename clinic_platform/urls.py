@@ -1,10 +1,10 @@
 """Root URLs: pages (apps.web), the REST API, clinic-checked media, Django admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views import defaults
 
-from clinic_platform.errors import page_or_json
+from clinic_platform.errors import page_or_json, unmatched_url
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,6 +14,8 @@ urlpatterns = [
     # Keep it off the public internet at the proxy (docs/operations.md, "Metrics").
     path("", include("django_prometheus.urls")),
     path("", include("apps.web.urls")),
+    # Last: what matches nothing is the one 404 (JSON for API clients), even under DEBUG.
+    re_path(r"^(?P<path>.*)$", unmatched_url, name="unmatched"),
 ]
 
 # API clients (an /api/ URL, a token, or JSON preferred) get the one JSON error shape even for

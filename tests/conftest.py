@@ -14,7 +14,27 @@ from tests.testkit.processes import S3Server, s3_from_env, seaweedfs_server
 from training.data import DEFAULT_DATA
 
 
+def _flush_around_audit_triggers() -> None:
+    """SQLite's append-only triggers (apps/audit/db_roles.py) would refuse a transactional test's
+    flush (DELETE FROM every table): the flush drops and recreates them around itself."""
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    from apps.audit.db_roles import sqlite_flush_sql
+
+    original = DatabaseOperations.sql_flush
+    if getattr(original, "audit_aware", False):
+        return
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return sqlite_flush_sql(list(statements))
+
+    sql_flush.audit_aware = True
+    DatabaseOperations.sql_flush = sql_flush
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _flush_around_audit_triggers()
     if not (DEFAULT_DATA / "glioma").is_dir():
         pytest.exit(
             f"The brain MRI training set is not at {DEFAULT_DATA}. The tests use real scans: "

@@ -40,7 +40,8 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # Only a superuser hands out superuser status, Django permissions or another clinic.
-        readonly = tuple(super().get_readonly_fields(request, obj))
+        # Sign-in and joining dates are recorded by the system, never typed (for no one).
+        readonly = (*super().get_readonly_fields(request, obj), "last_login", "date_joined")
         if not request.user.is_superuser:
             readonly += ("is_superuser", "groups", "user_permissions")
         return readonly

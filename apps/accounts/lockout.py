@@ -18,11 +18,13 @@ def lockout_response(
         return original_response  # the API's token view answered already (DRF, with Retry-After)
     seconds = login_retry_after_seconds(request=request)
     minutes = max(1, round(seconds / 60)) if seconds else None
-    message = (
-        f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        if minutes
-        else "Too many failed sign-ins. Ask an administrator to unlock the account."
-    )
+    if seconds and seconds < 60:  # an address backing off: a short wait
+        unit = "second" if seconds == 1 else "seconds"
+        message = f"Too many failed sign-ins from this network. Try again in {seconds} {unit}."
+    elif minutes:
+        message = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    else:
+        message = "Too many failed sign-ins. Ask an administrator to unlock the account."
     if request.path.startswith("/api/"):
         response: HttpResponse = json_error(429, message)  # the API's one error shape
     else:

@@ -88,6 +88,9 @@ def login_is_locked_out(*, request: HttpRequest) -> bool:
 
 
 def login_retry_after_seconds(*, request: HttpRequest | None = None) -> int | None:
-    """How long a lockout lasts (AXES_COOLOFF_TIME; each refused try starts it again)."""
+    """How long a lockout lasts (AXES_COOLOFF_TIME; each refused try starts it again), or
+    what is left of an address's back-off (apps/accounts/signin_guard.py)."""
+    if request is not None and getattr(request, "signin_retry_after", None):
+        return int(request.signin_retry_after)
     cool_off = get_cool_off(request)
     return int(cool_off.total_seconds()) if cool_off else None

@@ -19,6 +19,7 @@ CSV_COLUMNS = ("at", "actor_username", "action", "object_type", "object_id", "ip
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ClinicScopedAdmin):
+    audit_reads = False
     list_display = CSV_COLUMNS
     list_filter = ("action", "outcome", "object_type", "at", ("clinic", admin.RelatedOnlyFieldListFilter))
     search_fields = ("actor_username", "object_id", "ip")

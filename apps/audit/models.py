@@ -2,8 +2,9 @@
 from where, when, with what outcome).
 
 Rows are written only through `apps.audit.services.audit_record`. Nothing in the application
-can change or delete one: the model and its queryset refuse, the admin is read-only, and on
-PostgreSQL a trigger refuses UPDATE and DELETE (migration 0002). Objects are named by type and
+can change or delete one: the model and its queryset refuse, the admin is read-only, on
+PostgreSQL a trigger refuses UPDATE and DELETE (migration 0002) and the runtime role may only
+INSERT and SELECT, on SQLite triggers refuse them (0004; apps/audit/db_roles.py). Objects are named by type and
 id, not by foreign key, so an event outlives the case or scan it names; the actor and clinic
 are PROTECTed foreign keys (users are deactivated, never deleted).
 """
@@ -28,6 +29,9 @@ class AuditAction(models.TextChoices):
     PURGE = "purge", "Purged after retention"
     DEACTIVATE = "deactivate", "Deactivated a user"
     ADMIN_CHANGE = "admin_change", "Admin change"
+    # A request refused on a route (401/403/404: another clinic's id, a role's limit):
+    # AuditRequestMiddleware records it unless the view recorded its own failure.
+    DENIED = "denied", "Refused access"
 
 
 class AuditOutcome(models.TextChoices):
@@ -76,6 +80,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["clinic", "-at"]),
             models.Index(fields=["clinic", "action", "-at"]),
             models.Index(fields=["object_type", "object_id"]),
+            # The sign-in back-off counts an address's recent failures (apps/accounts/signin_guard.py).
+            models.Index(fields=["action", "ip", "-at"], name="audit_action_ip_at"),
         ]
 
     def __str__(self) -> str:

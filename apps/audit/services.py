@@ -38,7 +38,11 @@ _OBJECT_TYPES = {
 
 
 def object_type_of(obj: models.Model) -> str:
-    label = obj._meta.label_lower
+    return object_type_of_label(obj._meta.label_lower)
+
+
+def object_type_of_label(label: str) -> str:
+    """"cases.case" → "case"; a model without a short name keeps its label."""
     return _OBJECT_TYPES.get(label, label)
 
 
@@ -84,6 +88,9 @@ def audit_record(
         clinic_id = _clinic_id_of(obj)
     if clinic_id is None and user is not None:
         clinic_id = user.clinic_id
+    if request is not None and outcome == AuditOutcome.FAILURE:
+        # The refusal is recorded: the middleware writes no second "denied" event for it.
+        getattr(request, "_request", request).audit_failure_recorded = True
     return AuditEvent.objects.create(
         actor=user,
         actor_username=(user.get_username() if user is not None else actor_username)[:150],

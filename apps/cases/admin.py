@@ -71,6 +71,22 @@ class CaseAdmin(ClinicScopedAdmin):
     inlines = [ScanInline, CaseAddendumInline]
     actions = ["soft_delete", "restore"]
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A signed case is shown read-only (a POST is a 403): corrections are addenda by a
+        # radiologist on the case page, never edits (Case.save refuses them too).
+        if obj is not None and obj.is_signed:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        obj = self.get_object(request, object_id)
+        if obj is not None and obj.is_signed and request.method == "GET":
+            self.message_user(
+                request, f"Signed by {obj.signed_by} on {obj.signed_at:%Y-%m-%d %H:%M}: this case is locked. "
+                "Corrections go through an addendum by a radiologist on the case page.", messages.WARNING,
+            )  # fmt: skip
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # Deleted cases too (the "deleted" filter), so they can be restored before the purge.
         queryset = Case.all_objects.select_related(*self.list_select_related)

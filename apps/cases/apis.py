@@ -13,8 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.audit.models import AuditAction
-from apps.audit.services import audit_record
+from apps.audit.reads import audit_list_read, audit_read
 from apps.patients.models import Patient
 from apps.patients.selectors import patient_list
 from apps.scans.apis import ScanOutputSerializer, StudyProgressOutputSerializer
@@ -97,6 +96,7 @@ class CaseListApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         cases = case_list(user=request.user, filters=CaseFilters.from_query(request.query_params))
         page = self.paginate_queryset(cases.prefetch_related("addenda__author"))
+        audit_list_read(request, "case", [case.pk for case in page], what="cases api")
         return self.get_paginated_response(CaseOutputSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(request=CaseCreateInputSerializer, responses={201: CaseOutputSerializer})
@@ -117,7 +117,7 @@ class CaseDetailApi(APIView):
     @extend_schema(responses=CaseDetailOutputSerializer)
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
-        audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request)
+        audit_read(request, case, shown="scans", ids=[scan.pk for scan in case.scans.all()])
         return Response(CaseDetailOutputSerializer(case, context={"request": request}).data)
 
 
@@ -168,5 +168,6 @@ class WorklistApi(GenericAPIView):
         ids = self.paginate_queryset(case_worklist_ids(user=request.user, filters=filters))
         cases = case_worklist_rows(user=request.user, ids=list(ids))
         prefetch_related_objects(cases, "addenda__author")
+        audit_list_read(request, "case", [case.pk for case in cases], what="worklist api")
         data = WorklistCaseOutputSerializer(cases, many=True, context={"request": request}).data
         return self.get_paginated_response(data)

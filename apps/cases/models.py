@@ -1,5 +1,23 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+# What a signature covers: none of it changes once the case is signed (corrections are
+# addenda by a radiologist). Only the soft-deletion columns may still change.
+SIGNED_LOCKED_FIELDS = (
+    "clinic_id", "patient_id", "created_by_id", "title", "clinical_notes", "signed_by_id", "signed_at", "conclusion",
+)  # fmt: skip
+_MUTABLE_AFTER_SIGNING = frozenset({"deleted_at", "deleted_by"})
+
+
+class SignedCaseLocked(ValidationError):
+    """A change to a signed case: refused in every way in (admin, API, pages, services)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This case is signed and locked: corrections go through an addendum by a radiologist.",
+            code="signed_case_locked",
+        )
 
 
 class CaseStatus(models.TextChoices):
@@ -54,9 +72,23 @@ class Case(models.Model):
     def __str__(self) -> str:
         return self.title or f"Case {self.pk}"
 
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if self.pk is not None and not (update_fields and set(update_fields) <= _MUTABLE_AFTER_SIGNING):
+            self._refuse_changes_if_signed()
+        super().save(*args, **kwargs)
+
     @property
     def is_signed(self) -> bool:
         return self.signed_at is not None
+
+    def _refuse_changes_if_signed(self) -> None:
+        # Compared with the stored row, not this instance: whoever loaded it, the lock holds.
+        stored = Case.all_objects.filter(pk=self.pk).values(*SIGNED_LOCKED_FIELDS).first()
+        if stored is None or stored["signed_at"] is None:
+            return
+        if any(getattr(self, name) != value for name, value in stored.items()):
+            raise SignedCaseLocked()
 
 
 class CaseAddendum(models.Model):

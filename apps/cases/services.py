@@ -15,6 +15,8 @@ from apps.scans.models import Scan, ScanStatus
 
 from .models import Case, CaseAddendum
 
+ONLY_RADIOLOGISTS_ADD_ADDENDA = "Only radiologists add addenda (and so scans or readings) to a signed case."
+
 
 def case_create(*, created_by: User, patient: Patient, title: str = "", clinical_notes: str = "") -> Case:
     """Open a case for a patient of the creator's clinic."""
@@ -110,6 +112,8 @@ def case_addendum_add(*, case: Case, author: User, text: str) -> CaseAddendum:
     with the reason they were given; a radiologist may also add a remark on its own."""
     if author.clinic_id is None or case.clinic_id != author.clinic_id:
         raise PermissionDenied("This case belongs to another clinic.")
+    if not author.can_review:
+        raise PermissionDenied(ONLY_RADIOLOGISTS_ADD_ADDENDA)
     if not case.is_signed:
         raise ValidationError({"addendum": "Only a signed case takes addenda: edit the case instead."})
     text = text.strip()

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.models import AuditAction
+from apps.audit.reads import audit_list_read
 from apps.audit.services import audit_record
 
 from .models import Sex
@@ -37,7 +38,7 @@ class PatientListApi(GenericAPIView):
     def get(self, request: Request) -> Response:
         patients = patient_list(user=request.user, search=request.query_params.get("search", ""))
         page = self.paginate_queryset(patients)
-        audit_record(actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request, detail="list")
+        audit_list_read(request, "patient", [patient.pk for patient in page], what="list")
         return self.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
     @extend_schema(request=PatientCreateInputSerializer, responses={201: PatientOutputSerializer})

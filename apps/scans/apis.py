@@ -23,8 +23,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.models import AuditAction
+from apps.audit.reads import audit_read, covered_by_page_view
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
+from clinic_platform.errors import error_body
 from clinic_platform.renderers import CsvRenderer
 
 from .agreement import agreement_by_version, agreement_readings_csv
@@ -183,8 +185,8 @@ class CaseScansApi(APIView):
     @extend_schema(responses=ScanOutputSerializer(many=True))
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
-        scans = scan_list_for_case(case=case)
-        audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request, detail="scans")
+        scans = list(scan_list_for_case(case=case))
+        audit_read(request, case, shown="scans", ids=[scan.pk for scan in scans])
         return Response(ScanOutputSerializer(scans, many=True, context={"request": request}).data)
 
     @extend_schema(
@@ -257,7 +259,9 @@ class ScanReviewsApi(APIView):
     @extend_schema(responses=ReviewOutputSerializer(many=True))
     def get(self, request: Request, scan_id: int) -> Response:
         scan = scan_get(user=request.user, scan_id=scan_id)
-        return Response(ReviewOutputSerializer(scan_review_history(scan=scan), many=True).data)
+        reviews = list(scan_review_history(scan=scan))
+        audit_read(request, scan, shown="reviews", ids=[review.pk for review in reviews])
+        return Response(ReviewOutputSerializer(reviews, many=True).data)
 
     @extend_schema(request=ScanReviewInputSerializer, responses={201: ReviewOutputSerializer})
     def post(self, request: Request, scan_id: int) -> Response:
@@ -308,7 +312,12 @@ class AgreementApi(APIView):
         responses=AgreementOutputSerializer,
     )
     def get(self, request: Request) -> Response:
-        versions = agreement_by_version(user=request.user, model_version=request.query_params.get("model_version", ""))
+        version = request.query_params.get("model_version", "")
+        versions = agreement_by_version(user=request.user, model_version=version)
+        audit_record(
+            actor=request.user, action=AuditAction.VIEW, object_type="agreement", request=request,
+            detail=f"model {version or 'all'}",
+        )  # fmt: skip
         return Response(
             AgreementOutputSerializer(
                 {
@@ -370,19 +379,25 @@ class ScanHeatmapApi(APIView):
     def get(self, request: Request, scan_id: int, label: str) -> HttpResponse:
         scan = scan_get(user=request.user, scan_id=scan_id)
         state = scan_class_heatmap(scan=scan, label=label)
+        # The one error shape (`error`: code, message, fields); `status`/`detail` kept for the
+        # clients written before it (static/js/heatmap.js reads them).
         if state.status == "pending":
-            response = JsonResponse({"status": "pending", "detail": "The heatmap is being computed."}, status=202)
+            message = "The heatmap is being computed."
+            body = {**error_body("pending", message), "status": "pending", "detail": message}
+            response = JsonResponse(body, status=202)
             response["Retry-After"] = "1"
             return response
         if state.status == "failed":
-            return JsonResponse({"status": "failed", "detail": state.error}, status=422)
+            body = {**error_body("heatmap_failed", state.error), "status": "failed", "detail": state.error}
+            return JsonResponse(body, status=422)
         try:
             handle = state.file.open("rb")
         except (FileNotFoundError, ValueError):
             raise Http404("The heatmap file is missing.") from None
-        audit_record(
-            actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=f"heatmap:{label}"
-        )
+        if not covered_by_page_view(request.user, scan.case_id):  # the case page's class switch
+            audit_record(
+                actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=f"heatmap:{label}"
+            )
         response = FileResponse(handle, content_type="image/png")
         response["X-Content-Type-Options"] = "nosniff"
         return response

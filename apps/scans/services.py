@@ -158,6 +158,10 @@ def scans_upload(
         raise PermissionDenied("This case belongs to another clinic.")
     if not uploads:
         raise ValidationError("Choose at least one scan to upload.")
+    if case.is_signed and not uploaded_by.can_review:
+        from apps.cases.services import ONLY_RADIOLOGISTS_ADD_ADDENDA
+
+        raise PermissionDenied(ONLY_RADIOLOGISTS_ADD_ADDENDA)
     if case.is_signed and not addendum.strip():
         raise ValidationError({"addendum": "This case is signed: new scans need an addendum saying why."})
     try:

@@ -16,6 +16,7 @@ from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.models import AuditAction
+from apps.audit.reads import covered_by_page_view
 from apps.audit.services import audit_record
 from clinic_platform.errors import json_error, wants_json
 
@@ -66,9 +67,9 @@ def _serve(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     try:
         return _serve_file(request, scan_id, kind)
     except Http404 as exc:
-        if wants_json(request):  # an API client following image_url: JSON, never an HTML page
-            return json_error(404, str(exc) or "Not found.")
-        raise
+        # A file: the one JSON error shape for everyone (an <img> shows nothing either way),
+        # never an HTML page, nor DEBUG's technical page under `make run`.
+        return json_error(404, str(exc) or "Not found.")
 
 
 def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
@@ -91,14 +92,18 @@ def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
         if prediction is None:
             raise Http404("This scan has not been analysed yet.")
         field, content_type = getattr(prediction, kind), "image/png"
+    # The case page's own images are part of its view event; the DICOM file is a download.
+    audited = kind == "dicom" or not covered_by_page_view(request.user, scan.case_id, scan.pk)
     if settings.MEDIA_PRESIGNED_REDIRECT and not isinstance(field.storage, FileSystemStorage):
         # After the same clinic check: a signed URL valid for S3 querystring_expire (30 s).
-        audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
+        if audited:
+            audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
         response = HttpResponseRedirect(field.url)
         response["Referrer-Policy"] = "no-referrer"
         return response
     handle = _open(field)
-    audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
+    if audited:
+        audit_record(actor=request.user, action=AuditAction.DOWNLOAD, obj=scan, request=request, detail=kind)
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.audit.models import AuditAction
+from apps.audit.reads import audit_denied, audit_list_read, audit_read, covered_by_page_view
 from apps.audit.services import audit_record
 from apps.cases.models import Case
 from apps.cases.selectors import (
@@ -68,11 +69,13 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    recent = case_recent(user=request.user, limit=10)
+    audit_list_read(request, "case", [case.pk for case in recent], what="dashboard")
     return render(
         request,
         "web/dashboard.html",
         {
-            "recent_cases": case_recent(user=request.user, limit=10),
+            "recent_cases": recent,
             "queue": scan_queue_stats(user=request.user),
             "worklist": case_worklist_counts(user=request.user),
         },
@@ -96,7 +99,7 @@ def patients(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     status = 400 if request.method == "POST" else 200
-    audit_record(actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request, detail="list")
+    audit_list_read(request, "patient", [patient.pk for patient in page], what="list")
     return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
 
 
@@ -162,6 +165,9 @@ def _case_context(
     case = case_get(user=request.user, case_id=case_id)
     scans = list(scan_list_for_case(case=case))
     studies = study_progress_for_case(case=case)
+    # Every rendering of the case page is one read, naming the scans it showed; the files and
+    # fragments the page then loads are part of it (apps/audit/reads.py).
+    audit_read(request, case, shown="scans", ids=[scan.pk for scan in scans])
     return {
         "case": case,
         "scans": scans,
@@ -178,9 +184,7 @@ def _case_context(
 @login_required
 @require_GET
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
-    context = _case_context(request, case_id)
-    audit_record(actor=request.user, action=AuditAction.VIEW, obj=context["case"], request=request)
-    return render(request, "web/case_detail.html", context)
+    return render(request, "web/case_detail.html", _case_context(request, case_id))
 
 
 @login_required
@@ -196,6 +200,9 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
                 uploads=form.cleaned_data["files"],
                 addendum=form.cleaned_data.get("addendum", ""),
             )
+        except PermissionDenied as exc:  # staff on a signed case: the reason, on the page
+            form.add_error(None, str(exc))
+            return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=403)
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
@@ -211,6 +218,8 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
 def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
     """One scan's card: polled by htmx while the scan is queued or processing."""
     scan = scan_get(user=request.user, scan_id=scan_id)
+    if not covered_by_page_view(request.user, scan.case_id):  # the case page polls it
+        audit_read(request, scan, detail="card")
     response = render(request, "web/_scan_card.html", {"scan": scan, "review_form": ReviewForm(auto_id=False)})
     if scan.is_finished and request.headers.get("HX-Request"):
         # The last poll of this card: tell the page to refresh the case's counts and status.
@@ -226,6 +235,8 @@ def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
     scans = list(scan_list_for_case(case=case))
     studies = study_progress_for_case(case=case)
     unpacking = _unpacking(studies)
+    if not covered_by_page_view(request.user, case.pk):  # the case page refreshes it
+        audit_read(request, case, shown="summary of scans", ids=[scan.pk for scan in scans])
     response = render(
         request,
         "web/_case_summary.html",
@@ -253,6 +264,8 @@ def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
     try:
         scan_review(scan=scan, reviewer=request.user, **form.review_arguments())
     except (ValidationError, PermissionDenied) as exc:
+        if isinstance(exc, PermissionDenied):
+            audit_denied(request, scan, detail=f"review: {exc}")
         messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
     else:
         messages.success(request, "Review recorded.")
@@ -268,6 +281,7 @@ def case_sign_submit(request: HttpRequest, case_id: int) -> HttpResponse:
         try:
             case_sign(case=case, signer=request.user, conclusion=form.cleaned_data["conclusion"])
         except PermissionDenied as exc:
+            audit_denied(request, case, detail=f"sign: {exc}")
             messages.error(request, str(exc))
             return redirect("case_detail", case_id=case.pk)
         except ValidationError as exc:
@@ -285,6 +299,7 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
     case = case_get(user=request.user, case_id=case_id)
     form = AddendumForm(request.POST)
     if not request.user.can_review:
+        audit_denied(request, case, detail="addendum: not a radiologist")
         messages.error(request, "Only radiologists add addenda to a signed case.")
     elif not form.is_valid():
         messages.error(request, "Write the addendum's text.")
@@ -311,6 +326,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         priorities=priorities,
     )
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
+    audit_list_read(request, "case", [case.pk for case in page], what="worklist")
     return render(
         request,
         "web/worklist.html",
@@ -329,6 +345,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
 def patient_timeline(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = patient_get(user=request.user, patient_id=patient_id)
     cases = case_timeline(user=request.user, patient=patient)
+    audit_read(request, patient, shown="timeline of cases", ids=[case.pk for case in cases])
     return render(request, "web/patient_timeline.html", {"patient": patient, "cases": cases})
 
 
@@ -339,6 +356,9 @@ def agreement(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("Only radiologists and clinic admins see the model's agreement.")
     version = request.GET.get("model_version", "")
     versions = agreement_by_version(user=request.user, model_version=version)
+    audit_record(
+        actor=request.user, action=AuditAction.VIEW, object_type="agreement", detail=f"model {version or 'all'}"
+    )
     return render(
         request,
         "web/agreement.html",
@@ -362,6 +382,7 @@ def history(request: HttpRequest) -> HttpResponse:
     )
     # The patient filter arrives from a link (patients page); name it so it can be removed.
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
+    audit_list_read(request, "case", [case.pk for case in page], what="history")
     return render(
         request,
         "web/history.html",

@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Lets services and signal handlers audit with the client address of the request served.
     "apps.audit.context.AuditRequestMiddleware",
+    # A 404 raised in a view is the one 404 answer, never DEBUG's technical page (`make run`).
+    "clinic_platform.errors.NoDebugNotFoundMiddleware",
     # Counts every response, the lockout's 429 included (it wraps axes).
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into the 429 answer.
@@ -157,7 +159,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scan_id": {"()": "clinic_platform.logcontext.ScanIdFilter"}},
+    "filters": {
+        "scan_id": {"()": "clinic_platform.logcontext.ScanIdFilter"},
+        "no_query": {"()": "clinic_platform.logcontext.StripQueryFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
@@ -174,4 +179,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # runserver's access log (`make run`): request lines without query strings (patient names).
+    "loggers": {
+        "django.server": {"handlers": ["console"], "filters": ["no_query"], "level": "INFO", "propagate": False}
+    },
 }

@@ -23,6 +23,11 @@ if _CACHE_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": _CACHE_URL,
             "KEY_PREFIX": "clinic",
+            # A cache that hangs must fail fast: sign-in then falls back to the database.
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("CACHE_TIMEOUT_SECONDS", default=1.0),
+                "socket_timeout": env.float("CACHE_TIMEOUT_SECONDS", default=1.0),
+            },
         }
     }
 
@@ -33,16 +38,25 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
-# Locked per username and, separately, per client address: rotating addresses does not help
-# against one account, and one address cannot walk through many accounts.
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Locked per (username, client address) pair: nobody can lock someone else out from another
+# address, and a hospital NAT is not locked as a whole. One address walking through many
+# accounts backs off instead (apps/accounts/signin_guard.py).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Failed sign-ins one address may make within AXES_COOLOFF_TIME before it waits 2, 4, 8 … s.
+SIGNIN_ADDRESS_FREE_FAILURES = env.int("SIGNIN_ADDRESS_FREE_FAILURES", default=10)
 AXES_CLIENT_IP_CALLABLE = "clinic_platform.client_ip.client_ip"
 AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # Counts live in the shared cache (Redis) when there is one, else in the database: either way
-# every web process sees the same counts.
-AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler" if _CACHE_URL else "axes.handlers.database.AxesDatabaseHandler"
+# every web process sees the same counts. With the cache down they go to the database.
+AXES_HANDLER = (
+    "apps.accounts.signin_guard.ResilientCacheHandler" if _CACHE_URL else "axes.handlers.database.AxesDatabaseHandler"
+)
 AXES_DISABLE_ACCESS_LOG = True  # the audit trail records sign-ins (apps/audit)
+
+# /metrics for a scraper outside the private network (clinic_platform/health.py): send
+# "Authorization: Bearer <METRICS_TOKEN>". Unset: only direct private/loopback connections.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=10)),

@@ -29,7 +29,8 @@ def test_seed_demo_creates_users_with_env_password_and_is_idempotent(monkeypatch
     users = {u.username: u for u in User.objects.all()}
     assert set(users) == {"admin", "radiologist", "staff"}
     assert users["admin"].role == Role.CLINIC_ADMIN
-    assert users["admin"].is_superuser
+    # Issue 15: the demo's admin is its clinic's admin, not a superuser who sees every clinic.
+    assert not users["admin"].is_superuser
     assert users["admin"].is_staff
     assert users["radiologist"].role == Role.RADIOLOGIST
     assert not users["radiologist"].is_staff
@@ -58,3 +59,20 @@ def test_session_ends_with_the_browser_and_after_eight_hours(north, client, sett
     assert cookie["expires"] == ""
     assert client.session.get_expire_at_browser_close()
     assert client.session.get_expiry_age() == settings.SESSION_COOKIE_AGE == 8 * 3600
+
+
+@pytest.mark.django_db
+def test_seed_demo_admin_sees_only_the_demo_clinic_and_a_rerun_demotes_an_old_superuser(monkeypatch, client):
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-pass-123")
+    other = Clinic.objects.create(name="Other Clinic")
+    call_command("seed_demo")
+    admin_user = User.objects.get(username="admin")
+    User.objects.filter(pk=admin_user.pk).update(is_superuser=True)  # what older seeds made
+    call_command("seed_demo")
+    admin_user.refresh_from_db()
+    assert not admin_user.is_superuser
+    assert client.post(reverse("login"), {"username": "admin", "password": "demo-pass-123"}).status_code == 302
+    clinics = client.get(reverse("admin:accounts_clinic_changelist"))
+    assert clinics.status_code == 200
+    assert [c.name for c in clinics.context["cl"].queryset] == ["Demo Clinic"]
+    assert other.name not in clinics.content.decode()

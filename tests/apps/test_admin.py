@@ -85,3 +85,23 @@ def test_scan_admin_review_is_read_only_and_lists_no_other_clinics_users(north, 
     form_fields = page.context["adminform"].form.fields
     assert "status" not in form_fields
     assert "error" not in form_fields
+
+
+def test_clinic_admin_cannot_edit_last_login_or_date_joined(north, client):
+    """Issue 15 (Low): what the system records about a sign-in is never typed in the admin."""
+    client.force_login(north.admin)
+    url = reverse("admin:accounts_user_change", args=[north.staff.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    form_fields = page.context["adminform"].form.fields
+    assert "last_login" not in form_fields
+    assert "date_joined" not in form_fields
+    before = User.objects.values_list("last_login", "date_joined").get(pk=north.staff.pk)
+    client.post(url, {
+        "username": north.staff.username, "role": north.staff.role, "is_active": "on",
+        "last_login_0": "2001-01-01", "last_login_1": "00:00:00",
+        "date_joined_0": "2001-01-01", "date_joined_1": "00:00:00",
+    })  # fmt: skip
+    after = User.objects.values_list("last_login", "date_joined").get(pk=north.staff.pk)
+    assert after == before
+    assert after[1].year != 2001

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_submit
-from tests.testkit.data import PASSWORD, finish_scan, upload
+from tests.testkit.data import PASSWORD, api_token, finish_scan, upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
 
 
@@ -138,7 +138,8 @@ def test_review_of_unfinished_scan_is_400(north, django_capture_on_commit_callba
     assert Scan.objects.get(pk=queued.pk).status == ScanStatus.QUEUED
 
 
-def test_openapi_schema_lists_the_endpoints(client):
+def test_openapi_schema_lists_the_endpoints(client, north):
+    client.force_login(north.staff)  # the schema is for signed-in users (issue 15)
     response = client.get(reverse("api:schema"), HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     paths = response.json()["paths"]
@@ -150,3 +151,31 @@ def test_openapi_schema_lists_the_endpoints(client):
         "/api/scans/{scan_id}/",
     ):
         assert path in paths
+
+
+def test_schema_and_metrics_are_not_open_to_anonymous_users(client, north, settings):
+    """Issue 15 (Low): /api/schema/ needs a signed-in user or a token; /metrics answers only a
+    direct scrape from the private network (no proxy header) or the METRICS_TOKEN bearer."""
+    anonymous = client.get(reverse("api:schema"), HTTP_ACCEPT="application/json")
+    assert anonymous.status_code == 401
+    assert set(anonymous.json()) == {"error"}
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(north.staff)}")
+    assert token_client.get(reverse("api:schema"), HTTP_ACCEPT="application/json").status_code == 200
+
+    scrape = "django_http_requests_total_by_view_transport_method_total"
+    assert scrape in client.get("/metrics", REMOTE_ADDR="10.42.0.7").content.decode()  # a pod scrape
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    for refused in (
+        {"REMOTE_ADDR": "203.0.113.9"},  # a public address, straight to gunicorn
+        {"REMOTE_ADDR": "10.42.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"},  # through the ingress
+        {"REMOTE_ADDR": "10.42.0.1", "HTTP_X_REAL_IP": "203.0.113.9"},
+    ):
+        response = client.get("/metrics", **refused)
+        assert response.status_code == 404, refused
+        assert response.json()["error"]["code"] == "not_found"
+        assert scrape not in response.content.decode()
+    settings.METRICS_TOKEN = "scrape-secret-1"
+    outside = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/metrics", **outside, HTTP_AUTHORIZATION="Bearer scrape-secret-1").status_code == 200
+    assert client.get("/metrics", **outside, HTTP_AUTHORIZATION="Bearer wrong").status_code == 404

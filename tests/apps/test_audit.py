@@ -78,19 +78,22 @@ def test_page_and_api_views(north, client):
     client.force_login(north.staff)
     mark = _mark()
     assert client.get(reverse("case_detail", args=[north.case.pk])).status_code == 200
-    assert _events_after(mark) == [("view", "case", str(north.case.pk), "north-staff", "success", "")]
+    # Issue 15: a view names what it showed (the case's scans, the list page's ids).
+    scans = f"scans {north.scan.pk}"
+    assert _events_after(mark) == [("view", "case", str(north.case.pk), "north-staff", "success", scans)]
     mark = _mark()
     assert client.get(reverse("patients")).status_code == 200
-    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", "list")]
+    listed = f"list p1: {north.patient.pk}"
+    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", listed)]
     api = _api(north.staff)
     mark = _mark()
     assert api.get(reverse("api:patient-list")).status_code == 200
-    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", "list")]
+    assert _events_after(mark) == [("view", "patient", "", "north-staff", "success", listed)]
     for name, obj, detail in (
         ("api:patient-detail", north.patient, ""),
-        ("api:case-detail", north.case, ""),
+        ("api:case-detail", north.case, scans),
         ("api:scan-detail", north.scan, ""),
-        ("api:case-scans", north.case, "scans"),
+        ("api:case-scans", north.case, scans),
     ):
         kind = type(obj).__name__.lower()
         mark = _mark()
@@ -109,11 +112,16 @@ def test_every_media_download(north, client):
 
 
 def test_another_clinics_view_writes_nothing_for_that_clinic(north, south, client):
+    # Issue 15: the refusal is recorded, in the prober's own clinic's trail, never north's.
     client.force_login(south.staff)
     mark = _mark()
     assert client.get(reverse("scans:image", args=[north.scan.pk])).status_code == 404
     assert client.get(reverse("case_detail", args=[north.case.pk])).status_code == 404
-    assert _events_after(mark) == []
+    assert _events_after(mark) == [
+        ("denied", "scan", str(north.scan.pk), "south-staff", "failure", "404 GET scans:image"),
+        ("denied", "case", str(north.case.pk), "south-staff", "failure", "404 GET case_detail"),
+    ]
+    assert set(AuditEvent.objects.filter(id__gt=mark).values_list("clinic_id", flat=True)) == {south.clinic.pk}
 
 
 def test_uploads_page_and_api(north, client, django_capture_on_commit_callbacks):
@@ -215,6 +223,29 @@ def test_postgresql_trigger_refuses_raw_update_and_delete(north):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [event.pk])
     assert AuditEvent.objects.get(pk=event.pk).detail == ""
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite triggers (make run); PostgreSQL: above")
+def test_sqlite_triggers_refuse_raw_update_and_delete(north):
+    """Issue 15 item 5: `make run`'s SQLite refuses too, whatever the client (raw SQL here)."""
+    event = audit_record(actor=north.staff, action="view", obj=north.case)
+    for sql in (
+        "UPDATE audit_auditevent SET detail = 'tampered' WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id >= %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [event.pk])
+    assert AuditEvent.objects.get(pk=event.pk).detail == ""
+    # A later migration that remakes the table drops them: every migrate puts them back.
+    from apps.audit.db_roles import SQLITE_DROP, grant_after_migrate
+
+    with connection.cursor() as cursor:
+        for statement in SQLITE_DROP:
+            cursor.execute(statement)
+    grant_after_migrate(sender=None)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE id = %s", [event.pk])
 
 
 def test_admin_is_read_only_scoped_and_exports_csv(north, south, client):

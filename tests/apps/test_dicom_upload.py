@@ -372,11 +372,12 @@ def test_a_signed_case_takes_a_dicom_study_only_with_an_addendum(north, django_c
     case_sign(case=north.case, signer=north.radiologist, conclusion="Glioma.")
     north.case.refresh_from_db()
     archive = upload(dicomdata.series_zip(_series(2)), "s.zip", "application/zip")
-    with pytest.raises(ValidationError, match="addendum"):
-        _submit(north, archive, capture=django_capture_on_commit_callbacks)
+    # Only radiologists add scans (an addendum) to a signed case (issue 15).
+    with pytest.raises(ValidationError, match="addendum"), django_capture_on_commit_callbacks(execute=False):
+        scans_upload(case=north.case, uploaded_by=north.radiologist, uploads=[archive])
     assert not Scan.objects.filter(format="DICOM").exists()
     with django_capture_on_commit_callbacks(execute=False):
         outcome = unpack(scans_upload(
-            case=north.case, uploaded_by=north.staff, uploads=[archive], addendum="Follow-up series from PACS."
+            case=north.case, uploaded_by=north.radiologist, uploads=[archive], addendum="Follow-up series from PACS."
         ))  # fmt: skip
     assert [s.instance_number for s in outcome.scans] == [1, 2]

@@ -104,12 +104,15 @@ def test_new_scans_on_a_signed_case_need_an_addendum(north, django_capture_on_co
     case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
     case = Case.objects.get(pk=north.case.pk)
     with pytest.raises(ValidationError) as error:
-        scans_submit(case=case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "late.png")])
+        scans_submit(case=case, uploaded_by=north.radiologist, uploads=[upload(png_bytes(), "late.png")])
     assert "addendum" in error.value.message_dict
     assert case.scans.count() == 1
     with django_capture_on_commit_callbacks(execute=False):
         (late,) = scans_submit(
-            case=case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "late.png")], addendum="Contrast series."
+            case=case,
+            uploaded_by=north.radiologist,
+            uploads=[upload(png_bytes(), "late.png")],
+            addendum="Contrast series.",
         )
     assert [a.text for a in case.addenda.all()] == ["Contrast series."]
     # The late scan is not covered by the signature: unverified until a radiologist reads it.
@@ -120,7 +123,7 @@ def test_new_scans_on_a_signed_case_need_an_addendum(north, django_capture_on_co
 def test_api_upload_to_a_signed_case_without_addendum_is_400(north):
     _read_all(north)
     case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
-    response = _api(north.staff).post(
+    response = _api(north.radiologist).post(
         reverse("api:case-scans", args=[north.case.pk]), {"file": upload(png_bytes(), "late.png")}, format="multipart"
     )
     assert response.status_code == 400
@@ -195,3 +198,83 @@ def test_sign_addendum_and_exports_are_audited(north):
         (north.staff.username, "export", "case", "pdf report"),
         (north.admin.username, "export", "readings", "labelled readings csv"),
     ]
+
+
+# --- A signed case is locked everywhere (issue 15, item 3) ---------------------------------
+
+
+def _signed(north) -> Case:
+    _read_all(north)
+    case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
+    return Case.objects.get(pk=north.case.pk)
+
+
+def _locked_columns(case_id: int) -> tuple:
+    return Case.objects.filter(pk=case_id).values_list("patient_id", "title", "clinical_notes", "conclusion").get()
+
+
+def test_clinic_admin_cannot_move_or_rewrite_a_signed_case(north, client):
+    from apps.patients.services import patient_create
+
+    case = _signed(north)
+    other = patient_create(created_by=north.staff, mrn="NORTH-002", name="Other Patient")
+    before = _locked_columns(case.pk)
+    client.force_login(north.admin)
+    url = reverse("admin:cases_case_change", args=[case.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert b"locked" in page.content
+    assert b'name="title"' not in page.content  # shown read-only
+    response = client.post(
+        url, {"patient": other.pk, "title": "Rewritten", "clinical_notes": "Rewritten", "scans-TOTAL_FORMS": "0",
+              "scans-INITIAL_FORMS": "0", "addenda-TOTAL_FORMS": "0", "addenda-INITIAL_FORMS": "0"},
+    )  # fmt: skip
+    assert response.status_code == 403
+    assert _locked_columns(case.pk) == before
+
+
+def test_an_unsigned_case_is_still_editable_in_the_admin(north, client):
+    client.force_login(north.admin)
+    page = client.get(reverse("admin:cases_case_change", args=[north.case.pk]))
+    assert b'name="title"' in page.content
+
+
+def test_a_signed_case_refuses_changes_through_any_save(north):
+    from apps.cases.models import SignedCaseLocked
+    from apps.patients.services import patient_create
+
+    case = _signed(north)
+    other = patient_create(created_by=north.staff, mrn="NORTH-002", name="Other Patient")
+    for change in ({"patient": other}, {"title": "x"}, {"clinical_notes": "x"}, {"conclusion": "Glioma."}):
+        stale = Case.objects.get(pk=case.pk)
+        for name, value in change.items():
+            setattr(stale, name, value)
+        with pytest.raises(SignedCaseLocked):
+            stale.save()
+    assert _locked_columns(case.pk) == (north.patient.pk, case.title, case.clinical_notes, "Meningioma.")
+    # Soft deletion (and restore) remain: they do not touch what the signature covers.
+    from apps.cases.services import case_restore, case_soft_delete
+
+    case_soft_delete(case=case, by=north.admin)
+    case_restore(case=case, by=north.admin)
+
+
+def test_staff_cannot_add_an_addendum_through_the_page_upload(north, client):
+    case = _signed(north)
+    client.force_login(north.staff)
+    response = client.post(
+        reverse("case_add_scans", args=[case.pk]), {"files": upload(png_bytes(), "late.png"), "addendum": "Mine."}
+    )
+    assert response.status_code == 403
+    assert b"Only radiologists" in response.content
+    assert not case.addenda.exists()
+    assert case.scans.count() == 1
+    with pytest.raises(PermissionDenied):
+        case_addendum_add(case=case, author=north.staff, text="Mine.")
+    api = _api(north.staff).post(
+        reverse("api:case-scans", args=[case.pk]),
+        {"file": upload(png_bytes(), "late.png"), "addendum": "Mine."}, format="multipart",
+    )  # fmt: skip
+    assert api.status_code == 403
+    assert not case.addenda.exists()
+    assert case.scans.count() == 1

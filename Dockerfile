@@ -14,9 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # libglib: OpenCV's headless wheel links it; libpq: for psycopg if its binary wheel is absent.
 # pango, harfbuzz-subset and a font: WeasyPrint's PDF reports (apps/cases/reports.py).
+# tesseract-ocr(-eng): the worker's burnt-in text check (workers/burnt_text.py).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libglib2.0-0 libpq5 \
     libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+    tesseract-ocr tesseract-ocr-eng \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -89,6 +89,9 @@ class Scan(models.Model):
     ood_score = models.FloatField(null=True, blank=True)
     # A person looked at the text burnt into this scan and released it: analysed without the check.
     burnt_text_released = models.BooleanField(default=False)
+    # "host:pid" of the worker process that claimed it last (services.worker_identity): the sweep
+    # revives at once a scan whose worker process on the sweep's own host is gone (`make run`).
+    claimed_by = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["queued_at", "id"]

@@ -4,9 +4,11 @@ to prove it), KEDA's resources checked field by field (their CRD schema is not s
 manifests checked against the settings and the queue policy like the compose file."""
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -163,9 +165,25 @@ def test_the_ingress_terminates_tls_for_the_allowed_host_and_routes_to_web(resou
     annotations = web["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
     from django.conf import settings
+    from django.urls import reverse
 
     body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
-    assert int(body.removesuffix("m")) * 2**20 == settings.UPLOAD_MAX_REQUEST_BYTES  # the ingress and Django agree
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE <= int(body.removesuffix("m")) * 2**20 <= 4 * 2**20
+    # Large bodies: the upload URLs only, after Django said the client is signed in (like deploy/nginx).
+    uploads = ingresses["clinic-web-uploads"]
+    upload_annotations = uploads["metadata"]["annotations"]
+    upload_body = upload_annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(upload_body.removesuffix("m")) * 2**20 == settings.UPLOAD_MAX_REQUEST_BYTES  # ingress and Django agree
+    auth = urlsplit(upload_annotations["nginx.ingress.kubernetes.io/auth-url"])
+    assert auth.path == reverse("upload_allowed")
+    assert auth.hostname.split(".")[0] == service["metadata"]["name"]
+    assert upload_annotations["nginx.ingress.kubernetes.io/auth-method"] == "GET"
+    (upload_rule,) = uploads["spec"]["rules"]
+    assert upload_rule["host"] == host
+    patterns = [p["path"] for p in upload_rule["http"]["paths"]]
+    for url, allowed in (("/api/cases/12/scans/", True), ("/cases/12/scans/", True), ("/cases/new/", True),
+                         ("/login/", False), ("/api/auth/token/", False), ("/api/cases/12/", False)):  # fmt: skip
+        assert any(re.match(pattern, url) for pattern in patterns) == allowed, url
     assert f"https://{host}" in config["DJANGO_CSRF_TRUSTED_ORIGINS"]
     closed = ingresses["clinic-web-metrics-closed"]
     assert [p["path"] for p in closed["spec"]["rules"][0]["http"]["paths"]] == ["/metrics"]

@@ -108,7 +108,17 @@ def _montage(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, 
 def _read(page: np.ndarray) -> list[str]:
     import pytesseract  # imported here: only worker processes need it
 
-    data = pytesseract.image_to_data(page, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
+    # One OpenMP thread for Tesseract (the worker's cores run the model), set for its process
+    # only: this process's TensorFlow must not inherit the limit if it loads later.
+    previous = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    try:
+        data = pytesseract.image_to_data(page, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+        else:
+            os.environ["OMP_THREAD_LIMIT"] = previous
     return [
         word.strip()
         for word, conf in zip(data["text"], data["conf"], strict=True)
@@ -121,7 +131,6 @@ def burnt_in_text(gray: np.ndarray) -> str:
     """The text burnt into a gray image (float, [0, 1], any size), words joined by spaces; ""
     when none. The caller decides what to do (the worker holds the scan); never log the text:
     it is usually patient data."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one thread: the worker's cores run the model
     u8 = (np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
     mask = _stroke_mask(u8)
     boxes = candidate_lines(mask, _head(u8, mask))

@@ -13,6 +13,7 @@ from apps.scans.apis import (
     CaseScansApi,
     ScanDetailApi,
     ScanHeatmapApi,
+    ScanHoldApi,
     ScanReviewApi,
     ScanReviewsApi,
 )
@@ -29,6 +30,7 @@ urlpatterns = [
     path("scans/<int:scan_id>/", ScanDetailApi.as_view(), name="scan-detail"),
     path("scans/<int:scan_id>/heatmaps/<str:label>/", ScanHeatmapApi.as_view(), name="scan-heatmap"),
     path("scans/<int:scan_id>/review/", ScanReviewApi.as_view(), name="scan-review"),
+    path("scans/<int:scan_id>/hold/", ScanHoldApi.as_view(), name="scan-hold"),
     path("audit-events/", AuditEventListApi.as_view(), name="audit-event-list"),
     # The radiologist's desk (issue 8)
     path("scans/<int:scan_id>/reviews/", ScanReviewsApi.as_view(), name="scan-reviews"),

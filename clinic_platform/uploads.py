@@ -104,6 +104,15 @@ def _token_user_is_valid(request: HttpRequest) -> bool:
     return False
 
 
+def upload_allowed(request: HttpRequest) -> HttpResponse:
+    """For the TLS proxy's auth_request (deploy/nginx): may this client send an upload-sized
+    body? 204 when signed in or with a valid API token, else 401 in the one error shape. Reads
+    headers only; the proxy asks before it reads (and so spools) any byte of the body."""
+    if request.user.is_authenticated or _token_user_is_valid(request):
+        return HttpResponse(status=204)
+    return json_error(401, "Sign in (or send a valid API token) to upload scans.")
+
+
 class RequestLimitMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -5,11 +5,14 @@ from django.urls import include, path, re_path
 from django.views import defaults
 
 from clinic_platform.errors import page_or_json, unmatched_url
+from clinic_platform.uploads import upload_allowed
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("clinic_platform.api_urls")),
     path("media/", include("apps.scans.urls")),
+    # The TLS proxy asks it before accepting a large body (deploy/nginx, auth_request).
+    path("proxy/upload-allowed", upload_allowed, name="upload_allowed"),
     # Prometheus scrape endpoint (django-prometheus): counts and latencies, no patient data.
     # Keep it off the public internet at the proxy (docs/operations.md, "Metrics").
     path("", include("django_prometheus.urls")),

@@ -103,6 +103,28 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
     return outcome
 
 
+def _held_for_text(scan: Scan, data: bytes) -> bool:
+    """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
+    released it; True when held (or lost to another attempt). Just before analysis, in the
+    worker, so no upload path can skip it. An unreadable image is left to the analysis, which
+    fails it with its own message."""
+    from apps.scans.holds import scan_hold
+    from workers.burnt_text import burnt_in_text
+    from workers.imaging import ScanDecodeError, decode_gray_bounded
+
+    if scan.burnt_text_released:
+        return False
+    with metrics.stage("text_check"):
+        try:
+            text = burnt_in_text(decode_gray_bounded(data))
+        except ScanDecodeError:
+            return False
+    if not text:
+        return False
+    scan_hold(scan=scan)
+    return True
+
+
 def _analyze_one(scan: Scan, data: bytes | None) -> str:
     """Read (unless given), analyse and store one claimed scan, recording every failure on it."""
     from workers.imaging import ScanDecodeError
@@ -111,6 +133,8 @@ def _analyze_one(scan: Scan, data: bytes | None) -> str:
     try:
         if data is None:
             data = _read(scan)
+        if _held_for_text(scan, data):
+            return "held"
         result = _get_analyzer().analyze(data)
         return _store(scan, result, data)
     except ScanDecodeError as exc:
@@ -167,9 +191,20 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
                 outcomes[str(scan_id)] = "skipped"
                 continue
             try:
-                claimed.append((scan, _read(scan)))
+                data = _read(scan)
             except Exception:  # read again, and the failure recorded, by _analyze_one
                 claimed.append((scan, None))
+                continue
+            try:
+                held = _held_for_text(scan, data)
+            except Exception:  # checked again, and the failure recorded, by _analyze_one
+                claimed.append((scan, None))
+                continue
+            if held:
+                metrics.scan_finished("held")
+                outcomes[str(scan_id)] = "held"
+                continue
+            claimed.append((scan, data))
     results = None
     readable = [(scan, data) for scan, data in claimed if data is not None]
     if len(readable) > 1 and len(readable) == len(claimed) and _batch_preferred():

@@ -70,7 +70,7 @@ def _scan_count(**conditions: object) -> Coalesce:
 
 
 def _annotated(user: User) -> QuerySet[Case]:
-    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
+    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD]  # held: waits for a person
     return (
         Case.objects.filter(clinic_id=user.clinic_id)
         .select_related("patient", "created_by", "signed_by")
@@ -101,7 +101,7 @@ def _status_condition(status: str) -> Q:
     def scans(**conditions: object) -> Exists:
         return Exists(Scan.objects.filter(case=OuterRef("pk"), **conditions))
 
-    pending = scans(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+    pending = scans(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD])
     failed = scans(status=ScanStatus.FAILED)
     rejected = scans(status=ScanStatus.REJECTED)
     return {

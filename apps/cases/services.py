@@ -153,6 +153,8 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
             raise ValidationError("This case has no scans to sign.")
         if any(status in (ScanStatus.QUEUED, ScanStatus.PROCESSING) for status, _ in scans):
             raise ValidationError("Some scans are still being analysed: sign when they are done.")
+        if any(status == ScanStatus.HELD for status, _ in scans):
+            raise ValidationError("A scan is held (text burnt into the image): release or discard it first.")
         unread = sum(1 for status, review in scans if status == ScanStatus.DONE and review is None)
         if unread:
             done = sum(1 for status, _ in scans if status == ScanStatus.DONE)

@@ -65,6 +65,9 @@ class ScanAdmin(ClinicScopedAdmin):
         # Owned by the worker's state machine (apps/scans/services.py), never set by hand.
         "status",
         "error",
+        "claimed_by",
+        # A person's release of a held scan goes through apps/scans/holds.py (audited), not here.
+        "burnt_text_released",
         # DICOM scans: what the upload read from the file (apps/scans/ingest.py).
         "dicom",
         "series_uid",

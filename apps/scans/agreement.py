@@ -86,8 +86,13 @@ class VersionAgreement:
 
 
 def _reviewed_scans(user: User) -> QuerySet[Scan]:
+    # A soft-deleted case is gone from every figure and export (until restored), like its pages.
     return Scan.objects.filter(
-        case__clinic_id=user.clinic_id, status=ScanStatus.DONE, review__isnull=False, prediction__isnull=False
+        case__clinic_id=user.clinic_id,
+        case__deleted_at__isnull=True,
+        status=ScanStatus.DONE,
+        review__isnull=False,
+        prediction__isnull=False,
     )
 
 
@@ -124,20 +129,22 @@ def agreement_by_version(*, user: User, model_version: str = "") -> list[Version
 
 
 READINGS_CSV_HEADER = [
-    "scan_id", "case_id", "file", "sha256", "image", "model_version", "model_label", "reading",
+    "scan_id", "case_id", "sha256", "image", "model_version", "model_label", "reading",
     "agrees", "reviewer", "reviewed_at", "case_signed",
 ]  # fmt: skip
 
 
 def _cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (file names come from users)."""
+    """A CSV cell that a spreadsheet will not run as a formula (usernames and labels only today;
+    kept so that a future column from user input stays safe)."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def agreement_readings_csv(*, user: User) -> Iterator[str]:
     """The clinic's corrected readings as labelled CSV lines (header first): each reviewed scan
-    with its file, the model's label and the radiologist's reading (stored label values).
+    with its stored image (a made-up name) and checksum, the model's label and the radiologist's
+    reading (stored label values). No upload file name: it is often the patient's name.
     A generator: the role check and the audit event happen when the first line is taken."""
     from apps.audit.models import AuditAction
     from apps.audit.services import audit_record
@@ -164,7 +171,7 @@ def agreement_readings_csv(*, user: User) -> Iterator[str]:
     for scan in scans.iterator(chunk_size=500):
         review, prediction = scan.review, scan.prediction
         values = (
-            scan.pk, scan.case_id, scan.original_filename, scan.sha256, scan.image.name,
+            scan.pk, scan.case_id, scan.sha256, scan.image.name,
             prediction.model_version, prediction.label, review.label, "yes" if review.agrees else "no",
             review.reviewer.username, review.reviewed_at.isoformat(), "yes" if scan.case.is_signed else "no",
         )  # fmt: skip

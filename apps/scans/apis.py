@@ -30,6 +30,7 @@ from clinic_platform.errors import error_body
 from clinic_platform.renderers import CsvRenderer
 
 from .agreement import agreement_by_version, agreement_readings_csv
+from .holds import scan_hold_discard, scan_hold_release
 from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_LABELS
 from .models import Scan, ScanReview
 from .selectors import scan_get, scan_list_for_case, scan_review_history
@@ -70,8 +71,13 @@ class ReviewOutputSerializer(serializers.Serializer):
 class ScanOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     case = serializers.IntegerField(source="case_id")
-    status = serializers.CharField(help_text="queued, processing, done, failed, or rejected (not a brain MRI slice)")
+    status = serializers.CharField(
+        help_text="queued, processing, done, failed, rejected (not a brain MRI slice), or held (text burnt "
+        "into the image: waits for a clinic admin or radiologist to release or discard it, see `hold_reason`)"
+    )
     error = serializers.CharField()
+    held = serializers.BooleanField(source="is_held")
+    hold_reason = serializers.SerializerMethodField()
     ood_score = serializers.FloatField(
         allow_null=True, help_text="how unlike the brain MRI slices the model was trained on (higher: less alike)"
     )
@@ -131,6 +137,9 @@ class ScanOutputSerializer(serializers.Serializer):
     def get_review(self, scan: Scan) -> dict | None:
         review = getattr(scan, "review", None)
         return ReviewOutputSerializer(review).data if review else None
+
+    def get_hold_reason(self, scan: Scan) -> str | None:
+        return "text burnt into the image" if scan.is_held else None
 
     def get_image_url(self, scan: Scan) -> str:
         return self._absolute(scan.get_image_url())
@@ -267,6 +276,25 @@ class ScanReviewsApi(APIView):
     def post(self, request: Request, scan_id: int) -> Response:
         review = _record_review(request, scan_id)
         return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class HoldDecisionInputSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["release", "discard"], help_text="release to analysis, or discard")
+
+
+class ScanHoldApi(APIView):
+    """A held scan (text burnt into the image): a clinic admin or radiologist releases it to
+    analysis or discards it (audited). 400 when the scan is not held, 403 for clinic staff."""
+
+    @extend_schema(request=HoldDecisionInputSerializer, responses={200: ScanOutputSerializer})
+    def post(self, request: Request, scan_id: int) -> Response:
+        scan = scan_get(user=request.user, scan_id=scan_id)
+        data = HoldDecisionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        decide = scan_hold_release if data.validated_data["decision"] == "release" else scan_hold_discard
+        decide(scan=scan, by=request.user)
+        scan = scan_get(user=request.user, scan_id=scan_id)
+        return Response(ScanOutputSerializer(scan, context={"request": request}).data)
 
 
 class TallyOutputSerializer(serializers.Serializer):

@@ -2,7 +2,9 @@
 
 A scan's state machine is stored so the pages, the API and the worker agree on what happened:
 queued → processing → done | failed (with `error`) | rejected (the out-of-distribution gate
-found it is not a brain MRI slice: no prediction, `error` says why), with the time of each step. Files get
+found it is not a brain MRI slice: no prediction, `error` says why) | held (text burnt into the
+image: waits for a person, who releases it to queued or discards it as failed), with the time of
+each step. Files get
 names the application makes up; the uploaded name is kept for display only.
 """
 
@@ -82,6 +84,9 @@ class ScanStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     # Not a brain MRI slice (workers/ood.py): finished, but no tumour label is stored or shown.
     REJECTED = "rejected", "Not a brain MRI"
+    # Text burnt into the pixels (workers/burnt_text.py), often a name: not analysed until a
+    # clinic admin or radiologist releases it to analysis or discards it (apps/scans/holds.py).
+    HELD = "held", "Held: text burnt into the image"
 
 
 class Scan(models.Model):
@@ -141,6 +146,11 @@ class Scan(models.Model):
     sequence_source = models.CharField(
         max_length=8, choices=[(s.value, s.value) for s in SequenceSource], default=SequenceSource.UNKNOWN
     )
+    # A person looked at the text burnt into this scan and released it: analysed without the check.
+    burnt_text_released = models.BooleanField(default=False)
+    # "host:pid" of the worker process that claimed it last (services.worker_identity): the sweep
+    # revives at once a scan whose worker process on the sweep's own host is gone (`make run`).
+    claimed_by = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["queued_at", "id"]
@@ -152,6 +162,10 @@ class Scan(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+
+    @property
+    def is_held(self) -> bool:
+        return self.status == ScanStatus.HELD
 
     @property
     def is_verified(self) -> bool:

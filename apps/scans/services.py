@@ -11,6 +11,8 @@ import functools
 import hashlib
 import logging
 import math
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -331,6 +333,25 @@ def scans_enqueue(*, scan_ids: Iterable[int]) -> int:
     return published
 
 
+def worker_identity() -> str:
+    """This process as "host:pid", stored on the scan it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(identity: str) -> bool:
+    """Whether the worker process named "host:pid" was on this host and no longer runs."""
+    host, _, pid = identity.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: is it there? (sends nothing)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # there, another user's
+        return False
+    return False
+
+
 def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
     """queued → processing, for the worker about to analyse it.
 
@@ -361,7 +382,13 @@ def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
                     "scan %s: redelivered after %s attempts, failed", scan_id, scan.attempts, extra={"scan_id": scan_id}
                 )
                 return None
-            claimed = owned.update(started_at=timezone.now(), finished_at=None, error="", attempts=F("attempts") + 1)
+            claimed = owned.update(
+                started_at=timezone.now(),
+                finished_at=None,
+                error="",
+                attempts=F("attempts") + 1,
+                claimed_by=worker_identity(),
+            )
             if claimed:
                 logger.warning(
                     "scan %s: redelivered while processing (worker lost), taking it over", scan_id,
@@ -376,6 +403,7 @@ def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
                 finished_at=None,
                 error="",
                 attempts=F("attempts") + 1,
+                claimed_by=worker_identity(),
             )
         if not claimed:
             return None
@@ -570,7 +598,9 @@ def scans_requeue_stale(*, older_than: timedelta | None = None, limit: int = 500
     - queued for longer than `older_than` and not published within it (lost message,
       broker down at upload): published again;
     - processing for longer than the task's hard time limit (the worker died): back to
-      queued and published, or failed once SCAN_MAX_ATTEMPTS attempts have been spent.
+      queued and published, or failed once SCAN_MAX_ATTEMPTS attempts have been spent;
+    - with SCAN_SWEEP_CHECKS_LOCAL_WORKERS (`make run`'s filesystem queue, which never
+      redelivers), the same at once for a scan whose worker process on this host is gone.
     A duplicate message is harmless: the task does nothing for a scan that is not queued.
     """
     now = timezone.now()
@@ -578,17 +608,22 @@ def scans_requeue_stale(*, older_than: timedelta | None = None, limit: int = 500
         older_than = timedelta(minutes=settings.SCAN_REQUEUE_AFTER_MINUTES)
     cutoff = now - older_than
     dead_cutoff = now - timedelta(seconds=settings.SCAN_TASK_TIME_LIMIT + 60)
+    dead = Q(started_at__lt=dead_cutoff)
+    if settings.SCAN_SWEEP_CHECKS_LOCAL_WORKERS:
+        claims = Scan.objects.filter(status=ScanStatus.PROCESSING, started_at__gte=dead_cutoff).exclude(claimed_by="")
+        gone = [pk for pk, identity in claims.values_list("pk", "claimed_by")[:limit] if _process_gone(identity)]
+        if gone:
+            logger.warning("sweep: scans %s were left in processing by a worker process that is gone", gone)
+            dead |= Q(pk__in=gone)
     failed = Scan.objects.filter(
-        status=ScanStatus.PROCESSING, started_at__lt=dead_cutoff, attempts__gte=settings.SCAN_MAX_ATTEMPTS
+        dead, status=ScanStatus.PROCESSING, attempts__gte=settings.SCAN_MAX_ATTEMPTS
     ).update(
         status=ScanStatus.FAILED,
         finished_at=now,
         error=f"The analysis did not finish after {settings.SCAN_MAX_ATTEMPTS} attempts.",
     )
     revived = list(
-        Scan.objects.filter(status=ScanStatus.PROCESSING, started_at__lt=dead_cutoff).values_list("pk", flat=True)[
-            :limit
-        ]
+        Scan.objects.filter(dead, status=ScanStatus.PROCESSING).values_list("pk", flat=True)[:limit]
     )
     Scan.objects.filter(pk__in=revived, status=ScanStatus.PROCESSING).update(
         status=ScanStatus.QUEUED, started_at=None, enqueued_at=None

@@ -17,6 +17,7 @@ urlpatterns = [
     path("cases/<int:case_id>/summary/", views.case_summary, name="case_summary"),
     path("scans/<int:scan_id>/card/", views.scan_card, name="scan_card"),
     path("scans/<int:scan_id>/review/", views.scan_review_submit, name="scan_review"),
+    path("scans/<int:scan_id>/hold/", views.scan_hold_submit, name="scan_hold"),
     path("history/", views.history, name="history"),
     # The radiologist's desk (issue 8)
     path("worklist/", views.worklist, name="worklist"),

@@ -36,6 +36,7 @@ from apps.cases.worklist import (
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
+from apps.scans.holds import scan_hold_discard, scan_hold_release
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
 from apps.scans.services import UploadOutcome, scan_review, scans_upload
@@ -221,7 +222,7 @@ def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
     if not covered_by_page_view(request.user, scan.case_id):  # the case page polls it
         audit_read(request, scan, detail="card")
     response = render(request, "web/_scan_card.html", {"scan": scan, "review_form": ReviewForm(auto_id=False)})
-    if scan.is_finished and request.headers.get("HX-Request"):
+    if (scan.is_finished or scan.is_held) and request.headers.get("HX-Request"):
         # The last poll of this card: tell the page to refresh the case's counts and status.
         response["HX-Trigger"] = "scanFinished"
     return response
@@ -270,6 +271,25 @@ def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
     else:
         messages.success(request, "Review recorded.")
     return redirect(target)
+
+
+@login_required
+@require_POST
+def scan_hold_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
+    """Release a held scan (text burnt into the image) to analysis, or discard it."""
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    decision = request.POST.get("decision")
+    decide = {"release": scan_hold_release, "discard": scan_hold_discard}.get(decision or "")
+    if decide is None:
+        messages.error(request, "Choose to release the scan to analysis or to discard it.")
+    else:
+        try:
+            decide(scan=scan, by=request.user)  # PermissionDenied (clinic staff): the 403 page
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, "Released to analysis." if decision == "release" else "Scan discarded.")
+    return redirect(reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}")
 
 
 @login_required

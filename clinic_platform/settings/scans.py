@@ -30,3 +30,11 @@ STUDY_REQUEUE_AFTER_MINUTES = env.float("STUDY_REQUEUE_AFTER_MINUTES", default=5
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")
 # Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_submit(study=True)).
 SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=8)
+
+# The sweep revives at once a scan left in processing by a worker process of its own host that
+# is gone (killed), instead of after the hard time limit (~6.5 min). On by default with the
+# filesystem queue of `make run` (one host, and no redelivery: the message left with the dead
+# worker); with Redis the broker redelivers, and workers sit on other hosts or pid namespaces.
+SCAN_SWEEP_CHECKS_LOCAL_WORKERS = env.bool(
+    "SCAN_SWEEP_CHECKS_LOCAL_WORKERS", default=not env.str("REDIS_URL", default="")
+)

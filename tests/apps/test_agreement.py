@@ -9,7 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.scans.agreement import agreement_by_version
+from apps.cases.services import case_soft_delete
+from apps.scans.agreement import READINGS_CSV_HEADER, _cell, agreement_by_version
 from apps.scans.models import Prediction, Scan
 from apps.scans.services import scan_review
 from tests.testkit.data import make_case
@@ -113,10 +114,51 @@ def test_readings_csv_is_labelled_and_safe_for_spreadsheets(north, readings):
         ("glioma", "glioma"), ("glioma", "meningioma"), ("notumor", "other"), ("meningioma", "meningioma"),
         ("pituitary", "pituitary"),
     }  # fmt: skip
-    formula = next(r for r in rows if r["reading"] == "meningioma" and r["model_label"] == "glioma")
-    assert formula["file"].startswith("'=")  # never run as a formula
+    assert "file" not in rows[0]  # upload names are often PHI (SURNAME_NAME_MRI.dcm): never exported
     assert all(r["image"].startswith("scans/") and len(r["sha256"]) == 64 for r in rows)
     assert {r["case_signed"] for r in rows} == {"no"}
+
+
+def _csv_rows(user) -> tuple[str, list[dict[str, str]]]:
+    api = APIClient()
+    api.force_authenticate(user)
+    text = b"".join(api.get(reverse("api:agreement-readings")).streaming_content).decode()
+    return text, list(csv.DictReader(io.StringIO(text)))
+
+
+def test_readings_csv_carries_no_upload_file_names(north, readings):
+    Scan.objects.filter(case__clinic=north.clinic).update(original_filename="DOE_JANE_1970-01-01_MRI.dcm")
+    text, rows = _csv_rows(north.radiologist)
+    assert len(rows) == 6
+    assert "DOE_JANE" not in text
+    assert "file" not in READINGS_CSV_HEADER
+
+
+def test_cells_are_safe_for_spreadsheets():
+    assert _cell('=HYPERLINK("http://x")') == "'=HYPERLINK(\"http://x\")"
+    assert _cell("@SUM(A1)").startswith("'")
+    assert _cell("glioma") == "glioma"
+
+
+def test_deleted_cases_are_gone_from_the_figures_and_the_csv(north, readings, client):
+    """A soft-deleted case's readings leave agreement, the API, the page and the CSV; a restore
+    brings them back."""
+    deleted = Scan.objects.get(case__clinic=north.clinic, prediction__label="pituitary")  # v2's only reading
+    case_soft_delete(case=deleted.case, by=north.admin)
+    versions = {v.model_version: v for v in agreement_by_version(user=north.radiologist)}
+    assert set(versions) == {"v1"}
+    assert versions["v1"].overall.reviewed == 5
+    api = APIClient()
+    api.force_authenticate(north.radiologist)
+    body = api.get(reverse("api:agreement")).json()
+    assert [v["model_version"] for v in body["versions"]] == ["v1"]
+    _, rows = _csv_rows(north.radiologist)
+    assert len(rows) == 5
+    assert str(deleted.pk) not in {r["scan_id"] for r in rows}
+    assert deleted.image.name not in {r["image"] for r in rows}
+    client.force_login(north.admin)
+    html = client.get(reverse("agreement")).content.decode()
+    assert "v2" not in html  # neither in the figures nor in the version filter
 
 
 def test_page_draws_the_chart_and_the_confusion_matrix(north, readings, client):

@@ -120,3 +120,13 @@ def test_rendering_a_report_leaves_truncated_uploads_refused(north, django_captu
     data = real_scan_bytes()
     with pytest.raises(ValidationError), django_capture_on_commit_callbacks(execute=False):
         scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(data[: len(data) // 2])])
+
+
+def test_the_report_carries_no_upload_file_name(north):
+    """Upload names are often a patient's name (SURNAME_NAME_MRI.dcm): an export leaves them out."""
+    from apps.scans.models import Scan
+
+    Scan.objects.filter(case=north.case).update(original_filename="SMITHERS_WAYLON_MRI.jpg")
+    text = _text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
+    assert "SMITHERS" not in text
+    assert "Scan " in text

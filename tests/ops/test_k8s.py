@@ -4,9 +4,11 @@ to prove it), KEDA's resources checked field by field (their CRD schema is not s
 manifests checked against the settings and the queue policy like the compose file."""
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -145,3 +147,89 @@ def test_configuration_names_only_variables_the_settings_read(resources, setting
     for deployment in _by_kind(resources, "Deployment").values():
         refs = {next(iter(ref.values()))["name"] for ref in _container(deployment)["envFrom"]}
         assert refs == {"clinic-config", "clinic-secrets"}, deployment["metadata"]["name"]
+
+
+def test_the_ingress_terminates_tls_for_the_allowed_host_and_routes_to_web(resources) -> None:
+    ingresses = _by_kind(resources, "Ingress")
+    web = ingresses["clinic-web"]
+    config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
+    host = config["DJANGO_ALLOWED_HOSTS"]
+    assert web["spec"]["ingressClassName"] == "nginx"
+    assert web["spec"]["tls"] == [{"hosts": [host], "secretName": "clinic-tls"}]
+    (rule,) = web["spec"]["rules"]
+    assert rule["host"] == host
+    (path,) = rule["http"]["paths"]
+    service = _by_kind(resources, "Service")["clinic-web"]
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    annotations = web["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    from django.conf import settings
+    from django.urls import reverse
+
+    body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE <= int(body.removesuffix("m")) * 2**20 <= 4 * 2**20
+    # Large bodies: the upload URLs only, after Django said the client is signed in (like deploy/nginx).
+    uploads = ingresses["clinic-web-uploads"]
+    upload_annotations = uploads["metadata"]["annotations"]
+    upload_body = upload_annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(upload_body.removesuffix("m")) * 2**20 == settings.UPLOAD_MAX_REQUEST_BYTES  # ingress and Django agree
+    auth = urlsplit(upload_annotations["nginx.ingress.kubernetes.io/auth-url"])
+    assert auth.path == reverse("upload_allowed")
+    assert auth.hostname.split(".")[0] == service["metadata"]["name"]
+    assert upload_annotations["nginx.ingress.kubernetes.io/auth-method"] == "GET"
+    (upload_rule,) = uploads["spec"]["rules"]
+    assert upload_rule["host"] == host
+    patterns = [p["path"] for p in upload_rule["http"]["paths"]]
+    for url, allowed in (("/api/cases/12/scans/", True), ("/cases/12/scans/", True), ("/cases/new/", True),
+                         ("/login/", False), ("/api/auth/token/", False), ("/api/cases/12/", False)):  # fmt: skip
+        assert any(re.match(pattern, url) for pattern in patterns) == allowed, url
+    assert f"https://{host}" in config["DJANGO_CSRF_TRUSTED_ORIGINS"]
+    closed = ingresses["clinic-web-metrics-closed"]
+    assert [p["path"] for p in closed["spec"]["rules"][0]["http"]["paths"]] == ["/metrics"]
+    assert closed["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] == "127.0.0.1/32"
+
+
+def test_behind_the_ingress_the_settings_trust_exactly_one_proxy(resources) -> None:
+    """ingress-nginx replaces X-Forwarded-For with the address it saw and sets X-Forwarded-Proto:
+    the ConfigMap trusts one proxy and the TLS header, and a NetworkPolicy lets only the
+    controller's namespace (and the scraper's) reach the web pods, so nothing else can send them."""
+    config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
+    assert config["TRUSTED_PROXY_COUNT"] == "1"
+    assert config["DJANGO_BEHIND_TLS_PROXY"] == "true"
+    (policy,) = _by_kind(resources, "NetworkPolicy").values()
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "clinic-web"}
+    (rule,) = policy["spec"]["ingress"]
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"]}
+    assert namespaces == {"ingress-nginx", "monitoring"}
+
+
+def test_the_configmaps_proxy_settings_give_lockout_and_audit_the_client_address(resources, tmp_path) -> None:
+    """The production settings run with the ConfigMap's values, fed what the ingress sends (its
+    own pod address as the peer, the client's in X-Forwarded-For, https in X-Forwarded-Proto):
+    the client address and a secure request come out, for the lockout, the throttle and the audit."""
+    import subprocess
+    import sys
+
+    from tests.ops.test_deploy import ROOT, production_env
+
+    config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
+    env = production_env(tmp_path, **{k: config[k] for k in ("TRUSTED_PROXY_COUNT", "DJANGO_BEHIND_TLS_PROXY")})
+    env["DJANGO_SETTINGS_MODULE"] = "clinic_platform.settings"
+    probe = (
+        "import django; django.setup()\n"
+        "from django.conf import settings\n"
+        "from django.test import RequestFactory\n"
+        "from clinic_platform.client_ip import client_ip\n"
+        "from clinic_platform.api import ClientScopedRateThrottle\n"
+        "r = RequestFactory().get('/', REMOTE_ADDR='10.42.0.17', HTTP_X_FORWARDED_FOR='203.0.113.9',"
+        " HTTP_X_FORWARDED_PROTO='https', SERVER_NAME='clinic.example.org')\n"
+        "print(client_ip(r), ClientScopedRateThrottle().get_ident(r), r.is_secure(),"
+        " settings.AXES_CLIENT_IP_CALLABLE)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ip, throttle_ip, secure, axes_callable = result.stdout.split()
+    assert (ip, throttle_ip, secure) == ("203.0.113.9", "203.0.113.9", "True")
+    assert axes_callable.endswith("client_ip")  # the lockout asks the same rule

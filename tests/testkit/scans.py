@@ -1,5 +1,6 @@
 """Scan bytes for tests and benchmarks: real MRI slices from the shared training set (read
 only) and small synthetic images. No Django import, so the benchmarks can use it before setup."""
+
 from __future__ import annotations
 
 import io
@@ -79,4 +80,19 @@ def colour_photo(size: int = 320) -> bytes:
     image += rng.normal(0, 0.01, image.shape)
     out = io.BytesIO()
     Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def with_burnt_text(data: bytes, text: str = "DOE, JANE 1970-01-01", *, size: int = 14, fill: int = 255) -> bytes:
+    """A scan's JPEG/PNG bytes with `text` drawn into its pixels (top left, DejaVu Sans, as a
+    scanner or a screenshot burns a name in), re-encoded in the same format."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.open(io.BytesIO(data))
+    fmt = image.format or "PNG"
+    image = image.convert("L")
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", size)
+    ImageDraw.Draw(image).text((8, 8), text, fill=fill, font=font)
+    out = io.BytesIO()
+    image.save(out, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return out.getvalue()

@@ -1,0 +1,48 @@
+"""The burnt-in text detector (workers/burnt_text.py) with the real Tesseract: names drawn into
+real scans are found, the real scans themselves are not held (the false-hold rate over hundreds
+of scans is bench/burnt_text.py's, see docs/platform.md)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.testkit.scans import real_scan_bytes, with_burnt_text
+from workers.burnt_text import burnt_in_text
+from workers.imaging import decode_gray_bounded
+
+SCANS = [("glioma", 0), ("meningioma", 3), ("pituitary", 5), ("notumor", 7), ("glioma", 8), ("pituitary", 9)]
+
+
+@pytest.mark.parametrize(("label", "index"), SCANS)
+def test_a_name_burnt_into_a_real_scan_is_found(label, index):
+    burnt = with_burnt_text(real_scan_bytes(label, index))
+    text = burnt_in_text(decode_gray_bounded(burnt))
+    assert "DOE" in text or "JANE" in text
+
+
+@pytest.mark.parametrize(("label", "index"), SCANS)
+def test_the_real_scans_themselves_have_no_text(label, index):
+    assert burnt_in_text(decode_gray_bounded(real_scan_bytes(label, index))) == ""
+
+
+def test_dark_text_on_a_light_background_and_a_bigger_font():
+    light = Image.new("L", (400, 300), 235)
+    buffer = io.BytesIO()
+    light.save(buffer, format="PNG")
+    burnt = with_burnt_text(buffer.getvalue(), "SMITH JOHN 12345678", size=20, fill=10)
+    text = burnt_in_text(decode_gray_bounded(burnt))
+    assert "SMITH" in text
+    assert "12345678" in text
+
+
+def test_scanner_numbers_and_orientation_letters_are_not_a_name():
+    """Window/level and slice numbers, L/R markers: text, but no name, date or ID."""
+    burnt = with_burnt_text(real_scan_bytes("glioma", 0), "W 726 : L 363   R", size=14)
+    assert burnt_in_text(decode_gray_bounded(burnt)) == ""
+
+
+def test_a_blank_image_costs_no_ocr_and_has_no_text():
+    assert burnt_in_text(np.zeros((512, 512), np.float32)) == ""
+    assert burnt_in_text(np.ones((64, 64), np.float32)) == ""

@@ -1,0 +1,141 @@
+"""Text burnt into a scan's pixels (a patient's name, a date, an accession number): found by
+Tesseract OCR (Debian's `tesseract-ocr`, through pytesseract) so the worker can hold the scan
+for a person's decision instead of analysing and showing it. NumPy/OpenCV only, no Django.
+
+OCR of a whole 512 px slice costs ~0.5 s (measured), more than analyze() itself, so a cheap
+pre-filter runs first: burnt-in text is thin strokes at the image's extreme contrast, lined up
+in rows of character-sized marks, outside the head (anatomy makes such marks too). Only those
+rows are read, stacked on one page for one Tesseract run; a slice without any (~85% of the
+training scans) costs a few milliseconds. A word counts as text only when Tesseract reads it
+with high confidence and it has 3+ letters or 6+ digits: the noise it reads in anatomy ("ay",
+"¥") and scanner numbers stay below that. Measured: bench/burnt_text.py (docs/platform.md).
+The one function to call: `burnt_in_text(gray) -> str`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import cv2
+import numpy as np
+
+MIN_CONFIDENCE = 80  # Tesseract's word confidence (0-100); anatomy read as text stays under it
+# A word counts with 3+ letters (a name) or 6+ digits (a date, an ID): orientation markers
+# ("L", "R") and the window/level or slice numbers scanners print ("W 726 : L 363") do not.
+MIN_LETTERS = 3
+MIN_DIGITS = 6
+MAX_LINES = 12  # rows read per slice at most (the cost bound for a busy image)
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+_DIGIT = re.compile(r"\d")
+
+
+def _stroke_mask(u8: np.ndarray) -> np.ndarray:
+    """Thin marks at the image's extreme contrast, bright on dark or dark on bright."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    bright = cv2.morphologyEx(u8, cv2.MORPH_TOPHAT, kernel)
+    dark = cv2.morphologyEx(u8, cv2.MORPH_BLACKHAT, kernel)
+    return ((np.maximum(bright, dark) >= 180) * 255).astype(np.uint8)
+
+
+def _head(u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The head's convex hull (the largest bright component, the marks of `mask` left out so
+    that text next to the head does not join it): anatomy there makes character-like marks
+    that would cost an OCR run on almost every slice."""
+    source = u8.copy()
+    source[cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0] = 0
+    _, bright = cv2.threshold(cv2.GaussianBlur(source, (5, 5), 0), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    head = np.zeros_like(u8)
+    if contours:
+        largest = max(contours, key=cv2.contourArea)
+        cv2.fillConvexPoly(head, cv2.convexHull(largest), 255)
+    if head.mean() > 0.9 * 255:  # no dark background around a head (a light page): look everywhere
+        head[:] = 0
+    return head
+
+
+def candidate_lines(mask: np.ndarray, head: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+    """Boxes (x, y, w, h) of rows of character-sized marks in a stroke mask, outside `head`
+    (the head's hull) by at least half: where text may be."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    glyphs = np.zeros_like(mask)
+    for x, y, w, h, area in stats[1:]:
+        # A character, or a word whose letters touch: 6-60 px high, some ink in its box (an arc
+        # of skull has a big, mostly empty box).
+        if 6 <= h <= 60 and area >= 0.15 * w * h:
+            glyphs[y : y + h, x : x + w] = 255
+    if not glyphs.any():
+        return []
+    joined = cv2.dilate(glyphs, cv2.getStructuringElement(cv2.MORPH_RECT, (15, 3)))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    lines = [
+        (int(x), int(y), int(w), int(h))
+        for x, y, w, h, _ in stats[1:]
+        if w >= 2.5 * h
+        and 8 <= h <= 80  # a row of several marks, not one
+        and (head is None or head[y : y + h, x : x + w].mean() < 128)
+    ]
+    lines.sort(key=lambda box: box[2], reverse=True)
+    return lines[:MAX_LINES]
+
+
+def _montage(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """The candidate rows, the marks only (the anatomy behind them, which Tesseract reads as
+    noise, is blanked), dark on white, each scaled to ~32 px high (small print is read
+    better so), stacked on one page: one Tesseract run per slice, not one per row (each run
+    starts a process, ~50 ms)."""
+    rows = []
+    for x, y, w, h in boxes:
+        rows_, cols = slice(max(0, y - 2), y + h + 2), slice(max(0, x - 2), x + w + 2)
+        crop, marks = u8[rows_, cols].copy(), mask[rows_, cols]
+        if marks.any() and crop[marks > 0].mean() > crop.mean():  # bright text: make it dark
+            crop = 255 - crop
+        crop[cv2.dilate(marks, np.ones((3, 3), np.uint8)) == 0] = 255
+        crop = cv2.copyMakeBorder(crop, 8, 8, 8, 8, cv2.BORDER_CONSTANT, value=255)
+        scale = max(1.0, 32.0 / max(h, 1))
+        if scale > 1.0:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        rows.append(crop)
+    width = max(row.shape[1] for row in rows) + 32
+    page = np.full((sum(row.shape[0] + 24 for row in rows) + 24, width), 255, np.uint8)
+    top = 24
+    for row in rows:
+        page[top : top + row.shape[0], 16 : 16 + row.shape[1]] = row
+        top += row.shape[0] + 24
+    return page
+
+
+def _read(page: np.ndarray) -> list[str]:
+    import pytesseract  # imported here: only worker processes need it
+
+    # One OpenMP thread for Tesseract (the worker's cores run the model), set for its process
+    # only: this process's TensorFlow must not inherit the limit if it loads later.
+    previous = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    try:
+        data = pytesseract.image_to_data(page, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+        else:
+            os.environ["OMP_THREAD_LIMIT"] = previous
+    return [
+        word.strip()
+        for word, conf in zip(data["text"], data["conf"], strict=True)
+        if float(conf) >= MIN_CONFIDENCE
+        and (len(_LETTER.findall(word)) >= MIN_LETTERS or len(_DIGIT.findall(word)) >= MIN_DIGITS)
+    ]
+
+
+def burnt_in_text(gray: np.ndarray) -> str:
+    """The text burnt into a gray image (float, [0, 1], any size), words joined by spaces; ""
+    when none. The caller decides what to do (the worker holds the scan); never log the text:
+    it is usually patient data."""
+    u8 = (np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
+    mask = _stroke_mask(u8)
+    boxes = candidate_lines(mask, _head(u8, mask))
+    if not boxes:
+        return ""
+    return " ".join(_read(_montage(u8, mask, boxes)))

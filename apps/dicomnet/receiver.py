@@ -34,7 +34,10 @@ STATUS_ERROR_COMMENT = 0x0000_0902  # (0000,0902) Error Comment, 64 chars at mos
 
 
 def _calling_ae(event: Any) -> str:
-    return str(event.assoc.requestor.ae_title).strip()
+    # At EVT_REQUESTED only the A-ASSOCIATE-RQ primitive holds it.
+    primitive = event.assoc.requestor.primitive
+    title = primitive.calling_ae_title if primitive is not None else event.assoc.requestor.ae_title
+    return str(title).strip()
 
 
 def _encoded(event: Any) -> bytes:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("clinic_platform.api_urls")),
     path("media/", include("apps.scans.urls")),
+    path("dicomweb/", include("apps.dicomnet.urls")),  # STOW-RS (apps/dicomnet, docs/pacs.md)
     # Prometheus scrape endpoint (django-prometheus): counts and latencies, no patient data.
     # Keep it off the public internet at the proxy (docs/operations.md, "Metrics").
     path("", include("django_prometheus.urls")),

@@ -3,9 +3,12 @@ outbox. Views parse and answer; services and selectors do the work."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +19,8 @@ from apps.cases.selectors import case_get
 
 from .models import DicomNode
 from .selectors import case_outbox, node_get, node_list
-from .services import node_create, node_deactivate, node_update
+from .services import node_create, node_deactivate, node_update, stow_store
+from .stow import StowRequestError, check_content_type, response_body, response_status, split_parts
 
 
 class DicomNodeOutputSerializer(serializers.Serializer):
@@ -101,3 +105,36 @@ class CaseDicomOutboxApi(APIView):
         case = case_get(user=request.user, case_id=case_id)
         audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request, detail="dicom outbox")
         return Response(OutboxItemOutputSerializer(case_outbox(case_id=case.pk), many=True).data)
+
+
+class DicomJsonRenderer(JSONRenderer):
+    media_type = "application/dicom+json"
+    format = "dicomjson"
+
+
+@extend_schema(exclude=True)  # DICOMweb, not the platform's JSON API: docs/pacs.md
+class StowRsApi(APIView):
+    """STOW-RS: `POST /dicomweb/studies` with an API token, a multipart/related body of
+    application/dicom parts; answered in DICOM JSON. The body is read here as raw bytes (no
+    form parsing), up to UPLOAD_MAX_REQUEST_BYTES."""
+
+    renderer_classes = [DicomJsonRenderer, JSONRenderer]
+
+    def post(self, request: Request) -> Response:
+        try:
+            boundary = check_content_type(request.content_type or "")
+        except StowRequestError as exc:
+            raise exceptions.UnsupportedMediaType(request.content_type, detail=exc.args[0]) from None
+        limit = settings.UPLOAD_MAX_REQUEST_BYTES
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            raise RequestDataTooBig(f"The body is over {limit // 2**20} MB.")
+        try:
+            parts = split_parts(body, boundary)
+        except StowRequestError as exc:
+            raise exceptions.ValidationError({"body": [exc.args[0]]}) from None
+        results = stow_store(parts=parts, user=request.user)
+        return Response(
+            response_body(results, request.build_absolute_uri()), status=response_status(results),
+            content_type="application/dicom+json",
+        )  # fmt: skip

@@ -122,15 +122,30 @@ def _study_for(*, node: DicomNode | None, actor: User, dataset) -> DicomStudy:
         return DicomStudy.objects.get(clinic_id=actor.clinic_id, study_instance_uid=study_uid)
 
 
+def _uids_of(data: bytes) -> tuple[str, str]:
+    """(SOP Instance UID, SOP Class UID) of a refused instance, where its header still reads,
+    so the sender learns which instance failed."""
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+
+    try:
+        header = dcmread(DicomBytesIO(data), stop_before_pixels=True, force=True,
+                         specific_tags=["SOPInstanceUID", "SOPClassUID"])  # fmt: skip
+        return _text(header, "SOPInstanceUID"), _text(header, "SOPClassUID")
+    except Exception:  # the header itself is unreadable
+        return "", ""
+
+
 def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source: str) -> Received:
     """Take one DICOM instance into the actor's clinic. Never raises for bad input: a refused
     instance comes back with `ok` False and the reason (nothing is stored then)."""
     try:
         dataset = dicom.read_dicom(data)  # parseable, MR, pixel data, sizes; names the reason
     except ScanDecodeError as exc:
-        return Received(ok=False, reason=exc.args[0])
+        return Received(False, *_uids_of(data), reason=exc.args[0])
     except Exception as exc:  # a truncated or mangled file can fail anywhere inside pydicom
-        return Received(ok=False, reason=f"The instance could not be read as DICOM ({type(exc).__name__}).")
+        reason = f"The instance could not be read as DICOM ({type(exc).__name__})."
+        return Received(False, *_uids_of(data), reason=reason)
     sop_uid, sop_class = _text(dataset, "SOPInstanceUID"), _text(dataset, "SOPClassUID")
     if not sop_uid or not _text(dataset, "StudyInstanceUID"):
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class,

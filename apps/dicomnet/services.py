@@ -105,3 +105,21 @@ def node_update(*, node: DicomNode, changed_by: User, **changes: object) -> Dico
 def node_deactivate(*, node: DicomNode, changed_by: User) -> DicomNode:
     """Refuse its associations from now on; its studies, cases and outbox stay."""
     return node_update(node=node, changed_by=changed_by, is_active=False)
+
+
+def stow_store(*, parts: list, user: User) -> list:
+    """Each STOW-RS part through the network intake, in the user's clinic; a part that is not
+    application/dicom is refused with the reason."""
+    from .intake import Received, instance_receive
+
+    results = []
+    for part in parts:
+        if part.content_type.split(";", 1)[0].strip() != "application/dicom":
+            results.append(Received(ok=False, reason=f"A {part.content_type} part is not a DICOM instance."))
+            continue
+        received = instance_receive(data=part.data, node=None, actor=user, source="STOW-RS")
+        if not received.ok:
+            audit_record(actor=user, action=AuditAction.UPLOAD, outcome="failure", object_type="dicom_instance",
+                         detail=received.reason[:255])  # fmt: skip
+        results.append(received)
+    return results

@@ -1,0 +1,165 @@
+"""Results back into the PACS (issue 18): the outbox builds the SR, the secondary captures and
+the PDF from the database and sends them by C-STORE to the study's node (a real pynetdicom
+SCP here; Orthanc in tests/e2e), retrying while it is down, never twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from pydicom.uid import SecondaryCaptureImageStorage
+
+from apps.cases.services import case_sign
+from apps.dicomnet.intake import instance_receive
+from apps.dicomnet.models import DicomStudy, OutboxItem, OutboxState
+from apps.dicomnet.outbox import outbox_due, outbox_plan, outbox_send
+from apps.dicomnet.results import ENCAPSULATED_PDF_STORAGE, UNVERIFIED_LINE
+from apps.dicomnet.services import node_create
+from apps.scans.models import Scan
+from apps.scans.services import scan_review
+from tests.testkit import dicom as dicomdata
+from tests.testkit.data import finish_scan, reject_scan
+from tests.testkit.dicomnet import StoreScp, dciodvfy, free_port
+
+STUDY = "1.2.826.0.1.3680043.8.498.9001"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+@pytest.fixture
+def pacs_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def received_study(north, pacs_port, django_capture_on_commit_callbacks) -> DicomStudy:
+    """Three slices received from the node, two analysed, one refused by the OOD gate."""
+    node = node_create(created_by=north.admin, ae_title="TEST_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    slices = dicomdata.training_series(3, patient_id="PACS-PAT-1", study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        for data in slices:
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    study = DicomStudy.objects.get(study_instance_uid=STUDY)
+    scans = list(Scan.objects.filter(case=study.case).order_by("slice_order"))
+    assert not outbox_plan()  # nothing analysed yet: nothing to send
+    finish_scan(scans[0], "glioma", 0.82)
+    assert not outbox_plan()  # the study is not finished
+    finish_scan(scans[1], "notumor", 0.91)
+    reject_scan(scans[2])
+    return study
+
+
+def _send_all() -> list[OutboxItem]:
+    return [outbox_send(item_id) for item_id in outbox_due()]
+
+
+def test_sr_and_secondary_captures_go_back_into_the_same_study_and_are_dciodvfy_clean(received_study, pacs_port):
+    added = outbox_plan()
+    assert len(added) == 2
+    assert outbox_plan() == []  # planned once
+    with StoreScp(pacs_port) as pacs:
+        sent = _send_all()
+    assert {item.state for item in sent} == {OutboxState.SENT}
+    sr = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    sc = [ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]
+    assert len(sr) == 1
+    assert len(sc) == 2
+    for ds in pacs.received:
+        # The original study and patient, not the de-identified ones the files are stored with.
+        assert ds.StudyInstanceUID == STUDY
+        assert ds.PatientID == "PACS-PAT-1"
+        errors, output = dciodvfy(ds)
+        assert not errors, output
+    assert len({ds.SeriesInstanceUID for ds in sc}) == 1
+    assert sc[0].SeriesInstanceUID != sr[0].SeriesInstanceUID
+    assert sr[0].VerificationFlag == "UNVERIFIED"
+    assert sr[0].CompletionFlag == "COMPLETE"
+
+    text = str(sr[0])
+    assert "Glioma" in text
+    assert "393563007" in text
+    assert "No tumour class" in text
+    assert "Out of distribution, not validated" in text
+    assert "Calibrated probability of finding" in text
+    assert "0.82" in text
+    assert "AI output, unverified" in text
+    assert "pixel-test-1" in text
+    referenced = {
+        item.ReferencedSOPInstanceUID for item in _walk(sr[0]) if "ReferencedSOPInstanceUID" in item
+    }
+    originals = {f"{STUDY}.1.{n}" for n in (1, 2, 3)}
+    assert originals <= referenced  # every source instance, by its original UID
+    assert UNVERIFIED_LINE in sc[0].ImageComments
+    assert sc[0].BurnedInAnnotation == "YES"
+    # The line is burnt into the pixels: the band above the overlay holds bright text.
+    assert sc[0].pixel_array[:20].max() > 200
+
+    with StoreScp(pacs_port) as pacs:
+        assert _send_all() == []  # sent rows are never sent again
+    assert pacs.received == []
+
+
+def _walk(ds):
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield item
+                yield from _walk(item)
+
+
+def test_pacs_down_is_retried_with_back_off_and_nothing_is_lost_or_sent_twice(received_study, pacs_port, settings):
+    settings.DICOM_NETWORK_TIMEOUT = 2
+    outbox_plan()
+    failed = _send_all()  # nobody listens on the node's port
+    assert {item.state for item in failed} == {OutboxState.RETRYING}
+    assert all(item.attempts == 1 and "No association" in item.last_error for item in failed)
+    assert all(item.next_attempt_at > timezone.now() + timedelta(seconds=20) for item in failed)
+    assert outbox_due() == []  # waits for its back-off
+
+    OutboxItem.objects.update(next_attempt_at=timezone.now())
+    again = _send_all()
+    assert all(item.attempts == 2 for item in again)
+    assert all(item.next_attempt_at > timezone.now() + timedelta(seconds=50) for item in again)  # doubled
+
+    OutboxItem.objects.update(next_attempt_at=timezone.now())
+    with StoreScp(pacs_port) as pacs:
+        sent = _send_all()
+    assert {item.state for item in sent} == {OutboxState.SENT}
+    assert len(pacs.received) == 3  # SR + two captures, once each
+
+
+def test_signing_sends_a_verified_sr_and_the_report_as_encapsulated_pdf(received_study, north, pacs_port):
+    outbox_plan()
+    with StoreScp(pacs_port):
+        _send_all()
+    case = received_study.case
+    for scan in Scan.objects.filter(case=case, status="done"):
+        scan_review(scan=scan, reviewer=north.radiologist, agrees=True)
+    case_sign(case=case, signer=north.radiologist, conclusion="Left frontal glioma suspected.")
+    assert len(outbox_plan()) == 2
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    (pdf,) = [ds for ds in pacs.received if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
+    assert sr.VerificationFlag == "VERIFIED"
+    assert sr.VerifyingObserverSequence
+    assert "Left frontal glioma suspected." in [item.get("TextValue") for item in _walk(sr)]
+    assert pdf.EncapsulatedDocument.startswith(b"%PDF")
+    assert pdf.StudyInstanceUID == STUDY
+    for ds in (sr, pdf):
+        errors, output = dciodvfy(ds)
+        assert not errors, output
+
+
+def test_outbox_state_is_in_the_api_and_on_the_case_page(received_study, north, client, pacs_port):
+    outbox_plan()
+    client.force_login(north.staff)
+    rows = client.get(reverse("api:case-dicom-outbox", kwargs={"case_id": received_study.case_id})).json()
+    assert sorted((r["kind"], r["state"], r["node"]) for r in rows) == [
+        ("sc", "pending", "TEST_PACS"), ("sr", "pending", "TEST_PACS"),
+    ]  # fmt: skip
+    page = client.get(reverse("case_detail", kwargs={"case_id": received_study.case_id})).content.decode()
+    assert "Results sent to the PACS" in page
+    assert "Waiting to be sent" in page

@@ -3,6 +3,8 @@ outbox. Views parse and answer; services and selectors do the work."""
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import extend_schema
@@ -17,6 +19,7 @@ from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
 
+from .fhir import case_fhir_bundle
 from .models import DicomNode
 from .selectors import case_outbox, node_get, node_list
 from .services import node_create, node_deactivate, node_update, stow_store
@@ -138,3 +141,14 @@ class StowRsApi(APIView):
             response_body(results, request.build_absolute_uri()), status=response_status(results),
             content_type="application/dicom+json",
         )  # fmt: skip
+
+
+class CaseFhirApi(APIView):
+    """The case as a FHIR R5 Bundle: DiagnosticReport, Observation per finding, ImagingStudy."""
+
+    @extend_schema(responses={200: {"type": "object", "description": "FHIR R5 Bundle (type collection)"}})
+    def get(self, request: Request, case_id: int) -> Response:
+        case = case_get(user=request.user, case_id=case_id)
+        bundle = case_fhir_bundle(case)
+        audit_record(actor=request.user, action=AuditAction.EXPORT, obj=case, request=request, detail="fhir bundle")
+        return Response(json.loads(bundle.model_dump_json(exclude_none=True)))

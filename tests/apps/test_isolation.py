@@ -42,6 +42,7 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the DICOM network (apps/dicomnet)
     "api:dicom-node-detail": ("node", ("get", "patch", "delete")),
     "api:case-dicom-outbox": ("case", ("get",)),
+    "api:case-fhir": ("case", ("get",)),
     # media
     "scans:image": ("scan", ("get",)),
     "scans:overlay": ("scan", ("get",)),

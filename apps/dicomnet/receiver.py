@@ -87,6 +87,7 @@ def _check_requestor(event: Any) -> None:
                      detail=f"DICOM association from {event.assoc.requestor.address} rejected")  # fmt: skip
         # Rejected permanent, by the service user, reason: calling AE title not recognised.
         event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+        event.assoc.kill()  # waits for the reject PDU to go out before the socket is closed
 
 
 def build_ae(ae_title: str | None = None) -> AE:

@@ -143,3 +143,18 @@ def test_a_second_clinics_node_sending_the_same_study_never_reaches_the_first_cl
     assert south_study.case.patient != north.patient  # a new patient of south's, with the same MRN
     assert Scan.objects.filter(case=north_study.case).count() == 2
     assert Scan.objects.filter(case=south_study.case).count() == 2
+
+
+def test_an_association_that_stops_mid_study_keeps_what_arrived_and_the_rest_can_be_resent(north, receiver):
+    slices = _datasets(dicomdata.training_series(3, study_uid=STUDY))
+    ae = AE(ae_title="NORTH_PACS")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", receiver, ae_title="CLINIC_AI")
+    assert assoc.is_established
+    assert assoc.send_c_store(slices[0]).Status == 0
+    assoc.abort()  # the PACS drops the link after the first instance
+    study = DicomStudy.objects.get(study_instance_uid=STUDY)
+    assert list(Scan.objects.filter(case=study.case).values_list("status", flat=True)) == ["queued"]  # analysed
+
+    assert [s.Status for s in _send(receiver, slices)] == [0, 0, 0]  # the whole series again
+    assert Scan.objects.filter(case=study.case).count() == 3

@@ -106,19 +106,19 @@ def study_slices(study: DicomStudy) -> list[Slice]:
     return [Slice(i, i.scan, source_dataset(study, i)) for i in instances]
 
 
-def _group(item: Slice, number: int) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _group(item: Slice, number: int, study_version: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     scan = item.scan
     frames = [item.instance.frame_number] if int(item.source.get("NumberOfFrames", 1) or 1) > 1 else None
     source = hd.sr.SourceImageForMeasurementGroup.from_source_image(item.source, referenced_frame_numbers=frames)
     rejected = scan.status == ScanStatus.REJECTED
     prediction = None if rejected else scan.prediction
-    version = prediction.model_version if prediction else "unknown"
+    # A slice the gate refused stores no prediction: the study's model version is its algorithm's.
+    version = prediction.model_version if prediction else study_version
     evaluations = [
         hd.sr.QualitativeEvaluation(OOD_STATE, OUT_OF_DISTRIBUTION if rejected else IN_DISTRIBUTION),
     ]
     measurements = []
     if prediction is not None:
-        evaluations.insert(0, hd.sr.QualitativeEvaluation(codes.DCM.Finding, FINDING_CODES[Label(prediction.label)]))
         measurements.append(
             hd.sr.Measurement(name=PROBABILITY, value=round(prediction.confidence, 6), unit=codes.UCUM.NoUnits)
         )
@@ -132,6 +132,11 @@ def _group(item: Slice, number: int) -> hd.sr.MeasurementsAndQualitativeEvaluati
         measurements=measurements or None,
         qualitative_evaluations=evaluations,
     )
+
+
+def _study_version(slices: list[Slice]) -> str:
+    versions = sorted({i.scan.prediction.model_version for i in slices if i.scan.status == ScanStatus.DONE})
+    return ", ".join(versions) or "not recorded"
 
 
 def structured_report(
@@ -148,7 +153,7 @@ def structured_report(
     report = hd.sr.MeasurementReport(
         observation_context=observation,
         procedure_reported=MR_BRAIN,
-        imaging_measurements=[_group(item, n) for n, item in enumerate(slices, start=1)],
+        imaging_measurements=[_group(item, n, _study_version(slices)) for n, item in enumerate(slices, start=1)],
     )
     container = report[0]
     state = VERIFIED if verified else UNVERIFIED

@@ -15,6 +15,7 @@ DicomInstance; the stored (de-identified) files give the image attributes only.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ UNVERIFIED_LINE = "AI output, unverified"
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 SR_SERIES_NUMBER, SC_SERIES_NUMBER, PDF_SERIES_NUMBER = 9901, 9902, 9903
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+# Enhanced MR, Enhanced MR Color, Legacy Converted Enhanced MR Image Storage
+MULTI_FRAME_MR = {"1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.3", "1.2.840.10008.5.1.4.1.1.4.4"}
 
 # Our private coding scheme for what SNOMED CT has no concept of (docs/pacs.md lists them).
 SCHEME = "99CLINICAI"
@@ -74,7 +77,7 @@ def _dt(value) -> tuple[str, str]:
     return local.strftime("%Y%m%d"), local.strftime("%H%M%S")
 
 
-def source_dataset(study: DicomStudy, instance: DicomInstance) -> Dataset:
+def source_dataset(study: DicomStudy, instance: DicomInstance, frames: int = 1) -> Dataset:
     """The stored de-identified instance with the original patient, study, series and
     instance identifiers put back (in memory only): what the PACS has."""
     with instance.scan.dicom.open("rb") as handle:
@@ -93,6 +96,8 @@ def source_dataset(study: DicomStudy, instance: DicomInstance) -> Dataset:
     ds.SOPClassUID = instance.sop_class_uid
     ds.file_meta.MediaStorageSOPInstanceUID = instance.sop_instance_uid
     ds.file_meta.MediaStorageSOPClassUID = instance.sop_class_uid
+    if frames > 1:  # one frame of a multi-frame original: referenced by its frame number
+        ds.NumberOfFrames = frames
     return ds
 
 
@@ -103,13 +108,20 @@ def study_slices(study: DicomStudy) -> list[Slice]:
         .select_related("scan", "scan__prediction")
         .order_by("series_instance_uid", "scan__slice_order", "frame_number", "id")
     )
-    return [Slice(i, i.scan, source_dataset(study, i)) for i in instances]
+    frames = Counter(DicomInstance.objects.filter(study=study).values_list("sop_instance_uid", flat=True))
+    return [Slice(i, i.scan, source_dataset(study, i, frames[i.sop_instance_uid])) for i in instances]
 
 
 def _group(item: Slice, number: int, study_version: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     scan = item.scan
-    frames = [item.instance.frame_number] if int(item.source.get("NumberOfFrames", 1) or 1) > 1 else None
-    source = hd.sr.SourceImageForMeasurementGroup.from_source_image(item.source, referenced_frame_numbers=frames)
+    # A frame of a multi-frame IOD is referenced by its number (a classic IOD may carry none).
+    multi = item.instance.sop_class_uid in MULTI_FRAME_MR and int(item.source.get("NumberOfFrames", 1) or 1) > 1
+    frames = [item.instance.frame_number] if multi else None
+    source = hd.sr.SourceImageForMeasurementGroup(
+        referenced_sop_class_uid=item.instance.sop_class_uid,
+        referenced_sop_instance_uid=item.instance.sop_instance_uid,
+        referenced_frame_numbers=frames,
+    )
     rejected = scan.status == ScanStatus.REJECTED
     prediction = None if rejected else scan.prediction
     # A slice the gate refused stores no prediction: the study's model version is its algorithm's.

@@ -163,3 +163,35 @@ def test_outbox_state_is_in_the_api_and_on_the_case_page(received_study, north, 
     page = client.get(reverse("case_detail", kwargs={"case_id": received_study.case_id})).content.decode()
     assert "Results sent to the PACS" in page
     assert "Waiting to be sent" in page
+
+
+def test_a_frame_of_a_multi_frame_original_is_referenced_by_its_frame_number(
+    north, pacs_port, django_capture_on_commit_callbacks
+):
+    import numpy as np
+
+    node = node_create(created_by=north.admin, ae_title="MF_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    grays = [dicomdata.gray_from_jpeg(jpeg) for jpeg in dicomdata.training_jpegs(2)]
+    side = min(min(g.shape) for g in grays)
+    frames = np.stack([g[:side, :side] for g in grays]).astype(np.uint16) << 8
+    identity = dicomdata.Identity(patient_id="MF-1", study_uid=STUDY + ".4", series_uid=STUDY + ".4.1")
+    ds = dicomdata.base_dataset(frames, bits_stored=16, identity=identity, window=(127.5 * 256 + 0.5, 255.0 * 256 + 1))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = dicomdata.ENHANCED_MR_IMAGE_STORAGE
+    data = dicomdata.to_bytes(ds)
+    with django_capture_on_commit_callbacks(execute=False):
+        received = instance_receive(data=data, node=node, actor=node.service_user, source="test")
+    assert received.ok
+    assert received.scans == 2
+    for scan in Scan.objects.filter(case_id=received.case_id):
+        finish_scan(scan, "pituitary", 0.66)
+    outbox_plan()
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    frames_referenced = sorted(
+        int(item.ReferencedFrameNumber) for item in _walk(sr) if "ReferencedFrameNumber" in item
+    )
+    assert frames_referenced == [1, 2]
+    errors, output = dciodvfy(sr)
+    assert not errors, output

@@ -119,4 +119,6 @@ def test_clinic_admin_registers_a_node_in_the_django_admin(north, client):
     node = DicomNode.objects.get(ae_title="SCANNER1")
     assert node.clinic == north.clinic
     assert node.service_user.clinic == north.clinic
-    assert AuditEvent.objects.filter(action=AuditAction.ADMIN_CHANGE, object_id=str(node.pk)).exists()
+    assert AuditEvent.objects.filter(
+        action=AuditAction.ADMIN_CHANGE, object_type="dicom_node", object_id=str(node.pk), clinic=north.clinic
+    ).exists()

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from apps.audit.models import AuditAction, AuditOutcome
@@ -92,7 +92,10 @@ def _check_requestor(event: Any) -> None:
 
 def build_ae(ae_title: str | None = None) -> AE:
     ae = AE(ae_title=ae_title or settings.DICOM_AE_TITLE)
-    ae.supported_contexts = AllStoragePresentationContexts
+    # Every storage SOP class in every transfer syntax: compressed MR (JPEG family, JPEG 2000,
+    # RLE) is decoded by the intake, so the PACS need not transcode.
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.network_timeout = settings.DICOM_NETWORK_TIMEOUT
     ae.require_called_aet = True

@@ -158,3 +158,18 @@ def test_an_association_that_stops_mid_study_keeps_what_arrived_and_the_rest_can
 
     assert [s.Status for s in _send(receiver, slices)] == [0, 0, 0]  # the whole series again
     assert Scan.objects.filter(case=study.case).count() == 3
+
+
+def test_compressed_transfer_syntaxes_are_accepted_without_transcoding(north, receiver):
+    from pydicom.uid import JPEGLSLossless
+
+    (data,) = dicomdata.training_series(1, study_uid=STUDY, key="jpeg-ls-lossless")
+    ae = AE(ae_title="NORTH_PACS")
+    ae.add_requested_context(MRImageStorage, [JPEGLSLossless])  # only the compressed syntax
+    assoc = ae.associate("127.0.0.1", receiver, ae_title="CLINIC_AI")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(dcmread(DicomBytesIO(data))).Status == 0
+    finally:
+        assoc.release()
+    assert Scan.objects.filter(case__dicom_study__study_instance_uid=STUDY).count() == 1

@@ -195,3 +195,24 @@ def test_a_frame_of_a_multi_frame_original_is_referenced_by_its_frame_number(
     assert frames_referenced == [1, 2]
     errors, output = dciodvfy(sr)
     assert not errors, output
+
+
+def test_the_tasks_send_what_is_due_and_a_failed_send_publishes_itself_again(
+    received_study, pacs_port, maintenance_broker, settings
+):
+    from apps.dicomnet.tasks import outbox_sweep, send_outbox_item
+
+    settings.DICOM_NETWORK_TIMEOUT = 2
+    assert outbox_sweep.apply().get() == 2  # planned and published, on the maintenance queue
+    published = maintenance_broker()
+    assert sorted(t.task for t in published) == ["apps.dicomnet.tasks.send_outbox_item"] * 2
+    item_id = published[0].args[0]
+    assert send_outbox_item.apply(args=[item_id]).get() == OutboxState.RETRYING  # nobody listens
+    (again,) = maintenance_broker()
+    assert again.task == "apps.dicomnet.tasks.send_outbox_item"
+    assert again.args == [item_id]
+    OutboxItem.objects.filter(pk=item_id).update(next_attempt_at=timezone.now())
+    with StoreScp(pacs_port) as pacs:
+        assert send_outbox_item.apply(args=[item_id]).get() == OutboxState.SENT
+        assert send_outbox_item.apply(args=[item_id]).get() == "skipped"  # never twice
+    assert len(pacs.received) >= 1

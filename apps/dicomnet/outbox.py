@@ -30,7 +30,7 @@ from apps.audit.services import audit_record
 from apps.scans.models import Scan, ScanStatus
 
 from .models import DicomStudy, OutboxItem, OutboxKind, OutboxState
-from .results import encapsulated_pdf, secondary_captures, structured_report, study_slices
+from .results import by_series, encapsulated_pdf, secondary_captures, structured_report, study_slices
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,12 @@ def build_objects(item: OutboxItem) -> list[Dataset]:
     if not slices and item.kind != OutboxKind.PDF:
         raise SendError("The study has no analysed slice to report.")
     if item.kind == OutboxKind.SR:
-        return [structured_report(study, slices, series_uid=item.series_instance_uid,
-                                  sop_uid=f"{item.sop_instance_uid_root}.1", verified=item.verified)]  # fmt: skip
+        # One SR per analysed series, all in one SR series of their own.
+        return [
+            structured_report(study, group, series_uid=item.series_instance_uid, instance_number=n,
+                              sop_uid=f"{item.sop_instance_uid_root}.{n}", verified=item.verified)
+            for n, group in enumerate(by_series(slices), start=1)
+        ]  # fmt: skip
     if item.kind == OutboxKind.SC:
         return secondary_captures(slices, series_uid=item.series_instance_uid, uid_root=item.sop_instance_uid_root)
     from apps.cases.reports import case_report_export

@@ -146,14 +146,23 @@ def _group(item: Slice, number: int, study_version: str) -> hd.sr.MeasurementsAn
     )
 
 
+def by_series(slices: list[Slice]) -> list[list[Slice]]:
+    """The slices grouped by their original series, in order."""
+    groups: dict[str, list[Slice]] = {}
+    for item in slices:
+        groups.setdefault(item.instance.series_instance_uid, []).append(item)
+    return list(groups.values())
+
+
 def _study_version(slices: list[Slice]) -> str:
     versions = sorted({i.scan.prediction.model_version for i in slices if i.scan.status == ScanStatus.DONE})
     return ", ".join(versions) or "not recorded"
 
 
 def structured_report(
-    study: DicomStudy, slices: list[Slice], *, series_uid: str, sop_uid: str, verified: bool
+    study: DicomStudy, slices: list[Slice], *, series_uid: str, sop_uid: str, verified: bool, instance_number: int = 1
 ) -> Dataset:
+    """The SR of the slices of one analysed series."""
     observation = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
@@ -190,7 +199,7 @@ def structured_report(
         series_instance_uid=series_uid,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_uid,
-        instance_number=1,
+        instance_number=instance_number,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=verified,

@@ -216,3 +216,32 @@ def test_the_tasks_send_what_is_due_and_a_failed_send_publishes_itself_again(
         assert send_outbox_item.apply(args=[item_id]).get() == OutboxState.SENT
         assert send_outbox_item.apply(args=[item_id]).get() == "skipped"  # never twice
     assert len(pacs.received) >= 1
+
+
+def test_one_sr_per_analysed_series(north, pacs_port, django_capture_on_commit_callbacks):
+    node = node_create(created_by=north.admin, ae_title="TWO_SERIES", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    study_uid = STUDY + ".2"
+    jpegs = dicomdata.training_jpegs(3)
+    with django_capture_on_commit_callbacks(execute=False):
+        for n, jpeg in enumerate(jpegs):
+            series = f"{study_uid}.{1 + n // 2}"  # slices 1-2 in series .1, slice 3 in series .2
+            identity = dicomdata.Identity(patient_id="TWO-1", study_uid=study_uid, series_uid=series, instance=n + 1)
+            data = dicomdata.mr_slice_from_jpeg(jpeg, identity=identity)
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    for scan in Scan.objects.filter(case__dicom_study__study_instance_uid=study_uid):
+        finish_scan(scan, "meningioma", 0.6)
+    outbox_plan()
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    reports = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    reports.sort(key=lambda ds: ds.InstanceNumber)
+    assert len(reports) == 2
+    assert len({ds.SeriesInstanceUID for ds in reports}) == 1  # one SR series
+    referenced = [
+        sorted(i.ReferencedSOPInstanceUID for i in _walk(ds) if "ReferencedSOPInstanceUID" in i and
+               i.ReferencedSOPInstanceUID.startswith(study_uid))
+        for ds in reports
+    ]  # fmt: skip
+    assert {u.rsplit(".", 1)[0] for u in referenced[0]} == {f"{study_uid}.1"}
+    assert {u.rsplit(".", 1)[0] for u in referenced[1]} == {f"{study_uid}.2"}

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from apps.accounts.apis import TokenApi
 from apps.audit.apis import AuditEventListApi
 from apps.cases.apis import CaseDetailApi, CaseListApi, CaseReportApi, CaseSignApi, WorklistApi
+from apps.dicomnet.apis import CaseDicomOutboxApi, CaseFhirApi, DicomNodeDetailApi, DicomNodeListApi
 from apps.patients.apis import PatientDetailApi, PatientListApi
 from apps.scans.apis import (
     AgreementApi,
@@ -39,5 +40,10 @@ urlpatterns = [
     path("worklist/", WorklistApi.as_view(), name="worklist"),
     path("agreement/", AgreementApi.as_view(), name="agreement"),
     path("agreement/readings.csv", AgreementReadingsCsvApi.as_view(), name="agreement-readings"),
+    # The DICOM network (issue 18, apps/dicomnet)
+    path("dicom-nodes/", DicomNodeListApi.as_view(), name="dicom-node-list"),
+    path("dicom-nodes/<int:node_id>/", DicomNodeDetailApi.as_view(), name="dicom-node-detail"),
+    path("cases/<int:case_id>/dicom-outbox/", CaseDicomOutboxApi.as_view(), name="case-dicom-outbox"),
+    path("cases/<int:case_id>/fhir/", CaseFhirApi.as_view(), name="case-fhir"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

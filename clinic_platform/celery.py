@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clinic_platform.settings")
 app = Celery("clinic_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # workers/ is not a Django app, so autodiscovery would miss it.
-app.conf.imports = ("workers.tasks",)
+app.conf.imports = ("workers.tasks", "apps.dicomnet.tasks")
 
 
 @worker_init.connect

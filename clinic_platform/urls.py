@@ -13,6 +13,7 @@ urlpatterns = [
     path("media/", include("apps.scans.urls")),
     # The TLS proxy asks it before accepting a large body (deploy/nginx, auth_request).
     path("proxy/upload-allowed", upload_allowed, name="upload_allowed"),
+    path("dicomweb/", include("apps.dicomnet.urls")),  # STOW-RS (apps/dicomnet, docs/pacs.md)
     # Prometheus scrape endpoint (django-prometheus): counts and latencies, no patient data.
     # Keep it off the public internet at the proxy (docs/operations.md, "Metrics").
     path("", include("django_prometheus.urls")),

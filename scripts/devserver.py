@@ -33,6 +33,8 @@ def commands(port: str) -> dict[str, list[str]]:
                    "--hostname", "local@%h", "--loglevel", "INFO"],
         "beat": [*celery, "beat", "--loglevel", "INFO",
                  "--schedule", str(var / "celerybeat-schedule")],
+        # The DICOM receiver (C-STORE SCP) on DICOM_PORT, this machine only (docs/pacs.md).
+        "dicom": [py, "manage.py", "dicom_receiver", "--address", "127.0.0.1"],
     }
 
 

@@ -34,6 +34,7 @@ _OBJECT_TYPES = {
     "scans.scanreview": "review",
     "accounts.user": "user",
     "accounts.clinic": "clinic",
+    "dicomnet.dicomnode": "dicom_node",
 }
 
 

@@ -10,6 +10,7 @@ Celery's filesystem broker under var/queue.
 from .api import *  # noqa: F403
 from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
+from .dicomnet import *  # noqa: F403
 from .https import *  # noqa: F403
 from .scans import *  # noqa: F403
 from .security import *  # noqa: F403

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.scans",
     "apps.web",
     "apps.audit",
+    "apps.dicomnet",
     "django_prometheus",  # /metrics for the web (requests, latencies, responses by view)
 ]
 

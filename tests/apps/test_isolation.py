@@ -41,6 +41,10 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api:case-sign": ("case", ("post",)),
     "api:case-report": ("case", ("get",)),
     "api:scan-heatmap": ("scan", ("get",)),
+    # the DICOM network (apps/dicomnet)
+    "api:dicom-node-detail": ("node", ("get", "patch", "delete")),
+    "api:case-dicom-outbox": ("case", ("get",)),
+    "api:case-fhir": ("case", ("get",)),
     # media
     "scans:image": ("scan", ("get",)),
     "scans:overlay": ("scan", ("get",)),
@@ -53,7 +57,7 @@ DICOM_URLS = {"scans:dicom"}
 # Other arguments a URL needs besides the object id.
 EXTRA_KWARGS: dict[str, dict[str, str]] = {"api:scan-heatmap": {"label": "meningioma"}}
 
-ID_KWARGS = {"patient_id": "patient", "case_id": "case", "scan_id": "scan", "pk": None, "id": None}
+ID_KWARGS = {"patient_id": "patient", "case_id": "case", "scan_id": "scan", "node_id": "node", "pk": None, "id": None}
 
 
 def _walk(patterns, namespace=""):
@@ -105,6 +109,11 @@ def _north_strings(north) -> list[str]:
 
 
 def _object(world, kind):
+    if kind == "node":  # a DICOM node of the world's clinic (apps/dicomnet)
+        from apps.dicomnet.services import node_create
+
+        ae_title = f"{world.clinic.name.upper()}_PACS"
+        return node_create(created_by=world.admin, ae_title=ae_title, host="127.0.0.1", port=4242)
     return {"patient": world.patient, "case": world.case, "scan": world.scan}[kind]
 
 

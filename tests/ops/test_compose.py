@@ -214,7 +214,9 @@ def test_required_secrets_have_no_defaults() -> None:
 
 def test_only_the_proxy_publishes_ports(compose: dict[str, Any]) -> None:
     publishing = {name for name, service in compose["services"].items() if service.get("ports")}
-    assert publishing == {"proxy"}
+    # The DICOM receiver takes associations from the imaging network on its own port (issue 18).
+    assert publishing == {"proxy", "dicom-receiver"}
+    assert [p.split(":")[-1] for p in compose["services"]["dicom-receiver"]["ports"]] == ["11112"]
     assert sorted(p.split(":")[-1] for p in compose["services"]["proxy"]["ports"]) == ["443", "80"]
     assert compose["services"]["web"]["expose"] == ["8000"]
     assert compose["services"]["web"]["environment"]["DJANGO_BEHIND_TLS_PROXY"] == "1"

@@ -182,6 +182,7 @@ def test_the_ingress_terminates_tls_for_the_allowed_host_and_routes_to_web(resou
     assert upload_rule["host"] == host
     patterns = [p["path"] for p in upload_rule["http"]["paths"]]
     for url, allowed in (("/api/cases/12/scans/", True), ("/cases/12/scans/", True), ("/cases/new/", True),
+                         ("/dicomweb/studies", True),
                          ("/login/", False), ("/api/auth/token/", False), ("/api/cases/12/", False)):  # fmt: skip
         assert any(re.match(pattern, url) for pattern in patterns) == allowed, url
     assert f"https://{host}" in config["DJANGO_CSRF_TRUSTED_ORIGINS"]

@@ -134,7 +134,7 @@ def token(transactional_db, django_capture_on_commit_callbacks) -> tuple[str, in
     return new_api_token(world.staff), world.case.pk
 
 
-@pytest.mark.parametrize("path", ["/api/cases/1/scans/", "/cases/1/scans/", "/cases/new/"])
+@pytest.mark.parametrize("path", ["/api/cases/1/scans/", "/cases/1/scans/", "/cases/new/", "/dicomweb/studies"])
 def test_an_anonymous_upload_is_refused_before_its_body_is_read(proxy, token, path):
     answer = _post_partly(proxy, path, 200 * 2**20)
     assert answer is not None, "the proxy waited for the body: it would have spooled it"

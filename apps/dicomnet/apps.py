@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class DicomnetConfig(AppConfig):
+    """The platform inside the hospital's imaging network: DICOM nodes, the C-STORE receiver,
+    STOW-RS, and results sent back to the PACS through an outbox (docs/pacs.md)."""
+
+    name = "apps.dicomnet"
+    label = "dicomnet"
+    verbose_name = "DICOM network"
+    default_auto_field = "django.db.models.BigAutoField"

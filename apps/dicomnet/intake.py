@@ -1,0 +1,178 @@
+"""Received DICOM instances (C-STORE or STOW-RS) → the same intake as an upload.
+
+`instance_receive` is the one way in for both: it checks the instance, finds or opens the
+study's case in the sender's clinic (one case per Study Instance UID; the patient matched by
+Patient ID to the clinic's MRN, else created from the patient module), skips an instance it
+already has (same SOP Instance UID: not analysed twice), and hands the bytes to the upload
+service (`_submit`, the ONE call into apps.scans: de-identified storage, limits, the gate,
+queueing). The original identifiers are kept in the database only (DicomStudy/DicomInstance),
+to send results back into the same study.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import IntegrityError, transaction
+
+from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
+from apps.cases.models import Case
+from apps.cases.services import case_create
+from apps.patients.models import Patient, Sex
+from apps.patients.services import patient_create
+from apps.scans.models import Scan
+from workers import dicom
+from workers.imaging import ScanDecodeError
+
+from .models import DicomInstance, DicomNode, DicomStudy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """What became of one instance: `ok` False with `reason` for a refused one."""
+
+    ok: bool
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    reason: str = ""
+    duplicate: bool = False
+    case_id: int | None = None
+    scans: int = 0
+
+
+def _text(dataset, keyword: str, limit: int = 64) -> str:
+    return str(dataset.get(keyword, "") or "").strip()[:limit]
+
+
+def _submit(*, case: Case, actor: User, data: bytes, name: str, addendum: str) -> list[Scan]:
+    """The upload service, the single place the network intake calls it (re-pointed if the
+    upload becomes an asynchronous study job)."""
+    from apps.scans.services import scans_upload
+
+    upload = SimpleUploadedFile(name, data, content_type="application/dicom")
+    return scans_upload(case=case, uploaded_by=actor, uploads=[upload], addendum=addendum).scans
+
+
+def _patient_name(dataset) -> str:
+    raw = _text(dataset, "PatientName", 200)
+    parts = [p.strip() for p in raw.split("^")]
+    family, given = ([*parts, "", ""])[:2]
+    name = " ".join(p for p in (given, family) if p) or raw
+    return name or "Unknown (from DICOM)"
+
+
+def _birth_date(dataset) -> datetime.date | None:
+    try:
+        return datetime.datetime.strptime(_text(dataset, "PatientBirthDate", 8), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _patient_for(*, actor: User, dataset) -> Patient:
+    patient_id = _text(dataset, "PatientID") or f"DICOM-{_text(dataset, 'StudyInstanceUID')[-40:]}"
+    patient = Patient.objects.filter(clinic_id=actor.clinic_id, mrn=patient_id).first()
+    if patient is not None:
+        return patient
+    sex = _text(dataset, "PatientSex", 1).upper()
+    try:
+        return patient_create(
+            created_by=actor, mrn=patient_id, name=_patient_name(dataset)[:200], date_of_birth=_birth_date(dataset),
+            sex=sex if sex in Sex.values else "",
+        )  # fmt: skip
+    except ValidationError:
+        # Created by a concurrent association a moment ago.
+        return Patient.objects.get(clinic_id=actor.clinic_id, mrn=patient_id)
+
+
+def _study_for(*, node: DicomNode | None, actor: User, dataset) -> DicomStudy:
+    study_uid = _text(dataset, "StudyInstanceUID")
+    study = DicomStudy.objects.filter(clinic_id=actor.clinic_id, study_instance_uid=study_uid).first()
+    if study is not None:
+        return study
+    patient = _patient_for(actor=actor, dataset=dataset)
+    title = _text(dataset, "StudyDescription", 150) or "MR study"
+    source = f" from {node.ae_title}" if node else " (STOW-RS)"
+    try:
+        with transaction.atomic():
+            case = case_create(created_by=actor, patient=patient, title=f"{title}{source}")
+            return DicomStudy.objects.create(
+                clinic_id=actor.clinic_id,
+                node=node,
+                case=case,
+                study_instance_uid=study_uid,
+                patient_id=_text(dataset, "PatientID"),
+                patient_name=_text(dataset, "PatientName", 200),
+                patient_birth_date=_text(dataset, "PatientBirthDate", 8),
+                patient_sex=_text(dataset, "PatientSex", 16),
+                study_date=_text(dataset, "StudyDate", 8),
+                study_time=_text(dataset, "StudyTime", 16),
+                study_id=_text(dataset, "StudyID", 16),
+                accession_number=_text(dataset, "AccessionNumber", 16),
+                referring_physician_name=_text(dataset, "ReferringPhysicianName", 200),
+            )
+    except IntegrityError:
+        return DicomStudy.objects.get(clinic_id=actor.clinic_id, study_instance_uid=study_uid)
+
+
+def _uids_of(data: bytes) -> tuple[str, str]:
+    """(SOP Instance UID, SOP Class UID) of a refused instance, where its header still reads,
+    so the sender learns which instance failed."""
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+
+    try:
+        header = dcmread(DicomBytesIO(data), stop_before_pixels=True, force=True,
+                         specific_tags=["SOPInstanceUID", "SOPClassUID"])  # fmt: skip
+        return _text(header, "SOPInstanceUID"), _text(header, "SOPClassUID")
+    except Exception:  # the header itself is unreadable
+        return "", ""
+
+
+def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source: str) -> Received:
+    """Take one DICOM instance into the actor's clinic. Never raises for bad input: a refused
+    instance comes back with `ok` False and the reason (nothing is stored then)."""
+    try:
+        dataset = dicom.read_dicom(data)  # parseable, MR, pixel data, sizes; names the reason
+    except ScanDecodeError as exc:
+        return Received(False, *_uids_of(data), reason=exc.args[0])
+    except Exception as exc:  # a truncated or mangled file can fail anywhere inside pydicom
+        reason = f"The instance could not be read as DICOM ({type(exc).__name__})."
+        return Received(False, *_uids_of(data), reason=reason)
+    sop_uid, sop_class = _text(dataset, "SOPInstanceUID"), _text(dataset, "SOPClassUID")
+    if not sop_uid or not _text(dataset, "StudyInstanceUID"):
+        return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+                        reason="The instance has no SOP Instance UID or Study Instance UID.")  # fmt: skip
+    known = DicomInstance.objects.filter(study__clinic_id=actor.clinic_id, sop_instance_uid=sop_uid).first()
+    if known is not None:
+        return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True,
+                        case_id=known.study.case_id)  # fmt: skip
+    try:
+        with transaction.atomic():
+            study = _study_for(node=node, actor=actor, dataset=dataset)
+            case = Case.objects.get(pk=study.case_id)
+            addendum = f"Instance received from the PACS ({source}) after sign-off." if case.is_signed else ""
+            scans = _submit(case=case, actor=actor, data=data, name=f"{sop_uid}.dcm", addendum=addendum)
+            series_uid = _text(dataset, "SeriesInstanceUID")
+            for frame, scan in enumerate(scans, start=1):
+                DicomInstance.objects.create(
+                    study=study, scan=scan, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+                    series_instance_uid=series_uid, frame_number=frame,
+                )  # fmt: skip
+            detail = f"DICOM {source}: {len(scans)} scan(s)"
+            audit_record(actor=actor, action=AuditAction.UPLOAD, obj=case, detail=detail)
+    except ValidationError as exc:
+        messages = exc.messages if hasattr(exc, "messages") else [str(exc)]
+        return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason="; ".join(messages))
+    except IntegrityError:
+        # The same instance arrived on another association a moment ago.
+        return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True)
+    logger.info("DICOM %s: instance %s stored as %d scan(s) of case %s", source, sop_uid, len(scans), case.pk)
+    return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, case_id=case.pk, scans=len(scans))

@@ -1,0 +1,15 @@
+"""`{% dicom_outbox case %}`: the case page's box saying what was sent back to the PACS
+(templates/dicomnet/_outbox.html); nothing for a case that did not come from the network."""
+
+from django import template
+
+from apps.cases.models import Case
+from apps.dicomnet.selectors import case_outbox
+
+register = template.Library()
+
+
+@register.inclusion_tag("dicomnet/_outbox.html")
+def dicom_outbox(case: Case) -> dict:
+    # The page already fetched the case through case_get (the user's clinic), and audited it.
+    return {"items": list(case_outbox(case_id=case.pk))}

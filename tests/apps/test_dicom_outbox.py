@@ -1,0 +1,247 @@
+"""Results back into the PACS (issue 18): the outbox builds the SR, the secondary captures and
+the PDF from the database and sends them by C-STORE to the study's node (a real pynetdicom
+SCP here; Orthanc in tests/e2e), retrying while it is down, never twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from pydicom.uid import SecondaryCaptureImageStorage
+
+from apps.cases.services import case_sign
+from apps.dicomnet.intake import instance_receive
+from apps.dicomnet.models import DicomStudy, OutboxItem, OutboxState
+from apps.dicomnet.outbox import outbox_due, outbox_plan, outbox_send
+from apps.dicomnet.results import ENCAPSULATED_PDF_STORAGE, UNVERIFIED_LINE
+from apps.dicomnet.services import node_create
+from apps.scans.models import Scan
+from apps.scans.services import scan_review
+from tests.testkit import dicom as dicomdata
+from tests.testkit.data import finish_scan, reject_scan
+from tests.testkit.dicomnet import StoreScp, dciodvfy, free_port
+
+STUDY = "1.2.826.0.1.3680043.8.498.9001"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+@pytest.fixture
+def pacs_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def received_study(north, pacs_port, django_capture_on_commit_callbacks) -> DicomStudy:
+    """Three slices received from the node, two analysed, one refused by the OOD gate."""
+    node = node_create(created_by=north.admin, ae_title="TEST_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    slices = dicomdata.training_series(3, patient_id="PACS-PAT-1", study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        for data in slices:
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    study = DicomStudy.objects.get(study_instance_uid=STUDY)
+    scans = list(Scan.objects.filter(case=study.case).order_by("slice_order"))
+    assert not outbox_plan()  # nothing analysed yet: nothing to send
+    finish_scan(scans[0], "glioma", 0.82)
+    assert not outbox_plan()  # the study is not finished
+    finish_scan(scans[1], "notumor", 0.91)
+    reject_scan(scans[2])
+    return study
+
+
+def _send_all() -> list[OutboxItem]:
+    return [outbox_send(item_id) for item_id in outbox_due()]
+
+
+def test_sr_and_secondary_captures_go_back_into_the_same_study_and_are_dciodvfy_clean(received_study, pacs_port):
+    added = outbox_plan()
+    assert len(added) == 2
+    assert outbox_plan() == []  # planned once
+    with StoreScp(pacs_port) as pacs:
+        sent = _send_all()
+    assert {item.state for item in sent} == {OutboxState.SENT}
+    sr = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    sc = [ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]
+    assert len(sr) == 1
+    assert len(sc) == 2
+    for ds in pacs.received:
+        # The original study and patient, not the de-identified ones the files are stored with.
+        assert ds.StudyInstanceUID == STUDY
+        assert ds.PatientID == "PACS-PAT-1"
+        errors, output = dciodvfy(ds)
+        assert not errors, output
+    assert len({ds.SeriesInstanceUID for ds in sc}) == 1
+    assert sc[0].SeriesInstanceUID != sr[0].SeriesInstanceUID
+    assert sr[0].VerificationFlag == "UNVERIFIED"
+    assert sr[0].CompletionFlag == "COMPLETE"
+
+    text = str(sr[0])
+    assert "Glioma" in text
+    assert "393563007" in text
+    assert "No tumour class" in text
+    assert "Out of distribution, not validated" in text
+    assert "Calibrated probability of finding" in text
+    assert "0.82" in text
+    assert "AI output, unverified" in text
+    assert "pixel-test-1" in text
+    referenced = {
+        item.ReferencedSOPInstanceUID for item in _walk(sr[0]) if "ReferencedSOPInstanceUID" in item
+    }
+    originals = {f"{STUDY}.1.{n}" for n in (1, 2, 3)}
+    assert originals <= referenced  # every source instance, by its original UID
+    assert UNVERIFIED_LINE in sc[0].ImageComments
+    assert sc[0].BurnedInAnnotation == "YES"
+    # The line is burnt into the pixels: the band above the overlay holds bright text.
+    assert sc[0].pixel_array[:20].max() > 200
+
+    with StoreScp(pacs_port) as pacs:
+        assert _send_all() == []  # sent rows are never sent again
+    assert pacs.received == []
+
+
+def _walk(ds):
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield item
+                yield from _walk(item)
+
+
+def test_pacs_down_is_retried_with_back_off_and_nothing_is_lost_or_sent_twice(received_study, pacs_port, settings):
+    settings.DICOM_NETWORK_TIMEOUT = 2
+    outbox_plan()
+    failed = _send_all()  # nobody listens on the node's port
+    assert {item.state for item in failed} == {OutboxState.RETRYING}
+    assert all(item.attempts == 1 and "No association" in item.last_error for item in failed)
+    assert all(item.next_attempt_at > timezone.now() + timedelta(seconds=20) for item in failed)
+    assert outbox_due() == []  # waits for its back-off
+
+    OutboxItem.objects.update(next_attempt_at=timezone.now())
+    again = _send_all()
+    assert all(item.attempts == 2 for item in again)
+    assert all(item.next_attempt_at > timezone.now() + timedelta(seconds=50) for item in again)  # doubled
+
+    OutboxItem.objects.update(next_attempt_at=timezone.now())
+    with StoreScp(pacs_port) as pacs:
+        sent = _send_all()
+    assert {item.state for item in sent} == {OutboxState.SENT}
+    assert len(pacs.received) == 3  # SR + two captures, once each
+
+
+def test_signing_sends_a_verified_sr_and_the_report_as_encapsulated_pdf(received_study, north, pacs_port):
+    outbox_plan()
+    with StoreScp(pacs_port):
+        _send_all()
+    case = received_study.case
+    for scan in Scan.objects.filter(case=case, status="done"):
+        scan_review(scan=scan, reviewer=north.radiologist, agrees=True)
+    case_sign(case=case, signer=north.radiologist, conclusion="Left frontal glioma suspected.")
+    assert len(outbox_plan()) == 2
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    (pdf,) = [ds for ds in pacs.received if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
+    assert sr.VerificationFlag == "VERIFIED"
+    assert sr.VerifyingObserverSequence
+    assert "Left frontal glioma suspected." in [item.get("TextValue") for item in _walk(sr)]
+    assert pdf.EncapsulatedDocument.startswith(b"%PDF")
+    assert pdf.StudyInstanceUID == STUDY
+    for ds in (sr, pdf):
+        errors, output = dciodvfy(ds)
+        assert not errors, output
+
+
+def test_outbox_state_is_in_the_api_and_on_the_case_page(received_study, north, client, pacs_port):
+    outbox_plan()
+    client.force_login(north.staff)
+    rows = client.get(reverse("api:case-dicom-outbox", kwargs={"case_id": received_study.case_id})).json()
+    assert sorted((r["kind"], r["state"], r["node"]) for r in rows) == [
+        ("sc", "pending", "TEST_PACS"), ("sr", "pending", "TEST_PACS"),
+    ]  # fmt: skip
+    page = client.get(reverse("case_detail", kwargs={"case_id": received_study.case_id})).content.decode()
+    assert "Results sent to the PACS" in page
+    assert "Waiting to be sent" in page
+
+
+def test_a_frame_of_a_multi_frame_original_is_referenced_by_its_frame_number(
+    north, pacs_port, django_capture_on_commit_callbacks
+):
+    import numpy as np
+
+    node = node_create(created_by=north.admin, ae_title="MF_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    grays = [dicomdata.gray_from_jpeg(jpeg) for jpeg in dicomdata.training_jpegs(2)]
+    side = min(min(g.shape) for g in grays)
+    frames = np.stack([g[:side, :side] for g in grays]).astype(np.uint16) << 8
+    identity = dicomdata.Identity(patient_id="MF-1", study_uid=STUDY + ".4", series_uid=STUDY + ".4.1")
+    ds = dicomdata.base_dataset(frames, bits_stored=16, identity=identity, window=(127.5 * 256 + 0.5, 255.0 * 256 + 1))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = dicomdata.ENHANCED_MR_IMAGE_STORAGE
+    data = dicomdata.to_bytes(ds)
+    with django_capture_on_commit_callbacks(execute=False):
+        received = instance_receive(data=data, node=node, actor=node.service_user, source="test")
+    assert received.ok
+    assert received.scans == 2
+    for scan in Scan.objects.filter(case_id=received.case_id):
+        finish_scan(scan, "pituitary", 0.66)
+    outbox_plan()
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    frames_referenced = sorted(
+        int(item.ReferencedFrameNumber) for item in _walk(sr) if "ReferencedFrameNumber" in item
+    )
+    assert frames_referenced == [1, 2]
+    errors, output = dciodvfy(sr)
+    assert not errors, output
+
+
+def test_the_tasks_send_what_is_due_and_a_failed_send_publishes_itself_again(
+    received_study, pacs_port, maintenance_broker, settings
+):
+    from apps.dicomnet.tasks import outbox_sweep, send_outbox_item
+
+    settings.DICOM_NETWORK_TIMEOUT = 2
+    assert outbox_sweep.apply().get() == 2  # planned and published, on the maintenance queue
+    published = maintenance_broker()
+    assert sorted(t.task for t in published) == ["apps.dicomnet.tasks.send_outbox_item"] * 2
+    item_id = published[0].args[0]
+    assert send_outbox_item.apply(args=[item_id]).get() == OutboxState.RETRYING  # nobody listens
+    (again,) = maintenance_broker()
+    assert again.task == "apps.dicomnet.tasks.send_outbox_item"
+    assert again.args == [item_id]
+    OutboxItem.objects.filter(pk=item_id).update(next_attempt_at=timezone.now())
+    with StoreScp(pacs_port) as pacs:
+        assert send_outbox_item.apply(args=[item_id]).get() == OutboxState.SENT
+        assert send_outbox_item.apply(args=[item_id]).get() == "skipped"  # never twice
+    assert len(pacs.received) >= 1
+
+
+def test_one_sr_per_analysed_series(north, pacs_port, django_capture_on_commit_callbacks):
+    node = node_create(created_by=north.admin, ae_title="TWO_SERIES", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    study_uid = STUDY + ".2"
+    jpegs = dicomdata.training_jpegs(3)
+    with django_capture_on_commit_callbacks(execute=False):
+        for n, jpeg in enumerate(jpegs):
+            series = f"{study_uid}.{1 + n // 2}"  # slices 1-2 in series .1, slice 3 in series .2
+            identity = dicomdata.Identity(patient_id="TWO-1", study_uid=study_uid, series_uid=series, instance=n + 1)
+            data = dicomdata.mr_slice_from_jpeg(jpeg, identity=identity)
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    for scan in Scan.objects.filter(case__dicom_study__study_instance_uid=study_uid):
+        finish_scan(scan, "meningioma", 0.6)
+    outbox_plan()
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    reports = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    reports.sort(key=lambda ds: ds.InstanceNumber)
+    assert len(reports) == 2
+    assert len({ds.SeriesInstanceUID for ds in reports}) == 1  # one SR series
+    referenced = [
+        sorted(i.ReferencedSOPInstanceUID for i in _walk(ds) if "ReferencedSOPInstanceUID" in i and
+               i.ReferencedSOPInstanceUID.startswith(study_uid))
+        for ds in reports
+    ]  # fmt: skip
+    assert {u.rsplit(".", 1)[0] for u in referenced[0]} == {f"{study_uid}.1"}
+    assert {u.rsplit(".", 1)[0] for u in referenced[1]} == {f"{study_uid}.2"}

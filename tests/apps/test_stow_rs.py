@@ -1,0 +1,113 @@
+"""DICOMweb STOW-RS (issue 18): POST /dicomweb/studies with an API token and a
+multipart/related body, through the same intake as the C-STORE receiver; the standard
+Store Instances Response in DICOM JSON."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.urls import reverse
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from rest_framework.test import APIClient
+
+from apps.dicomnet.models import DicomInstance, DicomStudy
+from apps.scans.models import Scan
+from tests.testkit import dicom as dicomdata
+from tests.testkit.data import api_token
+
+STUDY = "1.2.826.0.1.3680043.8.498.8001"
+REFERENCED, FAILED, REASON, FAILURE_REASON = "00081199", "00081198", "00000902", "00081197"
+
+
+def _multipart(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n" + data + b"\r\n"
+        for ctype, data in parts
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return body + b"--" + boundary.encode() + b"--\r\n", content_type
+
+
+def _post(client: APIClient, parts: list[tuple[str, bytes]], **extra):
+    body, content_type = _multipart(parts)
+    return client.generic("POST", reverse("dicomweb:stow"), body, content_type=content_type,
+                          HTTP_ACCEPT="application/dicom+json", **extra)  # fmt: skip
+
+
+def _client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
+    return client
+
+
+def _uid(data: bytes) -> str:
+    return dcmread(DicomBytesIO(data)).SOPInstanceUID
+
+
+def test_good_and_bad_parts_get_the_standard_response(north, django_capture_on_commit_callbacks):
+    good = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
+    ct = dcmread(DicomBytesIO(dicomdata.training_series(1, study_uid=STUDY + ".9")[0]))
+    ct.Modality = "CT"
+    ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = STUDY + ".9.77"
+    parts = [
+        ("application/dicom", good[0]),
+        ("application/dicom", dicomdata.to_bytes(ct)),
+        ("application/dicom", good[1][:300]),  # truncated
+        ("application/dicom", good[1]),
+    ]
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(_client(north.staff), parts)
+    assert response.status_code == 202, response.content  # some stored, some failed
+    assert response["Content-Type"].startswith("application/dicom+json")
+    body = response.json()
+    assert [item["00081155"]["Value"][0] for item in body[REFERENCED]["Value"]] == [_uid(good[0]), _uid(good[1])]
+    failed = body[FAILED]["Value"]
+    assert len(failed) == 2
+    assert failed[0]["00081155"]["Value"] == [STUDY + ".9.77"]
+    assert "Modality CT" in failed[0][REASON]["Value"][0]
+    assert all(item[FAILURE_REASON]["Value"] == [0xC000] for item in failed)
+    assert failed[1][REASON]["Value"][0]  # the truncated part says why too
+    study = DicomStudy.objects.get(study_instance_uid=STUDY)
+    assert study.case.clinic == north.clinic
+    assert study.case.patient == north.patient
+    assert study.node is None  # STOW-RS: no node; results go back only to nodes (docs/pacs.md)
+    assert Scan.objects.filter(case=study.case).count() == 2
+
+    # Sent again: stored once, answered as stored.
+    with django_capture_on_commit_callbacks(execute=False):
+        again = _post(_client(north.staff), parts[:1])
+    assert again.status_code == 200
+    assert Scan.objects.filter(case=study.case).count() == 2
+
+
+def test_all_bad_is_a_409_and_stores_nothing(north):
+    response = _post(_client(north.staff), [("application/dicom", b"not dicom at all"), ("text/plain", b"hi")])
+    assert response.status_code == 409
+    reasons = [item[REASON]["Value"][0] for item in response.json()[FAILED]["Value"]]
+    assert "not DICOM" in reasons[0]
+    assert "text/plain" in reasons[1]
+    assert not DicomInstance.objects.exists()
+
+
+def test_no_token_is_a_401_and_a_wrong_content_type_a_415(north):
+    (data,) = dicomdata.training_series(1, study_uid=STUDY)
+    assert _post(APIClient(), [("application/dicom", data)]).status_code == 401
+    response = _client(north.staff).generic(
+        "POST", reverse("dicomweb:stow"), data, content_type="application/dicom"
+    )
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert not DicomStudy.objects.exists()
+
+
+def test_a_second_clinic_storing_the_same_study_gets_its_own_case(north, south, django_capture_on_commit_callbacks):
+    slices = dicomdata.training_series(1, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.staff), [("application/dicom", slices[0])]).status_code == 200
+        assert _post(_client(south.staff), [("application/dicom", slices[0])]).status_code == 200
+    north_study, south_study = (DicomStudy.objects.get(clinic=w.clinic) for w in (north, south))
+    assert north_study.case_id != south_study.case_id
+    assert south_study.case.patient.clinic == south.clinic
+    assert Scan.objects.filter(case=north_study.case).count() == 1

@@ -105,8 +105,9 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
 
 def dicom_sequence(dicom: bytes) -> SequenceGuess:
     """The MRI sequence of a stored (de-identified) DICOM slice, from its attributes: the timings
-    survive de-identification; the series description does not, and the contrast agent's value
-    is replaced (workers/mri_sequence.py says what that leaves)."""
+    survive de-identification, and so do the series description and the contrast agent unless
+    they named the patient (apps/scans/deidentify.py's allow-list; workers/mri_sequence.py says
+    what an emptied one leaves)."""
     import io
 
     import pydicom

@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 from apps.audit.models import AuditEvent
 from apps.cases.services import case_sign
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_submit, scans_upload
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import PixelAnalyzer, upload
+from tests.testkit.data import PixelAnalyzer, unpack, upload
 from tests.testkit.scans import real_scan_bytes, with_burnt_text
 from workers import tasks
 
@@ -36,8 +36,11 @@ def _png(jpeg: bytes) -> bytes:
 
 
 def _submit(world, capture, data: bytes, name: str, content_type: str) -> Scan:
+    """One uploaded scan, stored; a DICOM file through the study job (ingest_study) run here."""
     with capture(execute=False):
-        (scan,) = scans_submit(case=world.case, uploaded_by=world.staff, uploads=[upload(data, name, content_type)])
+        (scan,) = unpack(
+            scans_upload(case=world.case, uploaded_by=world.staff, uploads=[upload(data, name, content_type)])
+        ).scans
     return scan
 
 

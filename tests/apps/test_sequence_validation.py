@@ -20,7 +20,7 @@ from apps.cases.worklist import Priority, WorklistFilters, case_worklist
 from apps.scans.models import Scan
 from apps.scans.services import scans_upload
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import PASSWORD, api_token, finish_scan, upload
+from tests.testkit.data import PASSWORD, api_token, finish_scan, unpack, upload
 from tests.testkit.scans import real_scan_bytes
 from workers.model_store import read_card
 
@@ -41,8 +41,8 @@ def _mr_slice(attributes: dict, instance: int) -> bytes:
 def _study(world, capture, attributes: dict, slices: int = 2, title: str = "MR study") -> list[Scan]:
     case = case_create(created_by=world.staff, patient=world.patient, title=title)
     files = [upload(_mr_slice(attributes, i + 1), f"s{i}.dcm", "application/dicom") for i in range(slices)]
-    with capture(execute=False):
-        outcome = scans_upload(case=case, uploaded_by=world.staff, uploads=files)
+    with capture(execute=False):  # the study job (ingest_study) unpacks it here and now
+        outcome = unpack(scans_upload(case=case, uploaded_by=world.staff, uploads=files))
     return outcome.scans
 
 

@@ -39,6 +39,17 @@ def _t2_slice(index: int) -> SimpleUploadedFile:
     return SimpleUploadedFile(f"t2-{index}.dcm", dicomdata.to_bytes(dataset), content_type="application/dicom")
 
 
+def _unpacked(case, count: int, worker: Worker) -> list[Scan]:
+    """The case's scans once the worker's study job (ingest_study) has unpacked the upload."""
+    deadline = time.monotonic() + SCAN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        scans = list(Scan.objects.filter(case=case))
+        if len(scans) == count:
+            return scans
+        time.sleep(0.5)
+    raise AssertionError(f"the study was not unpacked in {SCAN_TIMEOUT_S} s\n{worker.log_tail()}")
+
+
 def _wait_finished(scans: list[Scan], worker: Worker) -> list[Scan]:
     deadline = time.monotonic() + SCAN_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -56,8 +67,8 @@ def test_a_t2_study_is_not_validated_everywhere(live_server, page, worker: Worke
     user_create(clinic=clinic, username="seq-rad", password=PASSWORD, role=Role.RADIOLOGIST)
     patient = patient_create(created_by=staff, mrn="SEQ-1", name="Sam Sequence")
     t2_case = case_create(created_by=staff, patient=patient, title="T2 study")
-    outcome = scans_upload(case=t2_case, uploaded_by=staff, uploads=[_t2_slice(0), _t2_slice(1)])
-    scans = _wait_finished(outcome.scans, worker)
+    scans_upload(case=t2_case, uploaded_by=staff, uploads=[_t2_slice(0), _t2_slice(1)])
+    scans = _wait_finished(_unpacked(t2_case, 2, worker), worker)
     assert {(s.sequence, s.sequence_source, s.prediction.validated) for s in scans} == {("t2", "dicom", False)}
     base = live_server.url
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.core.files import File
 from django.template.loader import render_to_string
@@ -24,6 +25,9 @@ from workers.inference import LOW_CONFIDENCE
 
 from .models import Case
 from .selectors import case_get
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,21 @@ class CaseReport:
     pdf: bytes
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An L or RGB copy of a stored picture. A DICOM slice is stored as a 16-bit gray PNG
+    (full 0-65535 range, apps/scans/ingest.py); Pillow's convert() clips those values at 255,
+    which drew every such original pure white, so they are scaled down instead."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("L", "RGB"):
+        return image.copy()
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def _picture(field: File, pictures: dict[str, bytes]) -> str | None:
     """A stored image scaled down to JPEG, kept in `pictures` under a short `report:` URL the
     template names; None when the file is missing. JPEG: the PDF embeds it as it is (a PNG is
@@ -48,7 +67,7 @@ def _picture(field: File, pictures: dict[str, bytes]) -> str | None:
     try:
         with field.open("rb") as handle, Image.open(handle) as image:
             image.load()
-            picture = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+            picture = _eight_bit(image)
     except (FileNotFoundError, ValueError, OSError):
         logger.warning("report: image %s is missing or unreadable", getattr(field, "name", "?"))
         return None

@@ -95,3 +95,77 @@ def test_heatmap_switch_shows_only_the_chosen_class_in_the_chosen_colours(
         assert _colourful(shown[quadrant]) < 2, quadrant
     assert Scan.objects.get(pk=scan.pk).prediction.label == "glioma"
 
+
+
+def _case(world: ClinicWorld, capture, results: list[tuple[str, float] | str], title: str = "MRI head"):
+    """A case of the world's patient, one PNG slice per entry: analysed as (label, probability)
+    or "rejected" (not a brain MRI slice), through the worker's services."""
+    from apps.cases.services import case_create
+    from apps.scans.services import scans_submit
+    from tests.testkit.data import finish_scan, png_upload, reject_scan
+
+    case = case_create(created_by=world.staff, patient=world.patient, title=title)
+    with capture(execute=False):
+        scans = scans_submit(
+            case=case, uploaded_by=world.staff, uploads=[png_upload(f"slice-{i}.png") for i in range(len(results))]
+        )
+    for scan, result in zip(scans, results, strict=True):
+        if result == "rejected":
+            reject_scan(scan)
+        else:
+            finish_scan(scan, *result)
+    return case, scans
+
+
+def test_study_summary_warns_when_slices_name_different_tumours(
+    live_server, page, django_capture_on_commit_callbacks
+) -> None:
+    """Issue 14, item 4: three slices, three tumour types, each > 99.9 %: the summary says the
+    slices disagree and names no single finding."""
+    world = _world(django_capture_on_commit_callbacks)
+    results = [("glioma", 0.9993), ("meningioma", 0.9992), ("pituitary", 0.9991)]
+    case, scans = _case(world, django_capture_on_commit_callbacks, results)
+    base = live_server.url
+    log_in(page, base, world.radiologist.username)
+    page.goto(f"{base}/cases/{case.pk}/")
+    summary = page.locator("#study-summary")
+    warning = summary.locator("#study-discordant")
+    assert warning.is_visible()
+    assert "The slices disagree" in warning.inner_text()
+    for name in ("Glioma", "Meningioma", "Pituitary tumour"):
+        assert name in warning.inner_text()
+    assert not summary.locator("text=Most likely finding").count()
+    assert not page.locator("#study-finding").count()
+    # The warning is in the first screen, above the slices.
+    assert warning.bounding_box()["y"] < 768
+    warning.locator("a").first.click()
+    assert page.url.endswith(f"#scan-{scans[0].pk}")
+
+
+def test_signed_case_leads_with_the_radiologists_conclusion(
+    live_server, page, django_capture_on_commit_callbacks
+) -> None:
+    """Issue 14, item 5: once signed, the page opens on the conclusion (glioma), not on the
+    model's badge or its finding (meningioma, a rejected image)."""
+    from apps.cases.services import case_sign
+    from apps.scans.services import scan_review
+
+    world = _world(django_capture_on_commit_callbacks)
+    results = [("meningioma", 0.97), ("meningioma", 0.9), "rejected"]
+    case, scans = _case(world, django_capture_on_commit_callbacks, results)
+    for scan in scans[:2]:
+        scan_review(scan=Scan.objects.get(pk=scan.pk), reviewer=world.radiologist, agrees=False, label="glioma")
+    case_sign(case=case, signer=world.radiologist, conclusion="Left frontal glioma; no meningioma.")
+    base = live_server.url
+    log_in(page, base, world.radiologist.username)
+    page.goto(f"{base}/cases/{case.pk}/")
+    conclusion = page.locator("#signed-conclusion")
+    assert "Left frontal glioma; no meningioma." in conclusion.inner_text()
+    top = conclusion.bounding_box()["y"]
+    assert top < 768  # on the first screen
+    assert top < page.locator("#study-summary").bounding_box()["y"]
+    assert top < page.locator(f"#scan-{scans[0].pk}").bounding_box()["y"]
+    badges = page.locator("#case-summary .page-head .badge")
+    assert [badges.nth(i).inner_text().strip().lower() for i in range(badges.count())] == ["signed"]
+    assert not page.locator("#study-summary >> text=/^Most likely finding/").count()
+    _shot(page, "signed-case")

@@ -63,3 +63,25 @@ def test_rejected_images_do_not_relabel_a_case_with_analysed_slices(
     only_rejected, _ = _case_with(world, django_capture_on_commit_callbacks, ["rejected", "rejected"])
     page = staff_client.get(reverse("case_detail", args=[only_rejected.pk])).content.decode()
     assert _badge(page) == "Not brain MRI"
+
+
+def test_study_summary_flags_slices_that_name_different_tumours(
+    staff_client, world, django_capture_on_commit_callbacks
+) -> None:
+    results = [("glioma", 0.9993), ("meningioma", 0.9992), ("pituitary", 0.9991), ("notumor", 0.95)]
+    case, scans = _case_with(world, django_capture_on_commit_callbacks, results)
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    summary = page[page.index('id="study-summary"') :]
+    assert 'id="study-discordant"' in summary
+    assert "Most likely finding" not in summary
+    assert 'id="study-finding"' not in summary
+    assert "Supporting slices" not in summary
+    for scan, name in zip(scans[:3], ("Glioma", "Meningioma", "Pituitary tumour"), strict=True):
+        assert f'<a href="#scan-{scan.pk}">Slice' in summary
+        assert f"{name} (99.9%)" in summary
+    # Tumour slices that agree (beside a no-tumour one) still give the finding.
+    results = [("glioma", 0.99), ("glioma", 0.9), ("notumor", 0.9)]
+    agreeing, _ = _case_with(world, django_capture_on_commit_callbacks, results)
+    summary = staff_client.get(reverse("case_summary", args=[agreeing.pk])).content.decode()
+    assert 'id="study-discordant"' not in summary
+    assert re.search(r'id="study-finding">Glioma', summary)

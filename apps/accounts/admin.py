@@ -9,7 +9,7 @@ from knox.models import AuthToken
 from clinic_platform.admin_scoping import ClinicScopedAdmin, is_clinic_admin
 
 from .models import Clinic, User
-from .services import user_deactivate
+from .services import staff_status, user_deactivate
 
 
 @admin.register(Clinic)
@@ -40,7 +40,7 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # Only a superuser hands out superuser status, Django permissions or another clinic.
-        readonly = tuple(super().get_readonly_fields(request, obj))
+        readonly = (*super().get_readonly_fields(request, obj), "is_staff")  # follows the role
         if not request.user.is_superuser:
             readonly += ("is_superuser", "groups", "user_permissions")
         return readonly
@@ -48,6 +48,12 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Users are deactivated, never deleted: cases, scans, reviews and the audit trail name them.
         return False
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        # "Clinic admin" is what opens the admin: the role sets the staff flag (as user_create
+        # does), so nobody has to tick "Staff status" by hand, and a demoted admin loses it.
+        obj.is_staff = staff_status(role=obj.role, is_superuser=obj.is_superuser)
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Deactivate the selected users (sign-in and API tokens end)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:

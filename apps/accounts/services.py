@@ -18,6 +18,11 @@ def clinic_create(*, name: str) -> Clinic:
 
 
 @transaction.atomic
+def staff_status(*, role: str, is_superuser: bool = False) -> bool:
+    """Whether a user gets into the Django admin: clinic admins and superusers."""
+    return is_superuser or role == Role.CLINIC_ADMIN
+
+
 def user_create(
     *,
     clinic: Clinic | None,

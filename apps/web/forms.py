@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import CaseStatus
@@ -26,12 +28,43 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
         form.add_error(None, error)
 
 
+class ClinicLoginForm(AuthenticationForm):
+    """The login form, saying so when the password is right but the account is deactivated
+    (Django's backend refuses inactive users before the form's own "inactive" check runs, so
+    they were told their password was wrong). A wrong password still gets the usual message."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "inactive": "This account has been deactivated. Ask your clinic admin to reactivate it.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except ValidationError:
+            if self._deactivated_with_right_password():
+                raise ValidationError(self.error_messages["inactive"], code="inactive") from None
+            raise
+
+    def _deactivated_with_right_password(self) -> bool:
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not username or not password:
+            return False
+        user = User.objects.filter(username=username, is_active=False).first()
+        return user is not None and user.check_password(password)
+
+
 class PatientForm(forms.Form):
     mrn = forms.CharField(label="MRN", max_length=64, help_text="Medical record number.")
     name = forms.CharField(max_length=200)
     date_of_birth = forms.DateField(
         required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Date of birth"
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The date picker offers no future day (patients.services refuses one anyway).
+        self.fields["date_of_birth"].widget.attrs["max"] = timezone.localdate().isoformat()
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
 
 

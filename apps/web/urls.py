@@ -4,10 +4,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
+from .forms import ClinicLoginForm
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=ClinicLoginForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("patients/", views.patients, name="patients"),
@@ -22,6 +27,7 @@ urlpatterns = [
     path("worklist/", views.worklist, name="worklist"),
     path("cases/<int:case_id>/sign/", views.case_sign_submit, name="case_sign"),
     path("cases/<int:case_id>/addenda/", views.case_addendum_submit, name="case_addendum"),
+    path("patients/<int:patient_id>/edit/", views.patient_edit, name="patient_edit"),
     path("patients/<int:patient_id>/timeline/", views.patient_timeline, name="patient_timeline"),
     path("agreement/", views.agreement, name="agreement"),
 ]

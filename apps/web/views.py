@@ -33,7 +33,7 @@ from apps.cases.worklist import (
     case_worklist_priorities,
 )
 from apps.patients.selectors import patient_get, patient_list
-from apps.patients.services import patient_create
+from apps.patients.services import patient_create, patient_update
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
@@ -97,6 +97,27 @@ def patients(request: HttpRequest) -> HttpResponse:
     status = 400 if request.method == "POST" else 200
     audit_record(actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request, detail="list")
     return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """Correct a patient's details (a mistyped name, MRN or birth date)."""
+    patient = patient_get(user=request.user, patient_id=patient_id)
+    initial = {"mrn": patient.mrn, "name": patient.name, "date_of_birth": patient.date_of_birth, "sex": patient.sex}
+    form = PatientForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient_update(patient=patient, updated_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Patient {patient.name} ({patient.mrn}) saved.")
+            return redirect("patients")
+    if request.method == "GET":
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=patient, request=request, detail="edit form")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "web/patient_edit.html", {"form": form, "patient": patient}, status=status)
 
 
 @login_required

@@ -29,6 +29,7 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "case_sign": ("case", ("get", "post")),
     "case_addendum": ("case", ("get", "post")),
     "patient_timeline": ("patient", ("get",)),
+    "patient_edit": ("patient", ("get", "post")),
     # API
     "api:patient-detail": ("patient", ("get",)),
     "api:case-detail": ("case", ("get",)),

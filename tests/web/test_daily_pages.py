@@ -85,3 +85,87 @@ def test_study_summary_flags_slices_that_name_different_tumours(
     summary = staff_client.get(reverse("case_summary", args=[agreeing.pk])).content.decode()
     assert 'id="study-discordant"' not in summary
     assert re.search(r'id="study-finding">Glioma', summary)
+
+
+def test_a_clinic_admin_added_in_the_admin_can_open_the_admin(client, world) -> None:
+    """Issue 14, item 6: the role "Clinic admin" is what opens the admin; nobody ticks "Staff
+    status" by hand (and a demoted admin loses it)."""
+    from apps.accounts.models import Role, User
+    from tests.testkit.data import PASSWORD
+
+    client.force_login(world.admin)
+    response = client.post(
+        reverse("admin:accounts_user_add"),
+        {"username": "new-admin", "password1": "A-long-pass-991", "password2": "A-long-pass-991",
+         "usable_password": "true", "clinic": world.clinic.pk, "role": Role.CLINIC_ADMIN},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+    created = User.objects.get(username="new-admin")
+    assert created.is_staff
+    client.logout()
+    assert client.login(username="new-admin", password="A-long-pass-991")
+    assert client.get(reverse("admin:index")).status_code == 200
+    # Demoted to staff in the admin: no admin any more.
+    client.logout()
+    client.login(username=world.admin.username, password=PASSWORD)
+    change = client.get(reverse("admin:accounts_user_change", args=[created.pk])).context["adminform"].form
+    skipped = ("password", "groups", "user_permissions")
+    data = {k: v for k, v in change.initial.items() if v is not None and k not in skipped}
+    data.update(role=Role.CLINIC_STAFF, clinic=world.clinic.pk, last_login="", date_joined_0="2026-01-01",
+                date_joined_1="10:00:00")  # fmt: skip
+    data.pop("date_joined", None)
+    response = client.post(reverse("admin:accounts_user_change", args=[created.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    created.refresh_from_db()
+    assert not created.is_staff
+
+
+def test_a_deactivated_user_is_told_so_at_login(client, world) -> None:
+    from tests.testkit.data import PASSWORD
+
+    world.staff.is_active = False
+    world.staff.save()
+    response = client.post(reverse("login"), {"username": world.staff.username, "password": PASSWORD})
+    assert response.status_code == 200
+    assert "This account has been deactivated." in response.content.decode()
+    # A wrong password for the same account says nothing about the account.
+    response = client.post(reverse("login"), {"username": world.staff.username, "password": "wrong-one"})
+    assert "deactivated" not in response.content.decode()
+    assert "Please enter a correct username and password" in response.content.decode()
+
+
+def test_a_birth_date_in_the_future_is_refused_and_a_patient_can_be_edited(staff_client, world, other) -> None:
+    import datetime
+
+    from django.utils import timezone
+
+    from apps.audit.models import AuditEvent
+
+    tomorrow = (timezone.localdate() + datetime.timedelta(days=1)).isoformat()
+    response = staff_client.post(reverse("patients"), {"mrn": "F-1", "name": "Future Born", "date_of_birth": tomorrow})
+    assert response.status_code == 400
+    assert "The date of birth is in the future." in response.content.decode()
+    assert not world.patient.__class__.objects.filter(mrn="F-1").exists()
+
+    url = reverse("patient_edit", args=[world.patient.pk])
+    page = staff_client.get(url).content.decode()
+    assert f'value="{world.patient.mrn}"' in page
+    assert f'max="{timezone.localdate().isoformat()}"' in page
+    response = staff_client.post(url, {"mrn": world.patient.mrn, "name": "North Renamed", "date_of_birth": tomorrow})
+    assert response.status_code == 400
+    assert "The date of birth is in the future." in response.content.decode()
+    edited = {"mrn": world.patient.mrn, "name": "North Renamed", "date_of_birth": "1960-02-03"}
+    response = staff_client.post(url, edited)
+    assert response.status_code == 302
+    world.patient.refresh_from_db()
+    assert (world.patient.name, str(world.patient.date_of_birth)) == ("North Renamed", "1960-02-03")
+    event = AuditEvent.objects.filter(object_type="patient", object_id=str(world.patient.pk)).order_by("-pk").first()
+    assert event.detail == "edited: date_of_birth, name"
+    # Another clinic's MRN is not "taken"; this clinic's is.
+    assert staff_client.post(url, {"mrn": other.patient.mrn, "name": "N"}).status_code == 302
+    from apps.patients.services import patient_create
+
+    patient_create(created_by=world.staff, mrn="TAKEN-1", name="Someone")
+    response = staff_client.post(url, {"mrn": "TAKEN-1", "name": "N"})
+    assert response.status_code == 400
+    assert "already exists" in response.content.decode()

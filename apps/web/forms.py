@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
@@ -77,7 +78,10 @@ class MultipleFileField(forms.FileField):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         accept = "image/jpeg,image/png,.dcm,.dicom,application/dicom,.zip,application/zip"
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept, "multiple": True}))
+        # The size limits, so the page can leave out a file that is too large before sending
+        # (static/js/app.js): the server would refuse the whole request (413) and the form.
+        limits = {"data-max-bytes": MAX_UPLOAD_BYTES, "data-max-zip-bytes": settings.DICOM_ZIP_MAX_BYTES}
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept, "multiple": True, **limits}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:

@@ -35,9 +35,10 @@ from apps.cases.worklist import (
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create, patient_update
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
+from apps.scans.batch import BatchOutcome, scans_upload_keeping_good
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
-from apps.scans.services import UploadOutcome, scan_review, scans_upload
+from apps.scans.services import UploadOutcome, scan_review
 
 from .charts import agreement_chart_svg
 from .forms import (
@@ -136,12 +137,13 @@ def case_new(request: HttpRequest) -> HttpResponse:
                         title=data["title"],
                         clinical_notes=data["clinical_notes"],
                     )
-                    outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data["files"])
+                    outcome = scans_upload_keeping_good(case=case, uploaded_by=request.user, uploads=data["files"])
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
                 messages.success(request, f"Case opened with {len(outcome.scans)} scan(s); analysis has been queued.")
                 _report_skipped(request, outcome)
+                _report_refused(request, outcome)
                 return redirect("case_detail", case_id=case.pk)
         return render(request, "web/case_new.html", {"form": form}, status=400)
     form = CaseCreateForm(user=request.user, initial={"patient": request.GET.get("patient")})
@@ -152,12 +154,19 @@ def _upload_form_class(case: Case) -> type[ScanUploadForm]:
     return SignedCaseUploadForm if case.is_signed else ScanUploadForm
 
 
-def _report_skipped(request: HttpRequest, outcome: UploadOutcome) -> None:
+def _report_skipped(request: HttpRequest, outcome: UploadOutcome | BatchOutcome) -> None:
     """Files of a zipped study that were not stored, each with its reason."""
     if outcome.skipped:
         listed = "; ".join(f"{item.name} ({item.reason})" for item in outcome.skipped[:10])
         more = f" and {len(outcome.skipped) - 10} more" if len(outcome.skipped) > 10 else ""
         messages.warning(request, f"Skipped {len(outcome.skipped)} file(s): {listed}{more}.")
+
+
+def _report_refused(request: HttpRequest, outcome: BatchOutcome) -> None:
+    """The files of a batch that were not stored while the others were, each with its reason."""
+    if outcome.refused:
+        listed = " ".join(outcome.refused)
+        messages.error(request, f"Not stored ({len(outcome.refused)}): {listed} Upload those again once fixed.")
 
 
 def _case_context(
@@ -194,7 +203,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
     form = _upload_form_class(case)(request.POST, request.FILES)
     if form.is_valid():
         try:
-            outcome = scans_upload(
+            outcome = scans_upload_keeping_good(
                 case=case,
                 uploaded_by=request.user,
                 uploads=form.cleaned_data["files"],
@@ -205,6 +214,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
         else:
             messages.success(request, f"{len(outcome.scans)} scan(s) added; analysis has been queued.")
             _report_skipped(request, outcome)
+            _report_refused(request, outcome)
             return redirect("case_detail", case_id=case.pk)
     return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=400)
 

@@ -169,3 +169,69 @@ def test_signed_case_leads_with_the_radiologists_conclusion(
     assert [badges.nth(i).inner_text().strip().lower() for i in range(badges.count())] == ["signed"]
     assert not page.locator("#study-summary >> text=/^Most likely finding/").count()
     _shot(page, "signed-case")
+
+
+def _white_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (128, 128), 255).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _in_view(page, locator) -> bool:
+    box = locator.bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= height
+
+
+def test_errors_show_where_the_user_is_and_good_files_are_kept(
+    live_server, page, django_capture_on_commit_callbacks, tmp_path
+) -> None:
+    """Issue 14, item 7: a styled 403; one bad file in a batch stores the good ones and names
+    the bad one; a refused form brings its error into view with the focus; a file over the
+    size limit is left out of the picker before anything is sent."""
+    from tests.testkit.scans import real_scan_bytes
+
+    world = _world(django_capture_on_commit_callbacks)
+    case, _ = _case(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("glioma", 0.8), ("notumor", 0.9)])
+    base = live_server.url
+    log_in(page, base, world.staff.username)
+
+    # A page the role does not open: the site's page, in words, with the navigation.
+    response = page.goto(f"{base}/agreement/")
+    assert response.status == 403
+    assert page.locator("h1").inner_text() == "Not allowed"
+    assert "Only radiologists and clinic admins" in page.locator(".error-page").inner_text()
+    assert page.locator("nav >> text=Worklist").is_visible()
+
+    # One bad file among good ones: the good one is stored, the bad one named.
+    page.goto(f"{base}/cases/{case.pk}/")
+    page.set_input_files("input[name=files]", [
+        {"name": "good.jpg", "mimeType": "image/jpeg", "buffer": real_scan_bytes("glioma", 2)},
+        {"name": "white.png", "mimeType": "image/png", "buffer": _white_png()},
+    ])  # fmt: skip
+    page.click("text=Upload and analyse")
+    page.wait_for_selector("text=1 scan(s) added")
+    assert "white.png" in page.locator(".messages .error").inner_text()
+    assert Scan.objects.filter(case=case).count() == 4
+
+    # Nothing chosen: the error comes back far down the page; it is brought into view, focused.
+    page.click("text=Upload and analyse")
+    error = page.locator("form .errorlist").first
+    error.wait_for()
+    assert "Choose at least one scan" in error.inner_text()
+    page.wait_for_function("el => document.activeElement === el", arg=error.element_handle())
+    assert _in_view(page, error)
+
+    # A 35 MB file is left out before sending, named beside the picker; the good file stays.
+    huge, good = tmp_path / "huge.jpg", tmp_path / "good2.jpg"
+    huge.write_bytes(b"\xff\xd8\xff" + bytes(35 * 2**20))  # a file on disk: the browser reads it, not the driver
+    good.write_bytes(real_scan_bytes("glioma", 3))
+    page.set_input_files("input[name=files]", [str(huge), str(good)], timeout=60_000)
+    note = page.locator(".upload-left-out")
+    assert "huge.jpg (35 MB; the limit is 25 MB)" in note.inner_text()
+    assert page.evaluate("() => Array.from(document.querySelector('input[name=files]').files).map(f => f.name)") == [
+        "good2.jpg"
+    ]
+    page.click("text=Upload and analyse")
+    page.wait_for_selector("text=1 scan(s) added")
+    assert Scan.objects.filter(case=case).count() == 5

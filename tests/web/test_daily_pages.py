@@ -169,3 +169,30 @@ def test_a_birth_date_in_the_future_is_refused_and_a_patient_can_be_edited(staff
     response = staff_client.post(url, {"mrn": "TAKEN-1", "name": "N"})
     assert response.status_code == 400
     assert "already exists" in response.content.decode()
+
+
+def test_an_upload_over_the_limit_gets_the_sites_page_with_the_way_back(staff_client, world) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from workers.imaging import MAX_UPLOAD_BYTES
+
+    form = reverse("case_detail", args=[world.case.pk])
+    big = SimpleUploadedFile("huge.jpg", b"\xff\xd8\xff" + bytes(MAX_UPLOAD_BYTES + 1024), content_type="image/jpeg")
+    response = staff_client.post(
+        reverse("case_add_scans", args=[world.case.pk]), {"files": [big]}, HTTP_REFERER=f"http://testserver{form}"
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert "The upload is too large" in html
+    assert "huge.jpg: the file is larger than 25 MB" in html
+    assert f'href="http://testserver{form}"' in html
+    assert 'class="topbar"' in html  # the site's own page, with its navigation
+
+
+def test_a_staff_member_on_the_agreement_page_gets_the_sites_403(staff_client) -> None:
+    response = staff_client.get(reverse("agreement"))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "Only radiologists and clinic admins see the model&#x27;s agreement." in html
+    assert 'class="topbar"' in html

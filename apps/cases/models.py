@@ -11,7 +11,7 @@ class CaseStatus(models.TextChoices):
     # Every finished scan was rejected by the OOD gate (none analysed, none failed). A rejected
     # image beside analysed slices does not relabel the case: it is counted, not the status.
     REJECTED = "rejected", "Not brain MRI"
-    DONE = "done", "Done"
+    DONE = "done", "Analysed"  # every scan has its answer (not "done" with the case: see sign-off)
 
 
 class LiveCaseManager(models.Manager):

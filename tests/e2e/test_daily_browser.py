@@ -235,3 +235,39 @@ def test_errors_show_where_the_user_is_and_good_files_are_kept(
     page.click("text=Upload and analyse")
     page.wait_for_selector("text=1 scan(s) added")
     assert Scan.objects.filter(case=case).count() == 5
+
+
+def test_a_phone_upright_scrolls_only_down(live_server, page, django_capture_on_commit_callbacks) -> None:
+    """Issue 14, item 12, at 390 px: the case page of slices with long file names does not scroll
+    sideways, the worklist's model column is on screen, the header stays short; a skip link is
+    the first stop of the keyboard."""
+    from apps.scans.services import scans_submit
+    from tests.testkit.data import finish_scan, png_upload
+
+    world = _world(django_capture_on_commit_callbacks)
+    case, _ = _case(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("notumor", 0.8)])
+    long_name = "1.3.12.2.1107.5.2.43.166063.2025061212345678901234567_T2_FLAIR_AX_slice_0001.png"
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[png_upload(long_name)])
+    finish_scan(scan, "glioma", 0.95)
+    page.set_viewport_size({"width": 390, "height": 844})
+    base = live_server.url
+    log_in(page, base, world.radiologist.username)
+
+    def sideways() -> int:
+        return page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+    page.goto(f"{base}/cases/{case.pk}/")
+    assert sideways() <= 0
+    assert page.locator(".topbar").bounding_box()["height"] <= 100
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip-link"
+
+    page.goto(f"{base}/worklist/")
+    assert sideways() <= 0
+    model = page.locator(f"tr[data-case='{case.pk}'] td.model-output")
+    box = model.bounding_box()
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= 390
+    assert "Glioma" in model.inner_text()
+    _shot(page, "phone-worklist")

@@ -196,3 +196,41 @@ def test_a_staff_member_on_the_agreement_page_gets_the_sites_403(staff_client) -
     html = response.content.decode()
     assert "Only radiologists and clinic admins see the model&#x27;s agreement." in html
     assert 'class="topbar"' in html
+
+
+def test_cards_say_it_in_words_and_hide_the_engineering(
+    staff_client, world, django_capture_on_commit_callbacks
+) -> None:
+    """Issue 14, item 11."""
+    case, scans = _case_with(world, django_capture_on_commit_callbacks, [("glioma", 0.9)] * 3 + [("notumor", 0.8)])
+    html = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    card = html[html.index(f'id="scan-{scans[0].pk}"') :]
+    card = card[: card.index("</article>")]
+    assert '<span class="badge done">Analysed</span>' in card
+    details = card[card.index('<details class="tech small">') :]
+    assert "Running the model" in details  # the timings, in words, behind the toggle
+    assert "Gradcam" not in card
+    assert "Inference" not in card
+    rejected, _ = _case_with(world, django_capture_on_commit_callbacks, ["rejected"])
+    html = staff_client.get(reverse("case_detail", args=[rejected.pk])).content.decode()
+    assert "This does not look like a brain MRI slice, so no tumour label is given." in html
+    said = html[: html.index('<details class="tech small"><summary>Technical details</summary><p>')]
+    assert "out-of-distribution score" not in said[said.index("case-summary") :]
+    # Queued a moment ago: "just now", not "0 minutes ago".
+    html = staff_client.get(reverse("scan_card", args=[world.scan.pk])).content.decode()
+    assert "queued just now" in html
+    assert "0 minutes" not in html
+    # The dashboard's list names each prediction once, with how many.
+    dashboard = staff_client.get(reverse("dashboard")).content.decode()
+    assert "Glioma ×3, No tumour" in dashboard
+    assert "Glioma, Glioma" not in dashboard
+
+
+def test_favicon_and_skip_link(staff_client) -> None:
+    html = staff_client.get(reverse("dashboard")).content.decode()
+    assert 'rel="icon"' in html
+    assert html.index('class="skip-link" href="#main"') < html.index('class="topbar"')
+    assert '<main id="main"' in html
+    response = staff_client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith(".svg")

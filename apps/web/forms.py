@@ -112,7 +112,13 @@ class SignedCaseUploadForm(ScanUploadForm):
 
 
 class CaseCreateForm(ScanUploadForm):
-    patient = forms.ModelChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
+    # Chosen by typing (templates/web/_patient_picker.html asks GET /patients/search/): a
+    # dropdown of every patient is unusable at thousands. The id travels in a hidden input.
+    patient = forms.ModelChoiceField(
+        queryset=Patient.objects.none(),
+        widget=forms.HiddenInput,
+        error_messages={"required": "Choose a patient: type part of the name or MRN and pick from the list."},
+    )
     title = forms.CharField(max_length=200, required=False)
     clinical_notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
@@ -122,6 +128,18 @@ class CaseCreateForm(ScanUploadForm):
         super().__init__(*args, **kwargs)
         # Only the user's clinic's patients can be chosen (or even named in a forged POST).
         self.fields["patient"].queryset = patient_list(user=user)
+        self.user = user
+
+    @property
+    def chosen_patient(self) -> Patient | None:
+        """The patient the form holds (posted or from ?patient=), shown beside the search."""
+        value = self["patient"].value()
+        if not value:
+            return None
+        try:
+            return self.fields["patient"].queryset.filter(pk=int(value)).first()
+        except (TypeError, ValueError):
+            return None
 
 
 class ReviewForm(forms.Form):

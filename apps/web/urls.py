@@ -28,6 +28,7 @@ urlpatterns = [
     path("worklist/", views.worklist, name="worklist"),
     path("cases/<int:case_id>/sign/", views.case_sign_submit, name="case_sign"),
     path("cases/<int:case_id>/addenda/", views.case_addendum_submit, name="case_addendum"),
+    path("patients/search/", views.patient_search, name="patient_search"),
     path("patients/<int:patient_id>/edit/", views.patient_edit, name="patient_edit"),
     path("patients/<int:patient_id>/timeline/", views.patient_timeline, name="patient_timeline"),
     path("agreement/", views.agreement, name="agreement"),

@@ -107,6 +107,23 @@ def patients(request: HttpRequest) -> HttpResponse:
     return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
 
 
+PATIENT_SEARCH_LIMIT = 20
+
+
+@login_required
+@require_GET
+def patient_search(request: HttpRequest) -> HttpResponse:
+    """The patient picker's suggestions: the clinic's patients matching the typed name or MRN."""
+    search = request.GET.get("q", "").strip()
+    patients = list(patient_list(user=request.user, search=search)[:PATIENT_SEARCH_LIMIT]) if search else []
+    if search:
+        audit_record(
+            actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request,
+            detail=f"search: {len(patients)} shown",
+        )  # fmt: skip
+    return render(request, "web/_patient_options.html", {"patients": patients, "search": search})
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:

@@ -63,6 +63,24 @@
     error.focus({ preventScroll: true });
   });
 
+  // The patient picker (templates/web/_patient_picker.html): a suggestion picked puts its
+  // id in the hidden field; typing again clears the choice until another is picked.
+  document.addEventListener("click", function (event) {
+    var option = event.target.closest && event.target.closest(".patient-option");
+    if (!option) return;
+    var picker = option.closest(".patient-picker");
+    picker.querySelector("input[name=patient]").value = option.dataset.patientId;
+    picker.querySelector("input[type=search]").value = option.dataset.patientLabel;
+    picker.querySelector("#patient-chosen").textContent = "Chosen: " + option.dataset.patientLabel;
+    picker.querySelector(".patient-options").textContent = "";
+  });
+  document.addEventListener("input", function (event) {
+    if (!event.target.matches || !event.target.matches(".patient-picker input[type=search]")) return;
+    var picker = event.target.closest(".patient-picker");
+    picker.querySelector("input[name=patient]").value = "";
+    picker.querySelector("#patient-chosen").textContent = "No patient chosen yet.";
+  });
+
   // A multi-file upload can take a while on a clinic connection: say so and block double submits.
   document.addEventListener("submit", function (event) {
     var form = event.target;

@@ -271,3 +271,29 @@ def test_a_phone_upright_scrolls_only_down(live_server, page, django_capture_on_
     assert box["x"] + box["width"] <= 390
     assert "Glioma" in model.inner_text()
     _shot(page, "phone-worklist")
+
+
+def test_the_case_form_finds_the_patient_by_typing(live_server, page, django_capture_on_commit_callbacks) -> None:
+    """Issue 14, item 9: no dropdown of every patient; type, pick, open the case."""
+    from apps.patients.services import patient_create
+    from tests.testkit.scans import real_scan_bytes
+
+    world = _world(django_capture_on_commit_callbacks)
+    for i in range(25):
+        patient_create(created_by=world.staff, mrn=f"JD-{i:03d}", name=f"Jane Doe {i:03d}")
+    base = live_server.url
+    log_in(page, base, world.staff.username)
+    page.goto(f"{base}/cases/new/")
+    assert not page.locator("select[name=patient]").count()
+    page.fill("#patient-search", "JD-017")
+    option = page.locator(".patient-option")
+    option.first.wait_for()
+    assert option.count() == 1
+    option.click()
+    assert page.locator("#patient-search").input_value() == "Jane Doe 017 (JD-017)"
+    page.fill("input[name=title]", "Typed patient")
+    scan = {"name": "a.jpg", "mimeType": "image/jpeg", "buffer": real_scan_bytes()}
+    page.set_input_files("input[name=files]", [scan])
+    page.click("text=Open case and analyse")
+    page.wait_for_selector("h1:has-text('Typed patient')")
+    assert "Jane Doe 017" in page.locator("#case-summary").inner_text()

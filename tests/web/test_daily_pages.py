@@ -234,3 +234,22 @@ def test_favicon_and_skip_link(staff_client) -> None:
     response = staff_client.get("/favicon.ico")
     assert response.status_code == 301
     assert response["Location"].endswith(".svg")
+
+
+def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
+    """Issue 14, item 9: the case form's patient is found by typing, within the clinic."""
+    from apps.patients.services import patient_create
+
+    for i in range(30):
+        patient_create(created_by=world.staff, mrn=f"SMITH-{i:02d}", name=f"Sam Smith {i:02d}")
+    html = staff_client.get(reverse("patient_search"), {"q": "smith"}).content.decode()
+    assert html.count('class="patient-option"') == 20  # capped
+    html = staff_client.get(reverse("patient_search"), {"q": "SMITH-07"}).content.decode()
+    assert html.count('class="patient-option"') == 1
+    assert "Sam Smith 07" in html
+    elsewhere = staff_client.get(reverse("patient_search"), {"q": other.patient.mrn}).content.decode()
+    assert other.patient.name not in elsewhere
+    form = staff_client.get(reverse("case_new"), {"patient": world.patient.pk}).content.decode()
+    assert "<select" not in form
+    assert f'value="{world.patient.name} ({world.patient.mrn})"' in form
+    assert f'type="hidden" name="patient" value="{world.patient.pk}"' in form

@@ -15,7 +15,7 @@ from .services import staff_status, user_deactivate
 @admin.register(Clinic)
 class ClinicAdmin(ClinicScopedAdmin):
     clinic_path = "pk"
-    list_display = ("name", "created_at")
+    list_display = ("name", "time_zone", "created_at")
     search_fields = ("name",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -19,6 +19,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.accounts.timezones import clinic_zone
 from apps.scans.labels import MODEL_LABELS
 from apps.scans.models import ScanStatus
 from workers.inference import LOW_CONFIDENCE
@@ -94,7 +95,13 @@ def _scan_rows(case: Case, pictures: dict[str, bytes]) -> list[dict]:
 
 
 def case_report_html(*, case: Case, generated_by: User, pictures: dict[str, bytes]) -> str:
-    """The report's HTML; the pictures it names go into `pictures` (URL → JPEG bytes)."""
+    """The report's HTML; the pictures it names go into `pictures` (URL → JPEG bytes). Its
+    times are in the case's clinic's zone, named (whoever asks, from wherever)."""
+    with timezone.override(clinic_zone(case.clinic)):
+        return _case_report_html(case=case, generated_by=generated_by, pictures=pictures)
+
+
+def _case_report_html(*, case: Case, generated_by: User, pictures: dict[str, bytes]) -> str:
     return render_to_string(
         "reports/case_report.html",
         {

@@ -253,3 +253,45 @@ def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
     assert "<select" not in form
     assert f'value="{world.patient.name} ({world.patient.mrn})"' in form
     assert f'type="hidden" name="patient" value="{world.patient.pk}"' in form
+
+
+def test_times_are_in_the_clinics_zone_named_everywhere(client, world) -> None:
+    """Issue 14, item 8: a clinic in Berlin reads 13:00 CET for a case opened at 12:00 UTC, on
+    the pages, in the PDF, in the CSV and in the admin."""
+    import datetime
+    import io
+
+    from pypdf import PdfReader
+
+    from apps.cases.models import Case
+    from apps.cases.reports import case_report_export
+    from apps.scans.models import ScanReview
+    from apps.scans.services import scan_review
+
+    world.clinic.time_zone = "Europe/Berlin"
+    world.clinic.save()
+    opened = datetime.datetime(2026, 1, 15, 12, 0, tzinfo=datetime.UTC)
+    Case.objects.filter(pk=world.case.pk).update(created_at=opened)
+    scan = finish_scan(world.scan, "glioma", 0.9)
+    scan_review(scan=scan, reviewer=world.radiologist, agrees=False, label="meningioma")
+    ScanReview.objects.filter(scan=scan).update(reviewed_at=opened + datetime.timedelta(minutes=30))
+
+    client.force_login(world.radiologist)
+    page = client.get(reverse("case_detail", args=[world.case.pk])).content.decode()
+    assert "2026-01-15 13:00 CET" in page  # opened
+    assert "2026-01-15 13:30 CET" in page  # the reading
+    assert "12:00" not in page
+    history = client.get(reverse("history")).content.decode()
+    assert "2026-01-15 13:00 CET" in history
+
+    pdf = case_report_export(user=world.radiologist, case_id=world.case.pk).pdf
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "2026-01-15 13:00 CET" in text
+    assert "2026-01-15 13:30 CET" in text
+
+    csv_text = b"".join(client.get(reverse("api:agreement-readings")).streaming_content).decode()
+    assert "2026-01-15T13:30:00+01:00" in csv_text
+
+    client.force_login(world.admin)
+    admin_list = client.get(reverse("admin:cases_case_changelist")).content.decode()
+    assert "2026-01-15 13:00 CET" in admin_list

@@ -21,6 +21,29 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / f"daily-{name}.png"), full_page=True)
 
 
+def _shot_element(locator, name: str) -> None:
+    """One part of the page, for docs/ (E2E_SCREENSHOTS=docs/screenshots)."""
+    if os.environ.get("E2E_SCREENSHOTS"):
+        locator.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / f"{name}.png"))
+
+
+def _shot_pdf_first_page(pdf: bytes, name: str) -> None:
+    """The PDF's first page as pdftoppm renders it, for docs/."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not os.environ.get("E2E_SCREENSHOTS"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "report.pdf"
+        source.write_bytes(pdf)
+        target = Path(os.environ["E2E_SCREENSHOTS"]) / name
+        pdftoppm = shutil.which("pdftoppm") or "/usr/bin/pdftoppm"
+        args = ["-png", "-r", "70", "-f", "1", "-l", "1", "-singlefile", str(source), str(target)]
+        subprocess.run([pdftoppm, *args], check=True)
+
+
 def _pixels(locator) -> np.ndarray:
     """What the browser shows of an element, as RGB ints."""
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
@@ -94,6 +117,10 @@ def test_heatmap_switch_shows_only_the_chosen_class_in_the_chosen_colours(
     for quadrant in (0, 2, 3):
         assert _colourful(shown[quadrant]) < 2, quadrant
     assert Scan.objects.get(pk=scan.pk).prediction.label == "glioma"
+    page.select_option("[data-heatmap-class]", "glioma")
+    page.select_option("[data-heatmap-colours]", "jet")
+    _wait_drawn(page, canvas, "glioma", "jet")
+    _shot_element(page.locator(f"#scan-{scan.pk}"), "scan-card")
 
 
 
@@ -138,6 +165,7 @@ def test_study_summary_warns_when_slices_name_different_tumours(
     assert not page.locator("#study-finding").count()
     # The warning is in the first screen, above the slices.
     assert warning.bounding_box()["y"] < 768
+    _shot_element(summary, "study-summary")
     warning.locator("a").first.click()
     assert page.url.endswith(f"#scan-{scans[0].pk}")
 
@@ -168,7 +196,11 @@ def test_signed_case_leads_with_the_radiologists_conclusion(
     badges = page.locator("#case-summary .page-head .badge")
     assert [badges.nth(i).inner_text().strip().lower() for i in range(badges.count())] == ["signed"]
     assert not page.locator("#study-summary >> text=/^Most likely finding/").count()
-    _shot(page, "signed-case")
+    if os.environ.get("E2E_SCREENSHOTS"):
+        page.screenshot(path=str(Path(os.environ["E2E_SCREENSHOTS"]) / "signed-case.png"))
+    from apps.cases.reports import case_report_export
+
+    _shot_pdf_first_page(case_report_export(user=world.radiologist, case_id=case.pk).pdf, "report-page-1")
 
 
 def _white_png() -> bytes:

@@ -279,7 +279,7 @@ def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, 
     finish_scan(world.scan)
     assert staff_client.get(card_url, headers={"HX-Request": "true"})["HX-Trigger"] == "scanFinished"
     summary = staff_client.get(reverse("case_summary", args=[world.case.pk])).content.decode()
-    assert "1 done" in summary
+    assert "1 analysed" in summary  # issue 14: "done" reads "analysed"
     assert 'hx-trigger="scanFinished from:body"' in summary
 
 

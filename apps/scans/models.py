@@ -42,6 +42,14 @@ class ScanStatus(models.TextChoices):
     REJECTED = "rejected", "Not a brain MRI"
 
 
+class LiveScanManager(models.Manager):
+    """Scans not removed: what every page, API, count and worker sees (the default manager,
+    so `case.scans` and every `Scan.objects` query leave removed ones out)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(removed_at__isnull=True)
+
+
 class Scan(models.Model):
     case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="scans")
     # PROTECT: users are deactivated, never deleted, so "who uploaded it" is never blanked.
@@ -82,8 +90,19 @@ class Scan(models.Model):
     # How unlike the training scans this one is (workers/ood.py; higher = less like them). Set
     # when analysed, for done and rejected scans; null before, or for a model without a gate.
     ood_score = models.FloatField(null=True, blank=True)
+    # Removed by staff (a wrong upload: apps/scans/removal.py): hidden everywhere, kept with who
+    # and why (the audit trail names it too); the files stay until the case is purged.
+    removed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    removed_reason = models.CharField(max_length=500, blank=True)
+
+    objects = LiveScanManager()
+    all_objects = models.Manager()  # noqa: DJ012 (removed ones too: the admin and the purge)
 
     class Meta:
+        base_manager_name = "all_objects"  # prediction.scan and review.scan still resolve
         ordering = ["queued_at", "id"]
         indexes = [models.Index(fields=["status", "queued_at"])]
 

@@ -21,8 +21,10 @@ urlpatterns = [
     path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
     path("cases/<int:case_id>/scans/", views.case_add_scans, name="case_add_scans"),
     path("cases/<int:case_id>/summary/", views.case_summary, name="case_summary"),
+    path("cases/<int:case_id>/move/", views.case_move_submit, name="case_move"),
     path("scans/<int:scan_id>/card/", views.scan_card, name="scan_card"),
     path("scans/<int:scan_id>/review/", views.scan_review_submit, name="scan_review"),
+    path("scans/<int:scan_id>/remove/", views.scan_remove_submit, name="scan_remove"),
     path("history/", views.history, name="history"),
     # The radiologist's desk (issue 8)
     path("worklist/", views.worklist, name="worklist"),

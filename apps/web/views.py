@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection, transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
@@ -25,7 +26,7 @@ from apps.cases.selectors import (
     case_recent,
     case_timeline,
 )
-from apps.cases.services import case_addendum_add, case_create, case_sign
+from apps.cases.services import case_addendum_add, case_create, case_move, case_sign
 from apps.cases.worklist import (
     Priority,
     WorklistFilters,
@@ -38,6 +39,7 @@ from apps.patients.services import patient_create, patient_update
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
 from apps.scans.batch import BatchOutcome, scans_upload_keeping_good
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
+from apps.scans.removal import scan_remove
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
 from apps.scans.services import UploadOutcome, scan_review
 
@@ -193,6 +195,18 @@ def _report_refused(request: HttpRequest, outcome: BatchOutcome) -> None:
         messages.error(request, f"Not stored ({len(outcome.refused)}): {listed} Upload those again once fixed.")
 
 
+def _move_targets(request: HttpRequest, study: object) -> list:
+    """Patients of the clinic whose MRN is the Patient ID the study's files name: where a
+    study uploaded under the wrong patient can be moved."""
+    ids = getattr(study, "mismatched_patient_ids", [])
+    if not ids:
+        return []
+    named = Q()
+    for patient_id in ids:
+        named |= Q(mrn__iexact=patient_id)
+    return list(patient_list(user=request.user).filter(named)[:5])
+
+
 def _case_context(
     request: HttpRequest,
     case_id: int,
@@ -201,10 +215,12 @@ def _case_context(
 ) -> dict:
     case = case_get(user=request.user, case_id=case_id)
     scans = list(scan_list_for_case(case=case))
+    study = case_study_summary(case=case, scans=scans)
     return {
         "case": case,
         "scans": scans,
-        "study": case_study_summary(case=case, scans=scans),
+        "study": study,
+        "move_targets": _move_targets(request, study),
         "upload_form": upload_form or _upload_form_class(case)(),
         "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
         "sign_form": sign_form or SignForm(initial={"conclusion": case_reading_summary(case=case)}),
@@ -262,9 +278,28 @@ def scan_card(request: HttpRequest, scan_id: int) -> HttpResponse:
 def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
     case = case_get(user=request.user, case_id=case_id)
     scans = list(scan_list_for_case(case=case))
-    return render(
-        request, "web/_case_summary.html", {"case": case, "study": case_study_summary(case=case, scans=scans)}
-    )
+    study = case_study_summary(case=case, scans=scans)
+    context = {"case": case, "study": study, "move_targets": _move_targets(request, study)}
+    return render(request, "web/_case_summary.html", context)
+
+
+@login_required
+@require_POST
+def case_move_submit(request: HttpRequest, case_id: int) -> HttpResponse:
+    """Move a case to the patient its DICOM files name (both of the user's clinic)."""
+    case = case_get(user=request.user, case_id=case_id)
+    try:
+        patient = patient_get(user=request.user, patient_id=int(request.POST.get("patient", "")))
+    except ValueError:
+        messages.error(request, "Choose the patient to move the case to.")
+        return redirect("case_detail", case_id=case.pk)
+    try:
+        case_move(case=case, patient=patient, by=request.user)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    else:
+        messages.success(request, f"Case moved to {patient.name} (MRN {patient.mrn}).")
+    return redirect("case_detail", case_id=case.pk)
 
 
 @login_required
@@ -283,6 +318,20 @@ def scan_review_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
     else:
         messages.success(request, "Review recorded.")
     return redirect(target)
+
+
+@login_required
+@require_POST
+def scan_remove_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
+    """Remove a wrongly uploaded scan (soft, audited), back to its case."""
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    try:
+        scan_remove(scan=scan, by=request.user, reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}")
+    messages.success(request, f"Scan {scan.original_filename or scan.pk} removed from the case.")
+    return redirect("case_detail", case_id=scan.case_id)
 
 
 @login_required

@@ -295,3 +295,51 @@ def test_times_are_in_the_clinics_zone_named_everywhere(client, world) -> None:
     client.force_login(world.admin)
     admin_list = client.get(reverse("admin:cases_case_changelist")).content.decode()
     assert "2026-01-15 13:00 CET" in admin_list
+
+
+def test_staff_remove_a_wrong_upload_softly_with_a_reason(staff_client, world, django_capture_on_commit_callbacks):
+    """Issue 14, item 9: a wrongly uploaded scan is removed (hidden everywhere, kept, audited)."""
+    from apps.audit.models import AuditEvent
+    from apps.scans.models import Scan
+
+    case, scans = _case_with(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("notumor", 0.8)])
+    url = reverse("scan_remove", args=[scans[1].pk])
+    response = staff_client.post(url, {"reason": ""}, follow=True)
+    assert "Say why the scan is removed" in response.content.decode()
+    assert Scan.objects.filter(pk=scans[1].pk).exists()
+    response = staff_client.post(url, {"reason": "another patient's slice"}, follow=True)
+    assert "removed from the case" in response.content.decode()
+    assert not Scan.objects.filter(pk=scans[1].pk).exists()  # gone from every page, count and API
+    kept = Scan.all_objects.get(pk=scans[1].pk)
+    assert (kept.removed_by, kept.removed_reason) == (world.staff, "another patient's slice")
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert f'id="scan-{scans[1].pk}"' not in page
+    assert "1 (1 analysed" in page
+    assert staff_client.get(reverse("scan_card", args=[scans[1].pk])).status_code == 404
+    assert staff_client.get(reverse("scans:image", args=[scans[1].pk])).status_code == 404
+    event = AuditEvent.objects.filter(object_type="scan", object_id=str(scans[1].pk)).order_by("-pk").first()
+    assert event.detail == "scan removed: another patient's slice"
+
+
+def test_a_study_naming_another_patient_is_moved_to_that_patient(
+    staff_client, world, django_capture_on_commit_callbacks
+):
+    """Issue 14, item 9: the study's Patient ID is another patient's MRN: move the case there."""
+    from apps.patients.services import patient_create
+    from tests.testkit import dicom as dicomdata
+    from tests.testkit.data import upload
+
+    right = patient_create(created_by=world.staff, mrn="RIGHT-7", name="Rita Right")
+    case = case_create(created_by=world.staff, patient=world.patient, title="Wrong patient")
+    slices = dicomdata.training_series(2, patient_id="right-7")
+    with django_capture_on_commit_callbacks(execute=False):
+        scans_submit(case=case, uploaded_by=world.staff, uploads=[upload(d, f"{i}.dcm", "application/dicom")
+                                                                  for i, d in enumerate(slices)])  # fmt: skip
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert "Move this case to Rita Right (MRN RIGHT-7)" in page
+    response = staff_client.post(reverse("case_move", args=[case.pk]), {"patient": right.pk}, follow=True)
+    assert "Case moved to Rita Right" in response.content.decode()
+    case.refresh_from_db()
+    assert case.patient == right
+    page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert 'id="mrn-mismatch"' not in page

@@ -154,4 +154,12 @@ class RequestLimitMiddleware:
     def _too_large(request: HttpRequest, message: str) -> HttpResponse:
         if wants_json(request):
             return json_error(413, message)
-        return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        # A person at a form: the site's own page, the reason, and the way back to the form
+        # (the page they came from, when it is one of ours).
+        from django.shortcuts import render
+        from django.utils.http import url_has_allowed_host_and_scheme
+
+        back = request.headers.get("Referer", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            back = "/"
+        return render(request, "413.html", {"message": message, "back": back}, status=413)

@@ -9,13 +9,13 @@ from knox.models import AuthToken
 from clinic_platform.admin_scoping import ClinicScopedAdmin, is_clinic_admin
 
 from .models import Clinic, User
-from .services import user_deactivate
+from .services import staff_status, user_deactivate
 
 
 @admin.register(Clinic)
 class ClinicAdmin(ClinicScopedAdmin):
     clinic_path = "pk"
-    list_display = ("name", "created_at")
+    list_display = ("name", "time_zone", "created_at")
     search_fields = ("name",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -40,8 +40,9 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # Only a superuser hands out superuser status, Django permissions or another clinic.
-        # Sign-in and joining dates are recorded by the system, never typed (for no one).
-        readonly = (*super().get_readonly_fields(request, obj), "last_login", "date_joined")
+        # Sign-in and joining dates are recorded by the system, never typed (for no one); staff
+        # status follows the role.
+        readonly = (*super().get_readonly_fields(request, obj), "last_login", "date_joined", "is_staff")
         if not request.user.is_superuser:
             readonly += ("is_superuser", "groups", "user_permissions")
         return readonly
@@ -49,6 +50,12 @@ class UserAdmin(ClinicScopedAdmin, BaseUserAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Users are deactivated, never deleted: cases, scans, reviews and the audit trail name them.
         return False
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        # "Clinic admin" is what opens the admin: the role sets the staff flag (as user_create
+        # does), so nobody has to tick "Staff status" by hand, and a demoted admin loses it.
+        obj.is_staff = staff_status(role=obj.role, is_superuser=obj.is_superuser)
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Deactivate the selected users (sign-in and API tokens end)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -4,10 +4,20 @@ clinic, and all reads go through selectors that filter by `user.clinic`."""
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from .timezones import validate_time_zone
+
 
 class Clinic(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Every time shown to the clinic's users is in this zone, with the zone named
+    # (apps/accounts/timezones.py). An IANA name; stored times stay UTC.
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA time zone name, e.g. Europe/Berlin: pages, PDF reports and CSV exports show times in it.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -10,11 +10,16 @@ from knox.models import AuthToken
 from .models import Clinic, Role, User
 
 
-def clinic_create(*, name: str) -> Clinic:
-    clinic = Clinic(name=name)
+def clinic_create(*, name: str, time_zone: str = "UTC") -> Clinic:
+    clinic = Clinic(name=name, time_zone=time_zone)
     clinic.full_clean()
     clinic.save()
     return clinic
+
+
+def staff_status(*, role: str, is_superuser: bool = False) -> bool:
+    """Whether a user gets into the Django admin: clinic admins and superusers."""
+    return is_superuser or role == Role.CLINIC_ADMIN
 
 
 @transaction.atomic

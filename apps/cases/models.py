@@ -26,8 +26,10 @@ class CaseStatus(models.TextChoices):
     EMPTY = "empty", "No scans"
     PENDING = "pending", "In progress"
     FAILED = "failed", "Failed"
-    REJECTED = "rejected", "Not brain MRI"  # a scan was rejected by the OOD gate, none failed
-    DONE = "done", "Done"
+    # Every finished scan was rejected by the OOD gate (none analysed, none failed). A rejected
+    # image beside analysed slices does not relabel the case: it is counted, not the status.
+    REJECTED = "rejected", "Not brain MRI"
+    DONE = "done", "Analysed"  # every scan has its answer (not "done" with the case: see sign-off)
 
 
 class LiveCaseManager(models.Manager):
@@ -115,6 +117,7 @@ def case_status(*, scans_total: int, scans_pending: int, scans_failed: int, scan
         return CaseStatus.PENDING
     if scans_failed:
         return CaseStatus.FAILED
-    if scans_rejected:
+    scans_done = scans_total - scans_pending - scans_failed - scans_rejected
+    if scans_rejected and not scans_done:
         return CaseStatus.REJECTED
     return CaseStatus.DONE

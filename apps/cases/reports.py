@@ -12,18 +12,23 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.core.files import File
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.accounts.timezones import clinic_zone
 from apps.scans.labels import MODEL_LABELS
 from apps.scans.models import ScanStatus
 from workers.inference import LOW_CONFIDENCE
 
 from .models import Case
 from .selectors import case_get
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,21 @@ class CaseReport:
     pdf: bytes
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An L or RGB copy of a stored picture. A DICOM slice is stored as a 16-bit gray PNG
+    (full 0-65535 range, apps/scans/ingest.py); Pillow's convert() clips those values at 255,
+    which drew every such original pure white, so they are scaled down instead."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("L", "RGB"):
+        return image.copy()
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def _picture(field: File, pictures: dict[str, bytes]) -> str | None:
     """A stored image scaled down to JPEG, kept in `pictures` under a short `report:` URL the
     template names; None when the file is missing. JPEG: the PDF embeds it as it is (a PNG is
@@ -48,7 +68,7 @@ def _picture(field: File, pictures: dict[str, bytes]) -> str | None:
     try:
         with field.open("rb") as handle, Image.open(handle) as image:
             image.load()
-            picture = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
+            picture = _eight_bit(image)
     except (FileNotFoundError, ValueError, OSError):
         logger.warning("report: image %s is missing or unreadable", getattr(field, "name", "?"))
         return None
@@ -75,7 +95,13 @@ def _scan_rows(case: Case, pictures: dict[str, bytes]) -> list[dict]:
 
 
 def case_report_html(*, case: Case, generated_by: User, pictures: dict[str, bytes]) -> str:
-    """The report's HTML; the pictures it names go into `pictures` (URL → JPEG bytes)."""
+    """The report's HTML; the pictures it names go into `pictures` (URL → JPEG bytes). Its
+    times are in the case's clinic's zone, named (whoever asks, from wherever)."""
+    with timezone.override(clinic_zone(case.clinic)):
+        return _case_report_html(case=case, generated_by=generated_by, pictures=pictures)
+
+
+def _case_report_html(*, case: Case, generated_by: User, pictures: dict[str, bytes]) -> str:
     return render_to_string(
         "reports/case_report.html",
         {

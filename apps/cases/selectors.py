@@ -87,7 +87,7 @@ def _annotated(user: User) -> QuerySet[Case]:
                 When(scans_total=0, then=Value(CaseStatus.EMPTY.value)),
                 When(scans_pending__gt=0, then=Value(CaseStatus.PENDING.value)),
                 When(scans_failed__gt=0, then=Value(CaseStatus.FAILED.value)),
-                When(scans_rejected__gt=0, then=Value(CaseStatus.REJECTED.value)),
+                When(scans_rejected__gt=0, scans_done=0, then=Value(CaseStatus.REJECTED.value)),
                 default=Value(CaseStatus.DONE.value),
             )
         )
@@ -103,13 +103,14 @@ def _status_condition(status: str) -> Q:
 
     pending = scans(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD])
     failed = scans(status=ScanStatus.FAILED)
-    rejected = scans(status=ScanStatus.REJECTED)
+    done = scans(status=ScanStatus.DONE)
     return {
         CaseStatus.EMPTY: ~Q(scans()),
         CaseStatus.PENDING: Q(pending),
         CaseStatus.FAILED: ~Q(pending) & Q(failed),
-        CaseStatus.REJECTED: ~Q(pending) & ~Q(failed) & Q(rejected),
-        CaseStatus.DONE: Q(scans()) & ~Q(pending) & ~Q(failed) & ~Q(rejected),
+        # Not pending or failed, so every scan is done or rejected: rejected = none done.
+        CaseStatus.REJECTED: Q(scans()) & ~Q(pending) & ~Q(failed) & ~Q(done),
+        CaseStatus.DONE: ~Q(pending) & ~Q(failed) & Q(done),
     }[CaseStatus(status)]
 
 

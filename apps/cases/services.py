@@ -107,6 +107,25 @@ def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 20
     return purged
 
 
+def case_move(*, case: Case, patient: Patient, by: User) -> Case:
+    """Give a case (a study uploaded under the wrong patient: its DICOM Patient ID names
+    another MRN) to the right patient of the same clinic. Refused once signed; audited."""
+    if by.clinic_id is None or case.clinic_id != by.clinic_id or patient.clinic_id != case.clinic_id:
+        raise PermissionDenied("This case or patient belongs to another clinic.")
+    if case.is_signed:
+        raise ValidationError("The case is signed: it cannot be moved to another patient.")
+    if patient.pk == case.patient_id:
+        return case
+    before = case.patient_id
+    with transaction.atomic():
+        case.patient = patient
+        case.save(update_fields=["patient"])
+        audit_record(
+            actor=by, action=AuditAction.ADMIN_CHANGE, obj=case, detail=f"moved from patient {before} to {patient.pk}"
+        )
+    return case
+
+
 def case_addendum_add(*, case: Case, author: User, text: str) -> CaseAddendum:
     """Add text to a signed case (kept for good). Scans and reviews after sign-off call this
     with the reason they were given; a radiologist may also add a remark on its own."""

@@ -68,7 +68,9 @@ def prediction_confidence() -> SqlCase:
 
 
 def _done(**conditions: object) -> QuerySet[Prediction]:
-    return Prediction.objects.filter(scan__case=OuterRef("pk"), scan__status=ScanStatus.DONE, **conditions)
+    return Prediction.objects.filter(
+        scan__case=OuterRef("pk"), scan__status=ScanStatus.DONE, scan__removed_at__isnull=True, **conditions
+    )  # a join does not apply Scan's live manager: removed scans are left out by hand
 
 
 def _low_confidence(**conditions: object) -> Exists:
@@ -93,7 +95,8 @@ def _priorities(user: User, ids: list[int] | None = None) -> dict[int, int]:
     one grouped query over the results (a correlated subquery per case cost seconds on
     PostgreSQL at 10,000 cases)."""
     results = Prediction.objects.filter(
-        scan__case__clinic_id=user.clinic_id, scan__case__deleted_at__isnull=True, scan__status=ScanStatus.DONE
+        scan__case__clinic_id=user.clinic_id, scan__case__deleted_at__isnull=True, scan__status=ScanStatus.DONE,
+        scan__removed_at__isnull=True,
     )
     if ids is None:
         results = results.filter(scan__case__signed_at__isnull=True)
@@ -118,7 +121,7 @@ def _waiting(user: User) -> QuerySet[Case]:
 
 
 def _mine(user: User) -> Exists:
-    return Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), reviewer=user))
+    return Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), scan__removed_at__isnull=True, reviewer=user))
 
 
 def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters) -> QuerySet[Case]:

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMonth
+from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.accounts.timezones import clinic_zone
 
 from .labels import MODEL_LABELS, READING_LABELS
 from .models import Scan, ScanStatus
@@ -157,6 +159,7 @@ def agreement_readings_csv(*, user: User) -> Iterator[str]:
         .select_related("prediction", "review", "review__reviewer", "case")
         .order_by("pk")
     )
+    zone = clinic_zone(user.clinic)  # streamed after the request's own zone is gone: named here
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
 
@@ -173,7 +176,8 @@ def agreement_readings_csv(*, user: User) -> Iterator[str]:
         values = (
             scan.pk, scan.case_id, scan.sha256, scan.image.name,
             prediction.model_version, prediction.label, review.label, "yes" if review.agrees else "no",
-            review.reviewer.username, review.reviewed_at.isoformat(), "yes" if scan.case.is_signed else "no",
+            review.reviewer.username, timezone.localtime(review.reviewed_at, zone).isoformat(),
+            "yes" if scan.case.is_signed else "no",
         )  # fmt: skip
         writer.writerow(_cell(value) for value in values)
         yield flush()

@@ -89,6 +89,14 @@ class ScanStatus(models.TextChoices):
     HELD = "held", "Held: text burnt into the image"
 
 
+class LiveScanManager(models.Manager):
+    """Scans not removed: what every page, API, count and worker sees (the default manager,
+    so `case.scans` and every `Scan.objects` query leave removed ones out)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(removed_at__isnull=True)
+
+
 class Scan(models.Model):
     case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="scans")
     # PROTECT: users are deactivated, never deleted, so "who uploaded it" is never blanked.
@@ -151,8 +159,19 @@ class Scan(models.Model):
     # "host:pid" of the worker process that claimed it last (services.worker_identity): the sweep
     # revives at once a scan whose worker process on the sweep's own host is gone (`make run`).
     claimed_by = models.CharField(max_length=100, blank=True)
+    # Removed by staff (a wrong upload: apps/scans/removal.py): hidden everywhere, kept with who
+    # and why (the audit trail names it too); the files stay until the case is purged.
+    removed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    removed_reason = models.CharField(max_length=500, blank=True)
+
+    objects = LiveScanManager()
+    all_objects = models.Manager()  # noqa: DJ012 (removed ones too: the admin and the purge)
 
     class Meta:
+        base_manager_name = "all_objects"  # prediction.scan and review.scan still resolve
         ordering = ["queued_at", "id"]
         indexes = [models.Index(fields=["status", "queued_at"])]
 

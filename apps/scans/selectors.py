@@ -96,6 +96,9 @@ class StudySummary:
     slices_total: int
     patient_id_mismatches: list[Scan] = field(default_factory=list)
     rejected: list[RejectedSlice] = field(default_factory=list)
+    # Slices read as tumour that name different tumour types, the most confident of each type
+    # first: no single finding is given for such a study (`finding` is None).
+    discordant: list[RankedSlice] = field(default_factory=list)
 
     @property
     def slices_finished(self) -> int:
@@ -147,6 +150,9 @@ def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudyS
     if not ranked:
         return StudySummary([], None, 0.0, [], len(scans), mismatches, rejected)
     suspicious = [item for item in ranked if item.tumour_probability >= 0.5]
+    discordant = _discordant(suspicious)
+    if discordant:
+        return StudySummary(ranked, None, 0.0, [], len(scans), mismatches, rejected, discordant)
     if suspicious:
         weight = {
             label: sum(float(item.scan.prediction.probabilities.get(label, 0.0)) for item in suspicious)
@@ -164,6 +170,16 @@ def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudyS
     )[:SUPPORTING_SLICES]
     best = probability(supporting[0]) if supporting else max(probability(item) for item in ranked)
     return StudySummary(ranked, finding, best, supporting, len(scans), mismatches, rejected)
+
+
+def _discordant(suspicious: list[RankedSlice]) -> list[RankedSlice]:
+    """The slices read as tumour, when they name more than one tumour type (each slice's own
+    label); empty when they agree. Slices read as no tumour beside tumour slices are the usual
+    picture of a study, not a disagreement."""
+    tumour = [item for item in suspicious if item.scan.prediction.label in TUMOUR_LABELS]
+    if len({item.scan.prediction.label for item in tumour}) < 2:
+        return []
+    return sorted(tumour, key=lambda item: (item.scan.prediction.label, -float(item.scan.prediction.confidence)))
 
 
 def scan_queue_stats(*, user: User) -> dict[str, int]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import CaseStatus
@@ -26,12 +29,43 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
         form.add_error(None, error)
 
 
+class ClinicLoginForm(AuthenticationForm):
+    """The login form, saying so when the password is right but the account is deactivated
+    (Django's backend refuses inactive users before the form's own "inactive" check runs, so
+    they were told their password was wrong). A wrong password still gets the usual message."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "inactive": "This account has been deactivated. Ask your clinic admin to reactivate it.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except ValidationError:
+            if self._deactivated_with_right_password():
+                raise ValidationError(self.error_messages["inactive"], code="inactive") from None
+            raise
+
+    def _deactivated_with_right_password(self) -> bool:
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not username or not password:
+            return False
+        user = User.objects.filter(username=username, is_active=False).first()
+        return user is not None and user.check_password(password)
+
+
 class PatientForm(forms.Form):
     mrn = forms.CharField(label="MRN", max_length=64, help_text="Medical record number.")
     name = forms.CharField(max_length=200)
     date_of_birth = forms.DateField(
         required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Date of birth"
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The date picker offers no future day (patients.services refuses one anyway).
+        self.fields["date_of_birth"].widget.attrs["max"] = timezone.localdate().isoformat()
     sex = forms.ChoiceField(choices=Sex.choices, required=False)
 
 
@@ -44,7 +78,10 @@ class MultipleFileField(forms.FileField):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         accept = "image/jpeg,image/png,.dcm,.dicom,application/dicom,.zip,application/zip"
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept, "multiple": True}))
+        # The size limits, so the page can leave out a file that is too large before sending
+        # (static/js/app.js): the server would refuse the whole request (413) and the form.
+        limits = {"data-max-bytes": MAX_UPLOAD_BYTES, "data-max-zip-bytes": settings.DICOM_ZIP_MAX_BYTES}
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": accept, "multiple": True, **limits}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
@@ -75,7 +112,13 @@ class SignedCaseUploadForm(ScanUploadForm):
 
 
 class CaseCreateForm(ScanUploadForm):
-    patient = forms.ModelChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
+    # Chosen by typing (templates/web/_patient_picker.html asks GET /patients/search/): a
+    # dropdown of every patient is unusable at thousands. The id travels in a hidden input.
+    patient = forms.ModelChoiceField(
+        queryset=Patient.objects.none(),
+        widget=forms.HiddenInput,
+        error_messages={"required": "Choose a patient: type part of the name or MRN and pick from the list."},
+    )
     title = forms.CharField(max_length=200, required=False)
     clinical_notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
@@ -85,6 +128,18 @@ class CaseCreateForm(ScanUploadForm):
         super().__init__(*args, **kwargs)
         # Only the user's clinic's patients can be chosen (or even named in a forged POST).
         self.fields["patient"].queryset = patient_list(user=user)
+        self.user = user
+
+    @property
+    def chosen_patient(self) -> Patient | None:
+        """The patient the form holds (posted or from ?patient=), shown beside the search."""
+        value = self["patient"].value()
+        if not value:
+            return None
+        try:
+            return self.fields["patient"].queryset.filter(pk=int(value)).first()
+        except (TypeError, ValueError):
+            return None
 
 
 class ReviewForm(forms.Form):

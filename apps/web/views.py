@@ -7,8 +7,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,7 +27,7 @@ from apps.cases.selectors import (
     case_recent,
     case_timeline,
 )
-from apps.cases.services import case_addendum_add, case_create, case_sign
+from apps.cases.services import case_addendum_add, case_create, case_move, case_sign
 from apps.cases.worklist import (
     Priority,
     WorklistFilters,
@@ -34,12 +36,14 @@ from apps.cases.worklist import (
     case_worklist_priorities,
 )
 from apps.patients.selectors import patient_get, patient_list
-from apps.patients.services import patient_create
+from apps.patients.services import patient_create, patient_update
 from apps.scans.agreement import agreement_allowed, agreement_by_version, agreement_model_versions
+from apps.scans.batch import BatchOutcome, scans_upload_keeping_good
 from apps.scans.holds import scan_hold_discard, scan_hold_release
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
+from apps.scans.removal import scan_remove
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
-from apps.scans.services import UploadOutcome, scan_review, scans_upload
+from apps.scans.services import UploadOutcome, scan_review
 from apps.scans.studies import study_progress_for_case
 
 from .charts import agreement_chart_svg
@@ -65,6 +69,12 @@ def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness for the container health check: the process answers and reaches its database."""
     connection.ensure_connection()
     return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page links: send them to the icon."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
 
 
 @login_required
@@ -104,6 +114,44 @@ def patients(request: HttpRequest) -> HttpResponse:
     return render(request, "web/patients.html", {"form": form, "page": page, "search": search}, status=status)
 
 
+PATIENT_SEARCH_LIMIT = 20
+
+
+@login_required
+@require_GET
+def patient_search(request: HttpRequest) -> HttpResponse:
+    """The patient picker's suggestions: the clinic's patients matching the typed name or MRN."""
+    search = request.GET.get("q", "").strip()
+    patients = list(patient_list(user=request.user, search=search)[:PATIENT_SEARCH_LIMIT]) if search else []
+    if search:
+        audit_record(
+            actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request,
+            detail=f"search: {len(patients)} shown",
+        )  # fmt: skip
+    return render(request, "web/_patient_options.html", {"patients": patients, "search": search})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """Correct a patient's details (a mistyped name, MRN or birth date)."""
+    patient = patient_get(user=request.user, patient_id=patient_id)
+    initial = {"mrn": patient.mrn, "name": patient.name, "date_of_birth": patient.date_of_birth, "sex": patient.sex}
+    form = PatientForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient_update(patient=patient, updated_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Patient {patient.name} ({patient.mrn}) saved.")
+            return redirect("patients")
+    if request.method == "GET":
+        audit_record(actor=request.user, action=AuditAction.VIEW, obj=patient, request=request, detail="edit form")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "web/patient_edit.html", {"form": form, "patient": patient}, status=status)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def case_new(request: HttpRequest) -> HttpResponse:
@@ -120,12 +168,13 @@ def case_new(request: HttpRequest) -> HttpResponse:
                         title=data["title"],
                         clinical_notes=data["clinical_notes"],
                     )
-                    outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data["files"])
+                    outcome = scans_upload_keeping_good(case=case, uploaded_by=request.user, uploads=data["files"])
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
                 messages.success(request, "Case opened. " + _uploaded_message(outcome, "added"))
                 _report_skipped(request, outcome)
+                _report_refused(request, outcome)
                 return redirect("case_detail", case_id=case.pk)
         return render(request, "web/case_new.html", {"form": form}, status=400)
     form = CaseCreateForm(user=request.user, initial={"patient": request.GET.get("patient")})
@@ -136,7 +185,7 @@ def _upload_form_class(case: Case) -> type[ScanUploadForm]:
     return SignedCaseUploadForm if case.is_signed else ScanUploadForm
 
 
-def _uploaded_message(outcome: UploadOutcome, verb: str) -> str:
+def _uploaded_message(outcome: UploadOutcome | BatchOutcome, verb: str) -> str:
     """What the upload did: JPEG/PNG scans are queued; a DICOM study is unpacked by a worker."""
     parts = []
     if outcome.scans or not outcome.studies:
@@ -149,12 +198,31 @@ def _uploaded_message(outcome: UploadOutcome, verb: str) -> str:
     return " ".join(parts)
 
 
-def _report_skipped(request: HttpRequest, outcome: UploadOutcome) -> None:
+def _report_skipped(request: HttpRequest, outcome: UploadOutcome | BatchOutcome) -> None:
     """Files of a zipped study that were not stored, each with its reason."""
     if outcome.skipped:
         listed = "; ".join(f"{item.name} ({item.reason})" for item in outcome.skipped[:10])
         more = f" and {len(outcome.skipped) - 10} more" if len(outcome.skipped) > 10 else ""
         messages.warning(request, f"Skipped {len(outcome.skipped)} file(s): {listed}{more}.")
+
+
+def _report_refused(request: HttpRequest, outcome: BatchOutcome) -> None:
+    """The files of a batch that were not stored while the others were, each with its reason."""
+    if outcome.refused:
+        listed = " ".join(outcome.refused)
+        messages.error(request, f"Not stored ({len(outcome.refused)}): {listed} Upload those again once fixed.")
+
+
+def _move_targets(request: HttpRequest, study: object) -> list:
+    """Patients of the clinic whose MRN is the Patient ID the study's files name: where a
+    study uploaded under the wrong patient can be moved."""
+    ids = getattr(study, "mismatched_patient_ids", [])
+    if not ids:
+        return []
+    named = Q()
+    for patient_id in ids:
+        named |= Q(mrn__iexact=patient_id)
+    return list(patient_list(user=request.user).filter(named)[:5])
 
 
 def _case_context(
@@ -169,12 +237,14 @@ def _case_context(
     # Every rendering of the case page is one read, naming the scans it showed; the files and
     # fragments the page then loads are part of it (apps/audit/reads.py).
     audit_read(request, case, shown="scans", ids=[scan.pk for scan in scans])
+    study = case_study_summary(case=case, scans=scans)
     return {
         "case": case,
         "scans": scans,
         "studies": studies,
         "studies_unpacking": _unpacking(studies),
-        "study": case_study_summary(case=case, scans=scans),
+        "study": study,
+        "move_targets": _move_targets(request, study),
         "upload_form": upload_form or _upload_form_class(case)(),
         "review_form": ReviewForm(auto_id=False),  # one per scan card: no duplicate ids
         "sign_form": sign_form or SignForm(initial={"conclusion": case_reading_summary(case=case)}),
@@ -195,7 +265,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
     form = _upload_form_class(case)(request.POST, request.FILES)
     if form.is_valid():
         try:
-            outcome = scans_upload(
+            outcome = scans_upload_keeping_good(
                 case=case,
                 uploaded_by=request.user,
                 uploads=form.cleaned_data["files"],
@@ -209,6 +279,7 @@ def case_add_scans(request: HttpRequest, case_id: int) -> HttpResponse:
         else:
             messages.success(request, _uploaded_message(outcome, "added"))
             _report_skipped(request, outcome)
+            _report_refused(request, outcome)
             return redirect("case_detail", case_id=case.pk)
     return render(request, "web/case_detail.html", _case_context(request, case_id, form), status=400)
 
@@ -238,12 +309,10 @@ def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
     unpacking = _unpacking(studies)
     if not covered_by_page_view(request.user, case.pk):  # the case page refreshes it
         audit_read(request, case, shown="summary of scans", ids=[scan.pk for scan in scans])
-    response = render(
-        request,
-        "web/_case_summary.html",
-        {"case": case, "study": case_study_summary(case=case, scans=scans), "studies": studies,
-         "studies_unpacking": unpacking},
-    )  # fmt: skip
+    study = case_study_summary(case=case, scans=scans)
+    context = {"case": case, "study": study, "move_targets": _move_targets(request, study), "studies": studies,
+               "studies_unpacking": unpacking}  # fmt: skip
+    response = render(request, "web/_case_summary.html", context)
     if request.GET.get("unpacking") and not unpacking and request.headers.get("HX-Request"):
         response["HX-Refresh"] = "true"  # a study was unpacked: reload to show its slices' cards
     return response
@@ -251,6 +320,25 @@ def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
 
 def _unpacking(studies: list) -> bool:
     return any(progress.status in ("received", "unpacking") for progress in studies)
+
+
+@login_required
+@require_POST
+def case_move_submit(request: HttpRequest, case_id: int) -> HttpResponse:
+    """Move a case to the patient its DICOM files name (both of the user's clinic)."""
+    case = case_get(user=request.user, case_id=case_id)
+    try:
+        patient = patient_get(user=request.user, patient_id=int(request.POST.get("patient", "")))
+    except ValueError:
+        messages.error(request, "Choose the patient to move the case to.")
+        return redirect("case_detail", case_id=case.pk)
+    try:
+        case_move(case=case, patient=patient, by=request.user)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    else:
+        messages.success(request, f"Case moved to {patient.name} (MRN {patient.mrn}).")
+    return redirect("case_detail", case_id=case.pk)
 
 
 @login_required
@@ -290,6 +378,20 @@ def scan_hold_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
         else:
             messages.success(request, "Released to analysis." if decision == "release" else "Scan discarded.")
     return redirect(reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}")
+
+
+@login_required
+@require_POST
+def scan_remove_submit(request: HttpRequest, scan_id: int) -> HttpResponse:
+    """Remove a wrongly uploaded scan (soft, audited), back to its case."""
+    scan = scan_get(user=request.user, scan_id=scan_id)
+    try:
+        scan_remove(scan=scan, by=request.user, reason=request.POST.get("reason", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(reverse("case_detail", args=[scan.case_id]) + f"#scan-{scan.pk}")
+    messages.success(request, f"Scan {scan.original_filename or scan.pk} removed from the case.")
+    return redirect("case_detail", case_id=scan.case_id)
 
 
 @login_required

@@ -53,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "clinic_platform.uploads.RequestLimitMiddleware",  # body limits before anything reads the body
+    "apps.accounts.timezones.ClinicTimeZoneMiddleware",  # times in the user's clinic's zone
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Lets services and signal handlers audit with the client address of the request served.
@@ -116,6 +117,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Date-times everywhere (the admin included) as 2026-03-01 14:05 CET: with the zone named.
+FORMAT_MODULE_PATH = ["clinic_platform.formats"]
 
 # Static files through whitenoise: https://whitenoise.readthedocs.io/en/stable/django.html
 STATIC_URL = "static/"

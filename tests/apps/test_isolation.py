@@ -24,12 +24,15 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "case_detail": ("case", ("get",)),
     "case_add_scans": ("case", ("get", "post")),
     "case_summary": ("case", ("get",)),
+    "case_move": ("case", ("get", "post")),
     "scan_card": ("scan", ("get",)),
     "scan_review": ("scan", ("get", "post")),
     "scan_hold": ("scan", ("get", "post")),
+    "scan_remove": ("scan", ("get", "post")),
     "case_sign": ("case", ("get", "post")),
     "case_addendum": ("case", ("get", "post")),
     "patient_timeline": ("patient", ("get",)),
+    "patient_edit": ("patient", ("get", "post")),
     # API
     "api:patient-detail": ("patient", ("get",)),
     "api:case-detail": ("case", ("get",)),
@@ -174,13 +177,14 @@ def test_anonymous_gets_the_login_page_or_a_401_never_the_object(
             assert response["Location"].startswith(reverse("login"))
 
 
-LIST_URLS = ("api:patient-list", "api:case-list", "patients", "history", "dashboard")
+LIST_URLS = ("api:patient-list", "api:case-list", "patients", "history", "dashboard", "patient_search")
 
 
 @pytest.mark.parametrize("name", LIST_URLS)
 def test_lists_show_another_clinic_nothing(name, north, south, client):
     _login(client, south.radiologist, "token" if name.startswith("api:") else "session")
-    response = client.get(reverse(name))
+    # The patient picker's search lists nothing until something is typed: a term both match.
+    response = client.get(reverse(name), {"q": "Patient"} if name == "patient_search" else {})
     assert response.status_code == 200
     body = response.content.decode()
     assert south.patient.name in body  # the list works: south sees its own

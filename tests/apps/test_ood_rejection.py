@@ -106,10 +106,18 @@ def test_an_accepted_scan_keeps_its_score(north, monkeypatch, django_capture_on_
 
 
 def test_case_status_and_history_filter_know_rejected_scans(north, rejected, api):
-    # The world's other scan is done, this one rejected: the case is "rejected", not "done".
-    (case,) = case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.REJECTED))
+    # The world's other scan is done, this one rejected: the case is "done" with one rejected
+    # image counted (issue 14: a rejected image beside analysed ones does not relabel the case;
+    # this test said "rejected" before).
+    (case,) = case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.DONE))
     assert case.pk == north.case.pk
     assert case.scans_rejected == 1
+    assert case.status == CaseStatus.DONE
+    assert not case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.REJECTED)).exists()
+    # With its analysed scan gone, only the rejected image is left: now the case is "rejected".
+    Scan.objects.filter(pk=north.scan.pk).delete()
+    (case,) = case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.REJECTED))
+    assert case.pk == north.case.pk
     assert case.status == CaseStatus.REJECTED
     assert not case_list(user=north.staff, filters=CaseFilters(status=CaseStatus.DONE)).exists()
     listed = api.get(reverse("api:case-list"), {"status": "rejected"}).json()

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from apps.cases.reports import case_report_export
 from apps.cases.services import case_sign
-from apps.scans.services import scan_review, scans_submit
+from apps.scans.services import scan_review, scans_submit, scans_upload
 from tests.testkit.data import upload
 from tests.testkit.scans import real_scan_bytes
 
@@ -130,3 +130,56 @@ def test_the_report_carries_no_upload_file_name(north):
     text = _text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
     assert "SMITHERS" not in text
     assert "Scan " in text
+
+
+def _pages_png(pdf: bytes, tmp_path: Path, dpi: int = 60) -> list[np.ndarray]:
+    """Every page rendered by poppler's pdftoppm, as RGB arrays."""
+    pdftoppm = shutil.which("pdftoppm")
+    if pdftoppm is None:
+        pytest.fail("pdftoppm not found: apt-get install poppler-utils (.ci/run installs it)")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(pdf)
+    subprocess.run([pdftoppm, "-png", "-r", str(dpi), str(source), str(tmp_path / "all")], check=True)
+    return [np.asarray(Image.open(png).convert("RGB")) for png in sorted(tmp_path.glob("all*.png"))]
+
+
+def _dark(pixels: np.ndarray) -> int:
+    return int((pixels.max(axis=-1) < 60).sum())
+
+
+def test_dicom_study_report_shows_the_slice_says_rejected_and_reads_first(
+    north, tmp_path, django_capture_on_commit_callbacks
+):
+    """Issue 14, item 2: a DICOM slice's original (a 16-bit rendering) is drawn, not blank
+    white; a rejected image is said to be rejected, not "still being analysed"; the signature
+    names the signer once; the signed reading comes before the model's probabilities."""
+    from tests.testkit import dicom as dicomdata
+    from tests.testkit.data import dicom_scan, finish_scan, reject_scan, unpack
+
+    analysed = finish_scan(dicom_scan(north, django_capture_on_commit_callbacks), "glioma", 0.9)
+    case = analysed.case
+    other = dicomdata.mr_slice_from_jpeg(real_scan_bytes("notumor", 3))
+    with django_capture_on_commit_callbacks(execute=False):  # the study job unpacks it here and now
+        (second,) = unpack(
+            scans_upload(
+                case=case, uploaded_by=north.staff, uploads=[upload(other, "skull-base.dcm", "application/dicom")]
+            )
+        ).scans
+    reject_scan(second)
+    scan_review(scan=analysed, reviewer=north.radiologist, agrees=True)
+    case_sign(case=case, signer=north.radiologist, conclusion="Right temporal glioma.")
+    text = _text(case_report_export(user=north.staff, case_id=case.pk).pdf)
+    assert "Still being analysed" not in text
+    assert "Not a brain MRI slice: no tumour label is given." in text
+    assert "radiologist, radiologist" not in text
+    assert f"{north.radiologist.username}, radiologist" not in text
+    assert text.index("Right temporal glioma.") < text.index("Radiologist's reading: Glioma")
+    assert text.index("Radiologist's reading: Glioma") < text.index("No tumour")  # before the probabilities
+
+    # The slice's page: its original (left) is as dark as its overlay (right), not white.
+    pdf = case_report_export(user=north.staff, case_id=case.pk).pdf
+    pictured = [page for page in _pages_png(pdf, tmp_path) if _dark(page[:, page.shape[1] // 2 :]) > 5000]
+    assert pictured, "no page shows the overlay"
+    for page in pictured:
+        left, right = _dark(page[:, : page.shape[1] // 2]), _dark(page[:, page.shape[1] // 2 :])
+        assert left > 0.6 * right, (left, right)

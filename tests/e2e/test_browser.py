@@ -30,7 +30,8 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
 
     # Open a case with one real scan
     page.click("nav >> text=New case")
-    page.select_option("select[name=patient]", label="Brow Ser (BR-1)")
+    page.fill("#patient-search", "BR-1")  # the patient is found by typing (issue 14)
+    page.click(".patient-option:has-text('Brow Ser')")
     page.fill("input[name=title]", "Browser case")
     page.set_input_files("input[name=files]", str(real_scan_path("pituitary")))
     page.click("text=Open case and analyse")
@@ -48,7 +49,7 @@ def test_login_create_case_upload_and_see_overlay(live_server, page, worker: Wor
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=30_000)
     assert page.locator(".probs li").count() == 4
     # ...and the finished card makes the case summary refresh itself too.
-    page.wait_for_selector("#case-summary >> text=1 done")
+    page.wait_for_selector("#case-summary >> text=1 analysed")  # issue 14: "done" reads "analysed"
 
     # The opacity slider drives the overlay
     page.locator("input[type=range]").fill("80")

@@ -115,6 +115,33 @@ def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7, model_versi
     return Scan.objects.get(pk=scan.pk)
 
 
+def finish_scan_with_class_maps(scan: Scan, label: str = "glioma", top: float = 0.9) -> Scan:
+    """Like finish_scan, with maps that differ per class (PixelAnalyzer.explain: one quadrant
+    each), the server's overlay drawn from the predicted class's map by the worker's own
+    renderer (jet), and every other class's heatmap stored as a worker would (no worker)."""
+    from apps.scans.models import ClassHeatmap
+    from apps.scans.services import class_heatmap_complete
+    from workers.gradcam import encode_heatmap_png, encode_png, render_overlay
+
+    claimed = scan_claim(scan_id=scan.pk)
+    assert claimed is not None
+    with scan.image.open("rb") as handle:
+        data = handle.read()
+    analyzer = PixelAnalyzer(label, top)
+    own_map = analyzer.explain(data, label)
+    result = dataclasses.replace(
+        analyzer.analyze(data), heatmap=own_map, overlay_png=encode_png(render_overlay(decode_gray(data), own_map))
+    )
+    prediction = scan_complete(scan=claimed, result=result)
+    assert prediction is not None
+    for other in CLASS_NAMES:
+        if other != label:
+            heatmap = ClassHeatmap.objects.create(prediction=prediction, label=other)
+            png = encode_heatmap_png(analyzer.explain(data, other))
+            assert class_heatmap_complete(heatmap=heatmap, png=png, model_version=analyzer.model_version)
+    return Scan.objects.get(pk=scan.pk)
+
+
 def reject_scan(scan: Scan, ood_score: float = 41.5) -> Scan:
     """queued → processing → rejected (not a brain MRI slice: the out-of-distribution gate said
     so) through the worker's services."""

@@ -98,14 +98,25 @@ def test_new_case_with_several_scans(staff_client, world, django_capture_on_comm
 
 
 def test_new_case_with_a_bad_file_saves_nothing(staff_client, world) -> None:
+    # Only bad files: nothing is saved, not even an empty case. (Issue 14 changed the mixed
+    # batch this test used to send: the good file is now kept and the bad one named.)
     cases_before, scans_before = Case.objects.count(), Scan.objects.count()
     bad = SimpleUploadedFile("notes.png", b"%PDF-1.4 not an image", content_type="image/png")
-    response = staff_client.post(
-        reverse("case_new"), {"patient": world.patient.pk, "title": "Bad", "files": [png_upload(), bad]}
-    )
+    response = staff_client.post(reverse("case_new"), {"patient": world.patient.pk, "title": "Bad", "files": [bad]})
     assert response.status_code == 400
     assert "notes.png" in response.content.decode()  # the message names the file
     assert (Case.objects.count(), Scan.objects.count()) == (cases_before, scans_before)
+
+
+def test_new_case_with_one_bad_file_keeps_the_good_ones_and_names_the_bad(staff_client, world) -> None:
+    bad = SimpleUploadedFile("notes.png", b"%PDF-1.4 not an image", content_type="image/png")
+    response = staff_client.post(
+        reverse("case_new"), {"patient": world.patient.pk, "title": "Mixed", "files": [png_upload(), bad]}, follow=True
+    )
+    shown = response.content.decode()
+    assert "Case opened with 1 scan(s)" in shown
+    assert "Not stored (1): notes.png" in shown
+    assert Scan.objects.filter(case__title="Mixed").count() == 1
 
 
 def test_new_case_cannot_name_another_clinics_patient(staff_client, other) -> None:
@@ -270,7 +281,7 @@ def test_finished_card_tells_the_page_to_refresh_the_case_summary(staff_client, 
     finish_scan(world.scan)
     assert staff_client.get(card_url, headers={"HX-Request": "true"})["HX-Trigger"] == "scanFinished"
     summary = staff_client.get(reverse("case_summary", args=[world.case.pk])).content.decode()
-    assert "1 done" in summary
+    assert "1 analysed" in summary  # issue 14: "done" reads "analysed"
     assert 'hx-trigger="scanFinished from:body"' in summary
 
 

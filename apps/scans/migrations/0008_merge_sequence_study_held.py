@@ -9,6 +9,7 @@ class Migration(migrations.Migration):
         ('scans', '0007_scan_held_burnt_text_claimed_by'),
         ('scans', '0007_scan_sequence_prediction_validated'),
         ('scans', '0007_study_upload_and_exam_date'),
+        ('scans', '0007_scan_soft_removal'),
     ]
 
     operations = [

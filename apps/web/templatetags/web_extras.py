@@ -42,6 +42,59 @@ def ms(value: float | int | None) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
+# The worker's timing keys (workers/inference.py) said in words; an unknown key is humanised.
+_TIMING_WORDS = {
+    "decode": "Reading the image",
+    "preprocess": "Preparing the image",
+    "inference": "Running the model",
+    "ood": "Checking it is a brain MRI",
+    "gradcam": "Drawing the heatmap",
+    "gradcam_and_overlay": "Drawing the heatmap",
+    "overlay": "Drawing the overlay",
+}
+
+
+@register.filter
+def timing_words(value: str) -> str:
+    """A timing key ("gradcam_ms", "ood") as words a clinician reads ("Drawing the heatmap")."""
+    key = str(value).removesuffix("_ms")
+    return _TIMING_WORDS.get(key) or humanize_key(key)
+
+
+@register.filter
+def ago(value: datetime.datetime | None) -> str:
+    """"just now" under a minute, else "5 minutes ago" (Django's timesince said "0 minutes")."""
+    if value is None:
+        return ""
+    from django.utils import timezone
+    from django.utils.timesince import timesince
+
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value)} ago"
+
+
+@register.simple_tag
+def prediction_summary(case: object) -> str:
+    """A case's analysed scans as "Glioma ×3, No tumour" (most frequent first), from the
+    prefetched scans: one name per label rather than one per scan."""
+    counts: dict[str, int] = {}
+    for scan in case.scans.all():
+        if scan.status == "done" and getattr(scan, "prediction", None) is not None:
+            counts[scan.prediction.label] = counts.get(scan.prediction.label, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], Label.name_of(item[0])))
+    return ", ".join(Label.name_of(label) + (f" ×{n}" if n > 1 else "") for label, n in ordered)
+
+
+# A scan's status as said on its badge: "done" reads "analysed".
+_SCAN_STATUS_WORDS = {"done": "Analysed", "processing": "Analysing", "queued": "Queued"}
+
+
+@register.filter
+def scan_status_label(scan: object) -> str:
+    return _SCAN_STATUS_WORDS.get(scan.status) or scan.get_status_display()
+
+
 @register.filter
 def humanize_key(value: str) -> str:
     """timings_ms keys such as "gradcam_ms" or "decode" → "Gradcam", "Decode"."""

@@ -109,14 +109,17 @@ def worklist_priority_refresh(*, case_ids: Iterable[int] | None = None) -> int:
 
 def _waiting(user: User) -> QuerySet[Case]:
     """Unsigned cases with a result and nothing still waiting for the model."""
-    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
+    # NOT IN one uncorrelated subquery (the few cases with a scan in flight, found by the status
+    # index) instead of an EXISTS probe per case: the database runs it once.
+    pending = Scan.objects.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).values("case_id")
     return Case.objects.filter(
         clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False
-    ).exclude(Exists(Scan.objects.filter(case=OuterRef("pk"), status__in=pending)))
+    ).exclude(pk__in=pending)
 
 
-def _mine(user: User) -> Exists:
-    return Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), reviewer=user))
+def _mine(user: User) -> Q:
+    """Cases with a scan I reviewed: IN one uncorrelated subquery (run once, not per case)."""
+    return Q(pk__in=ScanReview.objects.filter(reviewer=user).values("scan__case_id"))
 
 
 def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters) -> QuerySet[Case]:
@@ -184,5 +187,5 @@ def case_worklist_counts(*, user: User, priorities: dict[int, int] | None = None
         low_confidence_tumour=Count("pk", filter=Q(worklist_priority=Priority.LOW_CONFIDENCE_TUMOUR)),
         tumour=Count("pk", filter=Q(worklist_priority=Priority.TUMOUR)),
         other=Count("pk", filter=Q(worklist_priority=Priority.OTHER)),
-        mine=Count("pk", filter=Q(_mine(user))),
+        mine=Count("pk", filter=_mine(user)),
     )

@@ -166,8 +166,10 @@ def folded_call(model: Any, outputs: Sequence[str], compute_dtype: str = "float3
             elif step.kind == "maxpool":
                 pool, stride, padding = params
                 value = tf.nn.max_pool2d(args[0], pool, stride, padding)
-            elif step.kind == "add":
-                value = tf.add_n(args)
+            elif step.kind == "add":  # AddV2 pairs (Grappler's remapper cannot rewrite an AddN here)
+                value = args[0]
+                for other in args[1:]:
+                    value = value + other
             elif step.kind == "gap":
                 value = tf.reduce_mean(tf.cast(args[0], tf.float32), axis=[1, 2])
             else:  # dense

@@ -172,10 +172,17 @@ def case_worklist_page(
     page: int | str = 1,
     per_page: int = 25,
     priorities: dict[int, int] | None = None,
+    total: int | None = None,
 ) -> Page:
-    """One page of the worklist (a malformed or out-of-range number gives the nearest page)."""
+    """One page of the worklist (a malformed or out-of-range number gives the nearest page).
+    `total`: the unfiltered worklist's size when the caller has it (case_worklist_counts), which
+    saves the paginator counting the same rows again."""
+    filters = filters or WorklistFilters()
     ids = case_worklist_ids(user=user, filters=filters)
-    result = Paginator(ids, per_page).get_page(page)
+    paginator = Paginator(ids, per_page)
+    if total is not None and filters == WorklistFilters():
+        paginator.count = total  # a cached_property: set, it is not computed
+    result = paginator.get_page(page)
     result.object_list = case_worklist_rows(user=user, ids=list(result.object_list))
     return result
 

@@ -272,8 +272,13 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
     filters = WorklistFilters.from_query(request.GET)
+    counts = case_worklist_counts(user=request.user)
     page = case_worklist_page(
-        user=request.user, filters=filters, page=request.GET.get("page") or 1, per_page=CASES_PER_PAGE
+        user=request.user,
+        filters=filters,
+        page=request.GET.get("page") or 1,
+        per_page=CASES_PER_PAGE,
+        total=counts["total"],  # the page's count when no filter narrows it
     )
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
     return render(
@@ -283,7 +288,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "page": page,
             "form": WorklistFilterForm(request.GET),
             "patient": patient,
-            "counts": case_worklist_counts(user=request.user),
+            "counts": counts,
             "priority_names": Priority.NAMES,
         },
     )

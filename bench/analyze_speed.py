@@ -8,9 +8,11 @@ image, JET colour map, 50/50 blend in OpenCV, PNG encode, base64. Both run in th
 the same real scans; the figure that matters is the ratio.
 
 usage: python bench/analyze_speed.py [--scans 24] [--rounds 2] [--methods gradcam layercam ...]
-                                    [--model-dirs DIR ...]
+                                    [--model-dirs DIR ...] [--graphs folded keras]
 (--methods: time analyze() with each heatmap method of workers.cams, against the same reference;
---model-dirs: each model folder in turn, e.g. a copy of the shipped one whose card says 256 px)
+--model-dirs: each model folder in turn, e.g. a copy of the shipped one whose card says 256 px;
+--graphs: the serving graph (folded, workers/folded_graph.py, in the default precision) and/or
+the Keras model in float32, the path before it)
 """
 from __future__ import annotations
 
@@ -88,6 +90,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", nargs="*", default=None, help="heatmap methods (default: the shipped one)")
     parser.add_argument("--model-dirs", type=Path, nargs="*", default=None, help="default: the shipped model")
+    parser.add_argument("--graphs", nargs="*", choices=("folded", "keras"), default=["folded"])
     args = parser.parse_args()
 
     from workers.model_store import DEFAULT_MODEL_DIR
@@ -98,9 +101,10 @@ def main() -> int:
     blobs = [s.path.read_bytes() for s in chosen]
     model_dirs = args.model_dirs or [DEFAULT_MODEL_DIR]
     analyzers = {
-        (d, name): Analyzer(d, cam=None if name == "shipped" else name)
+        (d, name, graph): Analyzer(d, cam=None if name == "shipped" else name, graph=graph)
         for d in model_dirs
         for name in (args.methods or ["shipped"])
+        for graph in args.graphs
     }
     from workers.model_store import load_classifier
 
@@ -109,7 +113,7 @@ def main() -> int:
         for analyzer in analyzers.values():
             analyzer.analyze(blob)
         reference_request(reference_model, blob)
-    ours: dict[tuple[Path, str], list[float]] = {key: [] for key in analyzers}
+    ours: dict[tuple[Path, str, str], list[float]] = {key: [] for key in analyzers}
     reference: list[float] = []
     for _ in range(args.rounds):  # interleaved, so a busy moment on the machine hits every path
         for key, analyzer in analyzers.items():
@@ -124,9 +128,11 @@ def main() -> int:
         method = analyzer.cam.name
         if args.model_dirs:
             method = f"{key[0].name} {analyzer.input_size} px, {method}"
+        if len(args.graphs) > 1:
+            method = f"{method}, {analyzer.graph} {analyzer.precision}"
         ours_ms = statistics.median(times)
         print(
-            f"our analyze() [{method:>22}]: median {ours_ms:8.1f} ms  (p90 {np.percentile(times, 90):.1f})"
+            f"our analyze() [{method:>32}]: median {ours_ms:8.1f} ms  (p90 {np.percentile(times, 90):.1f})"
             f"  speed-up (reference / ours): {reference_ms / ours_ms:.2f}×"
         )
     return 0

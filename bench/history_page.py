@@ -85,6 +85,10 @@ def _populate(n_cases: int, *, seed: int = 7) -> object:
                 )
             )  # fmt: skip
     Prediction.objects.bulk_create(predictions, batch_size=2000)
+    # bulk_create sends no signals: store the worklist priorities once, as the migration did.
+    from apps.cases.worklist import worklist_priority_refresh
+
+    worklist_priority_refresh()
     return user
 
 

@@ -91,10 +91,11 @@ def layer_map(rule: str, features: np.ndarray, gradients: np.ndarray) -> np.ndar
         alpha = np.divide(g2, denominator, out=np.zeros_like(g2), where=np.abs(denominator) > 1e-12)
         weights = (alpha * np.maximum(g, 0.0)).sum(axis=(0, 1))
         return np.maximum((a * weights).sum(axis=-1), 0.0)
+    # einsum: the channel sum without an (h, w, C) temporary (this runs for every served scan)
     if rule == "hirescam":
-        return np.maximum((a * g).sum(axis=-1), 0.0)
+        return np.maximum(np.einsum("hwc,hwc->hw", a, g), 0.0)
     if rule == "layercam":
-        return np.maximum((a * np.maximum(g, 0.0)).sum(axis=-1), 0.0)
+        return np.maximum(np.einsum("hwc,hwc->hw", a, np.maximum(g, 0.0)), 0.0)
     raise ValueError(f"unknown CAM rule {rule!r}")
 
 

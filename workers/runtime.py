@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from workers.cams import CamSpec, combine, flip_average, parse_method
-from workers.gradcam import encode_png, render_overlay
+from workers.folded_graph import default_compute_dtype, folded_call
+from workers.gradcam import overlay_png
 from workers.imaging import CLASS_NAMES, Prepared, decode_gray_bounded, map_to_scan, prepare, to_model_input
 from workers.inference import calibrated_probabilities
 from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, heatmap_method_of
@@ -48,6 +49,9 @@ class Analyzer:
     `cam` names the heatmap method (workers.cams.CAM_METHODS; default: the model card's
     `heatmap_method`, else Grad-CAM on block14). `probe_layers` adds layers to the traced pass,
     for `cam_maps` to compare several methods on one forward/backward (explain-eval).
+    `graph` "folded" (serving) runs workers/folded_graph.py's BatchNorm-folded graph in
+    `precision` (default: bfloat16 on a CPU with bfloat16 dot products, else float32); "keras"
+    runs the Keras model itself in float32, the reference the folded graph is tested against.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class Analyzer:
         model_dir: Path | str = DEFAULT_MODEL_DIR,
         cam: str | CamSpec | None = None,
         probe_layers: tuple[str, ...] = (),
+        graph: str = "folded",
+        precision: str | None = None,
     ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         started = time.perf_counter()
@@ -73,10 +79,20 @@ class Analyzer:
         self.layer_names: tuple[str, ...] = tuple(dict.fromkeys(self.cam.layer_names + tuple(probe_layers)))
         self.ood_gate: OodGate | None = load_gate(Path(model_dir), card)
         self._model = model
-        cam_model = keras.Model(
-            model.inputs,
-            [*(model.get_layer(n).output for n in self.layer_names), model.output, model.get_layer(OOD_LAYER).output],
-        )
+        self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        outputs = [*self.layer_names, model.layers[-1].name, OOD_LAYER]
+        if graph == "folded":  # BatchNorm folded into the convolutions (workers/folded_graph.py)
+            self.precision: str = precision or default_compute_dtype(self.device)
+            network = folded_call(model, outputs, self.precision)
+        elif graph == "keras":  # the Keras model itself: the reference the folded graph is checked against
+            self.precision = "float32"
+            cam_model = keras.Model(model.inputs, [model.get_layer(n).output for n in outputs])
+
+            def network(pixels: Any) -> list[Any]:
+                return cam_model(pixels, training=False)
+        else:
+            raise ValueError(f"graph must be 'folded' or 'keras', not {graph!r}")
+        self.graph = graph
         size = self.input_size
 
         # Any batch size: one traced function serves analyze() (batch 1), analyze_batch() and
@@ -86,24 +102,31 @@ class Analyzer:
         )
         def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any, Any]:
             with tf.GradientTape() as tape:
-                *features, logits, ood_maps = cam_model(pixels, training=False)
+                tape.watch(pixels)  # the folded graph holds constants, no variables, to record from
+                *features, logits, ood_maps = network(pixels)
                 own = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 paired = tf.gather(own, tf.maximum(-2 - targets, 0))
                 chosen = tf.where(targets >= 0, targets, tf.where(targets == OWN, own, paired))
                 # Rows do not interact (BatchNorm in inference mode), so d(sum)/d(features of
                 # row i) is row i's own gradient.
                 score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
-            # The OOD features are an earlier layer of the same pass, averaged over space (per row).
-            return features, logits, tape.gradient(score, features), tf.reduce_mean(ood_maps, axis=[1, 2])
+            # Only the paths from the logit down to the deepest CAM layer are differentiated (the
+            # traced function keeps only what its outputs need). The OOD features are an earlier
+            # layer of the same pass, averaged over space (per row).
+            gradients = tape.gradient(score, features)
+            as_float = [tf.cast(t, tf.float32) for t in features], [tf.cast(g, tf.float32) for g in gradients]
+            return *as_float, logits, tf.reduce_mean(tf.cast(ood_maps, tf.float32), axis=[1, 2])
 
         self._forward = forward
         self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
-        self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         # Whether a study's slices should go through analyze_batch: on this project's CPU a
         # batch of 8 or 32 costs ~1.5x more per slice than batch 1 (bench/analyze_batch.py,
         # docs/operations.md), so CPU workers analyse slices one at a time.
         self.batch_preferred: bool = self.device == "GPU"
-        logger.info("model %s loaded on %s in %.1f s", self.model_version, self.device, time.perf_counter() - started)
+        logger.info(
+            "model %s loaded on %s (%s graph, %s) in %.1f s",
+            self.model_version, self.device, graph, self.precision, time.perf_counter() - started,
+        )
 
     def _run(
         self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool
@@ -116,7 +139,7 @@ class Analyzer:
         if flip:
             pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
             rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
-        features, logits, gradients, pooled = self._forward(pixels, np.asarray(rows, dtype=np.int32))
+        features, gradients, logits, pooled = self._forward(pixels, np.asarray(rows, dtype=np.int32))
         count = len(prepared)
         return (
             logits.numpy()[:count],
@@ -175,7 +198,7 @@ class Analyzer:
             ood_score = float(ood_scores[i])
             cam = self._cam_from(self.cam, features, gradients, row=i, count=len(prepared))
             heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
-            overlay = encode_png(render_overlay(grays[i], heatmap))
+            overlay = overlay_png(grays[i], heatmap)
             clock.lap("gradcam_and_overlay")
             results.append(
                 AnalysisResult(

@@ -62,6 +62,10 @@ class Case(models.Model):
     )
     signed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     conclusion = models.TextField(blank=True)
+    # The worklist's priority (apps.cases.worklist.Priority) from the case's analysed scans;
+    # NULL when signed or when nothing is analysed yet. Stored and indexed so the worklist sorts
+    # and pages in SQL; kept current by apps/cases/signals.py (scans, predictions, sign-off).
+    worklist_priority = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     objects = LiveCaseManager()
     all_objects = models.Manager()  # noqa: DJ012 (deleted ones too: the admin's trash and the purge)
@@ -69,7 +73,10 @@ class Case(models.Model):
     class Meta:
         base_manager_name = "all_objects"  # scan.case still resolves for a deleted case
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["clinic", "-created_at"])]
+        indexes = [
+            models.Index(fields=["clinic", "-created_at"]),
+            models.Index(fields=["clinic", "worklist_priority", "created_at"], name="case_worklist_order"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Case {self.pk}"

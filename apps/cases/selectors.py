@@ -13,6 +13,7 @@ from django.db.models import Case as SqlCase
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from apps.accounts.models import User
@@ -130,6 +131,11 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     return _with_scans(queryset).order_by("-created_at", "-id")
 
 
+def _start_of_day(day: datetime.date) -> datetime.datetime:
+    """Midnight opening `day` in the current time zone (where a clinic's days begin)."""
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
 def _filtered(queryset: QuerySet[Case], filters: CaseFilters) -> QuerySet[Case]:
     """The history filters, shared by case_list and the worklist."""
     if filters.search:
@@ -138,10 +144,12 @@ def _filtered(queryset: QuerySet[Case], filters: CaseFilters) -> QuerySet[Case]:
         )
     if filters.patient_id is not None:
         queryset = queryset.filter(patient_id=filters.patient_id)
+    # A range on the timestamp itself (days in the current time zone), which the created_at
+    # indexes serve; created_at__date would compute the date of every row.
     if filters.date_from is not None:
-        queryset = queryset.filter(created_at__date__gte=filters.date_from)
+        queryset = queryset.filter(created_at__gte=_start_of_day(filters.date_from))
     if filters.date_to is not None:
-        queryset = queryset.filter(created_at__date__lte=filters.date_to)
+        queryset = queryset.filter(created_at__lt=_start_of_day(filters.date_to + datetime.timedelta(days=1)))
     if filters.label:
         # From the case's scans (indexed by case) to their one prediction each.
         queryset = queryset.filter(Exists(Scan.objects.filter(case=OuterRef("pk"), prediction__label=filters.label)))

@@ -3,18 +3,20 @@
 Priority: a tumour predicted with low confidence (the model is unsure about something that
 matters), or any result on a sequence the model is not validated for (Prediction.validated
 False: its "No tumour" is no reassurance), then any tumour, then the rest; oldest first within
-each. Filters are the history's (`CaseFilters`) plus confidence (low: either of the first
-kind) and "mine" (cases I have started reading).
+each. Each case stores its priority (Case.worklist_priority, indexed with the clinic and the
+date), so the worklist sorts, counts and pages in SQL like the history page. Filters are the
+history's (`CaseFilters`) plus confidence (low: either of the first kind) and "mine" (cases I
+have started reading).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Case as SqlCase
-from django.db.models import Exists, FloatField, IntegerField, Min, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Count, Exists, FloatField, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -90,38 +92,42 @@ _RESULT_PRIORITY = SqlCase(
 )
 
 
-def _priorities(user: User, ids: list[int] | None = None) -> dict[int, int]:
-    """case id → priority for every unsigned case of the clinic with a result (or for `ids`):
-    one grouped query over the results (a correlated subquery per case cost seconds on
-    PostgreSQL at 10,000 cases)."""
-    results = Prediction.objects.filter(
-        scan__case__clinic_id=user.clinic_id, scan__case__deleted_at__isnull=True, scan__status=ScanStatus.DONE,
-        scan__removed_at__isnull=True,
-    )
-    if ids is None:
-        results = results.filter(scan__case__signed_at__isnull=True)
-    else:
-        results = results.filter(scan__case_id__in=ids)
-    grouped = (
-        results.annotate(top=prediction_confidence())
-        .values("scan__case_id")
+def _case_priority() -> Subquery:
+    """The priority of the outer case from its analysed scans' results (NULL: none yet)."""
+    results = (
+        _done()
+        .annotate(top=prediction_confidence())
+        .values("scan__case")
         .annotate(priority=Min(_RESULT_PRIORITY))
         .order_by()
+        .values("priority")
     )
-    return dict(grouped.values_list("scan__case_id", "priority"))
+    return Subquery(results[:1], output_field=IntegerField())
+
+
+def worklist_priority_refresh(*, case_ids: Iterable[int] | None = None) -> int:
+    """Recompute Case.worklist_priority (NULL once signed) of `case_ids`, or of every case:
+    one UPDATE. Signals call it when a result or a sign-off changes (apps/cases/signals.py);
+    bulk loads (the migration's backfill, bench data) call it once for everything."""
+    cases = Case.all_objects.all() if case_ids is None else Case.all_objects.filter(pk__in=list(case_ids))
+    return cases.update(
+        worklist_priority=SqlCase(When(signed_at__isnull=False, then=Value(None)), default=_case_priority())
+    )
 
 
 def _waiting(user: User) -> QuerySet[Case]:
-    """Unsigned cases with nothing still waiting for the model (whether a case has a result at
-    all is for _priorities to say)."""
-    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING]
-    return Case.objects.filter(clinic_id=user.clinic_id, signed_at__isnull=True).exclude(
-        Exists(Scan.objects.filter(case=OuterRef("pk"), status__in=pending))
-    )
+    """Unsigned cases with a result and nothing still waiting for the model."""
+    # NOT IN one uncorrelated subquery (the few cases with a scan in flight, found by the status
+    # index) instead of an EXISTS probe per case: the database runs it once.
+    pending = Scan.objects.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).values("case_id")
+    return Case.objects.filter(
+        clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False
+    ).exclude(pk__in=pending)
 
 
-def _mine(user: User) -> Exists:
-    return Exists(ScanReview.objects.filter(scan__case=OuterRef("pk"), scan__removed_at__isnull=True, reviewer=user))
+def _mine(user: User) -> Q:
+    """Cases with a scan I reviewed: IN one uncorrelated subquery (run once, not per case)."""
+    return Q(pk__in=ScanReview.objects.filter(reviewer=user, scan__removed_at__isnull=True).values("scan__case_id"))
 
 
 def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters) -> QuerySet[Case]:
@@ -136,38 +142,35 @@ def _with_filters(queryset: QuerySet[Case], user: User, filters: WorklistFilters
 
 
 def case_worklist_priorities(*, user: User) -> dict[int, int]:
-    """case id → priority of every unsigned case with a result: pass it to case_worklist_page
-    and case_worklist_counts when a page shows both, so it is computed once."""
-    return _priorities(user)
+    """case id → priority of every unsigned case with a result (the stored priorities)."""
+    return dict(_waiting(user).values_list("pk", "worklist_priority"))
 
 
 def case_worklist_ids(
     *, user: User, filters: WorklistFilters | None = None, priorities: dict[int, int] | None = None
-) -> list[int]:
-    """The worklist's case ids in order: priority, then oldest first. Two queries whatever the
-    clinic's size (the filtered candidates, their priorities); sorted here, a few thousand ids."""
+) -> QuerySet:
+    """The worklist's case ids in order: priority, then oldest first, as a lazy query (a
+    paginator counts it and reads one page of it; the stored, indexed priority sorts it in
+    SQL). `priorities` is accepted for callers of the per-request version and not needed."""
     filters = filters or WorklistFilters()
-    candidates = _with_filters(_waiting(user), user, filters).values_list("pk", "created_at")
-    priorities = _priorities(user) if priorities is None else priorities
-    ordered = sorted((priorities[pk], created, pk) for pk, created in candidates if pk in priorities)
-    return [pk for _, _, pk in ordered]
+    ordered = _with_filters(_waiting(user), user, filters).order_by("worklist_priority", "created_at", "pk")
+    return ordered.values_list("pk", flat=True)
 
 
 def case_worklist_rows(*, user: User, ids: list[int]) -> list[Case]:
     """The cases of `ids`, in that order, annotated like case_list (scan counts, status) with
     their scans prefetched, and each with `priority` (Priority)."""
-    priorities = _priorities(user, ids)
     rows = {case.pk: case for case in _with_scans(_annotated(user)).filter(pk__in=ids)}
     cases = [rows[pk] for pk in ids if pk in rows]
     for case in cases:
-        case.priority = priorities.get(case.pk, Priority.OTHER)
+        case.priority = Priority.OTHER if case.worklist_priority is None else case.worklist_priority
     return cases
 
 
 def case_worklist(*, user: User, filters: WorklistFilters | None = None) -> list[Case]:
     """The whole worklist in order, each case as case_worklist_rows gives it. Pages use
     case_worklist_page (the same order, 25 cases loaded)."""
-    return case_worklist_rows(user=user, ids=case_worklist_ids(user=user, filters=filters))
+    return case_worklist_rows(user=user, ids=list(case_worklist_ids(user=user, filters=filters)))
 
 
 def case_worklist_page(
@@ -177,24 +180,27 @@ def case_worklist_page(
     page: int | str = 1,
     per_page: int = 25,
     priorities: dict[int, int] | None = None,
+    total: int | None = None,
 ) -> Page:
-    """One page of the worklist (a malformed or out-of-range number gives the nearest page)."""
-    ids = case_worklist_ids(user=user, filters=filters, priorities=priorities)
-    result = Paginator(ids, per_page).get_page(page)
+    """One page of the worklist (a malformed or out-of-range number gives the nearest page).
+    `total`: the unfiltered worklist's size when the caller has it (case_worklist_counts), which
+    saves the paginator counting the same rows again."""
+    filters = filters or WorklistFilters()
+    ids = case_worklist_ids(user=user, filters=filters)
+    paginator = Paginator(ids, per_page)
+    if total is not None and filters == WorklistFilters():
+        paginator.count = total  # a cached_property: set, it is not computed
+    result = paginator.get_page(page)
     result.object_list = case_worklist_rows(user=user, ids=list(result.object_list))
     return result
 
 
 def case_worklist_counts(*, user: User, priorities: dict[int, int] | None = None) -> dict[str, int]:
-    """How many cases wait, by priority, and how many of them I have started (two queries)."""
-    priorities = _priorities(user) if priorities is None else priorities
-    waiting = dict(_waiting(user).annotate(mine=_mine(user)).values_list("pk", "mine"))
-    counts = {"total": 0, "low_confidence_tumour": 0, "tumour": 0, "other": 0, "mine": 0}
-    keys = {Priority.LOW_CONFIDENCE_TUMOUR: "low_confidence_tumour", Priority.TUMOUR: "tumour", Priority.OTHER: "other"}
-    for pk, mine in waiting.items():
-        if pk not in priorities:
-            continue  # nothing analysed yet
-        counts["total"] += 1
-        counts[keys[priorities[pk]]] += 1
-        counts["mine"] += bool(mine)
-    return counts
+    """How many cases wait, by priority, and how many of them I have started (one query)."""
+    return _waiting(user).aggregate(
+        total=Count("pk"),
+        low_confidence_tumour=Count("pk", filter=Q(worklist_priority=Priority.LOW_CONFIDENCE_TUMOUR)),
+        tumour=Count("pk", filter=Q(worklist_priority=Priority.TUMOUR)),
+        other=Count("pk", filter=Q(worklist_priority=Priority.OTHER)),
+        mine=Count("pk", filter=_mine(user)),
+    )

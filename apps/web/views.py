@@ -33,7 +33,6 @@ from apps.cases.worklist import (
     WorklistFilters,
     case_worklist_counts,
     case_worklist_page,
-    case_worklist_priorities,
 )
 from apps.patients.selectors import patient_get, patient_list
 from apps.patients.services import patient_create, patient_update
@@ -439,13 +438,13 @@ def case_addendum_submit(request: HttpRequest, case_id: int) -> HttpResponse:
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
     filters = WorklistFilters.from_query(request.GET)
-    priorities = case_worklist_priorities(user=request.user)  # shared by the page and its counts
+    counts = case_worklist_counts(user=request.user)
     page = case_worklist_page(
         user=request.user,
         filters=filters,
         page=request.GET.get("page") or 1,
         per_page=CASES_PER_PAGE,
-        priorities=priorities,
+        total=counts["total"],  # the page's count when no filter narrows it
     )
     patient = patient_get(user=request.user, patient_id=filters.patient_id) if filters.patient_id else None
     audit_list_read(request, "case", [case.pk for case in page], what="worklist")
@@ -456,7 +455,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "page": page,
             "form": WorklistFilterForm(request.GET),
             "patient": patient,
-            "counts": case_worklist_counts(user=request.user, priorities=priorities),
+            "counts": counts,
             "priority_names": Priority.NAMES,
         },
     )

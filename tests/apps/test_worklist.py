@@ -1,17 +1,27 @@
 """The worklist: which cases, in which order, the filters, the counts, and the API."""
 
-from datetime import timedelta
+import importlib
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.cases.models import Case
+from apps.cases.selectors import case_list
 from apps.cases.services import case_sign
-from apps.cases.worklist import Priority, WorklistFilters, case_worklist, case_worklist_counts
+from apps.cases.worklist import (
+    Priority,
+    WorklistFilters,
+    case_worklist,
+    case_worklist_counts,
+    case_worklist_ids,
+    worklist_priority_refresh,
+)
 from apps.patients.services import patient_create
 from apps.scans.services import scan_claim, scan_fail, scan_review
-from tests.testkit.data import make_case
+from tests.testkit.data import finish_scan, make_case
 
 
 @pytest.fixture
@@ -170,3 +180,77 @@ def test_pages_follow_the_worklist_order(north, desk):
     assert [c.pk for c in beyond.object_list] == [c.pk for c in first.object_list]
     assert first.paginator.count == len(order)
     assert all(hasattr(c, "scans_done") and hasattr(c, "priority") for c in second.object_list)
+
+
+# The stored priority (Case.worklist_priority): kept current by signals, backfilled by the
+# migration, and the date filter as a range the created_at index serves.
+
+
+def _stored(case):
+    case.refresh_from_db()
+    return case.worklist_priority
+
+
+def test_stored_priority_follows_results_and_sign_off(north, desk):
+    cases, _order = desk
+    assert _stored(cases["unsure_meningioma"]) == Priority.LOW_CONFIDENCE_TUMOUR
+    assert _stored(cases["mixed"]) == Priority.LOW_CONFIDENCE_TUMOUR  # its most urgent result
+    assert _stored(cases["tumour"]) == Priority.TUMOUR
+    assert _stored(cases["notumor"]) == Priority.OTHER
+    assert _stored(cases["signed"]) is None
+    assert _stored(cases["empty"]) is None
+    assert _stored(cases["failed"]) is None
+    assert _stored(cases["pending"]) == Priority.LOW_CONFIDENCE_TUMOUR  # its done scan; hidden while pending
+
+    mixed = cases["mixed"]
+    mixed.scans.get(prediction__label="glioma").delete()  # the unsure glioma goes: no tumour left
+    assert _stored(mixed) == Priority.OTHER
+    scan_review(scan=mixed.scans.get(), reviewer=north.radiologist, agrees=True)
+    case_sign(case=mixed, signer=north.radiologist, conclusion="No tumour.")
+    assert _stored(mixed) is None
+    assert mixed.pk not in list(case_worklist_ids(user=north.radiologist))
+
+
+def test_pending_scan_finishing_updates_the_stored_priority(north, desk):
+    cases, _order = desk
+    pending = cases["pending"]
+    finish_scan(pending.scans.get(status="queued"), "notumor", 0.95)
+    assert _stored(pending) == Priority.LOW_CONFIDENCE_TUMOUR
+    assert pending.pk in list(case_worklist_ids(user=north.radiologist))
+
+
+def test_migration_backfill_matches_the_live_rule(north, desk):
+    from django.apps import apps
+
+    backfill = importlib.import_module("apps.cases.migrations.0004_case_worklist_priority").backfill
+    live = dict(Case.all_objects.values_list("pk", "worklist_priority"))
+    assert any(value is not None for value in live.values())
+    Case.all_objects.update(worklist_priority=None)
+    backfill(apps, None)
+    assert dict(Case.all_objects.values_list("pk", "worklist_priority")) == live
+    Case.all_objects.update(worklist_priority=None)
+    worklist_priority_refresh()
+    assert dict(Case.all_objects.values_list("pk", "worklist_priority")) == live
+
+
+def test_date_filter_is_a_timestamp_range_on_whole_days(north, desk):
+    cases, _order = desk
+    late = cases["tumour"]
+    local_day = timezone.localdate(late.created_at)
+    just_before_midnight = timezone.make_aware(datetime.combine(local_day, time(23, 59, 30)))
+    Case.objects.filter(pk=late.pk).update(created_at=just_before_midnight)
+
+    def titles(**query):
+        filters = WorklistFilters.from_query({k: v.isoformat() for k, v in query.items()})
+        return _titles(cases, case_worklist(user=north.radiologist, filters=filters))
+
+    assert "tumour" in titles(date_from=local_day, date_to=local_day)
+    assert "tumour" not in titles(date_from=local_day + timedelta(days=1))
+    assert "tumour" not in titles(date_to=local_day - timedelta(days=1))
+    # A range on the column itself, not the date of every row (which no index serves).
+    filters = WorklistFilters.from_query({"date_from": local_day.isoformat(), "date_to": local_day.isoformat()})
+    sql = str(case_list(user=north.radiologist, filters=filters).query).lower()
+    assert "created_at\" >=" in sql
+    assert "created_at\" <" in sql
+    assert "date(" not in sql
+    assert "cast_date" not in sql

@@ -1,0 +1,180 @@
+"""A whole study through the product: upload a series of N slices over the REST API, and time
+the request and the wait until the study summary is complete (every slice analysed or
+rejected), per study and per slice; the baseline is N × one `analyze()` in this process, in
+the same run. DICOM goes as one zipped series (the test builders' real training scans in the
+transfer syntax asked for, as a PACS exports them); JPEG as the same N slices in one
+multipart request (the intake unzips DICOM only).
+
+Real processes (tests/testkit/processes.py): Redis, gunicorn serving the API, one Celery
+worker (concurrency 1) with the shipped model. The clock uses the public API only:
+`POST /api/cases/{id}/scans/`, then `GET /api/cases/{id}/scans/` until the case holds N
+slices, all finished. So it measures today's intake (the request unpacks and stores the slices)
+and an asynchronous one (the request stores the upload; a job splits it later) alike.
+
+    .venv/bin/python bench/study_bench.py [--slices 20] [--kinds dicom jpeg] [--rounds 1]
+                                          [--syntax explicit-le] [--database-url URL]
+Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free port.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.queue_throughput import bench_stack  # noqa: E402
+from tests.testkit.processes import free_port, start_worker  # noqa: E402
+
+FINISHED = ("done", "failed", "rejected")
+PASSWORD = "study-bench-password-1"  # noqa: S105 (a throw-away user of a temporary database)
+
+
+def baseline_analyze_ms(slices: list[bytes]) -> float:
+    """Median ms of one `analyze()` over these slices, in this process (model loaded, warmed)."""
+    from workers.runtime import get_analyzer
+
+    analyzer = get_analyzer()
+    analyzer.analyze(slices[0])
+    times = []
+    for data in slices:
+        start = time.perf_counter()
+        analyzer.analyze(data)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def web_server(env: dict[str, str], log: Path):
+    """gunicorn serving the platform on a free port (as deployed); yields its base URL."""
+    import requests
+
+    port = free_port()
+    with log.open("wb") as out:
+        web = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "--timeout", "600"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{base}/healthz", timeout=2).ok:
+                    break
+            if web.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
+
+
+def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes, str]], n: int, timeout: float):
+    """(request s, upload → summary complete s, statuses) for one study in a new case."""
+    case = session.post(f"{base}/api/cases/", data={"patient": patient_id, "title": "study bench"}, timeout=30)
+    case.raise_for_status()
+    case_id = case.json()["id"]
+    multipart = [("file", (name, data, mime)) for name, data, mime in files]
+    start = time.perf_counter()
+    answer = session.post(f"{base}/api/cases/{case_id}/scans/", files=multipart, timeout=timeout)
+    requested = time.perf_counter() - start
+    if answer.status_code not in (201, 202):
+        raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:500]}")
+    deadline = start + timeout
+    while True:
+        scans = session.get(f"{base}/api/cases/{case_id}/scans/", timeout=30).json()
+        statuses = [scan["status"] for scan in scans]
+        if len(statuses) >= n and all(s in FINISHED for s in statuses):
+            return requested, time.perf_counter() - start, statuses
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"case {case_id}: {len(statuses)} of {n} slices, {statuses.count('done')} done")
+        time.sleep(0.5)  # each poll is a request on the same 2 cores: not too often
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slices", type=int, default=20)
+    parser.add_argument("--kinds", nargs="+", choices=("dicom", "jpeg"), default=["dicom", "jpeg"])
+    parser.add_argument("--rounds", type=int, default=1, help="studies of each kind, alternated")
+    parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    n = args.slices
+
+    with bench_stack("study-bench", args.database_url) as stack:
+        import requests
+        from django.db import connection
+
+        from apps.accounts.models import Role
+        from apps.accounts.services import user_create
+        from tests.testkit import dicom as dicomdata
+
+        labels = ("glioma", "notumor", "meningioma", "pituitary")
+        jpegs = dicomdata.training_jpegs(n, labels=labels)  # what the DICOM series is made from
+        archive = dicomdata.series_zip(dicomdata.training_series(n, labels=labels, key=args.syntax))
+        studies = {
+            "dicom": [("series.zip", archive, "application/zip")],
+            "jpeg": [(f"slice{i:03d}.jpg", data, "image/jpeg") for i, data in enumerate(jpegs)],
+        }
+        analyze_ms = baseline_analyze_ms(jpegs)  # before the worker starts: the cores are free
+        user_create(clinic=stack.user.clinic, username="study-bench", password=PASSWORD, role=Role.CLINIC_STAFF)
+
+        worker = start_worker(env=stack.env, log_dir=stack.tmp, prefix="study-bench")
+        timings: dict[str, list[tuple[float, float]]] = {kind: [] for kind in args.kinds}
+        not_done = 0
+        try:
+            with web_server(stack.env, stack.tmp / "gunicorn.log") as base:
+                session = requests.Session()
+                token = session.post(
+                    f"{base}/api/auth/token/", data={"username": "study-bench", "password": PASSWORD}, timeout=30
+                )
+                token.raise_for_status()
+                session.headers["Authorization"] = f"Token {token.json()['token']}"
+                patient = session.post(f"{base}/api/patients/", data={"mrn": "S-1", "name": "Study Bench"}, timeout=30)
+                patient.raise_for_status()
+                patient_id = patient.json()["id"]
+                # Warm-up, not counted: the worker's pool process imports TensorFlow, loads the model.
+                run_study(session, base, patient_id, studies["jpeg"][:1], 1, args.timeout)
+                for _ in range(args.rounds):
+                    for kind in args.kinds:
+                        requested, total, statuses = run_study(
+                            session, base, patient_id, studies[kind], n, args.timeout
+                        )
+                        timings[kind].append((requested, total))
+                        not_done += sum(s != "done" for s in statuses)
+        except BaseException:
+            print(worker.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            worker.stop()
+
+        baseline_s = n * analyze_ms / 1000
+        print(f"database: {connection.vendor}; broker: Redis; gunicorn 1 process; 1 worker, concurrency 1; "
+              f"{os.cpu_count()} CPU cores; {n} slices per study; DICOM {args.syntax} zipped "
+              f"({len(archive) / 2**20:.1f} MB); {args.rounds} round(s)")
+        print(f"baseline: one analyze() median {analyze_ms:.0f} ms in this process → {n} × analyze() = "
+              f"{baseline_s:.1f} s")
+        print(f"{'study':>6}{'upload request':>16}{'→ summary complete':>20}{'per slice':>11}{'× baseline':>12}")
+        for kind in args.kinds:
+            requested = statistics.median(t[0] for t in timings[kind])
+            total = statistics.median(t[1] for t in timings[kind])
+            print(f"{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms{total / baseline_s:>11.2f}×")
+        if not_done:
+            print(f"{not_done} slice(s) finished other than done (failed or rejected)")
+    return 1 if not_done else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

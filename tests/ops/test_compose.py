@@ -244,6 +244,26 @@ def test_proxy_terminates_tls_caps_and_buffers_bodies(compose: dict[str, Any]) -
     assert "test" in proxy["healthcheck"]
 
 
+def test_proxy_access_log_carries_no_query_string(compose: dict[str, Any]) -> None:
+    """Patient-name searches travel in query strings: the proxy logs the path ($uri), never the
+    request line, the full URI, the query or the Referer, in every server block (a server
+    without its own access_log would inherit the image's `main` format, request line included).
+    tests/ops/test_nginx_proxy.py reads the log of a real nginx."""
+    proxy = compose["services"]["proxy"]
+    template = next(v for v in proxy["volumes"] if "/etc/nginx/templates/" in v).split(":")[0]
+    conf = (ROOT / template).read_text()
+    formats = dict(re.findall(r"^log_format (\w+) ((?:'[^']*'\s*)+);", conf, re.M))
+    assert formats, "no log_format"
+    for name, layout in formats.items():
+        assert "$uri " in layout, name
+        assert not re.search(r"\$(request\b|request_uri|args|query_string|arg_|http_referer)", layout), layout
+    servers = conf.split("\nserver {")[1:]
+    assert len(servers) == 2
+    for server in servers:
+        (log,) = re.findall(r"^    access_log (\S+) (\w+);", server, re.M)
+        assert log[1] in formats, log
+
+
 def test_redis_requires_a_password(compose: dict[str, Any], workers_compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     cmd = command(redis)

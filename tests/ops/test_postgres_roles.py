@@ -23,6 +23,7 @@ from tests.testkit.processes import postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "postgres" / "10-clinic-roles.sh"
+ADOPT = ROOT / "deploy" / "postgres" / "adopt-single-role-database.sql"
 pytestmark = pytest.mark.skipif(
     not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("psql") is None,
     reason="PostgreSQL (server and psql) not installed: requirements/system.txt",
@@ -35,24 +36,28 @@ def _compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[dict]:
+def _make_roles(address, db_env: dict) -> None:
     """The script run twice (it is idempotent) as the image would run it: the db service's
     variables, the cluster's superuser as POSTGRES_USER."""
+    env = {
+        **os.environ,
+        **{k: v for k, v in db_env.items() if k in ("CLINIC_DB_NAME", "CLINIC_DB_OWNER", "CLINIC_DB_APP")},
+        **PASSWORDS,
+        "POSTGRES_USER": address.username,
+        "PGHOST": address.hostname,
+        "PGPORT": str(address.port),
+    }
+    for _ in range(2):
+        done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict]:
     db_env = _compose()["db"]["environment"]
     with postgres_server("scratch") as url:
         address = urlsplit(url)
-        env = {
-            **os.environ,
-            **{k: v for k, v in db_env.items() if k in ("CLINIC_DB_NAME", "CLINIC_DB_OWNER", "CLINIC_DB_APP")},
-            **PASSWORDS,
-            "POSTGRES_USER": address.username,
-            "PGHOST": address.hostname,
-            "PGPORT": str(address.port),
-        }
-        for _ in range(2):
-            done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False)
-            assert done.returncode == 0, done.stderr
+        _make_roles(address, db_env)
         yield {"host": address.hostname, "port": address.port, "superuser": address.username, **db_env}
 
 
@@ -99,43 +104,84 @@ def test_the_script_makes_two_plain_roles_with_their_passwords_and_the_owners_da
         assert db_owner == owner
 
 
+def _migrate(cluster: dict, user: str, runtime_role: str = "") -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
+        "DJANGO_SETTINGS_MODULE": "clinic_platform.settings",
+        "DJANGO_DEBUG": "1",
+        "DATABASE_URL": f"postgres://{user}@{cluster['host']}:{cluster['port']}/{cluster['CLINIC_DB_NAME']}",
+        "DATABASE_RUNTIME_ROLE": runtime_role,
+    }
+    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def migrated(cluster) -> dict:
     """`manage.py migrate` with the compose migrate service's database variables."""
     migrate_env = _compose()["migrate"]["environment"]
     owner = _user(migrate_env["DATABASE_URL"])
     assert owner == cluster["CLINIC_DB_OWNER"]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
-        "DJANGO_SETTINGS_MODULE": "clinic_platform.settings",
-        "DJANGO_DEBUG": "1",
-        "DATABASE_URL": f"postgres://{owner}@{cluster['host']}:{cluster['port']}/{cluster['CLINIC_DB_NAME']}",
-        "DATABASE_RUNTIME_ROLE": migrate_env["DATABASE_RUNTIME_ROLE"],
-    }
-    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    _migrate(cluster, owner, migrate_env["DATABASE_RUNTIME_ROLE"])
     return cluster
 
 
-def test_the_runtime_role_of_web_and_workers_cannot_change_the_audit_trail(migrated):
+def _assert_runtime_role_cannot_change_the_audit_trail(cluster: dict, events_before: int = 0) -> None:
     import psycopg
 
     app = _user(_compose()["web"]["environment"]["DATABASE_URL"])
-    assert app == migrated["CLINIC_DB_APP"]
-    with _connect(migrated, app, migrated["CLINIC_DB_NAME"]) as runtime:
+    assert app == cluster["CLINIC_DB_APP"]
+    with _connect(cluster, app, cluster["CLINIC_DB_NAME"]) as runtime:
         runtime.execute(
             "INSERT INTO audit_auditevent (at, actor_username, action, object_type, object_id, outcome, detail)"
             " VALUES (now(), 'x', 'view', 'case', '1', 'success', '')"
         )
-        assert runtime.execute("SELECT count(*) FROM audit_auditevent").fetchone() == (1,)
+        assert runtime.execute("SELECT count(*) FROM audit_auditevent").fetchone() == (events_before + 1,)
         for sql in ("UPDATE audit_auditevent SET detail = 'tampered'", "DELETE FROM audit_auditevent",
                     "TRUNCATE audit_auditevent", "ALTER TABLE audit_auditevent DISABLE TRIGGER ALL",
                     "CREATE TABLE sneaky (id int)"):  # fmt: skip
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 runtime.execute(sql)
-        assert runtime.execute("SELECT detail FROM audit_auditevent").fetchall() == [("",)]
+        assert runtime.execute("SELECT DISTINCT detail FROM audit_auditevent").fetchall() == [("",)]
         runtime.execute("INSERT INTO accounts_clinic (name, created_at) VALUES ('Runtime Clinic', now())")
         runtime.execute("DELETE FROM accounts_clinic WHERE name = 'Runtime Clinic'")
         owners = {row[0] for row in runtime.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")}
-        assert owners == {migrated["CLINIC_DB_OWNER"]}
+        assert owners == {cluster["CLINIC_DB_OWNER"]}
+        functions = runtime.execute(
+            "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        ).fetchall()
+        assert functions == [(cluster["CLINIC_DB_OWNER"],)]  # the append-only trigger's function
+
+
+def test_the_runtime_role_of_web_and_workers_cannot_change_the_audit_trail(migrated):
+    _assert_runtime_role_cannot_change_the_audit_trail(migrated)
+
+
+def test_a_database_made_with_one_role_moves_to_the_two():
+    """The old compose layout (superuser `clinic` made the database and migrated it) with an
+    audit event in it: the role script, the adoption script, migrate as the owner; then the same
+    refusals, the event kept."""
+    db_env = _compose()["db"]["environment"]
+    migrate_env = _compose()["migrate"]["environment"]
+    with postgres_server("clinic") as url:
+        address = urlsplit(url)
+        cluster = {"host": address.hostname, "port": address.port, "superuser": address.username, **db_env}
+        assert address.path == f"/{db_env['CLINIC_DB_NAME']}"  # the old stack's database, same name
+        _migrate(cluster, address.username)
+        with _connect(cluster, address.username, "clinic") as old:
+            old.execute(
+                "INSERT INTO audit_auditevent (at, actor_username, action, object_type, object_id, outcome, detail)"
+                " VALUES (now(), 'before', 'view', 'case', '1', 'success', '')"
+            )
+        _make_roles(address, db_env)
+        for _ in range(2):
+            done = subprocess.run(
+                [shutil.which("psql") or "psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc",
+                 "-h", address.hostname, "-p", str(address.port),
+                 "-U", address.username, "-d", "clinic", "-v", f"owner={db_env['CLINIC_DB_OWNER']}", "-f", str(ADOPT)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        _migrate(cluster, _user(migrate_env["DATABASE_URL"]), migrate_env["DATABASE_RUNTIME_ROLE"])
+        _assert_runtime_role_cannot_change_the_audit_trail(cluster, events_before=1)

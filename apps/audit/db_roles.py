@@ -15,7 +15,6 @@ flush (DELETE FROM every table) drops and recreates them around itself (`sqlite_
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 AUDIT_TABLE = "audit_auditevent"
@@ -40,7 +39,9 @@ def sqlite_flush_sql(statements: list[str]) -> list[str]:
 
 
 def runtime_role() -> str:
-    return os.environ.get("DATABASE_RUNTIME_ROLE", "").strip()
+    from django.conf import settings
+
+    return settings.DATABASE_RUNTIME_ROLE
 
 
 def grant_runtime_role(connection: Any, role: str) -> None:

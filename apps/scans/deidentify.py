@@ -127,8 +127,13 @@ def _rebuild(source: Dataset, *, key: str, tokens: list[str]) -> Dataset:
             target.add_new(element.tag, "UI", replacement_uid(value, key=key) if value else "")
         elif keyword in _KEEP_IF_ANONYMOUS:
             text = str(element.value or "")
-            if text and not _carries_identity(text, tokens):
-                target.add_new(element.tag, element.VR, text[:64])
+            if not _carries_identity(text, tokens):
+                if text or keyword == "ContrastBolusAgent":  # an empty agent says something too
+                    target.add_new(element.tag, element.VR, text[:64])
+            elif keyword == "ContrastBolusAgent":
+                # An agent was named, with the patient's identity in it: keep "some agent" without
+                # the words, so the sequence reads as unknown contrast, never as no contrast.
+                target.add_new(element.tag, element.VR, "ANONYMIZED")
         elif keyword in _KEEP:
             if element.VR == "SQ":
                 target.add_new(element.tag, "SQ", Sequence([_rebuild(item, key=key, tokens=tokens)

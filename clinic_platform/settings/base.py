@@ -97,6 +97,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# PostgreSQL with two roles (docs/database-roles.md): set only for `migrate`, which runs as the
+# owner and grants this runtime role (what web, workers and beat connect as) everything but
+# changing the audit trail (apps/audit/db_roles.py). Empty: one role, nothing granted.
+DATABASE_RUNTIME_ROLE = env.str("DATABASE_RUNTIME_ROLE", default="").strip()
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"

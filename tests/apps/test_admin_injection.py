@@ -62,6 +62,17 @@ def _other_objects(other) -> dict[type[models.Model], models.Model]:
     (found[AccessFailureLog],) = AccessFailureLog.objects.bulk_create([AccessFailureLog(
         username=f"{MARKER}-staff", http_accept="*/*", locked_out=False, **ip
     )])
+    # The DICOM network (apps/dicomnet): bxqsouth's node, a study it sent and its outbox row.
+    from apps.dicomnet.models import DicomStudy, OutboxItem, OutboxKind
+    from apps.dicomnet.services import node_create
+
+    node = node_create(created_by=other.admin, ae_title=MARKER.upper(), host=f"{MARKER}.example.org", port=104)
+    study = DicomStudy.objects.create(clinic=other.clinic, node=node, case=other.case, study_instance_uid="1.2.3",
+                                      patient_name=f"{MARKER} Patient")  # fmt: skip
+    found[type(node)] = node
+    found[OutboxItem] = OutboxItem.objects.create(
+        study=study, node=node, kind=OutboxKind.SR, series_instance_uid="1.2.3.4", sop_instance_uid_root="1.2.3.5"
+    )
     for model in admin.site._registry:
         assert found.get(model) is not None, f"add a {MARKER} object for {model._meta.label} to this test"
     return found

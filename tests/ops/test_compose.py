@@ -55,10 +55,46 @@ def test_urls_point_at_compose_services(compose: dict[str, Any]) -> None:
     env = services["web"]["environment"]
     assert re.match(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/\d+$", env["REDIS_URL"]), env["REDIS_URL"]
     db = services["db"]["environment"]
-    match = re.match(r"postgres(?:ql)?://([^:]+):([^@]+)@db:5432/(\w+)$", env["DATABASE_URL"])
-    assert match, env["DATABASE_URL"]
-    assert (match.group(1), match.group(3)) == (db["POSTGRES_USER"], db["POSTGRES_DB"])
-    assert match.group(2) == db["POSTGRES_PASSWORD"]  # same ${POSTGRES_PASSWORD:?...} expression
+    # The runtime role of the database the db service's role script makes (next test).
+    runtime = (db["CLINIC_DB_APP"], db["CLINIC_DB_APP_PASSWORD"], db["CLINIC_DB_NAME"])
+    assert _database_url(env["DATABASE_URL"]) == runtime
+
+
+def _database_url(url: str) -> tuple[str, str, str]:
+    """(user, password, database) of a DATABASE_URL on the db service."""
+    match = re.match(r"postgres(?:ql)?://([^:]+):([^@]+)@db:5432/(\w+)$", url)
+    assert match, url
+    return match.group(1), match.group(2), match.group(3)
+
+
+def test_only_migrate_connects_as_the_database_owner(compose: dict[str, Any]) -> None:
+    """docs/database-roles.md: the owner role migrates, and names the runtime role to grant; web,
+    workers and beat connect as the runtime role, which cannot change the audit trail. The db
+    service makes both roles on its first start (tests/ops/test_postgres_roles.py runs the script)."""
+    services = compose["services"]
+    db = services["db"]["environment"]
+    owner, app = db["CLINIC_DB_OWNER"], db["CLINIC_DB_APP"]
+    assert len({owner, app, db["POSTGRES_USER"]}) == 3
+    passwords = {db["POSTGRES_PASSWORD"], db["CLINIC_DB_OWNER_PASSWORD"], db["CLINIC_DB_APP_PASSWORD"]}
+    assert len(passwords) == 3  # three secrets, none reused
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        if name == "migrate":
+            assert _database_url(env["DATABASE_URL"]) == (owner, db["CLINIC_DB_OWNER_PASSWORD"], db["CLINIC_DB_NAME"])
+            assert env["DATABASE_RUNTIME_ROLE"] == app
+        else:
+            assert _database_url(env["DATABASE_URL"]) == (app, db["CLINIC_DB_APP_PASSWORD"], db["CLINIC_DB_NAME"]), name
+            assert "DATABASE_RUNTIME_ROLE" not in env, name
+    assert all(not service.get("environment", {}).get("DATABASE_URL", "").startswith(f"postgres://{owner}:")
+               for name, service in services.items() if name != "migrate")  # fmt: skip
+    (init,) = [v for v in services["db"]["volumes"] if "/docker-entrypoint-initdb.d/" in v]
+    source, target, mode = init.split(":")
+    assert os.access(ROOT / source, os.X_OK)  # the image runs an executable .sh, sources others
+    assert target.endswith(".sh")
+    assert mode == "ro"
+    # Healthy only once the real server listens on TCP: the image's set-up server (while the
+    # script runs) listens on its socket only, so migrate never starts before the roles exist.
+    assert "-h 127.0.0.1" in " ".join(services["db"]["healthcheck"]["test"])
 
 
 def test_media_is_in_the_object_store_not_a_shared_volume(compose: dict[str, Any]) -> None:
@@ -106,6 +142,11 @@ def test_workers_only_file_needs_nothing_from_the_web_host(
         cmd = command(service)
         assert cmd[cmd.index("-Q") + 1] == INFERENCE_QUEUE
         assert cmd[cmd.index("--concurrency") + 1] == "1"
+    # Remote workers connect as the runtime role, like the main stack's (docs/database-roles.md).
+    example = dict(line.split("=", 1) for line in (ROOT / "deploy" / "workers.env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))  # fmt: skip
+    main_db = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["db"]["environment"]
+    assert example["DATABASE_URL"].startswith(f"postgres://{main_db['CLINIC_DB_APP']}:")
     # Remote services must be given: no default that silently points at localhost.
     for variable in ("DATABASE_URL", "REDIS_HOST", "REDIS_PASSWORD", "S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
         assert f"${{{variable}:?" in raw, variable
@@ -198,7 +239,8 @@ def test_ci_script_is_executable_strict_and_runs_the_readme_command() -> None:
 
 # Hardened deploy: TLS proxy, secrets, Redis password, image contents -------------------------
 SECRETS = (
-    "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_SECRET_KEY", "CLINIC_HOSTNAME", "TLS_CERT_DIR",
+    "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "POSTGRES_OWNER_PASSWORD", "POSTGRES_APP_PASSWORD",
+    "REDIS_PASSWORD", "S3_SECRET_KEY", "CLINIC_HOSTNAME", "TLS_CERT_DIR",
 )  # fmt: skip
 
 
@@ -244,6 +286,26 @@ def test_proxy_terminates_tls_caps_and_buffers_bodies(compose: dict[str, Any]) -
     assert "TLSv1.1" not in conf
     assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
     assert "test" in proxy["healthcheck"]
+
+
+def test_proxy_access_log_carries_no_query_string(compose: dict[str, Any]) -> None:
+    """Patient-name searches travel in query strings: the proxy logs the path ($uri), never the
+    request line, the full URI, the query or the Referer, in every server block (a server
+    without its own access_log would inherit the image's `main` format, request line included).
+    tests/ops/test_nginx_proxy.py reads the log of a real nginx."""
+    proxy = compose["services"]["proxy"]
+    template = next(v for v in proxy["volumes"] if "/etc/nginx/templates/" in v).split(":")[0]
+    conf = (ROOT / template).read_text()
+    formats = dict(re.findall(r"^log_format (\w+) ((?:'[^']*'\s*)+);", conf, re.M))
+    assert formats, "no log_format"
+    for name, layout in formats.items():
+        assert "$uri " in layout, name
+        assert not re.search(r"\$(request\b|request_uri|args|query_string|arg_|http_referer)", layout), layout
+    servers = conf.split("\nserver {")[1:]
+    assert len(servers) == 2
+    for server in servers:
+        (log,) = re.findall(r"^    access_log (\S+) (\w+);", server, re.M)
+        assert log[1] in formats, log
 
 
 def test_redis_requires_a_password(compose: dict[str, Any], workers_compose: dict[str, Any]) -> None:

@@ -65,6 +65,16 @@ def test_presigned_media_redirect_lets_images_come_from_the_bucket_origin_only(t
     assert _setting(redirecting, policy) == "[\"'self'\", 'https://s3.internal:9000']"
 
 
+def test_only_the_migrate_service_names_a_runtime_role_to_grant(tmp_path: Path) -> None:
+    """The compose migrate service's DATABASE_RUNTIME_ROLE reaches the setting that
+    apps/audit/db_roles.py grants after migrating; the web's environment names none."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    role = services["migrate"]["environment"]["DATABASE_RUNTIME_ROLE"]
+    assert _setting(production_env(tmp_path, DATABASE_RUNTIME_ROLE=role), "settings.DATABASE_RUNTIME_ROLE") == role
+    assert "DATABASE_RUNTIME_ROLE" not in services["web"]["environment"]
+    assert _setting(production_env(tmp_path), "repr(settings.DATABASE_RUNTIME_ROLE)") == "''"
+
+
 def test_proxy_header_is_trusted_only_behind_the_proxy(tmp_path: Path) -> None:
     behind = production_env(tmp_path)
     assert _setting(behind, "settings.SECURE_PROXY_SSL_HEADER") == "('HTTP_X_FORWARDED_PROTO', 'https')"

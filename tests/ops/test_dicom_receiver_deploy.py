@@ -45,10 +45,8 @@ def test_k8s_deploys_the_receiver_with_a_service() -> None:
 
 def test_system_packages_are_listed_and_installed_by_ci() -> None:
     listed = [
-        line.strip() for line in (ROOT / "requirements/system.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        line.split("#")[0].strip() for line in (ROOT / "requirements/system.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
     ]  # fmt: skip
+    # make test (and so .ci/run, its thin wrapper) installs what this list names (tests/ops/test_make_test.py)
     assert {"orthanc", "orthanc-dicomweb", "dcmtk", "dicom3tools"} <= set(listed)
-    ci = (ROOT / ".ci/run").read_text()
-    for package in ("orthanc", "orthanc-dicomweb", "dcmtk", "dicom3tools"):
-        assert f" {package}" in ci

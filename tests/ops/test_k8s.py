@@ -139,8 +139,10 @@ def test_keda_scales_model_workers_on_the_inference_list(resources) -> None:
 
 def test_configuration_names_only_variables_the_settings_read(resources, settings_env_names) -> None:
     config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
-    (secret,) = [d for d in _documents(K8S / "secret.example.yaml") if d["metadata"]["name"] == "clinic-secrets"]
-    names = set(config) | set(secret["stringData"])
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in _documents(K8S / "secret.example.yaml")}
+    (job,) = _by_kind(resources, "Job").values()
+    job_env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    names = set(config) | set(secrets["clinic-secrets"]) | set(secrets["clinic-db-owner"]) | job_env
     assert names <= settings_env_names, sorted(names - settings_env_names)
     for required in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_SECRET_ACCESS_KEY"):
         assert required in names
@@ -234,3 +236,32 @@ def test_the_configmaps_proxy_settings_give_lockout_and_audit_the_client_address
     ip, throttle_ip, secure, axes_callable = result.stdout.split()
     assert (ip, throttle_ip, secure) == ("203.0.113.9", "203.0.113.9", "True")
     assert axes_callable.endswith("client_ip")  # the lockout asks the same rule
+
+
+def test_only_the_migrate_job_connects_as_the_database_owner(resources) -> None:
+    """docs/database-roles.md: the Job migrates as the owner (its own Secret, which nothing else
+    reads) and names the runtime role to grant; web, workers and beat get clinic-secrets'
+    DATABASE_URL, the runtime role's, which cannot change the audit trail."""
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in _documents(K8S / "secret.example.yaml")}
+    runtime = urlsplit(secrets["clinic-secrets"]["DATABASE_URL"])
+    owner = urlsplit(secrets["clinic-db-owner"]["DATABASE_URL"])
+    assert set(secrets["clinic-db-owner"]) == {"DATABASE_URL"}
+    assert runtime.username != owner.username
+    assert (runtime.hostname, runtime.port, runtime.path) == (owner.hostname, owner.port, owner.path)  # one database
+    (job,) = _by_kind(resources, "Job").values()
+    migrate = job["spec"]["template"]["spec"]["containers"][0]
+    assert "migrate --noinput" in " ".join(migrate["command"])
+    env = {e["name"]: e for e in migrate["env"]}  # `env` wins over the Secret's DATABASE_URL in envFrom
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "clinic-db-owner", "key": "DATABASE_URL"}
+    assert env["DATABASE_RUNTIME_ROLE"]["value"] == runtime.username
+    config = _by_kind(resources, "ConfigMap")["clinic-config"]["data"]
+    assert not {"DATABASE_URL", "DATABASE_RUNTIME_ROLE"} & set(config)
+    deployments = _by_kind(resources, "Deployment")
+    assert {"clinic-web", "clinic-worker-gpu", "clinic-worker-cpu", "clinic-worker-maintenance", "clinic-beat"} <= set(
+        deployments
+    )
+    for name, deployment in deployments.items():
+        assert "clinic-db-owner" not in yaml.safe_dump(deployment), name
+        container = _container(deployment)
+        assert not {"DATABASE_URL", "DATABASE_RUNTIME_ROLE"} & {e["name"] for e in container.get("env", [])}, name
+        assert {"secretRef": {"name": "clinic-secrets"}} in container["envFrom"], name

@@ -40,6 +40,7 @@ def _render(tmp: Path, upstream: str, https_port: int, http_port: int) -> Path:
     conf = conf.replace("listen 80 default_server;", f"listen 127.0.0.1:{http_port} default_server;")
     conf = conf.replace("listen 443 ssl default_server;", f"listen 127.0.0.1:{https_port} ssl default_server;")
     conf = conf.replace("/etc/nginx/certs/", f"{tmp}/certs/").replace("    http2 on;\n", "")
+    conf = conf.replace("/var/log/nginx/access.log", f"{tmp}/access.log")
     site = tmp / "site.conf"
     site.write_text(conf)
     user = "user root root;\n" if os.geteuid() == 0 else ""
@@ -176,3 +177,24 @@ def test_a_signed_in_upload_goes_through_the_proxy_to_django(proxy, token):
         verify=False, timeout=60,  # noqa: S501 (the test's own self-signed certificate)
     )  # fmt: skip
     assert response.status_code in (201, 202), response.text
+
+
+def test_the_access_log_carries_no_patient_name_search(proxy, tmp_path):
+    """A patient-name search in the query string (and in the Referer) reaches Django through the
+    proxy, and the proxy's access log keeps the method, path and status, never the name."""
+    import requests
+
+    response = requests.get(
+        f"https://127.0.0.1:{proxy}/history/?q=Surname-Smithers",
+        headers={"Host": HOST, "Referer": f"https://{HOST}/patients/?q=Surname-Smithers"},
+        verify=False, allow_redirects=False, timeout=30,  # noqa: S501 (the test's own self-signed certificate)
+    )  # fmt: skip
+    assert response.status_code == 302  # Django answered: sign in first
+    log = tmp_path / "access.log"
+    deadline = time.monotonic() + 10
+    while (not log.exists() or "/history/" not in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert '"GET /history/ HTTP/1.1" 302' in text, text
+    assert "Smithers" not in text
+    assert "q=" not in text

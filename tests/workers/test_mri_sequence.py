@@ -123,17 +123,18 @@ def test_missing_or_uninformative_tags_are_unknown(attributes: dict) -> None:
     assert guess(attributes) == (MriSequence.UNKNOWN, SequenceSource.UNKNOWN)
 
 
-def test_an_agent_the_deidentifier_replaced_leaves_t1_unknown() -> None:
-    """After de-identification the agent reads ANONYMIZED whether it was empty or named: a T1
-    slice can no longer be told pre from post contrast, and says so."""
-    for agent in ("", "Gadavist"):
+def test_the_agent_survives_deidentification_unless_it_names_the_patient() -> None:
+    """The allow-list keeps the contrast agent (pre or post contrast stays known); an agent that
+    names the patient is replaced by ANONYMIZED: a T1 slice whose contrast cannot be told then
+    says unknown, never "no contrast"."""
+    expected = {"": MriSequence.T1, "Gadavist": MriSequence.T1_POST_CONTRAST, "DOE^JANE": MriSequence.UNKNOWN}
+    for agent, sequence in expected.items():
         dataset = Dataset()
-        for name, value in {**SPIN_ECHO_T1, "ContrastBolusAgent": agent}.items():
+        for name, value in {**SPIN_ECHO_T1, "ContrastBolusAgent": agent, "PatientName": "DOE^JANE"}.items():
             setattr(dataset, name, value)
-        dicom_deidentify(dataset, key="k")
-        found = infer_from_dicom(dataset_attributes(dataset))
-        assert found.sequence is MriSequence.UNKNOWN
-        assert "contrast" in found.reason
+        found = infer_from_dicom(dataset_attributes(dicom_deidentify(dataset, key="k") or dataset))
+        assert found.sequence is sequence, agent
+        assert "DOE" not in str(dicom_deidentify(dataset, key="k") or dataset)
 
 
 def test_a_deidentified_t2_keeps_its_sequence() -> None:

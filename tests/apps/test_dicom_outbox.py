@@ -20,7 +20,7 @@ from apps.dicomnet.services import node_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_review
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import finish_scan, reject_scan
+from tests.testkit.data import finish_scan, reject_scan, unpack_received
 from tests.testkit.dicomnet import StoreScp, dciodvfy, free_port
 
 STUDY = "1.2.826.0.1.3680043.8.498.9001"
@@ -41,6 +41,8 @@ def received_study(north, pacs_port, django_capture_on_commit_callbacks) -> Dico
     with django_capture_on_commit_callbacks(execute=False):
         for data in slices:
             assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    assert not outbox_plan()  # not even unpacked yet: nothing to send
+    unpack_received()
     study = DicomStudy.objects.get(study_instance_uid=STUDY)
     scans = list(Scan.objects.filter(case=study.case).order_by("slice_order"))
     assert not outbox_plan()  # nothing analysed yet: nothing to send
@@ -183,6 +185,7 @@ def test_a_frame_of_a_multi_frame_original_is_referenced_by_its_frame_number(
         received = instance_receive(data=data, node=node, actor=node.service_user, source="test")
     assert received.ok
     assert received.scans == 2
+    unpack_received()
     for scan in Scan.objects.filter(case_id=received.case_id):
         finish_scan(scan, "pituitary", 0.66)
     outbox_plan()
@@ -229,6 +232,7 @@ def test_one_sr_per_analysed_series(north, pacs_port, django_capture_on_commit_c
             identity = dicomdata.Identity(patient_id="TWO-1", study_uid=study_uid, series_uid=series, instance=n + 1)
             data = dicomdata.mr_slice_from_jpeg(jpeg, identity=identity)
             assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    unpack_received()
     for scan in Scan.objects.filter(case__dicom_study__study_instance_uid=study_uid):
         finish_scan(scan, "meningioma", 0.6)
     outbox_plan()

@@ -282,7 +282,8 @@ def test_an_instance_whose_unpacking_failed_is_listed_failed_left_out_and_taken_
     url = reverse("api:case-dicom-outbox", kwargs={"case_id": study.case_id})
     (failed,) = client.get(url).json()
     assert (failed["kind"], failed["state"], failed["node"], failed["id"]) == ("instance", "failed", "FAIL_PACS", None)
-    assert broken_uid in failed["last_error"] and "No MR DICOM image could be read" in failed["last_error"]
+    assert broken_uid in failed["last_error"]
+    assert "No MR DICOM image could be read" in failed["last_error"]
     page = client.get(reverse("case_detail", kwargs={"case_id": study.case_id})).content.decode()
     assert "Failed: not unpacked, not reported on" in page
 
@@ -292,13 +293,15 @@ def test_an_instance_whose_unpacking_failed_is_listed_failed_left_out_and_taken_
         _send_all()
     (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
     referenced = {i.ReferencedSOPInstanceUID for i in _walk(sr) if "ReferencedSOPInstanceUID" in i}
-    assert good_uid in referenced and broken_uid not in referenced
+    assert good_uid in referenced
+    assert broken_uid not in referenced
     assert len([ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]) == 1
 
     # The PACS sends the failed instance again: taken as new, unpacked, linked.
     with django_capture_on_commit_callbacks(execute=False):
         again = instance_receive(data=slices[1], node=node, actor=node.service_user, source="test")
-    assert again.ok and not again.duplicate
+    assert again.ok
+    assert not again.duplicate
     assert [study.status for study in unpack_received()] == ["unpacked"]
     assert DicomInstance.objects.get(sop_instance_uid=broken_uid).scan.case == study.case
     assert [row["kind"] for row in client.get(url).json()] == ["sr", "sc"]

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 
@@ -179,6 +180,7 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     if known is not None:  # received before: stored, being unpacked or analysed
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True,
                         case_id=known.study.case_id)  # fmt: skip
+    upload: StudyUpload | None = None
     try:
         with transaction.atomic():
             study = _study_for(node=node, actor=actor, dataset=dataset)
@@ -200,7 +202,10 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
         messages = exc.messages if hasattr(exc, "messages") else [str(exc)]
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason="; ".join(messages))
     except IntegrityError:
-        # The same instance arrived on another association a moment ago.
+        # The same instance arrived on another association a moment ago: this copy's rows are
+        # rolled back, and its stored original (identifiers inside) must not stay behind.
+        for source in upload.sources if upload is not None else []:
+            default_storage.delete(source["path"])
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True)
     logger.info("DICOM %s: instance %s (%d frame(s)) received as study upload %s of case %s", source, sop_uid,
                 frames, upload.pk, case.pk)  # fmt: skip

@@ -184,3 +184,32 @@ def test_compressed_transfer_syntaxes_are_accepted_without_transcoding(north, re
         assoc.release()
     unpack_received()  # decoded by the worker's job, not by the receiver
     assert Scan.objects.filter(case__dicom_study__study_instance_uid=STUDY).count() == 1
+
+
+def test_a_copy_losing_the_race_to_another_association_leaves_no_original_behind(
+    north, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    from pathlib import Path
+
+    from apps.dicomnet import intake
+    from apps.scans.models import StudyUpload
+
+    node = DicomNode.objects.get(ae_title="NORTH_PACS")
+    (data,) = dicomdata.training_series(1, study_uid=STUDY)
+    uid = dcmread(DicomBytesIO(data)).SOPInstanceUID
+    real_submit = intake._submit
+
+    def submit_while_another_association_stores_it(**kwargs):
+        received = real_submit(**kwargs)  # our original is in storage now
+        # The other association's frame row, committed between our duplicate check and our insert.
+        DicomInstance.objects.create(study=DicomStudy.objects.get(study_instance_uid=STUDY), sop_instance_uid=uid,
+                                     sop_class_uid=MRImageStorage, series_instance_uid=STUDY + ".1")  # fmt: skip
+        return received
+
+    monkeypatch.setattr(intake, "_submit", submit_while_another_association_stores_it)
+    with django_capture_on_commit_callbacks(execute=False):
+        answer = intake.instance_receive(data=data, node=node, actor=node.service_user, source="test")
+    assert answer.ok
+    assert answer.duplicate  # the other copy is the one kept
+    assert not StudyUpload.objects.exists()
+    assert not list(Path(settings.MEDIA_ROOT).glob("originals/**/*.bin"))  # PHI not left in storage

@@ -204,8 +204,8 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     except IntegrityError:
         # The same instance arrived on another association a moment ago: this copy's rows are
         # rolled back, and its stored original (identifiers inside) must not stay behind.
-        for source in upload.sources if upload is not None else []:
-            default_storage.delete(source["path"])
+        for stored in upload.sources if upload is not None else []:
+            default_storage.delete(stored["path"])
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True)
     logger.info("DICOM %s: instance %s (%d frame(s)) received as study upload %s of case %s", source, sop_uid,
                 frames, upload.pk, case.pk)  # fmt: skip

@@ -21,7 +21,7 @@ from apps.cases.selectors import case_get
 
 from .fhir import case_fhir_bundle
 from .models import DicomNode
-from .selectors import case_outbox, node_get, node_list
+from .selectors import case_outbox_state, node_get, node_list
 from .services import node_create, node_deactivate, node_update, stow_store
 from .stow import StowRequestError, check_content_type, response_body, response_status, split_parts
 
@@ -87,13 +87,16 @@ class DicomNodeDetailApi(APIView):
 
 
 class OutboxItemOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    """An outbox row, or (kind "instance", state "failed", no id) a received instance whose
+    unpacking failed, so nothing of it will be sent."""
+
+    id = serializers.IntegerField(allow_null=True)
     kind = serializers.CharField()
     verified = serializers.BooleanField()
-    node = serializers.CharField(source="node.ae_title")
+    node = serializers.CharField(source="node.ae_title", allow_null=True)  # null: a failed STOW-RS instance
     state = serializers.CharField()
     attempts = serializers.IntegerField()
-    next_attempt_at = serializers.DateTimeField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField()
     objects_sent = serializers.IntegerField()
     created_at = serializers.DateTimeField()
@@ -107,7 +110,7 @@ class CaseDicomOutboxApi(APIView):
     def get(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
         audit_record(actor=request.user, action=AuditAction.VIEW, obj=case, request=request, detail="dicom outbox")
-        return Response(OutboxItemOutputSerializer(case_outbox(case_id=case.pk), many=True).data)
+        return Response(OutboxItemOutputSerializer(case_outbox_state(case_id=case.pk), many=True).data)
 
 
 class DicomJsonRenderer(JSONRenderer):

@@ -9,3 +9,6 @@ class DicomnetConfig(AppConfig):
     label = "dicomnet"
     verbose_name = "DICOM network"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (links received instances to their unpacked scans)

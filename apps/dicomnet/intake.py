@@ -4,9 +4,12 @@
 study's case in the sender's clinic (one case per Study Instance UID; the patient matched by
 Patient ID to the clinic's MRN, else created from the patient module), skips an instance it
 already has (same SOP Instance UID: not analysed twice), and hands the bytes to the upload
-service (`_submit`, the ONE call into apps.scans: de-identified storage, limits, the gate,
-queueing). The original identifiers are kept in the database only (DicomStudy/DicomInstance),
-to send results back into the same study.
+service (`_submit`, the ONE call into apps.scans: limits, original stored as one StudyUpload,
+the unpacking job queued). Nothing is decoded here (STOW-RS runs in the web process): the
+worker's job decodes, de-identifies and makes the scans, and `signals.py` then links each
+frame row made here to its scan. An instance whose job failed may be sent again. The original
+identifiers are kept in the database only (DicomStudy/DicomInstance), to send results back
+into the same study.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 
@@ -26,7 +30,7 @@ from apps.cases.models import Case
 from apps.cases.services import case_create
 from apps.patients.models import Patient, Sex
 from apps.patients.services import patient_create
-from apps.scans.models import Scan
+from apps.scans.models import StudyStatus, StudyUpload
 from workers import dicom
 from workers.imaging import ScanDecodeError
 
@@ -45,20 +49,21 @@ class Received:
     reason: str = ""
     duplicate: bool = False
     case_id: int | None = None
-    scans: int = 0
+    scans: int = 0  # the frames it holds: the scans it becomes once the worker has unpacked it
 
 
 def _text(dataset, keyword: str, limit: int = 64) -> str:
     return str(dataset.get(keyword, "") or "").strip()[:limit]
 
 
-def _submit(*, case: Case, actor: User, data: bytes, name: str, addendum: str) -> list[Scan]:
-    """The upload service, the single place the network intake calls it (re-pointed if the
-    upload becomes an asynchronous study job)."""
-    from apps.scans.services import scans_upload
+def _submit(*, case: Case, actor: User, data: bytes, name: str, addendum: str) -> StudyUpload:
+    """The upload service, the single place the network intake calls it: the instance's bytes
+    stored as one StudyUpload (headers checked, nothing decoded), its job queued on commit."""
+    from apps.scans.services import study_receive
 
     upload = SimpleUploadedFile(name, data, content_type="application/dicom")
-    return scans_upload(case=case, uploaded_by=actor, uploads=[upload], addendum=addendum).scans
+    (received,) = study_receive(case=case, uploaded_by=actor, files=[upload], addendum=addendum).studies
+    return received
 
 
 def _patient_name(dataset) -> str:
@@ -122,6 +127,24 @@ def _study_for(*, node: DicomNode | None, actor: User, dataset) -> DicomStudy:
         return DicomStudy.objects.get(clinic_id=actor.clinic_id, study_instance_uid=study_uid)
 
 
+def _cut_short(dataset) -> str:
+    """Why uncompressed pixel data is shorter than its rows × columns × frames declare (a file
+    cut short in transit), else "". Checked on arrival, nothing decoded: the C-STORE or STOW-RS
+    answer is the only place the sender learns it failed. Compressed streams are left to the
+    worker's job (a failed one is shown with the outbox and may be sent again)."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or "PixelData" not in dataset:
+        return ""
+    pixels = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
+    pixels *= dicom.frame_count(dataset) * int(dataset.get("SamplesPerPixel", 1) or 1)
+    bits = int(dataset.get("BitsAllocated", 8) or 8)
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
+    held = len(dataset.PixelData or b"")
+    if held >= expected:
+        return ""
+    return f"The pixel data is cut short ({held} of {expected} bytes): the instance is truncated."
+
+
 def _uids_of(data: bytes) -> tuple[str, str]:
     """(SOP Instance UID, SOP Class UID) of a refused instance, where its header still reads,
     so the sender learns which instance failed."""
@@ -147,32 +170,43 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
         reason = f"The instance could not be read as DICOM ({type(exc).__name__})."
         return Received(False, *_uids_of(data), reason=reason)
     sop_uid, sop_class = _text(dataset, "SOPInstanceUID"), _text(dataset, "SOPClassUID")
+    if reason := _cut_short(dataset):
+        return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason=reason)
     if not sop_uid or not _text(dataset, "StudyInstanceUID"):
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                         reason="The instance has no SOP Instance UID or Study Instance UID.")  # fmt: skip
-    known = DicomInstance.objects.filter(study__clinic_id=actor.clinic_id, sop_instance_uid=sop_uid).first()
-    if known is not None:
+    mine = DicomInstance.objects.filter(study__clinic_id=actor.clinic_id, sop_instance_uid=sop_uid)
+    known = mine.exclude(upload__status=StudyStatus.FAILED).select_related("study").first()
+    if known is not None:  # received before: stored, being unpacked or analysed
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True,
                         case_id=known.study.case_id)  # fmt: skip
+    upload: StudyUpload | None = None
     try:
         with transaction.atomic():
             study = _study_for(node=node, actor=actor, dataset=dataset)
             case = Case.objects.get(pk=study.case_id)
             addendum = f"Instance received from the PACS ({source}) after sign-off." if case.is_signed else ""
-            scans = _submit(case=case, actor=actor, data=data, name=f"{sop_uid}.dcm", addendum=addendum)
+            upload = _submit(case=case, actor=actor, data=data, name=f"{sop_uid}.dcm", addendum=addendum)
+            # An earlier copy whose unpacking failed gives way to this one.
+            mine.filter(study=study, upload__status=StudyStatus.FAILED).delete()
             series_uid = _text(dataset, "SeriesInstanceUID")
-            for frame, scan in enumerate(scans, start=1):
-                DicomInstance.objects.create(
-                    study=study, scan=scan, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-                    series_instance_uid=series_uid, frame_number=frame,
-                )  # fmt: skip
-            detail = f"DICOM {source}: {len(scans)} scan(s)"
+            frames = dicom.frame_count(dataset)
+            DicomInstance.objects.bulk_create(
+                DicomInstance(study=study, upload=upload, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+                              series_instance_uid=series_uid, frame_number=frame)
+                for frame in range(1, frames + 1)
+            )  # fmt: skip
+            detail = f"DICOM {source}: {frames} frame(s) received"
             audit_record(actor=actor, action=AuditAction.UPLOAD, obj=case, detail=detail)
     except ValidationError as exc:
         messages = exc.messages if hasattr(exc, "messages") else [str(exc)]
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason="; ".join(messages))
     except IntegrityError:
-        # The same instance arrived on another association a moment ago.
+        # The same instance arrived on another association a moment ago: this copy's rows are
+        # rolled back, and its stored original (identifiers inside) must not stay behind.
+        for stored in upload.sources if upload is not None else []:
+            default_storage.delete(stored["path"])
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True)
-    logger.info("DICOM %s: instance %s stored as %d scan(s) of case %s", source, sop_uid, len(scans), case.pk)
-    return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, case_id=case.pk, scans=len(scans))
+    logger.info("DICOM %s: instance %s (%d frame(s)) received as study upload %s of case %s", source, sop_uid,
+                frames, upload.pk, case.pk)  # fmt: skip
+    return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, case_id=case.pk, scans=frames)

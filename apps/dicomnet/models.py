@@ -74,10 +74,18 @@ class DicomStudy(models.Model):
 
 
 class DicomInstance(models.Model):
-    """One received frame and the scan it became (a multi-frame instance gives several)."""
+    """One received frame (a multi-frame instance gives one row per frame, made when it
+    arrives, so a re-sent SOP Instance UID is recognised at once) and, once the worker has
+    unpacked its `upload`, the scan it became (linked by frame order, apps/dicomnet/signals.py).
+    Until then, or when the upload failed, `scan` is empty: results cover linked frames only."""
 
     study = models.ForeignKey(DicomStudy, on_delete=models.CASCADE, related_name="instances")
-    scan = models.OneToOneField("scans.Scan", on_delete=models.CASCADE, related_name="dicom_source")
+    upload = models.ForeignKey(
+        "scans.StudyUpload", on_delete=models.CASCADE, null=True, blank=True, related_name="dicom_instances"
+    )
+    scan = models.OneToOneField(
+        "scans.Scan", on_delete=models.CASCADE, null=True, blank=True, related_name="dicom_source"
+    )
     sop_instance_uid = models.CharField(max_length=64)
     sop_class_uid = models.CharField(max_length=64)
     series_instance_uid = models.CharField(max_length=64)

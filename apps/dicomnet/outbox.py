@@ -1,9 +1,10 @@
 """The outbox: results sent back to the PACS, never lost, never duplicated.
 
 - `outbox_plan` (the sweep, every DICOM_OUTBOX_SWEEP_SECONDS) adds rows: SR + secondary
-  captures once every scan of a received study is finished, a verified SR + the PDF once its
-  case is signed. One row per (study, kind, verified) (a unique constraint), with its UIDs
-  fixed at creation.
+  captures once every received instance of a study is unpacked (or failed) and every scan of
+  it finished, a verified SR + the PDF once its case is signed. Only instances linked to their
+  scan are reported on (a failed one is listed as failed with the outbox, selectors.py). One
+  row per (study, kind, verified) (a unique constraint), with its UIDs fixed at creation.
 - `outbox_send(item_id)` claims a due row (a conditional UPDATE: one sender at a time), builds
   the objects from the database, sends them by C-STORE to the node and marks it sent; on any
   failure the row goes to `retrying` with an exponential back-off (DICOM_OUTBOX_RETRY_SECONDS
@@ -27,9 +28,9 @@ from pynetdicom import AE
 
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
-from apps.scans.models import Scan, ScanStatus
+from apps.scans.models import Scan, ScanStatus, StudyStatus
 
-from .models import DicomStudy, OutboxItem, OutboxKind, OutboxState
+from .models import DicomInstance, DicomStudy, OutboxItem, OutboxKind, OutboxState
 from .results import by_series, encapsulated_pdf, secondary_captures, structured_report, study_slices
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,12 @@ def outbox_plan() -> list[int]:
     """Add the rows that are due; returns their ids."""
     unfinished = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=(ScanStatus.QUEUED, ScanStatus.PROCESSING))
     analysed = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=(ScanStatus.DONE, ScanStatus.REJECTED))
+    unpacking = DicomInstance.objects.filter(
+        study_id=OuterRef("pk"), upload__status__in=(StudyStatus.RECEIVED, StudyStatus.UNPACKING)
+    )
     studies = (
         DicomStudy.objects.filter(node__send_results=True, node__is_active=True, case__deleted_at__isnull=True)
-        .filter(~Exists(unfinished), Exists(analysed))
+        .filter(~Exists(unfinished), ~Exists(unpacking), Exists(analysed))
         .exclude(Q(outbox__kind=OutboxKind.SR, outbox__verified=True))
         .select_related("case", "node")
     )

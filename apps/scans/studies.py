@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from .ingest import Skipped, slice_sort_key, unpack_source
@@ -31,6 +32,12 @@ from .models import Scan, ScanStatus, StudyStatus, StudyUpload
 logger = logging.getLogger(__name__)
 
 FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+
+# Sent inside the transaction that creates an unpacked study's scans, with `study` (the
+# StudyUpload) and `scans` in the order they were unpacked (file by file, frame by frame), so
+# another app can tie its own rows to them atomically (apps/dicomnet links received instances)
+# without this app knowing it. A receiver that raises rolls the unpacking back (retried).
+study_unpacked = Signal()
 
 
 def study_enqueue(*, study_id: int) -> bool:
@@ -163,6 +170,7 @@ def study_unpack(*, study: StudyUpload) -> str:
             for scan in ordered:
                 scan.queued_at = now
                 scan.save()
+            study_unpacked.send(sender=StudyUpload, study=study, scans=list(made))
             StudyUpload.objects.filter(pk=study.pk).update(
                 status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",
                 skipped=[vars(item) for item in skipped], sources=_without_paths(study.sources),

@@ -13,7 +13,7 @@ from apps.dicomnet.services import node_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_review
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import api_token, finish_scan, reject_scan
+from tests.testkit.data import api_token, finish_scan, reject_scan, unpack_received
 
 STUDY = "1.2.826.0.1.3680043.8.498.9501"
 
@@ -27,6 +27,7 @@ def test_a_received_study_as_a_valid_fhir_bundle(north, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=False):
         for data in dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY):
             assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    unpack_received()
     case = DicomStudy.objects.get().case
     first, second = Scan.objects.filter(case=case).order_by("slice_order")
     first = finish_scan(first, "meningioma", 0.77)

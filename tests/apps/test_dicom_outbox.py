@@ -20,7 +20,7 @@ from apps.dicomnet.services import node_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_review
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import finish_scan, reject_scan
+from tests.testkit.data import finish_scan, reject_scan, unpack_received
 from tests.testkit.dicomnet import StoreScp, dciodvfy, free_port
 
 STUDY = "1.2.826.0.1.3680043.8.498.9001"
@@ -41,6 +41,8 @@ def received_study(north, pacs_port, django_capture_on_commit_callbacks) -> Dico
     with django_capture_on_commit_callbacks(execute=False):
         for data in slices:
             assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    assert not outbox_plan()  # not even unpacked yet: nothing to send
+    unpack_received()
     study = DicomStudy.objects.get(study_instance_uid=STUDY)
     scans = list(Scan.objects.filter(case=study.case).order_by("slice_order"))
     assert not outbox_plan()  # nothing analysed yet: nothing to send
@@ -183,6 +185,7 @@ def test_a_frame_of_a_multi_frame_original_is_referenced_by_its_frame_number(
         received = instance_receive(data=data, node=node, actor=node.service_user, source="test")
     assert received.ok
     assert received.scans == 2
+    unpack_received()
     for scan in Scan.objects.filter(case_id=received.case_id):
         finish_scan(scan, "pituitary", 0.66)
     outbox_plan()
@@ -229,6 +232,7 @@ def test_one_sr_per_analysed_series(north, pacs_port, django_capture_on_commit_c
             identity = dicomdata.Identity(patient_id="TWO-1", study_uid=study_uid, series_uid=series, instance=n + 1)
             data = dicomdata.mr_slice_from_jpeg(jpeg, identity=identity)
             assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    unpack_received()
     for scan in Scan.objects.filter(case__dicom_study__study_instance_uid=study_uid):
         finish_scan(scan, "meningioma", 0.6)
     outbox_plan()
@@ -245,3 +249,59 @@ def test_one_sr_per_analysed_series(north, pacs_port, django_capture_on_commit_c
     ]  # fmt: skip
     assert {u.rsplit(".", 1)[0] for u in referenced[0]} == {f"{study_uid}.1"}
     assert {u.rsplit(".", 1)[0] for u in referenced[1]} == {f"{study_uid}.2"}
+
+
+def test_an_instance_whose_unpacking_failed_is_listed_failed_left_out_and_taken_again(
+    north, pacs_port, client, settings, django_capture_on_commit_callbacks
+):
+    from pathlib import Path
+
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+
+    from apps.dicomnet.models import DicomInstance
+    from apps.scans.models import StudyUpload
+
+    node = node_create(created_by=north.admin, ae_title="FAIL_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    slices = dicomdata.training_series(2, patient_id="FAIL-1", study_uid=STUDY + ".7")
+    good_uid, broken_uid = (dcmread(DicomBytesIO(data)).SOPInstanceUID for data in slices)
+    with django_capture_on_commit_callbacks(execute=False):
+        for data in slices:
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+    # The second original is damaged in storage before the worker gets to it: its job fails.
+    broken = StudyUpload.objects.get(dicom_instances__sop_instance_uid=broken_uid)
+    Path(settings.MEDIA_ROOT, broken.sources[0]["path"]).write_bytes(slices[1][:3000])
+    assert [study.status for study in unpack_received()] == ["unpacked", "failed"]
+    study = DicomStudy.objects.get(study_instance_uid=STUDY + ".7")
+    (scan,) = Scan.objects.filter(case=study.case)
+    assert DicomInstance.objects.get(sop_instance_uid=good_uid).scan == scan
+    assert DicomInstance.objects.get(sop_instance_uid=broken_uid).scan is None
+
+    client.force_login(north.staff)
+    url = reverse("api:case-dicom-outbox", kwargs={"case_id": study.case_id})
+    (failed,) = client.get(url).json()
+    assert (failed["kind"], failed["state"], failed["node"], failed["id"]) == ("instance", "failed", "FAIL_PACS", None)
+    assert broken_uid in failed["last_error"]
+    assert "No MR DICOM image could be read" in failed["last_error"]
+    page = client.get(reverse("case_detail", kwargs={"case_id": study.case_id})).content.decode()
+    assert "Failed: not unpacked, not reported on" in page
+
+    finish_scan(scan, "glioma", 0.7)
+    assert len(outbox_plan()) == 2  # the failed instance does not hold the study's results back
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    referenced = {i.ReferencedSOPInstanceUID for i in _walk(sr) if "ReferencedSOPInstanceUID" in i}
+    assert good_uid in referenced
+    assert broken_uid not in referenced
+    assert len([ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]) == 1
+
+    # The PACS sends the failed instance again: taken as new, unpacked, linked.
+    with django_capture_on_commit_callbacks(execute=False):
+        again = instance_receive(data=slices[1], node=node, actor=node.service_user, source="test")
+    assert again.ok
+    assert not again.duplicate
+    assert [study.status for study in unpack_received()] == ["unpacked"]
+    assert DicomInstance.objects.get(sop_instance_uid=broken_uid).scan.case == study.case
+    assert [row["kind"] for row in client.get(url).json()] == ["sr", "sc"]

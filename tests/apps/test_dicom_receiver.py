@@ -1,5 +1,6 @@
 """The C-STORE SCP (issue 18): a real pynetdicom server on a free port, fed by a real
-pynetdicom SCU, storing through the real upload service (de-identified files, queued scans)."""
+pynetdicom SCU, storing through the real upload service (each instance one study upload; the
+worker's unpacking job, run here with `unpack_received`, makes the de-identified, queued scans)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from apps.dicomnet.services import node_create
 from apps.patients.models import Patient
 from apps.scans.models import Scan
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import make_world
+from tests.testkit.data import make_world, unpack_received
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the server's threads see committed rows only
 
@@ -80,6 +81,11 @@ def test_an_mr_series_becomes_one_case_of_the_clinics_patient_and_resending_adds
     statuses = _send(receiver, _datasets(slices))
     assert [s.Status for s in statuses] == [0, 0, 0]
     study = DicomStudy.objects.get(study_instance_uid=STUDY)
+    # Received, not decoded: the frames are known at once, their scans come from the worker's job.
+    assert DicomInstance.objects.filter(study=study, scan__isnull=True).count() == 3
+    assert not Scan.objects.filter(case=study.case).exists()
+    assert len(unpack_received()) == 3  # one study upload per instance
+    assert not DicomInstance.objects.filter(study=study, scan__isnull=True).exists()  # each linked to its scan
     assert study.clinic == north.clinic
     assert study.case.patient == north.patient
     assert study.node.ae_title == "NORTH_PACS"
@@ -98,6 +104,7 @@ def test_an_mr_series_becomes_one_case_of_the_clinics_patient_and_resending_adds
 
     again = _send(receiver, _datasets(slices))  # the PACS sends the study again
     assert [s.Status for s in again] == [0, 0, 0]
+    assert unpack_received() == []  # recognised on arrival: nothing new to unpack
     assert Scan.objects.filter(case=study.case).count() == 3
     assert DicomStudy.objects.count() == 1
 
@@ -136,6 +143,7 @@ def test_a_second_clinics_node_sending_the_same_study_never_reaches_the_first_cl
     slices = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
     assert [s.Status for s in _send(receiver, _datasets(slices))] == [0, 0]
     assert [s.Status for s in _send(receiver, _datasets(slices), calling="SOUTH_PACS")] == [0, 0]
+    unpack_received()
     north_study, south_study = (DicomStudy.objects.get(clinic=w.clinic) for w in (north, south))
     assert north_study.case != south_study.case
     assert south_study.case.clinic == south.clinic
@@ -153,10 +161,12 @@ def test_an_association_that_stops_mid_study_keeps_what_arrived_and_the_rest_can
     assert assoc.is_established
     assert assoc.send_c_store(slices[0]).Status == 0
     assoc.abort()  # the PACS drops the link after the first instance
+    unpack_received()
     study = DicomStudy.objects.get(study_instance_uid=STUDY)
     assert list(Scan.objects.filter(case=study.case).values_list("status", flat=True)) == ["queued"]  # analysed
 
     assert [s.Status for s in _send(receiver, slices)] == [0, 0, 0]  # the whole series again
+    assert len(unpack_received()) == 2
     assert Scan.objects.filter(case=study.case).count() == 3
 
 
@@ -172,4 +182,34 @@ def test_compressed_transfer_syntaxes_are_accepted_without_transcoding(north, re
         assert assoc.send_c_store(dcmread(DicomBytesIO(data))).Status == 0
     finally:
         assoc.release()
+    unpack_received()  # decoded by the worker's job, not by the receiver
     assert Scan.objects.filter(case__dicom_study__study_instance_uid=STUDY).count() == 1
+
+
+def test_a_copy_losing_the_race_to_another_association_leaves_no_original_behind(
+    north, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    from pathlib import Path
+
+    from apps.dicomnet import intake
+    from apps.scans.models import StudyUpload
+
+    node = DicomNode.objects.get(ae_title="NORTH_PACS")
+    (data,) = dicomdata.training_series(1, study_uid=STUDY)
+    uid = dcmread(DicomBytesIO(data)).SOPInstanceUID
+    real_submit = intake._submit
+
+    def submit_while_another_association_stores_it(**kwargs):
+        received = real_submit(**kwargs)  # our original is in storage now
+        # The other association's frame row, committed between our duplicate check and our insert.
+        DicomInstance.objects.create(study=DicomStudy.objects.get(study_instance_uid=STUDY), sop_instance_uid=uid,
+                                     sop_class_uid=MRImageStorage, series_instance_uid=STUDY + ".1")  # fmt: skip
+        return received
+
+    monkeypatch.setattr(intake, "_submit", submit_while_another_association_stores_it)
+    with django_capture_on_commit_callbacks(execute=False):
+        answer = intake.instance_receive(data=data, node=node, actor=node.service_user, source="test")
+    assert answer.ok
+    assert answer.duplicate  # the other copy is the one kept
+    assert not StudyUpload.objects.exists()
+    assert not list(Path(settings.MEDIA_ROOT).glob("originals/**/*.bin"))  # PHI not left in storage

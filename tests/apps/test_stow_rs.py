@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from apps.dicomnet.models import DicomInstance, DicomStudy
 from apps.scans.models import Scan
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import api_token
+from tests.testkit.data import api_token, unpack_received
 
 STUDY = "1.2.826.0.1.3680043.8.498.8001"
 REFERENCED, FAILED, REASON, FAILURE_REASON = "00081199", "00081198", "00000902", "00081197"
@@ -73,12 +73,15 @@ def test_good_and_bad_parts_get_the_standard_response(north, django_capture_on_c
     assert study.case.clinic == north.clinic
     assert study.case.patient == north.patient
     assert study.node is None  # STOW-RS: no node; results go back only to nodes (docs/pacs.md)
+    assert not Scan.objects.filter(case=study.case).exists()  # the web process decodes nothing
+    assert len(unpack_received()) == 2  # the worker's job, one study upload per stored part
     assert Scan.objects.filter(case=study.case).count() == 2
 
     # Sent again: stored once, answered as stored.
     with django_capture_on_commit_callbacks(execute=False):
         again = _post(_client(north.staff), parts[:1])
     assert again.status_code == 200
+    assert unpack_received() == []
     assert Scan.objects.filter(case=study.case).count() == 2
 
 
@@ -107,6 +110,7 @@ def test_a_second_clinic_storing_the_same_study_gets_its_own_case(north, south, 
     with django_capture_on_commit_callbacks(execute=False):
         assert _post(_client(north.staff), [("application/dicom", slices[0])]).status_code == 200
         assert _post(_client(south.staff), [("application/dicom", slices[0])]).status_code == 200
+    unpack_received()
     north_study, south_study = (DicomStudy.objects.get(clinic=w.clinic) for w in (north, south))
     assert north_study.case_id != south_study.case_id
     assert south_study.case.patient.clinic == south.clinic

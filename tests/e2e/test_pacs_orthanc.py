@@ -24,7 +24,7 @@ from apps.cases.services import case_sign
 from apps.dicomnet.models import DicomStudy, OutboxItem, OutboxState
 from apps.dicomnet.services import node_create
 from apps.dicomnet.tasks import outbox_sweep
-from apps.scans.models import Scan, ScanStatus
+from apps.scans.models import Scan, ScanStatus, StudyUpload
 from apps.scans.services import scan_review
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import PASSWORD
@@ -147,8 +147,11 @@ def test_orthanc_round_trip_storescu_second_clinic_and_outbox_across_a_pacs_rest
     assert pushed.ok, pushed.text + orthanc.log_tail()
     study = DicomStudy.objects.get(study_instance_uid=STUDY, clinic=north_admin.clinic)
     assert study.node == node
-    assert Scan.objects.filter(case=study.case).count() == 2
+    # Each instance is a study upload, unpacked into its scan by the worker's job, then analysed.
+    assert StudyUpload.objects.filter(case=study.case).count() == 2
+    _wait(lambda: Scan.objects.filter(case=study.case).count() == 2, "the unpacking job", worker)
     _wait(lambda: _study_finished(study.case_id), "the analysis", worker)
+    assert not study.instances.filter(scan__isnull=True).exists()  # every frame linked to its scan
 
     # Results come back into Orthanc's same study: one SR, one capture per analysed slice.
     _wait(lambda: OutboxItem.objects.filter(study=study, state=OutboxState.SENT).count() == 2, "SR + SC sent",
@@ -164,6 +167,7 @@ def test_orthanc_round_trip_storescu_second_clinic_and_outbox_across_a_pacs_rest
     # The scanner re-sends the series with storescu: accepted, not analysed twice.
     again = _storescu(receiver_port, "ORTHANC", files)
     assert again.returncode == 0, again.stderr
+    assert StudyUpload.objects.filter(case=study.case).count() == 2  # recognised on arrival
     assert Scan.objects.filter(case=study.case).count() == 2
     # An AE title nobody registered is refused.
     other = tmp_path / "other.dcm"

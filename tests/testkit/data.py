@@ -251,6 +251,13 @@ def unpack_study(received: StudyUpload) -> StudyUpload:
     return claimed
 
 
+def unpack_received() -> list[StudyUpload]:
+    """The worker's job on every study upload still waiting to be unpacked, oldest first (what
+    `ingest_study` does for each instance the DICOM network received)."""
+    waiting = StudyUpload.objects.filter(status="received").order_by("pk")
+    return [unpack_study(received) for received in waiting]
+
+
 def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 

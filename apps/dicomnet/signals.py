@@ -1,0 +1,31 @@
+"""Received instances meet their scans: when the worker has unpacked an instance's StudyUpload
+(apps/scans/studies.py sends `study_unpacked` inside the transaction creating the scans), each
+frame row of it is linked to its scan by frame order, in that same transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import receiver
+
+from apps.scans.models import Scan, StudyUpload
+from apps.scans.studies import study_unpacked
+
+from .models import DicomInstance
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(study_unpacked, dispatch_uid="dicomnet.link_received_instances")
+def link_received_instances(sender: Any, study: StudyUpload, scans: list[Scan], **kwargs: Any) -> None:
+    frames = list(DicomInstance.objects.filter(upload=study, scan__isnull=True).order_by("frame_number", "id"))
+    if not frames:
+        return  # an upload from the pages or the API, not from the network
+    if len(frames) != len(scans):
+        # Linked as far as both go; a frame left without a scan is simply not reported on.
+        logger.warning("study upload %s: %d received frame(s) but %d scan(s) unpacked", study.pk, len(frames),
+                       len(scans))  # fmt: skip
+    for frame, scan in zip(frames, scans, strict=False):
+        frame.scan = scan
+        frame.save(update_fields=["scan"])

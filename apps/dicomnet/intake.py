@@ -18,7 +18,7 @@ import datetime
 import logging
 from dataclasses import dataclass
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
@@ -201,6 +201,9 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     except ValidationError as exc:
         messages = exc.messages if hasattr(exc, "messages") else [str(exc)]
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason="; ".join(messages))
+    except PermissionDenied as exc:  # e.g. the study's case is signed: only a radiologist adds to it
+        reason = str(exc) or "The sender may not add to this study."
+        return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason=reason)
     except IntegrityError:
         # The same instance arrived on another association a moment ago: this copy's rows are
         # rolled back, and its stored original (identifiers inside) must not stay behind.

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from apps.dicomnet.models import DicomInstance, DicomStudy
 from apps.scans.models import Scan
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import api_token, unpack_received
+from tests.testkit.data import api_token, finish_scan, unpack_received
 
 STUDY = "1.2.826.0.1.3680043.8.498.8001"
 REFERENCED, FAILED, REASON, FAILURE_REASON = "00081199", "00081198", "00000902", "00081197"
@@ -115,3 +115,25 @@ def test_a_second_clinic_storing_the_same_study_gets_its_own_case(north, south, 
     assert north_study.case_id != south_study.case_id
     assert south_study.case.patient.clinic == south.clinic
     assert Scan.objects.filter(case=north_study.case).count() == 1
+
+
+def test_an_instance_for_a_signed_study_is_a_failed_part_with_the_reason(north, django_capture_on_commit_callbacks):
+    """A signed case is locked (issue 15): a later instance of its study is refused for that part
+    alone, with why, not the whole request."""
+    from apps.cases.services import case_sign
+    from apps.scans.services import scan_review
+
+    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.staff), [("application/dicom", first)]).status_code == 200
+    unpack_received()
+    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    scan_review(scan=finish_scan(Scan.objects.get(case=case), "glioma", 0.97), reviewer=north.radiologist, agrees=True)
+    case_sign(case=case, signer=north.radiologist, conclusion="No change.")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(_client(north.staff), [("application/dicom", later)])
+    assert response.status_code == 409, response.content  # none stored
+    (failed,) = response.json()[FAILED]["Value"]
+    assert failed["00081155"]["Value"] == [_uid(later)]
+    assert "addendum" in failed[REASON]["Value"][0].lower() or "radiologist" in failed[REASON]["Value"][0].lower()
+    assert Scan.objects.filter(case=case).count() == 1

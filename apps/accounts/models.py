@@ -15,6 +15,7 @@ class Clinic(models.Model):
     time_zone = models.CharField(
         max_length=64,
         default="UTC",
+        db_default="UTC",  # rows written outside the ORM (SQL, the runtime role's checks) get it too
         validators=[validate_time_zone],
         help_text="IANA time zone name, e.g. Europe/Berlin: pages, PDF reports and CSV exports show times in it.",
     )

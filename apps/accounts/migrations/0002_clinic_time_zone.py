@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='clinic',
             name='time_zone',
-            field=models.CharField(default='UTC', help_text='IANA time zone name, e.g. Europe/Berlin: pages, PDF reports and CSV exports show times in it.', max_length=64, validators=[apps.accounts.timezones.validate_time_zone]),
+            field=models.CharField(default='UTC', db_default='UTC', help_text='IANA time zone name, e.g. Europe/Berlin: pages, PDF reports and CSV exports show times in it.', max_length=64, validators=[apps.accounts.timezones.validate_time_zone]),
         ),
     ]

@@ -305,3 +305,21 @@ def test_an_instance_whose_unpacking_failed_is_listed_failed_left_out_and_taken_
     assert [study.status for study in unpack_received()] == ["unpacked"]
     assert DicomInstance.objects.get(sop_instance_uid=broken_uid).scan.case == study.case
     assert [row["kind"] for row in client.get(url).json()] == ["sr", "sc"]
+
+
+def test_a_removed_scan_is_left_out_of_the_sr_and_the_captures(received_study, north, pacs_port):
+    from apps.scans.removal import scan_remove
+
+    done = Scan.objects.filter(case=received_study.case, status="done").order_by("slice_order")
+    removed = scan_remove(scan=done[1], by=north.staff, reason="Another patient's slice")
+    removed_uid = removed.dicom_source.sop_instance_uid
+    assert len(outbox_plan()) == 2
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    referenced = {i.ReferencedSOPInstanceUID for i in _walk(sr) if "ReferencedSOPInstanceUID" in i}
+    assert removed_uid not in referenced
+    assert f"{STUDY}.1.1" in referenced
+    assert "No tumour class" not in str(sr)  # the removed slice's finding
+    captures = [ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]
+    assert len(captures) == 1  # the one analysed slice left

@@ -7,9 +7,9 @@ case was deleted or is signed (only a radiologist's addendum changes a signed ca
 instance it already has (same SOP Instance UID: not analysed twice), and hands the bytes,
 named by the instance's numbers (never its UID), to the upload service (`_submit`, the ONE
 call into apps.scans: limits, original stored as one StudyUpload, the unpacking job queued).
-Nothing is decoded here (STOW-RS runs in the web process): the worker's job decodes, de-
-identifies and makes the scans, and `signals.py` then links each frame row made here to its
-scan. An instance whose job failed may be sent again. The original identifiers are kept in the
+Nothing is decoded here (STOW-RS runs in the web process): the worker's job decodes,
+de-identifies and makes the scans, and `signals.py` then links each frame row made here to
+its scan. An instance whose job failed may be sent again. The original identifiers are kept in the
 database only (DicomStudy/DicomInstance), to send results back into the same study.
 """
 

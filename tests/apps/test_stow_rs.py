@@ -207,3 +207,26 @@ def test_a_received_instance_is_named_by_its_numbers_never_by_its_original_uid(
     assert "instance-1.dcm" in shown
     assert _uid(first) not in shown
     assert STUDY not in shown
+
+
+def test_the_instances_of_one_received_study_make_one_progress_line_on_the_case(
+    north, client, django_capture_on_commit_callbacks
+):
+    """Each received instance is a study upload of its own; the case shows the study once."""
+    slices = dicomdata.training_series(3, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.staff), [("application/dicom", data) for data in slices]).status_code == 200
+    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    client.force_login(north.staff)
+    url = reverse("case_detail", kwargs={"case_id": case.pk})
+
+    def progress_lines() -> list[str]:
+        page = client.get(url).content.decode()
+        return [line.split(">", 1)[1].split("<", 1)[0] for line in page.split('class="study-progress"')[1:]]
+
+    assert progress_lines() == ["Study of 3 slice(s) waiting to be unpacked."]
+    unpack_received()
+    assert progress_lines() == ["0 of 3 slices analysed."]
+    for scan in Scan.objects.filter(case=case):
+        finish_scan(scan, "glioma", 0.8)
+    assert progress_lines() == ["3 of 3 slices analysed."]

@@ -11,6 +11,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DJANGO_SECURE", "0")
+# The outbox waits for a study to be stable (no instance for this long) before reporting on it:
+# none in tests (and their workers), except those about stability, which set it themselves.
+os.environ.setdefault("DICOM_STUDY_STABLE_SECONDS", "0")
 
 # The tests read back (consume) what they publish, so on Redis they must never touch a database
 # something else uses, like a developer's running stack on db 0: REDIS_URL's database number is

@@ -2,14 +2,15 @@
 
 `instance_receive` is the one way in for both: it checks the instance, finds or opens the
 study's case in the sender's clinic (one case per Study Instance UID; the patient matched by
-Patient ID to the clinic's MRN, else created from the patient module), skips an instance it
-already has (same SOP Instance UID: not analysed twice), and hands the bytes to the upload
-service (`_submit`, the ONE call into apps.scans: limits, original stored as one StudyUpload,
-the unpacking job queued). Nothing is decoded here (STOW-RS runs in the web process): the
-worker's job decodes, de-identifies and makes the scans, and `signals.py` then links each
-frame row made here to its scan. An instance whose job failed may be sent again. The original
-identifiers are kept in the database only (DicomStudy/DicomInstance), to send results back
-into the same study.
+Patient ID to the clinic's MRN, else created from the patient module), refuses it when that
+case was deleted or is signed (only a radiologist's addendum changes a signed case), skips an
+instance it already has (same SOP Instance UID: not analysed twice), and hands the bytes,
+named by the instance's numbers (never its UID), to the upload service (`_submit`, the ONE
+call into apps.scans: limits, original stored as one StudyUpload, the unpacking job queued).
+Nothing is decoded here (STOW-RS runs in the web process): the worker's job decodes,
+de-identifies and makes the scans, and `signals.py` then links each frame row made here to
+its scan. An instance whose job failed may be sent again. The original identifiers are kept in the
+database only (DicomStudy/DicomInstance), to send results back into the same study.
 """
 
 from __future__ import annotations
@@ -56,14 +57,40 @@ def _text(dataset, keyword: str, limit: int = 64) -> str:
     return str(dataset.get(keyword, "") or "").strip()[:limit]
 
 
-def _submit(*, case: Case, actor: User, data: bytes, name: str, addendum: str) -> StudyUpload:
+CASE_DELETED = "The study's case was deleted."
+# At most 64 characters: the C-STORE Error Comment and STOW-RS reason limit (PS3.7).
+CASE_SIGNED = "The case is signed: a radiologist adds to it by addendum."
+
+
+def _submit(*, case: Case, actor: User, data: bytes, name: str) -> StudyUpload:
     """The upload service, the single place the network intake calls it: the instance's bytes
     stored as one StudyUpload (headers checked, nothing decoded), its job queued on commit."""
     from apps.scans.services import study_receive
 
     upload = SimpleUploadedFile(name, data, content_type="application/dicom")
-    (received,) = study_receive(case=case, uploaded_by=actor, files=[upload], addendum=addendum).studies
+    (received,) = study_receive(case=case, uploaded_by=actor, files=[upload]).studies
     return received
+
+
+def _upload_name(dataset) -> str:
+    """The name the upload (and its scans' original_filename, shown in the API and pages) gets:
+    series and instance numbers, never the SOP Instance UID (an original identifier)."""
+    series, number = ("".join(ch for ch in _text(dataset, key, 12) if ch.isdigit())
+                      for key in ("SeriesNumber", "InstanceNumber"))  # fmt: skip
+    parts = [f"series-{series}"] if series else []
+    parts.append(f"instance-{number}" if number else "instance")
+    return "-".join(parts) + ".dcm"
+
+
+def _refusal(case: Case) -> str:
+    """Why a study's case takes no more instances from the network, or "". A deleted case is not
+    reopened; a signed one changes only by a radiologist's addendum, and the sender (a node's
+    service account, a STOW-RS token user) is no radiologist."""
+    if case.deleted_at is not None:
+        return CASE_DELETED
+    if case.is_signed:
+        return CASE_SIGNED
+    return ""
 
 
 def _patient_name(dataset) -> str:
@@ -176,7 +203,9 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                         reason="The instance has no SOP Instance UID or Study Instance UID.")  # fmt: skip
     mine = DicomInstance.objects.filter(study__clinic_id=actor.clinic_id, sop_instance_uid=sop_uid)
-    known = mine.exclude(upload__status=StudyStatus.FAILED).select_related("study").first()
+    known = mine.exclude(upload__status=StudyStatus.FAILED).select_related("study__case").first()
+    if known is not None and known.study.case.deleted_at is not None:
+        return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason=CASE_DELETED)
     if known is not None:  # received before: stored, being unpacked or analysed
         return Received(ok=True, sop_instance_uid=sop_uid, sop_class_uid=sop_class, duplicate=True,
                         case_id=known.study.case_id)  # fmt: skip
@@ -184,9 +213,10 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     try:
         with transaction.atomic():
             study = _study_for(node=node, actor=actor, dataset=dataset)
-            case = Case.objects.get(pk=study.case_id)
-            addendum = f"Instance received from the PACS ({source}) after sign-off." if case.is_signed else ""
-            upload = _submit(case=case, actor=actor, data=data, name=f"{sop_uid}.dcm", addendum=addendum)
+            case = Case.all_objects.get(pk=study.case_id)  # a deleted one too: refused with why
+            if reason := _refusal(case):
+                raise ValidationError(reason)
+            upload = _submit(case=case, actor=actor, data=data, name=_upload_name(dataset))
             # An earlier copy whose unpacking failed gives way to this one.
             mine.filter(study=study, upload__status=StudyStatus.FAILED).delete()
             series_uid = _text(dataset, "SeriesInstanceUID")
@@ -201,7 +231,7 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     except ValidationError as exc:
         messages = exc.messages if hasattr(exc, "messages") else [str(exc)]
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason="; ".join(messages))
-    except PermissionDenied as exc:  # e.g. the study's case is signed: only a radiologist adds to it
+    except PermissionDenied as exc:  # the upload service's own checks (a signed case is refused above)
         reason = str(exc) or "The sender may not add to this study."
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason=reason)
     except IntegrityError:

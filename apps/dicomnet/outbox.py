@@ -1,8 +1,9 @@
 """The outbox: results sent back to the PACS, never lost, never duplicated.
 
 - `outbox_plan` (the sweep, every DICOM_OUTBOX_SWEEP_SECONDS) adds rows: SR + secondary
-  captures once every received instance of a study is unpacked (or failed) and every scan of
-  it finished, a verified SR + the PDF once its case is signed. Only instances linked to their
+  captures once the study is stable (no instance received for DICOM_STUDY_STABLE_SECONDS),
+  every received instance of it is unpacked (or failed) and every scan of it finished (a held
+  one is not), a verified SR + the PDF once its case is signed. Only instances linked to their
   scan are reported on (a failed one is listed as failed with the outbox, selectors.py). One
   row per (study, kind, verified) (a unique constraint), with its UIDs fixed at creation.
 - `outbox_send(item_id)` claims a due row (a conditional UPDATE: one sender at a time), builds
@@ -59,14 +60,22 @@ def _add(study: DicomStudy, kind: str, verified: bool) -> OutboxItem | None:
 
 def outbox_plan() -> list[int]:
     """Add the rows that are due; returns their ids."""
-    unfinished = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=(ScanStatus.QUEUED, ScanStatus.PROCESSING))
+    # A held scan (burnt-in text) waits for a person: the study is not finished until it is decided.
+    unfinished = Scan.objects.filter(
+        case_id=OuterRef("case_id"), status__in=(ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD)
+    )
     analysed = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=(ScanStatus.DONE, ScanStatus.REJECTED))
     unpacking = DicomInstance.objects.filter(
         study_id=OuterRef("pk"), upload__status__in=(StudyStatus.RECEIVED, StudyStatus.UNPACKING)
     )
+    # A scanner sends series by series: between two series nothing is queued, yet the study is
+    # not complete. Like Orthanc's StableAge, a study is reported on only once no instance has
+    # arrived for DICOM_STUDY_STABLE_SECONDS (its rows are made once and never re-planned).
+    quiet_since = timezone.now() - timedelta(seconds=settings.DICOM_STUDY_STABLE_SECONDS)
+    arriving = DicomInstance.objects.filter(study_id=OuterRef("pk"), received_at__gt=quiet_since)
     studies = (
         DicomStudy.objects.filter(node__send_results=True, node__is_active=True, case__deleted_at__isnull=True)
-        .filter(~Exists(unfinished), ~Exists(unpacking), Exists(analysed))
+        .filter(~Exists(unfinished), ~Exists(unpacking), ~Exists(arriving), Exists(analysed))
         .exclude(Q(outbox__kind=OutboxKind.SR, outbox__verified=True))
         .select_related("case", "node")
     )

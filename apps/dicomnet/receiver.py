@@ -1,15 +1,18 @@
 """The C-STORE SCP (pynetdicom): a process of its own (`manage.py dicom_receiver`).
 
-Only registered, active nodes may associate (the calling AE title is checked when the
-association is requested; anyone else is rejected). Each instance goes through
-`intake.instance_receive` on arrival, so an association that stops mid-study keeps what
-arrived (analysed as usual) and the rest can simply be sent again.
+Only registered, active nodes may associate, from their registered host (the calling AE
+title and the peer address are checked when the association is requested; anyone else is
+rejected). Each instance goes through `intake.instance_receive` on arrival, so an
+association that stops mid-study keeps what arrived (analysed as usual) and the rest can
+simply be sent again.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -76,18 +79,55 @@ def _failure(reason: str) -> Any:
     return status
 
 
+def _normalised(address: str) -> str:
+    """An IP address in one spelling (an IPv4-mapped IPv6 peer as its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def host_addresses(host: str) -> set[str]:
+    """The IP addresses a node's host stands for: itself when it is one, else what its name
+    resolves to now (empty when it does not resolve)."""
+    try:
+        return {_normalised(str(ipaddress.ip_address(host)))}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {_normalised(str(info[4][0])) for info in infos}
+
+
+def _reject(event: Any, *, calling: str, why: str, clinic_id: int | None = None, node_id: int | str = "") -> None:
+    address = event.assoc.requestor.address
+    logger.warning("association from AE title %r (%s) rejected: %s", calling, address, why)
+    audit_record(actor=None, action=AuditAction.LOGIN_FAILED, outcome=AuditOutcome.FAILURE,
+                 object_type="dicom_node", object_id=node_id, actor_username=calling[:150], clinic_id=clinic_id,
+                 detail=f"DICOM association from {address} rejected: {why}"[:255])  # fmt: skip
+    # Rejected permanent, by the service user, reason: calling AE title not recognised.
+    event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+    event.assoc.kill()  # waits for the reject PDU to go out before the socket is closed
+
+
 def _check_requestor(event: Any) -> None:
-    """Reject an association from an AE title that is no active registered node."""
+    """Reject an association unless its calling AE title is an active registered node AND it
+    comes from that node's host (an AE title alone is no secret: anyone can send it). The host
+    is resolved once, here, per association; the peer must be one of its addresses."""
     calling = _calling_ae(event)
     close_old_connections()
-    if node_for_calling_ae(calling) is None:
-        logger.warning("association from unknown AE title %r (%s) rejected", calling, event.assoc.requestor.address)
-        audit_record(actor=None, action=AuditAction.LOGIN_FAILED, outcome=AuditOutcome.FAILURE,
-                     object_type="dicom_node", actor_username=calling[:150],
-                     detail=f"DICOM association from {event.assoc.requestor.address} rejected")  # fmt: skip
-        # Rejected permanent, by the service user, reason: calling AE title not recognised.
-        event.assoc.acse.send_reject(0x01, 0x01, 0x03)
-        event.assoc.kill()  # waits for the reject PDU to go out before the socket is closed
+    node = node_for_calling_ae(calling)
+    if node is None:
+        _reject(event, calling=calling, why="unknown AE title")
+        return
+    peer = _normalised(str(event.assoc.requestor.address))
+    if peer not in host_addresses(node.host):
+        _reject(event, calling=calling, why=f"not from the node's host {node.host}", clinic_id=node.clinic_id,
+                node_id=node.pk)  # fmt: skip
 
 
 def build_ae(ae_title: str | None = None) -> AE:

@@ -102,9 +102,12 @@ def source_dataset(study: DicomStudy, instance: DicomInstance, frames: int = 1) 
 
 
 def study_slices(study: DicomStudy) -> list[Slice]:
-    """The study's analysed or gate-rejected frames, in series and slice order."""
+    """The study's analysed or gate-rejected frames, in series and slice order; a removed scan
+    is left out (the join does not go through Scan's live manager, so it is filtered here)."""
     instances = (
-        DicomInstance.objects.filter(study=study, scan__status__in=(ScanStatus.DONE, ScanStatus.REJECTED))
+        DicomInstance.objects.filter(
+            study=study, scan__status__in=(ScanStatus.DONE, ScanStatus.REJECTED), scan__removed_at__isnull=True
+        )
         .select_related("scan", "scan__prediction")
         .order_by("series_instance_uid", "scan__slice_order", "frame_number", "id")
     )

@@ -39,6 +39,12 @@ FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 # without this app knowing it. A receiver that raises rolls the unpacking back (retried).
 study_unpacked = Signal()
 
+# Sent when a case's progress is read, with `upload_ids` (its study uploads); a receiver
+# returns {upload id: group key} for uploads it knows to be parts of one study, which are then
+# shown as ONE progress line (apps/dicomnet: each instance received from the network is an
+# upload of its own). This app never imports the receivers' apps.
+study_progress_groups = Signal()
+
 
 def study_enqueue(*, study_id: int) -> bool:
     """Publish the unpacking job. False when the broker is unreachable: the sweep sends it again."""
@@ -252,10 +258,40 @@ def study_progress(*, study: StudyUpload, finished: int | None = None) -> StudyP
 
 
 def study_progress_for_case(*, case) -> list[StudyProgress]:
-    """Every study upload of a case, oldest first, with its analysed count (one query each way)."""
+    """Every study upload of a case, oldest first, with its analysed count (one query each way);
+    uploads that are parts of one study (`study_progress_groups`) make one line, at the place of
+    the first, except a failed part: its own line, with its reason."""
     from django.db.models import Count
 
     studies = StudyUpload.objects.filter(case=case).annotate(
         finished=Count("scans", filter=Q(scans__status__in=FINISHED))
     )
-    return [study_progress(study=study, finished=study.finished) for study in studies]
+    lines = [study_progress(study=study, finished=study.finished) for study in studies]
+    groups: dict[int, str] = {}
+    if lines:
+        for _receiver, answer in study_progress_groups.send(sender=StudyUpload, upload_ids=[p.id for p in lines]):
+            groups.update(answer or {})
+    parts: dict[str, list[StudyProgress]] = {}
+    shown: list[StudyProgress | str] = []
+    for line in lines:
+        key = groups.get(line.id) if line.status != "failed" else None
+        if key is None:
+            shown.append(line)
+            continue
+        if key not in parts:
+            parts[key] = []
+            shown.append(key)
+        parts[key].append(line)
+    return [_merged(parts[item]) if isinstance(item, str) else item for item in shown]
+
+
+def _merged(parts: list[StudyProgress]) -> StudyProgress:
+    """One line for the parts of one study: its slices summed, its state the least advanced."""
+    if len(parts) == 1:
+        return parts[0]
+    statuses = {p.status for p in parts}
+    status = next((s for s in ("unpacking", "received", "analysing") if s in statuses), "done")
+    return StudyProgress(
+        id=parts[0].id, status=status, slices_total=sum(p.slices_total for p in parts),
+        slices_done=sum(p.slices_done for p in parts), skipped=[s for p in parts for s in p.skipped], error="",
+    )  # fmt: skip

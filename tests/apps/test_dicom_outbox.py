@@ -305,3 +305,77 @@ def test_an_instance_whose_unpacking_failed_is_listed_failed_left_out_and_taken_
     assert [study.status for study in unpack_received()] == ["unpacked"]
     assert DicomInstance.objects.get(sop_instance_uid=broken_uid).scan.case == study.case
     assert [row["kind"] for row in client.get(url).json()] == ["sr", "sc"]
+
+
+def test_a_removed_scan_is_left_out_of_the_sr_and_the_captures(received_study, north, pacs_port):
+    from apps.scans.removal import scan_remove
+
+    done = Scan.objects.filter(case=received_study.case, status="done").order_by("slice_order")
+    removed = scan_remove(scan=done[1], by=north.staff, reason="Another patient's slice")
+    removed_uid = removed.dicom_source.sop_instance_uid
+    assert len(outbox_plan()) == 2
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    referenced = {i.ReferencedSOPInstanceUID for i in _walk(sr) if "ReferencedSOPInstanceUID" in i}
+    assert removed_uid not in referenced
+    assert f"{STUDY}.1.1" in referenced
+    assert "No tumour class" not in str(sr)  # the removed slice's finding
+    captures = [ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]
+    assert len(captures) == 1  # the one analysed slice left
+
+
+def test_results_wait_until_the_study_is_stable_so_a_later_series_is_reported_on(
+    north, pacs_port, settings, django_capture_on_commit_callbacks
+):
+    """A scanner sends series by series: the first is analysed before the second arrives."""
+    from apps.dicomnet.models import DicomInstance
+
+    settings.DICOM_STUDY_STABLE_SECONDS = 60
+    node = node_create(created_by=north.admin, ae_title="SERIES_PACS", host="127.0.0.1", port=pacs_port,
+                       send_results=True)  # fmt: skip
+    study_uid = STUDY + ".3"
+    jpegs = dicomdata.training_jpegs(2)
+
+    def send_series(n: int) -> None:
+        identity = dicomdata.Identity(patient_id="SER-1", study_uid=study_uid, series_uid=f"{study_uid}.{n}",
+                                      instance=n)  # fmt: skip
+        with django_capture_on_commit_callbacks(execute=False):
+            data = dicomdata.mr_slice_from_jpeg(jpegs[n - 1], identity=identity)
+            assert instance_receive(data=data, node=node, actor=node.service_user, source="test").ok
+        unpack_received()
+        for scan in Scan.objects.filter(case__dicom_study__study_instance_uid=study_uid, status="queued"):
+            finish_scan(scan, "meningioma", 0.6)
+
+    send_series(1)
+    assert outbox_plan() == []  # nothing queued, but the study arrived a moment ago
+    DicomInstance.objects.update(received_at=timezone.now() - timedelta(seconds=30))
+    send_series(2)
+    assert outbox_plan() == []  # the second series restarted the wait
+    DicomInstance.objects.update(received_at=timezone.now() - timedelta(seconds=61))
+    assert len(outbox_plan()) == 2
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    reports = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    assert len(reports) == 2  # one per series: both are in
+    assert len([ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage]) == 2
+
+
+def test_a_held_scan_holds_the_study_results_back_until_a_person_decides(
+    received_study, north, django_capture_on_commit_callbacks
+):
+    from apps.scans.holds import scan_hold, scan_hold_discard
+    from apps.scans.models import ScanStatus
+    from apps.scans.services import scan_claim
+
+    # A fourth slice of the study is held by the worker: text burnt into its pixels.
+    node = received_study.node
+    late = dicomdata.training_series(4, patient_id="PACS-PAT-1", study_uid=STUDY)[3]
+    with django_capture_on_commit_callbacks(execute=False):
+        assert instance_receive(data=late, node=node, actor=node.service_user, source="test").ok
+    unpack_received()
+    held = Scan.objects.get(case=received_study.case, status=ScanStatus.QUEUED)
+    assert scan_hold(scan=scan_claim(scan_id=held.pk))
+    assert outbox_plan() == []  # the held slice waits for a person
+    scan_hold_discard(scan=held, by=north.radiologist)
+    assert len(outbox_plan()) == 2

@@ -213,3 +213,26 @@ def test_a_copy_losing_the_race_to_another_association_leaves_no_original_behind
     assert answer.duplicate  # the other copy is the one kept
     assert not StudyUpload.objects.exists()
     assert not list(Path(settings.MEDIA_ROOT).glob("originals/**/*.bin"))  # PHI not left in storage
+
+
+def test_an_association_from_another_host_than_the_nodes_is_rejected_and_audited(north, receiver):
+    """The AE title is no secret: an association must also come from the node's registered host."""
+    from apps.audit.models import AuditAction, AuditEvent
+
+    node = DicomNode.objects.get(ae_title="NORTH_PACS")
+    node.host = "10.20.30.40"  # the PACS; the association below comes from 127.0.0.1
+    node.save()
+    assert _send(receiver, _datasets(dicomdata.training_series(1, study_uid=STUDY))) is None
+    assert not DicomStudy.objects.exists()
+    event = AuditEvent.objects.get(action=AuditAction.LOGIN_FAILED, actor_username="NORTH_PACS")
+    assert event.outcome == "failure"
+    assert event.clinic_id == north.clinic.pk  # in the node's clinic's audit log
+    assert (event.object_type, event.object_id) == ("dicom_node", str(node.pk))
+    assert "127.0.0.1" in event.detail
+    assert "not from the node's host 10.20.30.40" in event.detail
+
+    node.host = "localhost"  # a host name is resolved: it stands for 127.0.0.1
+    node.save()
+    statuses = _send(receiver, _datasets(dicomdata.training_series(1, study_uid=STUDY)))
+    assert [s.Status for s in statuses] == [0]
+    assert DicomStudy.objects.get().node == node

@@ -137,3 +137,96 @@ def test_an_instance_for_a_signed_study_is_a_failed_part_with_the_reason(north, 
     assert failed["00081155"]["Value"] == [_uid(later)]
     assert "addendum" in failed[REASON]["Value"][0].lower() or "radiologist" in failed[REASON]["Value"][0].lower()
     assert Scan.objects.filter(case=case).count() == 1
+
+
+def test_instances_for_a_deleted_case_are_failed_parts_with_the_reason(north, django_capture_on_commit_callbacks):
+    """A deleted case is not reopened by the PACS: a new instance of its study and one already
+    received are both refused with why (not a server error, not "stored")."""
+    from apps.cases.services import case_soft_delete
+    from apps.dicomnet.intake import CASE_DELETED
+    from apps.scans.models import StudyUpload
+
+    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.staff), [("application/dicom", first)]).status_code == 200
+    unpack_received()
+    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    finish_scan(Scan.objects.get(case=case), "glioma", 0.9)
+    case_soft_delete(case=case, by=north.admin)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(_client(north.staff), [("application/dicom", later), ("application/dicom", first)])
+    assert response.status_code == 409, response.content  # none stored
+    failed = response.json()[FAILED]["Value"]
+    assert [item["00081155"]["Value"] for item in failed] == [[_uid(later)], [_uid(first)]]
+    assert [item[REASON]["Value"][0] for item in failed] == [CASE_DELETED, CASE_DELETED]
+    assert StudyUpload.objects.filter(case_id=case.pk).count() == 1
+    assert DicomInstance.objects.count() == 1
+
+
+def test_a_radiologist_does_not_add_to_a_signed_study_through_stow_rs(north, django_capture_on_commit_callbacks):
+    """A signed case changes only by a radiologist's written addendum on the case, never by a
+    network upload, whoever's token sends it."""
+    from apps.cases.services import case_sign
+    from apps.dicomnet.intake import CASE_SIGNED
+    from apps.scans.services import scan_review
+
+    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.radiologist), [("application/dicom", first)]).status_code == 200
+    unpack_received()
+    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    scan_review(scan=finish_scan(Scan.objects.get(case=case), "glioma", 0.97), reviewer=north.radiologist, agrees=True)
+    case_sign(case=case, signer=north.radiologist, conclusion="No change.")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(_client(north.radiologist), [("application/dicom", later)])
+    assert response.status_code == 409, response.content
+    (failed,) = response.json()[FAILED]["Value"]
+    assert failed[REASON]["Value"][0] == CASE_SIGNED
+    assert unpack_received() == []
+    assert not case.addenda.exists()
+
+
+def test_a_received_instance_is_named_by_its_numbers_never_by_its_original_uid(
+    north, django_capture_on_commit_callbacks
+):
+    """The SOP Instance UID is an original identifier: kept in DicomInstance only, never the
+    scan's name shown in the API and on the pages."""
+    first, second = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
+    numbered = dcmread(DicomBytesIO(second))
+    numbered.SeriesNumber = 7
+    second = dicomdata.to_bytes(numbered)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post(_client(north.staff), [("application/dicom", first), ("application/dicom", second)])
+    assert response.status_code == 200
+    unpack_received()
+    scans = Scan.objects.filter(case__dicom_study__study_instance_uid=STUDY).order_by("slice_order")
+    assert [s.original_filename for s in scans] == ["instance-1.dcm", "series-7-instance-2.dcm"]
+    client = APIClient()
+    client.force_authenticate(north.staff)
+    shown = client.get(reverse("api:scan-detail", args=[scans[0].pk])).content.decode()
+    assert "instance-1.dcm" in shown
+    assert _uid(first) not in shown
+    assert STUDY not in shown
+
+
+def test_the_instances_of_one_received_study_make_one_progress_line_on_the_case(
+    north, client, django_capture_on_commit_callbacks
+):
+    """Each received instance is a study upload of its own; the case shows the study once."""
+    slices = dicomdata.training_series(3, patient_id=north.patient.mrn, study_uid=STUDY)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert _post(_client(north.staff), [("application/dicom", data) for data in slices]).status_code == 200
+    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    client.force_login(north.staff)
+    url = reverse("case_detail", kwargs={"case_id": case.pk})
+
+    def progress_lines() -> list[str]:
+        page = client.get(url).content.decode()
+        return [line.split(">", 1)[1].split("<", 1)[0] for line in page.split('class="study-progress"')[1:]]
+
+    assert progress_lines() == ["Study of 3 slice(s) waiting to be unpacked."]
+    unpack_received()
+    assert progress_lines() == ["0 of 3 slices analysed."]
+    for scan in Scan.objects.filter(case=case):
+        finish_scan(scan, "glioma", 0.8)
+    assert progress_lines() == ["3 of 3 slices analysed."]

@@ -170,7 +170,7 @@ def scans_upload(
     try:
         checked = check_uploads(uploads)
     except UploadRefused as exc:
-        raise ValidationError(exc.problems) from exc
+        raise ValidationError([ValidationError(problem, code=exc.code) for problem in exc.problems]) from exc
 
     written: list[str] = []
     studies: list[StudyUpload] = []

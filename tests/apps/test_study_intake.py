@@ -378,3 +378,42 @@ def test_a_purged_case_takes_its_unpacked_studys_originals_with_it(
         assert cases_purge_deleted() == 1
     assert not StudyUpload.objects.filter(pk=second.pk).exists()
     assert not [p for p in stored_files(media_root) if "originals" in str(p)]
+
+
+def test_the_page_form_never_splits_a_request_refused_for_its_budget(
+    north, media_root, settings, no_pixel_decoding, django_capture_on_commit_callbacks
+):
+    """The form keeps the good files of a batch with a bad one; a batch over the request's
+    decoded budget must not then be stored file by file (each alone under the budget)."""
+    from django.core.exceptions import ValidationError
+
+    from apps.scans.batch import scans_upload_keeping_good
+
+    settings.DICOM_MAX_DECODED_BYTES_PER_REQUEST = 48 * 2**20  # each file 32 MiB: one fits, two do not
+    files = [dicomdata.jpegls_bomb(frames=4, side=2048, instance=i) for i in (1, 2)]
+    before = stored_files(media_root)
+    no_pixel_decoding()
+    uploads = [upload(data, f"b{i}.dcm", "application/dicom") for i, data in enumerate(files)]
+    uploads.append(upload(b"%PDF-1.4 not an image", "notes.png", "image/png"))
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(ValidationError) as refused:
+        scans_upload_keeping_good(case=north.case, uploaded_by=north.staff, uploads=uploads)
+    assert "would decode to 64.0 MB; at most 48.0 MB" in str(refused.value.messages)
+    assert not StudyUpload.objects.exists()
+    assert stored_files(media_root) == before
+
+
+def test_the_page_form_keeps_the_good_dicom_files_of_a_batch_in_one_study(
+    north, media_root, django_capture_on_commit_callbacks
+):
+    from apps.scans.batch import scans_upload_keeping_good
+
+    slices = dicomdata.training_series(2, patient_id=north.patient.mrn)
+    uploads = [upload(data, f"s{i}.dcm", "application/dicom") for i, data in enumerate(slices)]
+    uploads.append(upload(b"%PDF-1.4 not an image", "notes.png", "image/png"))
+    with django_capture_on_commit_callbacks(execute=False):
+        outcome = scans_upload_keeping_good(case=north.case, uploaded_by=north.staff, uploads=uploads)
+    assert len(outcome.refused) == 1 and "notes.png" in outcome.refused[0]
+    (study,) = StudyUpload.objects.all()
+    assert outcome.studies == [study]
+    assert sorted(source["name"] for source in study.sources) == ["s0.dcm", "s1.dcm"]
+    assert study.slices_expected == 2

@@ -412,7 +412,8 @@ def test_the_page_form_keeps_the_good_dicom_files_of_a_batch_in_one_study(
     uploads.append(upload(b"%PDF-1.4 not an image", "notes.png", "image/png"))
     with django_capture_on_commit_callbacks(execute=False):
         outcome = scans_upload_keeping_good(case=north.case, uploaded_by=north.staff, uploads=uploads)
-    assert len(outcome.refused) == 1 and "notes.png" in outcome.refused[0]
+    assert len(outcome.refused) == 1
+    assert "notes.png" in outcome.refused[0]
     (study,) = StudyUpload.objects.all()
     assert outcome.studies == [study]
     assert sorted(source["name"] for source in study.sources) == ["s0.dcm", "s1.dcm"]

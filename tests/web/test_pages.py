@@ -114,7 +114,7 @@ def test_new_case_with_one_bad_file_keeps_the_good_ones_and_names_the_bad(staff_
         reverse("case_new"), {"patient": world.patient.pk, "title": "Mixed", "files": [png_upload(), bad]}, follow=True
     )
     shown = response.content.decode()
-    assert "Case opened with 1 scan(s)" in shown
+    assert "Case opened. 1 scan(s) added" in shown
     assert "Not stored (1): notes.png" in shown
     assert Scan.objects.filter(case__title="Mixed").count() == 1
 

@@ -317,8 +317,26 @@ def test_staff_remove_a_wrong_upload_softly_with_a_reason(staff_client, world, d
     assert "1 (1 analysed" in page
     assert staff_client.get(reverse("scan_card", args=[scans[1].pk])).status_code == 404
     assert staff_client.get(reverse("scans:image", args=[scans[1].pk])).status_code == 404
-    event = AuditEvent.objects.filter(object_type="scan", object_id=str(scans[1].pk)).order_by("-pk").first()
+    # (the refused reads above are audited too: the removal is the scan's DELETE event)
+    event = AuditEvent.objects.filter(object_type="scan", object_id=str(scans[1].pk), action="delete").get()
     assert event.detail == "scan removed: another patient's slice"
+
+
+def test_a_scan_still_being_analysed_cannot_be_removed(staff_client, world, django_capture_on_commit_callbacks):
+    """A worker owns a queued or processing scan: removing it then would strand its analysis."""
+    from apps.scans.models import Scan
+    from apps.scans.services import scan_claim
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="Study")
+    with django_capture_on_commit_callbacks(execute=False):
+        queued, processing = scans_submit(
+            case=case, uploaded_by=world.staff, uploads=[png_upload("q.png"), png_upload("p.png")]
+        )
+    assert scan_claim(scan_id=processing.pk) is not None
+    for scan in (queued, processing):
+        response = staff_client.post(reverse("scan_remove", args=[scan.pk]), {"reason": "duplicate"}, follow=True)
+        assert "still being analysed" in response.content.decode()
+        assert Scan.objects.filter(pk=scan.pk).exists()
 
 
 def test_a_study_naming_another_patient_is_moved_to_that_patient(
@@ -327,7 +345,7 @@ def test_a_study_naming_another_patient_is_moved_to_that_patient(
     """Issue 14, item 9: the study's Patient ID is another patient's MRN: move the case there."""
     from apps.patients.services import patient_create
     from tests.testkit import dicom as dicomdata
-    from tests.testkit.data import upload
+    from tests.testkit.data import unpack_received, upload
 
     right = patient_create(created_by=world.staff, mrn="RIGHT-7", name="Rita Right")
     case = case_create(created_by=world.staff, patient=world.patient, title="Wrong patient")
@@ -335,6 +353,7 @@ def test_a_study_naming_another_patient_is_moved_to_that_patient(
     with django_capture_on_commit_callbacks(execute=False):
         scans_submit(case=case, uploaded_by=world.staff, uploads=[upload(d, f"{i}.dcm", "application/dicom")
                                                                   for i, d in enumerate(slices)])  # fmt: skip
+        unpack_received()  # the study job (ingest_study), run here: DICOM intake is asynchronous
     page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
     assert "Move this case to Rita Right (MRN RIGHT-7)" in page
     response = staff_client.post(reverse("case_move", args=[case.pk]), {"patient": right.pk}, follow=True)

@@ -128,7 +128,7 @@ def study_unpack(*, study: StudyUpload) -> str:
 
     case = study.case
     if case.deleted_at is not None:
-        study_fail(study=study, error="The case was deleted before its study was unpacked.")
+        study_fail(study=study, error=CASE_DELETED)
         return "failed"
     uid_key = _uid_key()
     skipped = [Skipped(**item) for item in study.skipped]
@@ -162,7 +162,8 @@ def study_unpack(*, study: StudyUpload) -> str:
         with transaction.atomic():
             # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
             # while a study is unpacking), so no slice slips into a case being signed.
-            Case.objects.select_for_update().filter(pk=case.pk).first()
+            if Case.objects.select_for_update().filter(pk=case.pk).first() is None:
+                raise _CaseDeleted  # soft-deleted meanwhile (the live manager hides it): no scans there
             current = StudyUpload.objects.select_for_update().get(pk=study.pk)
             if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
                 raise _Superseded
@@ -181,6 +182,10 @@ def study_unpack(*, study: StudyUpload) -> str:
         for name in written:
             default_storage.delete(name)
         return "superseded"
+    except _CaseDeleted:
+        for name in written:
+            default_storage.delete(name)
+        return "failed" if study_fail(study=study, error=CASE_DELETED) else "superseded"
     except BaseException:
         for name in written:
             default_storage.delete(name)
@@ -192,6 +197,13 @@ def study_unpack(*, study: StudyUpload) -> str:
 
 class _Superseded(Exception):
     """Another attempt owns the study now."""
+
+
+class _CaseDeleted(Exception):
+    """The case was soft-deleted while the study was unpacked."""
+
+
+CASE_DELETED = "The case was deleted before its study was unpacked; no scan was stored."
 
 
 def studies_requeue_stale(*, older_than: timedelta | None = None, limit: int = 100) -> int:

@@ -475,3 +475,28 @@ def test_a_case_cannot_be_deleted_while_its_study_waits_to_be_unpacked(north, dj
     north.case.refresh_from_db()
     assert north.case.deleted_at is None
     assert unpack_study(study).status == StudyStatus.UNPACKED
+
+
+def test_progress_leaves_removed_slices_out_and_names_the_held_ones(
+    north, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A removed slice is neither analysed nor waited for; a held one waits for a person, so the
+    study says so instead of "analysing" for ever (the case page and the API)."""
+    from apps.scans.holds import scan_hold
+    from apps.scans.removal import scan_remove
+    from apps.scans.services import scan_claim
+    from apps.scans.studies import study_progress_for_case
+
+    study = _received(north, django_capture_on_commit_callbacks, n=3)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.ingest_study(study.pk)
+    study.refresh_from_db()
+    first, second, third = study.scans.order_by("pk")
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer(label="glioma"))
+    tasks.analyze_scans([first.pk, second.pk])
+    scan_remove(scan=second, by=north.staff, reason="another patient's slice")
+    assert scan_hold(scan=scan_claim(scan_id=third.pk))  # the worker found text burnt into it
+    (line,) = study_progress_for_case(case=north.case)
+    assert (line.status, line.slices_total, line.slices_done, line.slices_held) == ("held", 2, 1, 1)
+    assert line.text.startswith("1 of 2 slices analysed. 1 held for a person's decision (text burnt into the image)")
+    assert study_progress(study=study) == line

@@ -238,6 +238,7 @@ def test_favicon_and_skip_link(staff_client) -> None:
 
 def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
     """Issue 14, item 9: the case form's patient is found by typing, within the clinic."""
+    from apps.patients.models import Patient
     from apps.patients.services import patient_create
 
     for i in range(30):
@@ -247,6 +248,10 @@ def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
     html = staff_client.get(reverse("patient_search"), {"q": "SMITH-07"}).content.decode()
     assert html.count('class="patient-option"') == 1
     assert "Sam Smith 07" in html
+    from apps.audit.models import AuditEvent  # the read names the patient shown, as other lists do
+    shown = Patient.objects.get(mrn="SMITH-07")
+    event = AuditEvent.objects.filter(object_type="patient", action="view").latest("pk")
+    assert event.detail == f"search p1: {shown.pk}"
     elsewhere = staff_client.get(reverse("patient_search"), {"q": other.patient.mrn}).content.decode()
     assert other.patient.name not in elsewhere
     form = staff_client.get(reverse("case_new"), {"patient": world.patient.pk}).content.decode()

@@ -39,7 +39,8 @@ def case_soft_delete(*, case: Case, by: User) -> Case:
     """Hide a case (and so its scans and files) everywhere at once; restorable with
     `case_restore` until `cases_purge_deleted` removes it after CASE_RETENTION_DAYS.
 
-    Refused while one of its scans is queued or processing: a worker is about to write to it."""
+    Refused while one of its scans is queued or processing, or one of its DICOM studies is
+    received or unpacking: a worker is about to write to it."""
     from apps.audit.models import AuditAction
     from apps.audit.services import audit_record
     from apps.scans.models import ScanStatus
@@ -54,6 +55,14 @@ def case_soft_delete(*, case: Case, by: User) -> Case:
         if locked.scans.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).exists():
             raise ValidationError(
                 f"{locked}: a scan of this case is still being analysed; delete it when the analysis has finished."
+            )
+        from apps.scans.models import StudyStatus, StudyUpload
+
+        # As case_sign: a study job is about to create this case's scans.
+        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+            raise ValidationError(
+                f"{locked}: a DICOM study of this case is still being unpacked; delete it when its slices have "
+                "been analysed."
             )
         locked.deleted_at = timezone.now()
         locked.deleted_by = by

@@ -22,7 +22,7 @@ from django.db.models.functions import Cast
 
 from apps.accounts.models import User
 from apps.scans.labels import MODEL_LABELS, TUMOUR_LABELS
-from apps.scans.models import Prediction, Scan, ScanReview, ScanStatus
+from apps.scans.models import Prediction, Scan, ScanReview, ScanStatus, StudyStatus, StudyUpload
 from workers.inference import LOW_CONFIDENCE
 
 from .models import Case
@@ -116,13 +116,20 @@ def worklist_priority_refresh(*, case_ids: Iterable[int] | None = None) -> int:
 
 
 def _waiting(user: User) -> QuerySet[Case]:
-    """Unsigned cases with a result and nothing still waiting for the model."""
-    # NOT IN one uncorrelated subquery (the few cases with a scan in flight, found by the status
-    # index) instead of an EXISTS probe per case: the database runs it once.
-    pending = Scan.objects.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).values("case_id")
-    return Case.objects.filter(
-        clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False
-    ).exclude(pk__in=pending)
+    """Unsigned cases with a result that a radiologist can sign now: nothing still waiting for
+    the model or for a person's decision (a held scan), no DICOM study still to unpack
+    (case_sign refuses all of these)."""
+    # NOT IN uncorrelated subqueries (the few cases with a scan in flight, found by the status
+    # index) instead of an EXISTS probe per case: the database runs each once.
+    pending = Scan.objects.filter(
+        status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD]
+    ).values("case_id")
+    unpacking = StudyUpload.objects.filter(status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).values("case_id")
+    return (
+        Case.objects.filter(clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False)
+        .exclude(pk__in=pending)
+        .exclude(pk__in=unpacking)
+    )
 
 
 def _mine(user: User) -> Q:

@@ -165,9 +165,14 @@ class StudyProgressOutputSerializer(serializers.Serializer):
     """A DICOM study upload: unpacked by a worker, then its slices analysed."""
 
     id = serializers.IntegerField()
-    status = serializers.CharField(help_text="received, unpacking, analysing, done, or failed")
-    slices_total = serializers.IntegerField(help_text="declared by the headers until unpacked, then the slices made")
+    status = serializers.CharField(
+        help_text="received, unpacking, analysing, held (the rest wait for a person's decision), done, or failed"
+    )
+    slices_total = serializers.IntegerField(
+        help_text="declared by the headers until unpacked, then the slices made (less removed ones)"
+    )
     slices_done = serializers.IntegerField(help_text="slices analysed (done, failed or not a brain MRI)")
+    slices_held = serializers.IntegerField(help_text="slices held for a person's decision (text burnt into the image)")
     progress = serializers.CharField(source="text", help_text='e.g. "83 of 200 slices analysed."')
     skipped = SkippedOutputSerializer(many=True)
     error = serializers.CharField()

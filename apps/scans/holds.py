@@ -58,7 +58,9 @@ def _decide(scan: Scan, by: User, detail: str) -> Scan:
     from apps.audit.models import AuditAction
     from apps.audit.services import audit_record
 
-    locked = Scan.objects.select_for_update().get(pk=scan.pk)
+    locked = Scan.objects.select_for_update().filter(pk=scan.pk).first()
+    if locked is None:  # removed meanwhile (the live manager hides it)
+        raise ValidationError("This scan was removed from the case: nothing to decide.")
     if locked.status != ScanStatus.HELD:
         raise ValidationError("This scan is not held: nothing to decide.")
     audit_record(actor=by, action=AuditAction.REVIEW, obj=scan, detail=detail)

@@ -51,12 +51,19 @@ from . import deidentify
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-class UploadRefused(ValueError):
-    """The whole request is refused; `.problems` are messages for the user."""
+# The code of a refusal for the request as a whole (its slice count or decoded size, summed
+# over its files): splitting the request into files must never get round it (apps/scans/batch.py).
+REQUEST_BUDGET = "request_budget"
 
-    def __init__(self, problems: list[str]) -> None:
+
+class UploadRefused(ValueError):
+    """The whole request is refused; `.problems` are messages for the user. `code` is
+    REQUEST_BUDGET when a request-wide limit refused it (not one file's problem)."""
+
+    def __init__(self, problems: list[str], *, code: str = "invalid") -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -389,6 +396,9 @@ def check_uploads(uploads: Sequence[UploadedFile]) -> Checked:
         except ScanDecodeError as exc:
             problems.append(f"{name}: {exc.args[0]}")
     limits = _limits()
+    over_budget = checked.slices > limits["slices"] or (
+        sum(source.decoded_bytes for source in checked.sources) > limits["decoded_request"]
+    )
     if checked.slices > limits["slices"]:
         problems.append(f"The upload holds {checked.slices} slices; at most {limits['slices']} are accepted at once.")
     decoded = sum(source.decoded_bytes for source in checked.sources)
@@ -398,7 +408,7 @@ def check_uploads(uploads: Sequence[UploadedFile]) -> Checked:
             "are accepted at once (nothing was decoded or stored). Upload the series separately."
         )
     if problems:
-        raise UploadRefused(problems)
+        raise UploadRefused(problems, code=REQUEST_BUDGET if over_budget else "invalid")
     return checked
 
 

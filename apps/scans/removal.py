@@ -1,5 +1,6 @@
 """Removing a wrongly uploaded scan (another patient's slice, a duplicate, a photo of a form):
-soft, audited, refused once the case is signed (a signed case changes only by addendum)."""
+soft, audited, refused once the case is signed (a signed case changes only by addendum) and
+while the scan is queued or being analysed (a worker owns it then)."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -8,7 +9,10 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 
-from .models import Scan
+from .models import Scan, ScanStatus
+
+# A worker owns a queued or processing scan; removing it then would strand its analysis.
+_BEING_ANALYSED = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
 
 
 def scan_remove(*, scan: Scan, by: User, reason: str) -> Scan:
@@ -26,6 +30,10 @@ def scan_remove(*, scan: Scan, by: User, reason: str) -> Scan:
             raise ValidationError("This scan was already removed.")
         if locked.case.is_signed:
             raise ValidationError("The case is signed: a scan cannot be removed; add an addendum instead.")
+        if locked.status in _BEING_ANALYSED:
+            raise ValidationError(
+                "This scan is still being analysed: it can be removed once its analysis has finished."
+            )
         locked.removed_at, locked.removed_by, locked.removed_reason = timezone.now(), by, reason[:500]
         locked.save(update_fields=["removed_at", "removed_by", "removed_reason"])
         audit_record(actor=by, action=AuditAction.DELETE, obj=locked, detail=f"scan removed: {reason[:200]}")

@@ -170,7 +170,7 @@ def scans_upload(
     try:
         checked = check_uploads(uploads)
     except UploadRefused as exc:
-        raise ValidationError(exc.problems) from exc
+        raise ValidationError([ValidationError(problem, code=exc.code) for problem in exc.problems]) from exc
 
     written: list[str] = []
     studies: list[StudyUpload] = []
@@ -432,15 +432,16 @@ def scan_complete(*, scan: Scan, result: AnalysisResult) -> Prediction | None:
     """processing → done, storing the prediction, heatmap and overlay.
 
     None (and nothing stored) when this attempt no longer owns the scan: the sweep handed it
-    to a newer attempt, or another one finished first.
+    to a newer attempt, another one finished first, or the scan was removed meanwhile (then the
+    live manager no longer sees it; a batch's other slices must still be stored).
     """
     _check_result(result)
     heatmap_png = _heatmap_png(result.heatmap)
     written: list[str] = []
     try:
         with transaction.atomic():
-            current = Scan.objects.select_for_update().get(pk=scan.pk)
-            if current.status != ScanStatus.PROCESSING or current.attempts != scan.attempts:
+            current = Scan.objects.select_for_update().filter(pk=scan.pk).first()
+            if current is None or current.status != ScanStatus.PROCESSING or current.attempts != scan.attempts:
                 return None
             prediction = Prediction(
                 scan=current,

@@ -22,7 +22,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -134,7 +134,7 @@ def study_unpack(*, study: StudyUpload) -> str:
 
     case = study.case
     if case.deleted_at is not None:
-        study_fail(study=study, error="The case was deleted before its study was unpacked.")
+        study_fail(study=study, error=CASE_DELETED)
         return "failed"
     uid_key = _uid_key()
     skipped = [Skipped(**item) for item in study.skipped]
@@ -168,7 +168,8 @@ def study_unpack(*, study: StudyUpload) -> str:
         with transaction.atomic():
             # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
             # while a study is unpacking), so no slice slips into a case being signed.
-            Case.objects.select_for_update().filter(pk=case.pk).first()
+            if Case.objects.select_for_update().filter(pk=case.pk).first() is None:
+                raise _CaseDeleted  # soft-deleted meanwhile (the live manager hides it): no scans there
             current = StudyUpload.objects.select_for_update().get(pk=study.pk)
             if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
                 raise _Superseded
@@ -187,6 +188,10 @@ def study_unpack(*, study: StudyUpload) -> str:
         for name in written:
             default_storage.delete(name)
         return "superseded"
+    except _CaseDeleted:
+        for name in written:
+            default_storage.delete(name)
+        return "failed" if study_fail(study=study, error=CASE_DELETED) else "superseded"
     except BaseException:
         for name in written:
             default_storage.delete(name)
@@ -198,6 +203,13 @@ def study_unpack(*, study: StudyUpload) -> str:
 
 class _Superseded(Exception):
     """Another attempt owns the study now."""
+
+
+class _CaseDeleted(Exception):
+    """The case was soft-deleted while the study was unpacked."""
+
+
+CASE_DELETED = "The case was deleted before its study was unpacked; no scan was stored."
 
 
 def studies_requeue_stale(*, older_than: timedelta | None = None, limit: int = 100) -> int:
@@ -227,11 +239,12 @@ class StudyProgress:
     """What the case page and the API say about one study upload."""
 
     id: int
-    status: str  # received | unpacking | analysing | done | failed
-    slices_total: int  # declared by the headers until unpacked, then the slices made
+    status: str  # received | unpacking | analysing | held | done | failed
+    slices_total: int  # declared by the headers until unpacked, then the slices made (less removed ones)
     slices_done: int  # analysed (done, failed or not a brain MRI)
     skipped: list[dict]
     error: str
+    slices_held: int = 0  # held for a person's decision (text burnt into the image)
 
     @property
     def text(self) -> str:
@@ -240,33 +253,58 @@ class StudyProgress:
         if self.status in ("received", "unpacking"):
             verb = "waiting to be unpacked" if self.status == "received" else "being unpacked and de-identified"
             return f"Study of {self.slices_total} slice(s) {verb}."
-        return f"{self.slices_done} of {self.slices_total} slices analysed."
+        text = f"{self.slices_done} of {self.slices_total} slices analysed."
+        if self.slices_held:
+            text += (
+                f" {self.slices_held} held for a person's decision (text burnt into the image): a clinic admin "
+                "or radiologist releases or discards them."
+            )
+        return text
 
 
-def study_progress(*, study: StudyUpload, finished: int | None = None) -> StudyProgress:
-    if finished is None:
-        finished = study.scans.filter(status__in=FINISHED).count() if study.status == StudyStatus.UNPACKED else 0
+def study_progress(
+    *, study: StudyUpload, finished: int | None = None, held: int | None = None, removed: int | None = None
+) -> StudyProgress:
+    """`finished`, `held`, `removed`: the study's live scans analysed, held for a person, and its
+    removed scans (counted here unless given). Removed slices leave the total; a study whose
+    remaining slices all wait for a person is "held", not "analysing" for ever."""
     if study.status == StudyStatus.UNPACKED:
-        total = study.slices_total or 0
-        status = "done" if finished >= total else "analysing"
+        if finished is None or held is None or removed is None:
+            counts = study_scan_counts(StudyUpload.objects.filter(pk=study.pk)).get()
+            finished, held, removed = counts.finished, counts.held, counts.removed
+        total = max((study.slices_total or 0) - removed, 0)
+        status = "done" if finished >= total else "held" if held and finished + held >= total else "analysing"
     else:
+        finished = held = 0
         total, status = study.slices_expected, str(study.status)
     return StudyProgress(
         id=study.pk, status=status, slices_total=total, slices_done=finished, skipped=list(study.skipped),
-        error=study.error,
+        error=study.error, slices_held=held,
     )  # fmt: skip
+
+
+def study_scan_counts(studies: QuerySet[StudyUpload]) -> QuerySet[StudyUpload]:
+    """Each study with `finished`, `held` (its live scans) and `removed`: a join does not apply
+    Scan's live manager, so removed scans are told apart by hand."""
+    from django.db.models import Count
+
+    live = Q(scans__removed_at__isnull=True)
+    return studies.annotate(
+        finished=Count("scans", filter=live & Q(scans__status__in=FINISHED)),
+        held=Count("scans", filter=live & Q(scans__status=ScanStatus.HELD)),
+        removed=Count("scans", filter=Q(scans__removed_at__isnull=False)),
+    )
 
 
 def study_progress_for_case(*, case) -> list[StudyProgress]:
     """Every study upload of a case, oldest first, with its analysed count (one query each way);
     uploads that are parts of one study (`study_progress_groups`) make one line, at the place of
     the first, except a failed part: its own line, with its reason."""
-    from django.db.models import Count
-
-    studies = StudyUpload.objects.filter(case=case).annotate(
-        finished=Count("scans", filter=Q(scans__status__in=FINISHED))
-    )
-    lines = [study_progress(study=study, finished=study.finished) for study in studies]
+    studies = study_scan_counts(StudyUpload.objects.filter(case=case))
+    lines = [
+        study_progress(study=study, finished=study.finished, held=study.held, removed=study.removed)
+        for study in studies
+    ]
     groups: dict[int, str] = {}
     if lines:
         for _receiver, answer in study_progress_groups.send(sender=StudyUpload, upload_ids=[p.id for p in lines]):
@@ -290,8 +328,9 @@ def _merged(parts: list[StudyProgress]) -> StudyProgress:
     if len(parts) == 1:
         return parts[0]
     statuses = {p.status for p in parts}
-    status = next((s for s in ("unpacking", "received", "analysing") if s in statuses), "done")
+    status = next((s for s in ("unpacking", "received", "analysing", "held") if s in statuses), "done")
     return StudyProgress(
         id=parts[0].id, status=status, slices_total=sum(p.slices_total for p in parts),
         slices_done=sum(p.slices_done for p in parts), skipped=[s for p in parts for s in p.skipped], error="",
+        slices_held=sum(p.slices_held for p in parts),
     )  # fmt: skip

@@ -122,11 +122,8 @@ def patient_search(request: HttpRequest) -> HttpResponse:
     """The patient picker's suggestions: the clinic's patients matching the typed name or MRN."""
     search = request.GET.get("q", "").strip()
     patients = list(patient_list(user=request.user, search=search)[:PATIENT_SEARCH_LIMIT]) if search else []
-    if search:
-        audit_record(
-            actor=request.user, action=AuditAction.VIEW, object_type="patient", request=request,
-            detail=f"search: {len(patients)} shown",
-        )  # fmt: skip
+    if search:  # like every list: the ids shown (the search term stays out of the trail)
+        audit_list_read(request, "patient", [patient.pk for patient in patients], what="search")
     return render(request, "web/_patient_options.html", {"patients": patients, "search": search})
 
 

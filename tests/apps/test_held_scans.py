@@ -156,3 +156,13 @@ def test_a_case_with_a_held_scan_cannot_be_signed_and_shows_in_progress(held, no
     assert case_get(user=north.radiologist, case_id=north.case.pk).status == "pending"
     with pytest.raises(ValidationError, match="held"):
         case_sign(case=north.case, signer=north.radiologist, conclusion="x")
+
+
+def test_a_decision_on_a_held_scan_removed_meanwhile_is_refused_clearly(held, north):
+    from django.utils import timezone
+
+    from apps.scans.holds import scan_hold_release
+
+    Scan.all_objects.filter(pk=held.pk).update(removed_at=timezone.now(), removed_reason="duplicate")
+    with pytest.raises(ValidationError, match="removed from the case"):
+        scan_hold_release(scan=held, by=north.radiologist)

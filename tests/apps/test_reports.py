@@ -183,3 +183,17 @@ def test_dicom_study_report_shows_the_slice_says_rejected_and_reads_first(
     for page in pictured:
         left, right = _dark(page[:, : page.shape[1] // 2]), _dark(page[:, page.shape[1] // 2 :])
         assert left > 0.6 * right, (left, right)
+
+
+def test_a_held_scan_is_described_as_held_for_a_person_not_as_being_analysed(
+    north, django_capture_on_commit_callbacks
+):
+    from apps.scans.holds import scan_hold
+    from apps.scans.services import scan_claim
+
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma", 2))])
+    assert scan_hold(scan=scan_claim(scan_id=scan.pk))  # the worker found text burnt into it
+    text = " ".join(_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf).split())
+    assert "Held for a person's decision: text is burnt into the image" in text
+    assert "Still being analysed" not in text

@@ -155,3 +155,23 @@ def test_a_dicom_series_is_published_as_one_study_and_loose_files_one_by_one(
     assert len(slices) == 3
     published = {(p.task, tuple(p.args[0]) if isinstance(p.args[0], list) else p.args[0]) for p in broker()}
     assert ("workers.tasks.analyze_scans", tuple(slices)) in published
+
+
+def test_a_slice_removed_mid_analysis_is_superseded_and_the_rest_of_the_batch_is_stored(
+    north, analyzer, broker, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A slice removed while its batch is analysed (the live manager hides it then) must not end
+    the task: the others are stored, none is left in `processing`."""
+    from django.utils import timezone
+
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
+    analyse = analyzer.analyze_batch
+
+    def removed_meanwhile(scans):
+        Scan.all_objects.filter(pk=ids[1]).update(removed_at=timezone.now(), removed_reason="wrong patient")
+        return analyse(scans)
+
+    monkeypatch.setattr(analyzer, "analyze_batch", removed_meanwhile)
+    assert tasks.analyze_scans(ids) == {str(ids[0]): "done", str(ids[1]): "superseded", str(ids[2]): "done"}
+    assert set(Scan.objects.filter(pk__in=ids).values_list("status", flat=True)) == {ScanStatus.DONE}
+    assert not Prediction.objects.filter(scan_id=ids[1]).exists()

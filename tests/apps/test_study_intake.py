@@ -358,6 +358,7 @@ def test_a_purged_case_takes_its_unpacked_studys_originals_with_it(
 ):
     import datetime
 
+    from django.core.exceptions import ValidationError
     from django.utils import timezone
 
     from apps.cases.models import Case
@@ -365,16 +366,137 @@ def test_a_purged_case_takes_its_unpacked_studys_originals_with_it(
 
     study = _received(north, django_capture_on_commit_callbacks, n=2)
     assert [p for p in stored_files(media_root) if "originals" in str(p)]
-    case_soft_delete(case=north.case, by=north.admin)
+    # case_soft_delete refuses while a study waits; a case deleted anyway (a deletion that
+    # raced the upload) is what the worker must handle.
+    with pytest.raises(ValidationError, match="still being unpacked"):
+        case_soft_delete(case=north.case, by=north.admin)
+    Case.all_objects.filter(pk=north.case.pk).update(deleted_at=timezone.now())
     # A worker that takes it now finds the case deleted: failed, originals deleted.
     assert tasks.ingest_study(study.pk) == "failed"
     assert not [p for p in stored_files(media_root) if "originals" in str(p)]
     # One received after... and purged before any worker took it: its originals go with it.
     Case.all_objects.filter(pk=north.case.pk).update(deleted_at=None)
     second = _received(north, django_capture_on_commit_callbacks, n=1)
-    case_soft_delete(case=north.case, by=north.admin)
     Case.all_objects.filter(pk=north.case.pk).update(deleted_at=timezone.now() - datetime.timedelta(days=9999))
     with django_capture_on_commit_callbacks(execute=True):
         assert cases_purge_deleted() == 1
     assert not StudyUpload.objects.filter(pk=second.pk).exists()
     assert not [p for p in stored_files(media_root) if "originals" in str(p)]
+
+
+def test_the_page_form_never_splits_a_request_refused_for_its_budget(
+    north, media_root, settings, no_pixel_decoding, django_capture_on_commit_callbacks
+):
+    """The form keeps the good files of a batch with a bad one; a batch over the request's
+    decoded budget must not then be stored file by file (each alone under the budget)."""
+    from django.core.exceptions import ValidationError
+
+    from apps.scans.batch import scans_upload_keeping_good
+
+    settings.DICOM_MAX_DECODED_BYTES_PER_REQUEST = 48 * 2**20  # each file 32 MiB: one fits, two do not
+    files = [dicomdata.jpegls_bomb(frames=4, side=2048, instance=i) for i in (1, 2)]
+    before = stored_files(media_root)
+    no_pixel_decoding()
+    uploads = [upload(data, f"b{i}.dcm", "application/dicom") for i, data in enumerate(files)]
+    uploads.append(upload(b"%PDF-1.4 not an image", "notes.png", "image/png"))
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(ValidationError) as refused:
+        scans_upload_keeping_good(case=north.case, uploaded_by=north.staff, uploads=uploads)
+    assert "would decode to 64.0 MB; at most 48.0 MB" in str(refused.value.messages)
+    assert not StudyUpload.objects.exists()
+    assert stored_files(media_root) == before
+
+
+def test_the_page_form_keeps_the_good_dicom_files_of_a_batch_in_one_study(
+    north, media_root, django_capture_on_commit_callbacks
+):
+    from apps.scans.batch import scans_upload_keeping_good
+
+    slices = dicomdata.training_series(2, patient_id=north.patient.mrn)
+    uploads = [upload(data, f"s{i}.dcm", "application/dicom") for i, data in enumerate(slices)]
+    uploads.append(upload(b"%PDF-1.4 not an image", "notes.png", "image/png"))
+    with django_capture_on_commit_callbacks(execute=False):
+        outcome = scans_upload_keeping_good(case=north.case, uploaded_by=north.staff, uploads=uploads)
+    assert len(outcome.refused) == 1
+    assert "notes.png" in outcome.refused[0]
+    (study,) = StudyUpload.objects.all()
+    assert outcome.studies == [study]
+    assert sorted(source["name"] for source in study.sources) == ["s0.dcm", "s1.dcm"]
+    assert study.slices_expected == 2
+
+
+def _received_study(north, capture):
+    from apps.scans.services import scans_upload
+
+    slices = dicomdata.training_series(2, patient_id=north.patient.mrn)
+    with capture(execute=False):
+        uploads = [upload(d, f"s{i}.dcm", "application/dicom") for i, d in enumerate(slices)]
+        outcome = scans_upload(case=north.case, uploaded_by=north.staff, uploads=uploads)
+    (study,) = outcome.studies
+    return study
+
+
+def test_a_case_deleted_while_its_study_unpacks_gets_no_scans_and_the_study_fails_clearly(
+    north, media_root, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from apps.cases.models import Case
+    from apps.scans import studies
+    from tests.testkit.data import unpack_study
+
+    study = _received_study(north, django_capture_on_commit_callbacks)
+    real_unpack = studies.unpack_source
+
+    def deleted_meanwhile(*args, **kwargs):
+        made = real_unpack(*args, **kwargs)
+        Case.all_objects.filter(pk=north.case.pk).update(deleted_at=timezone.now())  # another request deleted it
+        return made
+
+    monkeypatch.setattr(studies, "unpack_source", deleted_meanwhile)
+    before, files_before = Scan.all_objects.filter(case=north.case).count(), stored_files(media_root)
+    failed = unpack_study(study)
+    assert failed.status == StudyStatus.FAILED
+    assert "The case was deleted before its study was unpacked" in failed.error
+    assert Scan.all_objects.filter(case=north.case).count() == before
+    # No slice left in storage, and the originals deleted with the failed study.
+    assert set(stored_files(media_root)) < set(files_before)
+
+
+def test_a_case_cannot_be_deleted_while_its_study_waits_to_be_unpacked(north, django_capture_on_commit_callbacks):
+    from django.core.exceptions import ValidationError
+
+    from apps.cases.services import case_soft_delete
+    from tests.testkit.data import unpack_study
+
+    study = _received_study(north, django_capture_on_commit_callbacks)
+    tasks.analyze_scan(north.scan.pk)  # the world's own scan is done, so only the study holds the case
+    with pytest.raises(ValidationError, match="still being unpacked"):
+        case_soft_delete(case=north.case, by=north.admin)
+    north.case.refresh_from_db()
+    assert north.case.deleted_at is None
+    assert unpack_study(study).status == StudyStatus.UNPACKED
+
+
+def test_progress_leaves_removed_slices_out_and_names_the_held_ones(
+    north, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A removed slice is neither analysed nor waited for; a held one waits for a person, so the
+    study says so instead of "analysing" for ever (the case page and the API)."""
+    from apps.scans.holds import scan_hold
+    from apps.scans.removal import scan_remove
+    from apps.scans.services import scan_claim
+    from apps.scans.studies import study_progress_for_case
+
+    study = _received(north, django_capture_on_commit_callbacks, n=3)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.ingest_study(study.pk)
+    study.refresh_from_db()
+    first, second, third = study.scans.order_by("pk")
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer(label="glioma"))
+    tasks.analyze_scans([first.pk, second.pk])
+    scan_remove(scan=second, by=north.staff, reason="another patient's slice")
+    assert scan_hold(scan=scan_claim(scan_id=third.pk))  # the worker found text burnt into it
+    (line,) = study_progress_for_case(case=north.case)
+    assert (line.status, line.slices_total, line.slices_done, line.slices_held) == ("held", 2, 1, 1)
+    assert line.text.startswith("1 of 2 slices analysed. 1 held for a person's decision (text burnt into the image)")
+    assert study_progress(study=study) == line

@@ -254,3 +254,31 @@ def test_date_filter_is_a_timestamp_range_on_whole_days(north, desk):
     assert "created_at\" <" in sql
     assert "date(" not in sql
     assert "cast_date" not in sql
+
+
+def test_a_case_waiting_for_a_hold_decision_or_a_study_unpack_is_not_ready(
+    north, desk, django_capture_on_commit_callbacks
+):
+    """case_sign refuses a case with a held scan or a study still to unpack: the worklist does
+    not offer it (nor counts it) until then."""
+    from apps.scans.holds import scan_hold
+    from apps.scans.services import scans_upload
+    from tests.testkit import dicom as dicomdata
+    from tests.testkit.data import unpack_study, upload
+
+    cases, order = desk
+    held = make_case(north, django_capture_on_commit_callbacks, [("glioma", 0.5), None], title="held")
+    waiting = held.scans.get(status="queued")
+    assert scan_hold(scan=scan_claim(scan_id=waiting.pk))  # the worker found text burnt into it
+    tumour = cases["tumour"]
+    with django_capture_on_commit_callbacks(execute=False):
+        (study,) = scans_upload(
+            case=tumour, uploaded_by=north.staff,
+            uploads=[upload(dicomdata.training_series(1, patient_id="NORTH-002")[0], "s.dcm", "application/dicom")],
+        ).studies  # fmt: skip
+    expected = [name for name in order if name != "tumour"]
+    assert _titles(cases, case_worklist(user=north.radiologist)) == expected
+    assert held.pk not in case_worklist_ids(user=north.radiologist)
+    assert case_worklist_counts(user=north.radiologist)["total"] == len(expected)
+    assert unpack_study(study).status == "unpacked"  # its slice now waits for the model, still not ready
+    assert tumour.pk not in case_worklist_ids(user=north.radiologist)

@@ -238,6 +238,7 @@ def test_favicon_and_skip_link(staff_client) -> None:
 
 def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
     """Issue 14, item 9: the case form's patient is found by typing, within the clinic."""
+    from apps.patients.models import Patient
     from apps.patients.services import patient_create
 
     for i in range(30):
@@ -247,6 +248,10 @@ def test_patient_search_for_the_case_form(staff_client, world, other) -> None:
     html = staff_client.get(reverse("patient_search"), {"q": "SMITH-07"}).content.decode()
     assert html.count('class="patient-option"') == 1
     assert "Sam Smith 07" in html
+    from apps.audit.models import AuditEvent  # the read names the patient shown, as other lists do
+    shown = Patient.objects.get(mrn="SMITH-07")
+    event = AuditEvent.objects.filter(object_type="patient", action="view").latest("pk")
+    assert event.detail == f"search p1: {shown.pk}"
     elsewhere = staff_client.get(reverse("patient_search"), {"q": other.patient.mrn}).content.decode()
     assert other.patient.name not in elsewhere
     form = staff_client.get(reverse("case_new"), {"patient": world.patient.pk}).content.decode()
@@ -320,6 +325,23 @@ def test_staff_remove_a_wrong_upload_softly_with_a_reason(staff_client, world, d
     # The removal's own event (the refused reads above are audited too, as denied).
     removal = AuditEvent.objects.filter(object_type="scan", object_id=str(scans[1].pk), action="delete")
     assert removal.get().detail == "scan removed: another patient's slice"
+
+
+def test_a_scan_still_being_analysed_cannot_be_removed(staff_client, world, django_capture_on_commit_callbacks):
+    """A worker owns a queued or processing scan: removing it then would strand its analysis."""
+    from apps.scans.models import Scan
+    from apps.scans.services import scan_claim
+
+    case = case_create(created_by=world.staff, patient=world.patient, title="Study")
+    with django_capture_on_commit_callbacks(execute=False):
+        queued, processing = scans_submit(
+            case=case, uploaded_by=world.staff, uploads=[png_upload("q.png"), png_upload("p.png")]
+        )
+    assert scan_claim(scan_id=processing.pk) is not None
+    for scan in (queued, processing):
+        response = staff_client.post(reverse("scan_remove", args=[scan.pk]), {"reason": "duplicate"}, follow=True)
+        assert "still being analysed" in response.content.decode()
+        assert Scan.objects.filter(pk=scan.pk).exists()
 
 
 def test_a_study_naming_another_patient_is_moved_to_that_patient(

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -350,7 +351,17 @@ def _process_gone(identity: str) -> bool:
         return True
     except PermissionError:  # there, another user's
         return False
-    return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent died too stays a zombie until an init reaps it (a
+    container's PID 1 often never does): it answers signal 0 but runs nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # not Linux, or gone meanwhile
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"  # the state follows the "(comm)" field
 
 
 def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:

@@ -27,3 +27,20 @@ def test_a_live_claimant_keeps_its_scan_a_gone_one_loses_it_at_once(north, setti
     assert scan_services.scans_requeue_stale().requeued == 0
     settings.SCAN_SWEEP_CHECKS_LOCAL_WORKERS = True
     assert scan_services.scans_requeue_stale().requeued == 1
+
+
+def test_a_zombie_claimant_is_gone() -> None:
+    """A worker killed together with its parent stays a zombie where PID 1 never reaps (a
+    container's init): it answers signal 0 but runs nothing, so it counts as gone."""
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        identity = f"{scan_services.worker_identity().rpartition(':')[0]}:{child.pid}"
+        while not scan_services._process_gone(identity):  # exited, not yet reaped: a zombie
+            assert time.monotonic() < deadline, "the exited child never read as gone"
+            time.sleep(0.05)
+        assert not scan_services._process_gone(scan_services.worker_identity())  # this process runs
+    finally:
+        child.wait()

@@ -17,6 +17,9 @@ from training.data import DEFAULT_DATA
 def _flush_around_audit_triggers() -> None:
     """SQLite's append-only triggers (apps/audit/db_roles.py) would refuse a transactional test's
     flush (DELETE FROM every table): the flush drops and recreates them around itself."""
+    # The backend's base module first: importing its operations module alone is a circular
+    # import (it happens when the suite runs on PostgreSQL and nothing loaded SQLite's backend).
+    from django.db.backends.sqlite3 import base  # noqa: F401
     from django.db.backends.sqlite3.operations import DatabaseOperations
 
     from apps.audit.db_roles import sqlite_flush_sql

@@ -111,8 +111,8 @@ def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: W
     assert page.locator("#study-finding").inner_text() == "Glioma", worker.log_tail()
     # Slice 1 (Training/notumor/Tr-noTr_0000.jpg) is a real axial slice at the skull base, the
     # orbits in view: the shipped gate scores it 3.61, above its 3.32 threshold (as the JPEG,
-    # the same), so it is rejected, a false rejection of that rare level (README, "Knowing
-    # what is not a brain MRI"). The summary counts it as finished and names it, unranked.
+    # the same), so it is rejected, a false rejection of that rare level (docs/ood.md,
+    # "Knowing what is not a brain MRI"). The summary counts it as finished and names it, unranked.
     rejected = summary.locator("#study-rejected")
     assert rejected.inner_text().startswith("1 rejected as not a brain MRI slice"), worker.log_tail()
     assert "slice 1" in rejected.inner_text()

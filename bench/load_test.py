@@ -22,7 +22,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.testkit.processes import (  # noqa: E402
-    free_port,
+    gunicorn_server,
     redis_server,
     s3_from_env,
     seaweedfs_server,
@@ -295,22 +294,9 @@ def main() -> int:
             patient = patient_create(created_by=user, mrn=f"LOAD-{i}", name=f"Load Patient {i}")
             case_ids.append(case_create(created_by=user, patient=patient, title="load").pk)
 
-        port = free_port()
-        web_log = (tmp / "gunicorn.log").open("wb")
-        web = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.web_workers), "--timeout", "60"],
-            cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        stack.callback(lambda: (os.killpg(web.pid, signal.SIGTERM), web.wait(timeout=30)))
-        import requests
-
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            time.sleep(0.2)
+        base = stack.enter_context(
+            gunicorn_server(env, tmp / "gunicorn.log", "--workers", str(args.web_workers), "--timeout", "60")
+        )
         scans = _scans()
         print(
             f"clients {args.clients}, {args.seconds:.0f} s per phase, gunicorn {args.web_workers} processes,"

@@ -18,11 +18,9 @@ Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.queue_throughput import bench_stack  # noqa: E402
-from tests.testkit.processes import free_port, start_worker  # noqa: E402
+from tests.testkit.processes import gunicorn_server, start_worker  # noqa: E402
 
 FINISHED = ("done", "failed", "rejected")
 PASSWORD = "study-bench-password-1"  # noqa: S105 (a throw-away user of a temporary database)
@@ -49,34 +47,6 @@ def baseline_analyze_ms(slices: list[bytes]) -> float:
         analyzer.analyze(data)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-@contextlib.contextmanager
-def web_server(env: dict[str, str], log: Path):
-    """gunicorn serving the platform on a free port (as deployed); yields its base URL."""
-    import requests
-
-    port = free_port()
-    with log.open("wb") as out:
-        web = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--timeout", "600"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            if web.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
 
 
 def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes, str]], n: int, timeout: float):
@@ -135,7 +105,7 @@ def main() -> int:
         timings: dict[str, list[tuple[float, float]]] = {kind: [] for kind in args.kinds}
         not_done = 0
         try:
-            with web_server(stack.env, stack.tmp / "gunicorn.log") as base:
+            with gunicorn_server(stack.env, stack.tmp / "gunicorn.log", "--workers", "1", "--timeout", "600") as base:
                 session = requests.Session()
                 token = session.post(
                     f"{base}/api/auth/token/", data={"username": "study-bench", "password": PASSWORD}, timeout=30

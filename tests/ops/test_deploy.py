@@ -8,7 +8,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from tests.testkit.processes import free_port
+from tests.testkit.processes import gunicorn_server
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "clinic.example.org"
@@ -85,30 +84,13 @@ def test_proxy_header_is_trusted_only_behind_the_proxy(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = production_env(tmp_path_factory.mktemp("deploy"))
+    folder = tmp_path_factory.mktemp("deploy")
+    env = production_env(folder)
     for step in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):  # as the image and compose do
         subprocess.run([sys.executable, "manage.py", *step], cwd=ROOT, env=env, check=True, capture_output=True,
                        timeout=300)  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"{base}/healthz", timeout=30)
-            break
-        except (requests.ConnectionError, requests.Timeout):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"gunicorn did not start: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with gunicorn_server(env, folder / "gunicorn.log", "--workers", "1") as base:
+        yield base
 
 
 def test_compose_health_probe_works_with_a_real_host_name(gunicorn: str) -> None:

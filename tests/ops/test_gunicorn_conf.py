@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.testkit.processes import free_port
+from tests.testkit.processes import gunicorn_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,31 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("gunicorn")
-    port, log = free_port(), folder / "access.log"
+    log = folder / "access.log"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinic_platform.settings", "DJANGO_DEBUG": "1",
            "DATABASE_URL": f"sqlite:///{folder / 'db.sqlite3'}"}  # fmt: skip
     env.pop("REDIS_URL", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--access-logfile", str(log)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"{base}/healthz", timeout=30)
-            break
-        except (requests.ConnectionError, requests.Timeout):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"gunicorn did not start: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
-    yield base, log
-    proc.terminate()
-    proc.wait(timeout=30)
+    with gunicorn_server(env, folder / "gunicorn.log", "--workers", "1", "--access-logfile", str(log)) as base:
+        yield base, log
 
 
 def test_gunicorns_own_414_is_in_the_one_error_shape(served):

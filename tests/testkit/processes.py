@@ -44,6 +44,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def gunicorn_server(env: Mapping[str, str], log: Path, *options: str, timeout: float = 120.0) -> Iterator[str]:
+    """gunicorn serving the platform on a free port of 127.0.0.1, as deployed (it reads
+    gunicorn.conf.py from the repository), its output in `log`; yields the base URL once
+    /healthz answers at all, and stops the process group afterwards."""
+    import requests
+
+    port = free_port()
+    with log.open("wb") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "clinic_platform.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             *options],
+            cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=30)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                if web.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')[-3000:]}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
+
+
 def with_redis_db(url: str, db: int) -> str:
     """The same Redis server, another logical database."""
     parts = urlsplit(url)

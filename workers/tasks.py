@@ -125,15 +125,16 @@ def _held_for_text(scan: Scan, data: bytes) -> bool:
     return True
 
 
-def _analyze_one(scan: Scan, data: bytes | None) -> str:
-    """Read (unless given), analyse and store one claimed scan, recording every failure on it."""
+def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) -> str:
+    """Read (unless given), analyse and store one claimed scan, recording every failure on it.
+    `text_checked`: the caller already ran the burnt-in text check on `data` (the batch path)."""
     from workers.imaging import ScanDecodeError
 
     scan_id = scan.pk
     try:
         if data is None:
             data = _read(scan)
-        if _held_for_text(scan, data):
+        if not text_checked and _held_for_text(scan, data):
             return "held"
         result = _get_analyzer().analyze(data)
         return _store(scan, result, data)
@@ -221,7 +222,10 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
             logger.warning("batch of scans %s: analysing one by one", [s.pk for s, _ in readable], exc_info=True)
     for index, (scan, data) in enumerate(claimed):
         with scan_context(scan.pk):
-            outcome = _store(scan, results[index], data) if results is not None else _analyze_one(scan, data)
+            if results is not None:
+                outcome = _store(scan, results[index], data)
+            else:  # slices read here passed the text check above; the others are checked there
+                outcome = _analyze_one(scan, data, text_checked=data is not None)
             metrics.scan_finished(outcome)
             outcomes[str(scan.pk)] = outcome
     return outcomes

@@ -166,3 +166,24 @@ def test_a_decision_on_a_held_scan_removed_meanwhile_is_refused_clearly(held, no
     Scan.all_objects.filter(pk=held.pk).update(removed_at=timezone.now(), removed_reason="duplicate")
     with pytest.raises(ValidationError, match="removed from the case"):
         scan_hold_release(scan=held, by=north.radiologist)
+
+
+@pytest.mark.parametrize("batch_preferred", [False, True])
+def test_a_study_batch_checks_each_slice_for_text_once(
+    batch_preferred, north, django_capture_on_commit_callbacks, analyzer, media_root, monkeypatch
+):
+    """The batch path checks each slice before analysis; a CPU worker (no batching) then
+    analyses them one by one without running Tesseract's check a second time."""
+    from workers import burnt_text
+
+    analyzer.batch_preferred = batch_preferred
+    checked = []
+    real = burnt_text.burnt_in_text
+    monkeypatch.setattr(burnt_text, "burnt_in_text", lambda gray: checked.append(1) or real(gray))
+    with django_capture_on_commit_callbacks(execute=False):
+        scans = scans_submit(
+            case=north.case, uploaded_by=north.staff,
+            uploads=[upload(real_scan_bytes("glioma", i), f"{i}.jpg") for i in (1, 2, 3)],
+        )  # fmt: skip
+    assert set(tasks.analyze_scans([s.pk for s in scans]).values()) == {"done"}
+    assert len(checked) == 3

@@ -4,10 +4,8 @@ Chromium driven by Playwright). The scans are finished through the worker's own 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from PIL import Image
 
 from apps.scans.models import Scan
 from tests.testkit.browser import log_in
-from tests.testkit.data import ClinicWorld, finish_scan_with_class_maps, make_world
+from tests.testkit.data import ClinicWorld, case_with_results, finish_scan_with_class_maps, make_world, unpublished
 
 
 def _shot(page, name: str) -> None:
@@ -126,39 +124,6 @@ def test_heatmap_switch_shows_only_the_chosen_class_in_the_chosen_colours(
 
 
 
-@contextlib.contextmanager
-def _not_published(capture) -> Iterator[None]:
-    """Scans stored but not sent to a worker: these tests give them their results through the
-    worker's services. A live server's test runs in autocommit (on_commit fires at once), and
-    another module's e2e worker on the same broker would otherwise take a slice first."""
-    from unittest import mock
-
-    from apps.scans import services as scan_services
-
-    with capture(execute=False), mock.patch.object(scan_services, "scan_enqueue", return_value=False):
-        yield
-
-
-def _case(world: ClinicWorld, capture, results: list[tuple[str, float] | str], title: str = "MRI head"):
-    """A case of the world's patient, one PNG slice per entry: analysed as (label, probability)
-    or "rejected" (not a brain MRI slice), through the worker's services."""
-    from apps.cases.services import case_create
-    from apps.scans.services import scans_submit
-    from tests.testkit.data import finish_scan, png_upload, reject_scan
-
-    case = case_create(created_by=world.staff, patient=world.patient, title=title)
-    with _not_published(capture):
-        scans = scans_submit(
-            case=case, uploaded_by=world.staff, uploads=[png_upload(f"slice-{i}.png") for i in range(len(results))]
-        )
-    for scan, result in zip(scans, results, strict=True):
-        if result == "rejected":
-            reject_scan(scan)
-        else:
-            finish_scan(scan, *result)
-    return case, scans
-
-
 def test_study_summary_warns_when_slices_name_different_tumours(
     live_server, page, django_capture_on_commit_callbacks
 ) -> None:
@@ -166,7 +131,7 @@ def test_study_summary_warns_when_slices_name_different_tumours(
     slices disagree and names no single finding."""
     world = _world(django_capture_on_commit_callbacks)
     results = [("glioma", 0.9993), ("meningioma", 0.9992), ("pituitary", 0.9991)]
-    case, scans = _case(world, django_capture_on_commit_callbacks, results)
+    case, scans = case_with_results(world, django_capture_on_commit_callbacks, results, title="MRI head")
     base = live_server.url
     log_in(page, base, world.radiologist.username)
     page.goto(f"{base}/cases/{case.pk}/")
@@ -195,7 +160,7 @@ def test_signed_case_leads_with_the_radiologists_conclusion(
 
     world = _world(django_capture_on_commit_callbacks)
     results = [("meningioma", 0.97), ("meningioma", 0.9), "rejected"]
-    case, scans = _case(world, django_capture_on_commit_callbacks, results)
+    case, scans = case_with_results(world, django_capture_on_commit_callbacks, results, title="MRI head")
     for scan in scans[:2]:
         scan_review(scan=Scan.objects.get(pk=scan.pk), reviewer=world.radiologist, agrees=False, label="glioma")
     case_sign(case=case, signer=world.radiologist, conclusion="Left frontal glioma; no meningioma.")
@@ -239,7 +204,8 @@ def test_errors_show_where_the_user_is_and_good_files_are_kept(
     from tests.testkit.scans import real_scan_bytes
 
     world = _world(django_capture_on_commit_callbacks)
-    case, _ = _case(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("glioma", 0.8), ("notumor", 0.9)])
+    results = [("glioma", 0.9), ("glioma", 0.8), ("notumor", 0.9)]
+    case, _ = case_with_results(world, django_capture_on_commit_callbacks, results, title="MRI head")
     base = live_server.url
     log_in(page, base, world.staff.username)
 
@@ -292,9 +258,10 @@ def test_a_phone_upright_scrolls_only_down(live_server, page, django_capture_on_
     from tests.testkit.data import finish_scan, png_upload
 
     world = _world(django_capture_on_commit_callbacks)
-    case, _ = _case(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("notumor", 0.8)])
+    results = [("glioma", 0.9), ("notumor", 0.8)]
+    case, _ = case_with_results(world, django_capture_on_commit_callbacks, results, title="MRI head")
     long_name = "1.3.12.2.1107.5.2.43.166063.2025061212345678901234567_T2_FLAIR_AX_slice_0001.png"
-    with _not_published(django_capture_on_commit_callbacks):
+    with unpublished(django_capture_on_commit_callbacks):
         (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[png_upload(long_name)])
     finish_scan(scan, "glioma", 0.95)
     page.set_viewport_size({"width": 390, "height": 844})

@@ -2,9 +2,10 @@
 and scans, two clinics side by side. Every test folder uses these builders."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -209,6 +210,37 @@ def make_world(name: str, capture: Callable, *, finished: bool = True) -> Clinic
     with capture(execute=False):
         (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())])
     return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan) if finished else scan)
+
+
+@contextlib.contextmanager
+def unpublished(capture: Callable) -> Iterator[None]:
+    """Scans stored but never sent to a worker: the test gives them their results through the
+    worker's services. `capture` alone is not enough under a live server (autocommit: on_commit
+    fires at once), where another module's e2e worker on the same broker would take a slice."""
+    from unittest import mock
+
+    from apps.scans import services
+
+    with capture(execute=False), mock.patch.object(services, "scan_enqueue", return_value=False):
+        yield
+
+
+def case_with_results(
+    world: ClinicWorld, capture: Callable, results: list[tuple[str, float] | str], *, title: str = "Study"
+) -> tuple[Case, list[Scan]]:
+    """A case of the world's patient, one PNG slice per entry: analysed as (label, probability)
+    or "rejected" (not a brain MRI slice), through the worker's services."""
+    case = case_create(created_by=world.staff, patient=world.patient, title=title)
+    with unpublished(capture):
+        scans = scans_submit(
+            case=case, uploaded_by=world.staff, uploads=[png_upload(f"slice-{i}.png") for i in range(len(results))]
+        )
+    for scan, result in zip(scans, results, strict=True):
+        if result == "rejected":
+            reject_scan(scan)
+        else:
+            finish_scan(scan, *result)
+    return case, scans
 
 
 def dicom_scan(world: ClinicWorld, capture: Callable) -> Scan:

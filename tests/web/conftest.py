@@ -15,3 +15,15 @@ def world(db, django_capture_on_commit_callbacks) -> ClinicWorld:
 @pytest.fixture
 def other(db, django_capture_on_commit_callbacks) -> ClinicWorld:
     return make_world("south", django_capture_on_commit_callbacks, finished=False)
+
+
+@pytest.fixture
+def staff_client(client, world):
+    client.force_login(world.staff)
+    return client
+
+
+@pytest.fixture
+def rad_client(client, world):
+    client.force_login(world.radiologist)
+    return client

@@ -5,42 +5,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.urls import reverse
 
 from apps.cases.models import CaseStatus
 from apps.cases.selectors import case_get
 from apps.cases.services import case_create
 from apps.scans.services import scans_submit, scans_upload
-from tests.testkit.data import finish_scan, png_upload, reject_scan
-
-
-@pytest.fixture
-def staff_client(client, world):
-    client.force_login(world.staff)
-    return client
-
-
-@pytest.fixture
-def rad_client(client, world):
-    client.force_login(world.radiologist)
-    return client
-
-
-def _case_with(world, capture, results: list[tuple[str, float] | str]):
-    """A case of `world`'s patient: one scan per entry, analysed as (label, probability) or
-    "rejected" (not a brain MRI slice)."""
-    case = case_create(created_by=world.staff, patient=world.patient, title="Study")
-    with capture(execute=False):
-        scans = scans_submit(
-            case=case, uploaded_by=world.staff, uploads=[png_upload(f"s{i}.png") for i in range(len(results))]
-        )
-    for scan, result in zip(scans, results, strict=True):
-        if result == "rejected":
-            reject_scan(scan)
-        else:
-            finish_scan(scan, *result)
-    return case, scans
+from tests.testkit.data import case_with_results, finish_scan, png_upload
 
 
 def _badge(html: str) -> str:
@@ -52,7 +23,7 @@ def test_rejected_images_do_not_relabel_a_case_with_analysed_slices(
     staff_client, world, django_capture_on_commit_callbacks
 ) -> None:
     results = [("glioma", 0.9), ("glioma", 0.8), ("glioma", 0.95), "rejected", "rejected"]
-    case, _ = _case_with(world, django_capture_on_commit_callbacks, results)
+    case, _ = case_with_results(world, django_capture_on_commit_callbacks, results)
     assert case_get(user=world.staff, case_id=case.pk).status == CaseStatus.DONE
     page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
     assert _badge(page) != "Not brain MRI"
@@ -60,7 +31,7 @@ def test_rejected_images_do_not_relabel_a_case_with_analysed_slices(
     history = staff_client.get(reverse("history"), {"status": "rejected"}).context["page"]
     assert case.pk not in [c.pk for c in history.object_list]
     # Only rejected images: that case is the one called "not brain MRI".
-    only_rejected, _ = _case_with(world, django_capture_on_commit_callbacks, ["rejected", "rejected"])
+    only_rejected, _ = case_with_results(world, django_capture_on_commit_callbacks, ["rejected", "rejected"])
     page = staff_client.get(reverse("case_detail", args=[only_rejected.pk])).content.decode()
     assert _badge(page) == "Not brain MRI"
 
@@ -69,7 +40,7 @@ def test_study_summary_flags_slices_that_name_different_tumours(
     staff_client, world, django_capture_on_commit_callbacks
 ) -> None:
     results = [("glioma", 0.9993), ("meningioma", 0.9992), ("pituitary", 0.9991), ("notumor", 0.95)]
-    case, scans = _case_with(world, django_capture_on_commit_callbacks, results)
+    case, scans = case_with_results(world, django_capture_on_commit_callbacks, results)
     page = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
     summary = page[page.index('id="study-summary"') :]
     assert 'id="study-discordant"' in summary
@@ -81,7 +52,7 @@ def test_study_summary_flags_slices_that_name_different_tumours(
         assert f"{name} (99.9%)" in summary
     # Tumour slices that agree (beside a no-tumour one) still give the finding.
     results = [("glioma", 0.99), ("glioma", 0.9), ("notumor", 0.9)]
-    agreeing, _ = _case_with(world, django_capture_on_commit_callbacks, results)
+    agreeing, _ = case_with_results(world, django_capture_on_commit_callbacks, results)
     summary = staff_client.get(reverse("case_summary", args=[agreeing.pk])).content.decode()
     assert 'id="study-discordant"' not in summary
     assert re.search(r'id="study-finding">Glioma', summary)
@@ -202,7 +173,8 @@ def test_cards_say_it_in_words_and_hide_the_engineering(
     staff_client, world, django_capture_on_commit_callbacks
 ) -> None:
     """Issue 14, item 11."""
-    case, scans = _case_with(world, django_capture_on_commit_callbacks, [("glioma", 0.9)] * 3 + [("notumor", 0.8)])
+    results = [("glioma", 0.9)] * 3 + [("notumor", 0.8)]
+    case, scans = case_with_results(world, django_capture_on_commit_callbacks, results)
     html = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
     card = html[html.index(f'id="scan-{scans[0].pk}"') :]
     card = card[: card.index("</article>")]
@@ -211,7 +183,7 @@ def test_cards_say_it_in_words_and_hide_the_engineering(
     assert "Running the model" in details  # the timings, in words, behind the toggle
     assert "Gradcam" not in card
     assert "Inference" not in card
-    rejected, _ = _case_with(world, django_capture_on_commit_callbacks, ["rejected"])
+    rejected, _ = case_with_results(world, django_capture_on_commit_callbacks, ["rejected"])
     html = staff_client.get(reverse("case_detail", args=[rejected.pk])).content.decode()
     assert "This does not look like a brain MRI slice, so no tumour label is given." in html
     said = html[: html.index('<details class="tech small"><summary>Technical details</summary><p>')]
@@ -307,7 +279,7 @@ def test_staff_remove_a_wrong_upload_softly_with_a_reason(staff_client, world, d
     from apps.audit.models import AuditEvent
     from apps.scans.models import Scan
 
-    case, scans = _case_with(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("notumor", 0.8)])
+    case, scans = case_with_results(world, django_capture_on_commit_callbacks, [("glioma", 0.9), ("notumor", 0.8)])
     url = reverse("scan_remove", args=[scans[1].pk])
     response = staff_client.post(url, {"reason": ""}, follow=True)
     assert "Say why the scan is removed" in response.content.decode()

@@ -21,18 +21,6 @@ from tests.testkit.data import PASSWORD, finish_scan, png_upload, reject_scan, u
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(client, world):
-    client.force_login(world.staff)
-    return client
-
-
-@pytest.fixture
-def rad_client(client, world):
-    client.force_login(world.radiologist)
-    return client
-
-
 @pytest.mark.parametrize("name", ["dashboard", "patients", "case_new", "history"])
 def test_pages_need_login(client, name: str) -> None:
     response = client.get(reverse(name))

@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from workers.runtime import Analyzer
+    from mri.model.analyzer import Analyzer
 
     samples = sorted(list_samples(DEFAULT_DATA), key=lambda s: str(s.path))[:: 5712 // args.slices][: args.slices]
     scans = [s.path.read_bytes() for s in samples]

@@ -9,9 +9,9 @@ the same real scans; the figure that matters is the ratio.
 
 usage: python bench/analyze_speed.py [--scans 24] [--rounds 2] [--methods gradcam layercam ...]
                                     [--model-dirs DIR ...] [--graphs folded keras]
-(--methods: time analyze() with each heatmap method of workers.cams, against the same reference;
+(--methods: time analyze() with each heatmap method of mri.model.cams, against the same reference;
 --model-dirs: each model folder in turn, e.g. a copy of the shipped one whose card says 256 px;
---graphs: the serving graph (folded, workers/folded_graph.py, in the default precision) and/or
+--graphs: the serving graph (folded, mri/model/folded_graph.py, in the default precision) and/or
 the Keras model in float32, the path before it)
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def build_reference_model(source_model):
     """The reference app's classifier: same backbone and head, 299 px, softmax output."""
     import keras
 
-    from workers.model_def import build_classifier
+    from mri.model.definition import build_classifier
 
     model = build_classifier(299)
     model.set_weights(source_model.get_weights())
@@ -93,8 +93,8 @@ def main() -> int:
     parser.add_argument("--graphs", nargs="*", choices=("folded", "keras"), default=["folded"])
     args = parser.parse_args()
 
-    from workers.model_store import DEFAULT_MODEL_DIR
-    from workers.runtime import Analyzer
+    from mri.card import DEFAULT_MODEL_DIR
+    from mri.model.analyzer import Analyzer
 
     samples = list_samples(DEFAULT_DATA)
     chosen = [samples[i] for i in np.linspace(0, len(samples) - 1, args.scans).astype(int)]
@@ -106,7 +106,7 @@ def main() -> int:
         for name in (args.methods or ["shipped"])
         for graph in args.graphs
     }
-    from workers.model_store import load_classifier
+    from mri.model.store import load_classifier
 
     reference_model = build_reference_model(load_classifier()[0])
     for blob in blobs[:2]:  # warm every path: tracing, allocators

@@ -1,4 +1,4 @@
-"""Burnt-in text detector (workers/burnt_text.py): false holds on real scans and cost per slice.
+"""Burnt-in text detector (mri/intake/burnt_text.py): false holds on real scans and cost per slice.
 
 Runs `burnt_in_text` over a random sample of the training scans and over the whole external set
 (real slices with no burnt-in names: every hold there is a false hold, or text the source
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mri.intake import burnt_text
+from mri.intake.burnt_text import burnt_in_text
+from mri.intake.decode import decode_gray_bounded
 from training.data import DEFAULT_DATA  # ../shared/datasets/brain-mri/Training, or BRAIN_MRI_DIR
-from workers import burnt_text
-from workers.burnt_text import burnt_in_text
-from workers.imaging import decode_gray_bounded
 
 EXTERNAL = Path(DEFAULT_DATA).parent.parent / "brain-mri-external"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"

@@ -29,8 +29,9 @@ def _worker(model_dir: str, batch: int, seconds: float, barrier, results) -> Non
     import jax.numpy as jnp
     import numpy as np
 
+    from mri.card import read_card
+    from mri.model.store import verified_weights
     from scripts.gpu_v2 import _serving_step, serving_parts
-    from workers.model_store import read_card, verified_weights
 
     backbone, head, params = serving_parts(verified_weights(Path(model_dir), read_card(Path(model_dir))), 224)
     serve = jax.jit(_serving_step(backbone, head))

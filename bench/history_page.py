@@ -44,7 +44,7 @@ def _populate(n_cases: int, *, seed: int = 7) -> object:
     from apps.cases.models import Case
     from apps.patients.models import Patient
     from apps.scans.models import Prediction, Scan, ScanStatus
-    from workers.imaging import CLASS_NAMES
+    from mri.vocabulary import CLASS_NAMES
 
     rng = random.Random(seed)  # noqa: S311 (synthetic data, not secrets)
     clinic = Clinic.objects.create(name=f"Bench clinic {n_cases}")

@@ -27,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from mri.card import DEFAULT_MODEL_DIR
+from mri.model.preprocessing import model_batch, preprocess_scan
+from mri.model.probabilities import calibrated_probabilities
+from mri.model.store import load_classifier
+from mri.vocabulary import CLASS_NAMES
 from training.calibrate import fit_temperature
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.metrics import summarize
-from workers.imaging import CLASS_NAMES
-from workers.inference import calibrated_probabilities, model_batch, preprocess_scan
-from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, load_classifier
 
 
 def logits_for(model, blobs: list[bytes], size: int, crop: str, flip: bool, batch: int = 16) -> np.ndarray:
@@ -58,7 +60,7 @@ def headline(logits: np.ndarray, true: np.ndarray) -> dict:
 
 def at_input_size(source, size: int):
     """The same weights in a classifier built for `size` px inputs."""
-    from workers.model_def import build_classifier
+    from mri.model.definition import build_classifier
 
     model = build_classifier(size)
     model.set_weights(source.get_weights())
@@ -104,21 +106,21 @@ def main() -> int:
         for crop in args.crops:
             for flip in (False, True):
                 started = time.perf_counter()
-                used = head_crop_of(card) if crop == "card" else crop
-                logits[(str(model_dir), crop, flip)] = logits_for(model, blobs, int(card["input_size"]), used, flip)
-                name = f"{card['version']} crop={used}{' +flip' if flip else ''}"
+                used = card.head_crop if crop == "card" else crop
+                logits[(str(model_dir), crop, flip)] = logits_for(model, blobs, card.input_size, used, flip)
+                name = f"{card.version} crop={used}{' +flip' if flip else ''}"
                 report["variants"][name] = {
                     **headline(logits[(str(model_dir), crop, flip)], true),
                     "forward_passes_per_scan": 2 if flip else 1,
                     "seconds": round(time.perf_counter() - started, 1),
                 }
                 print(name, json.dumps(report["variants"][name]), flush=True)
-        own_crop = head_crop_of(card)
+        own_crop = card.head_crop
         for size in args.eval_sizes:
-            if size == int(card["input_size"]):
+            if size == card.input_size:
                 continue
             started = time.perf_counter()
-            name = f"{card['version']} crop={own_crop} at {size} px (trained at {card['input_size']})"
+            name = f"{card.version} crop={own_crop} at {size} px (trained at {card.input_size})"
             report["variants"][name] = {
                 **headline(logits_for(at_input_size(model, size), blobs, size, own_crop, False), true),
                 "forward_passes_per_scan": 1,

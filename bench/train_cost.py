@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from mri.intake.decode import decode_gray
+from mri.model.preprocessing import prepare, to_model_input
 from training.augment import augment
 from training.data import DEFAULT_DATA, list_samples, load_split
-from workers.imaging import decode_gray, prepare, to_model_input
 
 RECIPES = {"head only": None, "blocks 13-14": 13, "whole backbone": 1}
 
@@ -35,7 +36,7 @@ def main() -> int:
 
     import keras
 
-    from workers.model_def import build_classifier, set_trainable_blocks
+    from mri.model.definition import build_classifier, set_trainable_blocks
 
     train_scans = len(load_split()["train"])
     everything = list_samples(DEFAULT_DATA)

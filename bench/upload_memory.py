@@ -6,7 +6,7 @@ memory counts), as the growth over the same process just before the file.
     .venv/bin/python bench/upload_memory.py            # Linux only; ~2 min, loads the model
     .venv/bin/python bench/upload_memory.py --dicom-only [--with-old-path]   # the DICOM table alone
 
-Rows: web = workers.imaging.inspect_scan (what the upload path runs per file); worker =
+Rows: web = mri.intake.decode.inspect_scan (what the upload path runs per file); worker =
 decode_gray_bounded + prepare (the serving preprocessing); worker (before) = the same on the
 full-size decode, as workers ran before the bounded copy; worker analyze = the whole
 `get_analyzer().analyze(bytes)` with the shipped model (after one ordinary scan).
@@ -17,7 +17,7 @@ request budgeted before anything is decoded), on the bomb corpus (JPEG-LS files 
 frames at 4096², a zip of 60 of them = 960 frames, a zip of 40 4-frame 2048² files under the
 per-file budget but over the request's) and on a real 200-slice zipped series (accepted: its
 time is the request's share before the originals are stored). `--with-old-path` adds what the
-request used to do with the 16-frame bomb (decode every frame: `workers.dicom.decode_dicom`).
+request used to do with the 16-frame bomb (decode every frame: `mri.intake.dicom.decode_dicom`).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ import django
 django.setup()
 from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.scans.ingest import UploadRefused, check_uploads
-from workers.dicom import decode_dicom
+from mri.intake.dicom import decode_dicom
 
 def status(field):
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -25,7 +25,7 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpRequest, HttpResponse
 
 from clinic_platform.errors import json_error, wants_json
-from workers.imaging import MAX_UPLOAD_BYTES
+from mri.intake.limits import MAX_UPLOAD_BYTES
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 

@@ -26,7 +26,7 @@ def serving_parts(weights: list, size: int):
     """The shipped classifier split at the Grad-CAM layer: (backbone, head, their variables)."""
     import keras
 
-    from workers.model_def import CAM_LAYER, build_classifier
+    from mri.model.definition import CAM_LAYER, build_classifier
 
     model = build_classifier(size)
     model.set_weights(weights)
@@ -50,7 +50,8 @@ def bench(model_dir: Path, out: Path, smoke: bool = False) -> None:
     import keras
     import numpy as np
 
-    from workers.model_store import read_card, verified_weights
+    from mri.card import read_card
+    from mri.model.store import verified_weights
 
     weights = verified_weights(model_dir, read_card(model_dir))
     results = {"device": str(jax.devices()[0].device_kind), "backend": keras.backend.backend(), "rows": []}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from mri.model.cams import CAM_METHODS
+from mri.model.preprocessing import HEAD_CROPS
 from training.data import DEFAULT_DATA, SPLIT_FILE
 from training.train import TrainConfig
-from workers.cams import CAM_METHODS
-from workers.imaging import HEAD_CROPS
 
 REPO = Path(__file__).resolve().parents[1]
 

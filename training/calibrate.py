@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from mri.model.probabilities import calibrated_probabilities
 from training.metrics import negative_log_likelihood
-from workers.inference import calibrated_probabilities
 
 
 def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:

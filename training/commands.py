@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, list_samples, load_split, make_split, samples_from_keys
-from workers.imaging import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_PER_CLASS = {"train": 6, "val": 3}
@@ -64,9 +64,10 @@ def _smoke_split(split: dict) -> dict:
 
 
 def run_train(args: argparse.Namespace, argv: list[str]) -> int:
+    from mri.card import write_card
+    from mri.model.store import save_weights_fp16
     from training.pack import build_pack, load_pack
     from training.train import TrainConfig, plot_history, read_history, train
-    from workers.model_store import save_weights_fp16, write_card
 
     split = load_split(args.split)
     if args.smoke:
@@ -184,12 +185,13 @@ def _validation_samples(model_dir: Path, data: Path) -> list:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from mri.card import head_crop_of, write_card
+    from mri.model.probabilities import calibrated_probabilities
+    from mri.model.store import load_classifier
     from training.calibrate import fit_temperature
     from training.metrics import summarize
     from training.plots import plot_confusion, plot_reliability
     from training.scoring import scan_logits
-    from workers.inference import calibrated_probabilities
-    from workers.model_store import head_crop_of, load_classifier, write_card
 
     model, card = load_classifier(args.model)
     samples = _validation_samples(args.model, args.data)
@@ -241,8 +243,8 @@ def _headline(metrics: dict) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from mri.card import DEFAULT_MODEL_DIR
     from training.evaluate import evaluate
-    from workers.model_store import DEFAULT_MODEL_DIR
 
     metrics = evaluate(args.data, args.out, args.model or DEFAULT_MODEL_DIR, split_file=args.split, part=args.part)
     print(
@@ -267,8 +269,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def record_sequences(model_dir: Path, metrics: dict) -> None:
     """Write the card's `sequences` section (training.external.sequence_section)."""
+    from mri.card import read_card, write_card
     from training.external import sequence_section
-    from workers.model_store import read_card, write_card
 
     if metrics.get("part") != "val" or "per_sequence" not in metrics:
         raise SystemExit("--record-card needs the external set's validation part (--part val)")
@@ -279,8 +281,8 @@ def record_sequences(model_dir: Path, metrics: dict) -> None:
 
 
 def run_robustness(args: argparse.Namespace) -> int:
+    from mri.card import DEFAULT_MODEL_DIR
     from training.robustness import robustness_report
-    from workers.model_store import DEFAULT_MODEL_DIR
 
     model_dir = args.model or DEFAULT_MODEL_DIR
     samples = _validation_samples(model_dir, args.data)
@@ -311,9 +313,9 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_explain_eval(args: argparse.Namespace) -> int:
+    from mri.card import DEFAULT_MODEL_DIR
+    from mri.model.cams import CAM_METHODS, parse_method
     from training.explain_eval import explain_eval
-    from workers.cams import CAM_METHODS, parse_method
-    from workers.model_store import DEFAULT_MODEL_DIR
 
     if args.layers and (not args.method or len(args.method) != 1):
         raise SystemExit("--layers applies to one --method")
@@ -363,8 +365,8 @@ def run_explain_eval(args: argparse.Namespace) -> int:
 
 def ship_heatmap_method(model_dir: Path, report: dict, method: str, argv_command: str) -> None:
     """Record the heatmap method the workers use, with its localization figures, in the card."""
-    from workers.cams import CAM_METHODS
-    from workers.model_store import read_card, write_card
+    from mri.card import read_card, write_card
+    from mri.model.cams import CAM_METHODS
 
     if method not in report["methods"] or method not in CAM_METHODS:
         raise SystemExit(f"--ship {method}: not among the methods scored ({', '.join(report['methods'])})")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.imaging import CLASS_NAMES
+from mri.vocabulary import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 NEAR_DUPLICATE_BITS = 6

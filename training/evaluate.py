@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.card import DEFAULT_MODEL_DIR
+from mri.model.ood import load_gate
+from mri.model.probabilities import calibrated_probabilities
+from mri.model.store import load_classifier
+from mri.vocabulary import CLASS_NAMES
 from training.data import list_samples
 from training.external import (
     EXTERNAL_SPLIT_FILE,
@@ -27,10 +32,6 @@ from training.external import (
 from training.metrics import expected_calibration_error, reliability_bins, summarize
 from training.plots import plot_confusion, plot_reliability
 from training.scoring import scan_logits
-from workers.imaging import CLASS_NAMES
-from workers.inference import calibrated_probabilities
-from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, load_classifier
-from workers.ood import load_gate
 
 
 def evaluate(
@@ -52,12 +53,12 @@ def evaluate(
     samples = list_samples(Path(data_dir))
     true = np.array([s.label for s in samples])
     logits = scan_logits(
-        model, [s.path for s in samples], int(card["input_size"]), progress=progress, head_crop=head_crop_of(card)
+        model, [s.path for s in samples], card.input_size, progress=progress, head_crop=card.head_crop
     )
-    probabilities = calibrated_probabilities(logits, float(card.get("temperature", 1.0)))
+    probabilities = calibrated_probabilities(logits, card.temperature)
     metrics = summarize(probabilities, true, CLASS_NAMES)
     metrics.update(
-        {"model_version": card.get("version"), "temperature": card.get("temperature", 1.0), "data": str(data_dir)}
+        {"model_version": card.version, "temperature": card.temperature, "data": str(data_dir)}
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_predictions(
@@ -103,13 +104,13 @@ def evaluate_by_sequence(
     model, card = load_classifier(model_dir)
     found = cached_file_features(
         feature_model(model),
-        card["version"],
-        int(card["input_size"]),
+        card.version,
+        card.input_size,
         [data_dir / r.key for r in rows],
         "external",
-        head_crop=head_crop_of(card),
+        head_crop=card.head_crop,
     )
-    probabilities = calibrated_probabilities(found["logits"], float(card.get("temperature", 1.0)))
+    probabilities = calibrated_probabilities(found["logits"], card.temperature)
     gate = load_gate(model_dir, card)
     scores = gate.scorer.scores(found["sep1"]) if gate else np.full(len(rows), np.nan)
     rejected = np.asarray([gate.is_out_of_distribution(s) for s in scores]) if gate else np.zeros(len(rows), bool)
@@ -117,8 +118,8 @@ def evaluate_by_sequence(
     metrics = summarize(probabilities, true, CLASS_NAMES)
     metrics.update(
         {
-            "model_version": card.get("version"),
-            "temperature": card.get("temperature", 1.0),
+            "model_version": card.version,
+            "temperature": card.temperature,
             "data": str(data_dir),
             "part": part or "all",
             "patient_groups": sorted({r.patient_group for r in rows}),

@@ -1,6 +1,6 @@
 """`explain-eval`: where each heatmap method points, on validation scans with expert tumour boxes.
 
-Every scan goes through the serving path (decode, `workers.imaging.prepare` with the model's
+Every scan goes through the serving path (decode, `mri.model.preprocessing.prepare` with the model's
 head crop, the runtime's traced pass, `map_to_scan`); all methods are computed from one
 forward/backward per scan (`Analyzer.cam_maps`), for the scan's true class. Score-CAM, the
 slow gradient-free reference, runs on a subset (every k-th scan) and every method is also
@@ -16,10 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mri.intake.decode import decode_gray
+from mri.model.cams import CamSpec, normalize
+from mri.model.overlays import render_overlay
+from mri.model.preprocessing import Prepared, map_to_scan, prepare, to_model_input
+from mri.vocabulary import CLASS_NAMES
 from training.localization import Box, energy_in_box, peak, pointing_hit, read_boxes
-from workers.cams import CamSpec, normalize
-from workers.gradcam import render_overlay
-from workers.imaging import CLASS_NAMES, Prepared, decode_gray, map_to_scan, prepare, to_model_input
 
 REFERENCE = "scorecam"
 TUMOUR_CLASSES = ("glioma", "meningioma", "pituitary")
@@ -83,7 +85,7 @@ def explain_eval(
     `groups` (scan key → a group name, e.g. its MRI sequence) adds figures per group."""
     from tqdm import tqdm
 
-    from workers.runtime import Analyzer
+    from mri.model.analyzer import Analyzer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.card import ModelCard
+from mri.vocabulary import CLASS_NAMES, NO_TUMOUR
 from training.data import DEFAULT_DATA
 from training.metrics import expected_calibration_error
-from workers.imaging import CLASS_NAMES
 
 # Beside the training set (training.data.DEFAULT_DATA, which BRAIN_MRI_DIR moves); its own override.
 EXTERNAL_DATA = Path(os.environ.get("BRAIN_MRI_EXTERNAL_DIR") or DEFAULT_DATA.parent.parent / "brain-mri-external")
@@ -33,8 +34,8 @@ EXTERNAL_SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "brain-mri-ex
 MANIFEST = "manifest.csv"
 # The manifest's sequence names → the names the product shows (apps: the sequence vocabulary).
 SEQUENCE_NAMES = {"flair": "FLAIR", "t2": "T2", "t1": "T1", "t1c": "T1 post-contrast"}
-TUMOUR = frozenset(i for i, name in enumerate(CLASS_NAMES) if name != "notumor")
-NOTUMOR = CLASS_NAMES.index("notumor")
+TUMOUR = frozenset(i for i, name in enumerate(CLASS_NAMES) if name != NO_TUMOUR)
+NOTUMOR = CLASS_NAMES.index(NO_TUMOUR)
 MAX_EXHAUSTIVE_GROUPS = 16  # 2**16 assignments: still instant
 
 
@@ -226,7 +227,7 @@ TRAINING_MERGE_SOURCES = ["figshare (Cheng et al.)", "SARTAJ", "Br35H"]
 def sequence_section(card: dict, external_val: dict, command: str) -> dict:
     """The card's `sequences` section: which sequences the model is validated on, with figures
     for each, from the original validation split and the external set's validation part."""
-    official = card.get("validation") or {}
+    official = ModelCard.of(card).validation
     per_class = official.get("per_class") or {}
     tumour_recall = {
         c: round(per_class[c]["recall"], 4) for c in ("glioma", "meningioma", "pituitary") if c in per_class

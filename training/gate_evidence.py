@@ -1,4 +1,4 @@
-"""`ood colour-evidence`: what the colour evidence (workers/colour_evidence.py) adds to the
+"""`ood colour-evidence`: what the colour evidence (mri/intake/colour_evidence.py) adds to the
 gate, per family: real brain MRI kept (the external set, the training scans) and non-MRI
 images rejected (the development and held-out OOD corpus, training/ood_corpus.py), by the
 upload check, the model's Mahalanobis gate, the colour evidence, and all of them together.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.intake.colour_evidence import CHROMA_LEVEL, MAX_COLOURED_SHARE, coloured_share
 from training.data import DEFAULT_DATA, list_samples
 from training.external import EXTERNAL_DATA, read_manifest
-from workers.colour_evidence import CHROMA_LEVEL, MAX_COLOURED_SHARE, coloured_share
 
 
 def _rate(flags: np.ndarray) -> dict:
@@ -27,10 +27,10 @@ def _rate(flags: np.ndarray) -> dict:
 
 
 def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external: Path = EXTERNAL_DATA) -> dict:
+    from mri.model.ood import load_gate
+    from mri.model.store import load_classifier
     from training.ood import corpus_features
     from training.ood_features import cached_file_features, feature_model
-    from workers.model_store import head_crop_of, load_classifier
-    from workers.ood import load_gate
 
     model, card = load_classifier(model_dir)
     gate = load_gate(model_dir, card)
@@ -38,7 +38,7 @@ def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external:
     report: dict = {
         "rule": f"rejected when more than {MAX_COLOURED_SHARE:.0%} of pixels have chroma (max-min of RGB) > "
         f"{CHROMA_LEVEL}",
-        "model_version": card["version"],
+        "model_version": card.version,
         "ood_threshold": gate.threshold if gate else None,
     }
     # Real brain MRI from outside the training merge: the false rejections.
@@ -46,7 +46,7 @@ def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external:
     paths = [external / r.key for r in rows]
     colour = np.asarray([coloured_share(p.read_bytes()) > MAX_COLOURED_SHARE for p in paths])
     found = cached_file_features(
-        features, card["version"], int(card["input_size"]), paths, "external", head_crop=head_crop_of(card)
+        features, card.version, card.input_size, paths, "external", head_crop=card.head_crop
     )
     scored = gate.scorer.scores(found["sep1"]) > gate.threshold if gate else np.zeros(len(rows), bool)
     report["external_mri"] = {

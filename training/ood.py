@@ -1,14 +1,14 @@
 """`python -m training ood fit|evaluate|upload-check`: the out-of-distribution gate.
 
-fit       fits the served score (workers/ood.py) on the training split's features, sets the
+fit       fits the served score (mri/model/ood.py) on the training split's features, sets the
           threshold from training scores the fit did not see (5-fold cross-fitting), writes
           `ood.npz` and the card's `ood` section. Rerun it after every retraining.
 evaluate  scores the validation scans and the development OOD corpus (training/ood_corpus.py)
           with several candidate scores and the served gate; prints and writes the figures.
-upload-check  the upload-time content check (workers/image_content.py) over the training
+upload-check  the upload-time content check (mri/intake/image_content.py) over the training
           scans and the OOD corpus.
 
-Every figure comes from images put through the serving path (workers.inference) with the
+Every figure comes from images put through the serving path (mri.model.preprocessing) with the
 shipped weights; features are cached under var/ood/ (training/ood_features.py).
 """
 
@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.card import DEFAULT_MODEL_DIR, ModelCard, write_card
+from mri.intake.decode import decode_gray
+from mri.intake.limits import ScanDecodeError
+from mri.model.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
+from mri.model.store import sha256_file
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
-from workers.imaging import ScanDecodeError, decode_gray
-from workers.model_store import DEFAULT_MODEL_DIR, head_crop_of, sha256_file, write_card
-from workers.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
 
 FOLDS = 5
 # Share of in-distribution scans the threshold lets through: its quantile of cross-fitted
@@ -109,8 +111,8 @@ class Sets:
 def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1) -> tuple[Sets, object, dict]:
     """Features of the validation scans and of every `every`-th training scan (in class order, so
     the subset keeps the class proportions)."""
+    from mri.model.store import load_classifier
     from training.ood_features import cached_file_features, feature_model
-    from workers.model_store import load_classifier
 
     model, card = load_classifier(model_dir)
     features = feature_model(model)
@@ -121,14 +123,14 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
         samples = samples[::every] if part == "train" else samples
         found = cached_file_features(
             features,
-            card["version"],
-            int(card["input_size"]),
+            card.version,
+            card.input_size,
             [s.path for s in samples],
             f"scans-{part}",
-            head_crop=head_crop_of(card),
+            head_crop=card.head_crop,
         )
         parts[part] = (found, np.asarray([s.label for s in samples]))
-    sets = Sets(parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], card["version"])
+    sets = Sets(parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], card.version)
     return sets, features, card
 
 
@@ -173,7 +175,7 @@ def run_fit(args: argparse.Namespace) -> int:
 # --- evaluate --------------------------------------------------------------------------------
 
 
-def corpus_features(features: object, card: dict) -> tuple[list, Features, np.ndarray]:
+def corpus_features(features: object, card: ModelCard) -> tuple[list, Features, np.ndarray]:
     """The OOD corpus, its features, and which images the upload check refuses."""
     import hashlib
 
@@ -183,7 +185,7 @@ def corpus_features(features: object, card: dict) -> tuple[list, Features, np.nd
     corpus = build_corpus()
     items = [(f"{i.family}/{i.name}/{hashlib.sha256(i.data).hexdigest()}", lambda i=i: i.data) for i in corpus]
     found = cached_features(
-        features, card["version"], int(card["input_size"]), items, "ood-corpus", head_crop=head_crop_of(card)
+        features, card.version, card.input_size, items, "ood-corpus", head_crop=card.head_crop
     )
     refused = np.asarray([upload_refusal(i.data) is not None for i in corpus])
     return corpus, found, refused
@@ -191,8 +193,8 @@ def corpus_features(features: object, card: dict) -> tuple[list, Features, np.nd
 
 def upload_refusal(data: bytes) -> str | None:
     """The upload check's message for this file, or None when it would be accepted."""
-    from workers.image_content import reject_uninformative
-    from workers.imaging import inspect_scan
+    from mri.intake.decode import inspect_scan
+    from mri.intake.image_content import reject_uninformative
 
     try:
         inspect_scan(data)
@@ -233,12 +235,12 @@ def gate_figures(
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from workers.ood import load_gate
+    from mri.model.ood import load_gate
 
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
     corpus, ood, refused = corpus_features(features, card)
     held_out = np.asarray([i.held_out for i in corpus])
-    report: dict = {"model_version": card["version"], "candidates": {}}
+    report: dict = {"model_version": card.version, "candidates": {}}
     report["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     print(
         f"{len(sets.val_labels)} validation scans; OOD corpus {len(corpus)} images ({int((~held_out).sum())} "
@@ -320,7 +322,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def external_mri_scores(gate: object, features: object, card: dict) -> dict[str, float]:
+def external_mri_scores(gate: object, features: object, card: ModelCard) -> dict[str, float]:
     """Brain MRI slices not from the training sources: matplotlib's sagittal head MRI
     (s1045.ima, 16-bit) and pydicom's MR_small (64 px, enlarged as a viewer would)."""
     import matplotlib.cbook
@@ -337,9 +339,9 @@ def external_mri_scores(gate: object, features: object, card: dict) -> dict[str,
     found = extract(
         features,
         [lambda d=d: d for d in images.values()],
-        int(card["input_size"]),
+        card.input_size,
         desc="external",
-        head_crop=head_crop_of(card),
+        head_crop=card.head_crop,
     )
     scores = gate.scorer.scores(found["sep1"])  # type: ignore[attr-defined]
     return {name: float(s) for name, s in zip(images, scores, strict=True)}
@@ -386,9 +388,9 @@ def _write(out: Path, report: dict) -> None:
 
 
 def run_upload_check(args: argparse.Namespace) -> int:
+    from mri.intake.image_content import MIN_NEIGHBOUR_CORRELATION, MIN_SPREAD, content_stats
     from training.data import list_samples
     from training.ood_corpus import build_corpus
-    from workers.image_content import MIN_NEIGHBOUR_CORRELATION, MIN_SPREAD, content_stats
 
     samples = list_samples(args.data)
     stats = [content_stats(decode_gray(s.path.read_bytes())) for s in samples]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.imaging import ScanDecodeError
-from workers.inference import model_batch, preprocess_scan
+from mri.intake.limits import ScanDecodeError
+from mri.model.preprocessing import model_batch, preprocess_scan
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "ood"
@@ -52,7 +52,7 @@ def extract(
 ) -> dict[str, np.ndarray]:
     """Feature arrays for images given as byte loaders; an image the decoder refuses gets NaN
     rows (and `decoded` False): the upload check stops it before the model ever sees it.
-    `head_crop`: the model card's (workers.model_store.head_crop_of), as the runtime uses."""
+    `head_crop`: the model card's (mri.card.head_crop_of), as the runtime uses."""
     from tqdm import tqdm
 
     columns: dict[str, list[np.ndarray]] = {name: [] for name in FEATURE_LAYERS}

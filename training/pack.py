@@ -1,7 +1,7 @@
 """A compact cache of the training scans after the serving preprocessing.
 
 Decoding and cropping the original JPEGs is the same every epoch, so it is done once: each
-scan goes through `workers.imaging.prepare` at `stored_size` and is kept as WebP bytes in a
+scan goes through `mri.model.preprocessing.prepare` at `stored_size` and is kept as WebP bytes in a
 few `.npz` shards (≈ 70 MB for all 5,712 scans at 256 px). Training augments from these.
 The shards are also small enough to carry to a GPU machine.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mri.intake.decode import decode_gray
+from mri.model.preprocessing import prepare
 from training.data import Sample
-from workers.imaging import decode_gray, prepare
 
 WEBP_QUALITY = 85
 
@@ -84,7 +85,7 @@ class Pack:
     labels: np.ndarray
     split: list[str]
     blobs: list[bytes]
-    head_crop: str = "v1"  # the serving crop the scans were prepared with (workers.imaging.HEAD_CROPS)
+    head_crop: str = "v1"  # the serving crop the scans were prepared with (mri.model.preprocessing.HEAD_CROPS)
 
     def image(self, index: int) -> np.ndarray:
         """Stored scan `index` as uint8 gray (stored_size × stored_size)."""

@@ -20,7 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
-from workers.model_store import CARD_NAME, DEFAULT_MODEL_DIR, read_card, verified_weights, write_card
+from mri.card import CARD_NAME, DEFAULT_MODEL_DIR, ModelCard, read_card, write_card
+from mri.model.store import verified_weights
 
 # The original validation split: non-inferiority margins.
 ACCURACY_MARGIN = 0.002  # 0.2 points
@@ -43,7 +44,7 @@ class PromotionRefused(SystemExit):
 def external_sensitivity(card: dict) -> dict[str, float]:
     """Tumour sensitivity per sequence on the external validation part, from the card's
     `sequences` section (sequences with tumour slices only)."""
-    figures = (card.get("sequences") or {}).get("figures") or {}
+    figures = ModelCard.of(card).sequences.get("figures") or {}
     return {
         sequence: float(row["external_validation_part"]["tumour"]["sensitivity"])
         for sequence, row in figures.items()
@@ -89,7 +90,7 @@ def compare(candidate: dict, shipped: dict) -> dict:
 
 def card_summary(card: dict) -> dict:
     summary = {key: card[key] for key in SUMMARY_KEYS if key in card}
-    validation = card.get("validation") or {}
+    validation = ModelCard.of(card).validation
     summary["validation"] = {"n": validation.get("n"), "calibrated": validation.get("calibrated")}
     if "heatmap_localization" in card:
         localization = card["heatmap_localization"]
@@ -124,7 +125,7 @@ def missing_for_serving(card: dict) -> list[str]:
 
 
 def _external_groups(card: dict) -> list[str] | None:
-    return (card.get("sequences") or {}).get("external_validation_groups")
+    return ModelCard.of(card).sequences.get("external_validation_groups")
 
 
 def promote(candidate_dir: Path, shipped_dir: Path = DEFAULT_MODEL_DIR, dry_run: bool = False) -> dict:

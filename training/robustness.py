@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from mri.model.probabilities import calibrated_probabilities
+from mri.model.store import load_classifier
+from mri.vocabulary import CLASS_NAMES
 from training.metrics import summarize
 from training.scoring import scan_logits
-from workers.imaging import CLASS_NAMES
-from workers.inference import calibrated_probabilities
-from workers.model_store import head_crop_of, load_classifier
 
 
 def _gray(data: bytes) -> np.ndarray:
@@ -87,9 +87,9 @@ def robustness_report(model_dir: Path, samples: list, out_dir: Path) -> dict:
     for name, transform in PERTURBATIONS.items():
         print(f"perturbation {name}", flush=True)
         logits = scan_logits(
-            model, [s.path for s in samples], int(card["input_size"]), transform=transform, head_crop=head_crop_of(card)
+            model, [s.path for s in samples], card.input_size, transform=transform, head_crop=card.head_crop
         )
-        metrics = summarize(calibrated_probabilities(logits, float(card.get("temperature", 1.0))), true, CLASS_NAMES)
+        metrics = summarize(calibrated_probabilities(logits, card.temperature), true, CLASS_NAMES)
         report[name] = {
             "accuracy": metrics["accuracy"],
             "ece_15": metrics["ece_15"],

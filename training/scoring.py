@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.inference import model_batch, preprocess_scan
+from mri.model.preprocessing import model_batch, preprocess_scan
 
 
 def scan_logits(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
@@ -29,7 +30,6 @@ from training.external import (
     load_external_split,
     rows_for_keys,
 )
-from workers.imaging import CLASS_NAMES
 
 FEATURES = "pool"  # block14_sepconv2_act, spatially averaged (training.ood_features)
 SEQUENCES = tuple(SEQUENCE_NAMES)  # flair, t2, t1, t1c
@@ -46,12 +46,12 @@ def fit_probe(features: np.ndarray, sequences: list[str], c: float = 0.1):
 
 
 def _features(model_dir: Path, paths: list[Path], store: str) -> np.ndarray:
+    from mri.model.store import load_classifier
     from training.ood_features import cached_file_features, feature_model
-    from workers.model_store import head_crop_of, load_classifier
 
     model, card = load_classifier(model_dir)
     found = cached_file_features(
-        feature_model(model), card["version"], int(card["input_size"]), paths, store, head_crop=head_crop_of(card)
+        feature_model(model), card.version, card.input_size, paths, store, head_crop=card.head_crop
     )
     return found[FEATURES]
 
@@ -139,7 +139,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.model_store import DEFAULT_MODEL_DIR
+    from mri.card import DEFAULT_MODEL_DIR
 
     report = sequence_probe(args.model or DEFAULT_MODEL_DIR, args.data, args.external)
     args.out.mkdir(parents=True, exist_ok=True)

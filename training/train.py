@@ -2,7 +2,7 @@
 
 Phase 1 trains the head on a frozen backbone; phase 2 fine-tunes the backbone from
 `first_block` on with a low, cosine-decayed learning rate. BatchNorm stays in inference mode in
-both (see workers.model_def). Written against Keras alone, so the same code runs on TensorFlow
+both (see mri.model.definition). Written against Keras alone, so the same code runs on TensorFlow
 here and on JAX on a GPU machine.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from mri.model.preprocessing import to_model_input
 from training.augment import augment, center
 from training.pack import Pack
-from workers.imaging import to_model_input
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TrainConfig:
     mixed_precision: bool = False
     deadline_minutes: float = 0.0  # 0: no deadline
     verbose: int = 1
-    # Serving crop the pack was prepared with (workers.imaging.HEAD_CROPS); goes into the card.
+    # Serving crop the pack was prepared with (mri.model.preprocessing.HEAD_CROPS); goes into the card.
     head_crop: str = "lit"
     # Start from a shipped model's verified weights instead of ImageNet ("" = ImageNet/none).
     init_model: str = ""
@@ -137,7 +137,7 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
     """Train (or resume) in `run_dir`; returns the trained Keras model."""
     import keras
 
-    from workers.model_def import build_classifier, set_trainable_blocks
+    from mri.model.definition import build_classifier, set_trainable_blocks
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,8 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
         model = build_classifier(config.input_size, None if config.init_model else backbone_weights, config.dropout)
         if config.init_model:
             # Convolutions and pooling do not depend on the input size: any size can start here.
-            from workers.model_store import read_card, verified_weights
+            from mri.card import read_card
+            from mri.model.store import verified_weights
 
             model.set_weights(verified_weights(Path(config.init_model), read_card(Path(config.init_model))))
 

@@ -22,9 +22,9 @@ from apps.scans import services
 from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
 from clinic_platform.logcontext import scan_context
+from mri.intake.colour_evidence import with_colour_evidence
 from workers import metrics
 from workers.celery_policy import inference_task, maintenance_task
-from workers.colour_evidence import with_colour_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _read(scan: Scan) -> bytes:
 def _store(scan: Scan, result: Any, data: bytes) -> str:
     """Store one result; the outcome ("done", "rejected", "superseded", "failed"). A slice the
     out-of-distribution gate flags ends `rejected` with no prediction, on either task's path;
-    so does a colour image (workers/colour_evidence.py: MRI slices are grey)."""
+    so does a colour image (mri/intake/colour_evidence.py: MRI slices are grey)."""
     result = with_colour_evidence(result, data)
     if getattr(result, "out_of_distribution", False):
         with metrics.stage("storage"):
@@ -109,8 +109,9 @@ def _held_for_text(scan: Scan, data: bytes) -> bool:
     worker, so no upload path can skip it. An unreadable image is left to the analysis, which
     fails it with its own message."""
     from apps.scans.holds import scan_hold
-    from workers.burnt_text import burnt_in_text
-    from workers.imaging import ScanDecodeError, decode_gray_bounded
+    from mri.intake.burnt_text import burnt_in_text
+    from mri.intake.decode import decode_gray_bounded
+    from mri.intake.limits import ScanDecodeError
 
     if scan.burnt_text_released:
         return False
@@ -128,7 +129,7 @@ def _held_for_text(scan: Scan, data: bytes) -> bool:
 def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) -> str:
     """Read (unless given), analyse and store one claimed scan, recording every failure on it.
     `text_checked`: the caller already ran the burnt-in text check on `data` (the batch path)."""
-    from workers.imaging import ScanDecodeError
+    from mri.intake.limits import ScanDecodeError
 
     scan_id = scan.pk
     try:
@@ -159,7 +160,7 @@ def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) 
         return "retry" if status == "queued" else "failed"
 
 
-@inference_task(bind=True)
+@inference_task(bind=True, name="workers.tasks.analyze_scan")
 def analyze_scan(self: Task, scan_id: int) -> str:
     """Analyse one scan. Idempotent: a scan that is done, failed, rejected, deleted or (for a first
     delivery) taken by another worker is left alone, so a duplicate message does nothing.
@@ -176,7 +177,7 @@ def analyze_scan(self: Task, scan_id: int) -> str:
         return outcome
 
 
-@inference_task(bind=True)
+@inference_task(bind=True, name="workers.tasks.analyze_scans")
 def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     """The slices of one study in one forward/backward pass (`analyze_batch`); the same
     claims, idempotency and failure handling per scan as `analyze_scan`. If the batch cannot be
@@ -231,7 +232,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     return outcomes
 
 
-@inference_task(bind=True)
+@inference_task(bind=True, name="workers.tasks.ingest_study")
 def ingest_study(self: Task, study_id: int) -> str:
     """Unpack one DICOM study upload (apps/scans/studies.py): validate, decode, de-identify and
     split it into scans in one transaction, then queue their analysis in batches. Idempotent: a
@@ -254,13 +255,13 @@ def ingest_study(self: Task, study_id: int) -> str:
         return "retry" if status == "received" else "failed"
 
 
-@inference_task
+@inference_task(name="workers.tasks.explain_scan")
 def explain_scan(heatmap_id: int) -> str:
     """Compute and store the heatmap of one class for an analysed scan (services.scan_class_heatmap
     publishes it). Idempotent: a heatmap already stored, or whose scan is gone, is left alone."""
     from apps.scans.models import ClassHeatmap
-    from workers.gradcam import encode_heatmap_png
-    from workers.imaging import ScanDecodeError
+    from mri.intake.limits import ScanDecodeError
+    from mri.model.overlays import encode_heatmap_png
 
     heatmap = ClassHeatmap.objects.select_related("prediction__scan").filter(pk=heatmap_id).first()
     if heatmap is None or heatmap.is_ready:
@@ -285,7 +286,7 @@ def explain_scan(heatmap_id: int) -> str:
     return "done"
 
 
-@maintenance_task
+@maintenance_task(name="workers.tasks.requeue_stale_scans")
 def requeue_stale_scans() -> dict[str, int]:
     """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE) on the "maintenance" queue;
     also `manage.py requeue_stale_scans`."""
@@ -296,7 +297,7 @@ def requeue_stale_scans() -> dict[str, int]:
     return {"requeued": report.requeued, "published": report.published, "failed": report.failed, "studies": studies}
 
 
-@maintenance_task
+@maintenance_task(name="workers.tasks.purge_deleted_cases")
 def purge_deleted_cases() -> dict[str, int]:
     """Beat runs this every CASE_PURGE_INTERVAL_SECONDS on the "maintenance" queue: cases
     soft-deleted more than CASE_RETENTION_DAYS ago go for good, with their scans and files."""

@@ -22,7 +22,7 @@ from apps.accounts.models import User
 from apps.accounts.timezones import clinic_zone
 from apps.scans.labels import MODEL_LABELS
 from apps.scans.models import ScanStatus
-from workers.inference import LOW_CONFIDENCE
+from mri.vocabulary import LOW_CONFIDENCE
 
 from .models import Case
 from .selectors import case_get

@@ -23,7 +23,7 @@ from django.db.models.functions import Cast
 from apps.accounts.models import User
 from apps.scans.labels import MODEL_LABELS, TUMOUR_LABELS
 from apps.scans.models import Prediction, Scan, ScanReview, ScanStatus, StudyStatus, StudyUpload
-from workers.inference import LOW_CONFIDENCE
+from mri.vocabulary import LOW_CONFIDENCE
 
 from .models import Case
 from .selectors import CaseFilters, _annotated, _filtered, _with_scans

@@ -32,8 +32,8 @@ from apps.cases.services import case_create
 from apps.patients.models import Patient, Sex
 from apps.patients.services import patient_create
 from apps.scans.models import StudyStatus, StudyUpload
-from workers import dicom
-from workers.imaging import ScanDecodeError
+from mri.intake import dicom
+from mri.intake.limits import ScanDecodeError
 
 from .models import DicomInstance, DicomNode, DicomStudy
 

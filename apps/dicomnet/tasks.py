@@ -9,7 +9,7 @@ from .models import OutboxItem, OutboxState
 from .outbox import outbox_due, outbox_plan, outbox_send
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True, name="apps.dicomnet.tasks.send_outbox_item")
 def send_outbox_item(item_id: int) -> str:
     """Send one row; after a failure, publish itself again for when the back-off ends (the
     sweep also finds it then, so a lost message loses nothing)."""
@@ -19,7 +19,7 @@ def send_outbox_item(item_id: int) -> str:
     return item.state if item else "skipped"
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, name="apps.dicomnet.tasks.outbox_sweep")
 def outbox_sweep() -> int:
     """Add the rows that are due (finished studies, signed cases) and publish every due row."""
     outbox_plan()

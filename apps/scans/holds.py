@@ -1,5 +1,5 @@
 """Scans held for a person's decision: the worker found text burnt into the pixels (often a
-patient's name, workers/burnt_text.py), so the scan is not analysed or passed on until a clinic
+patient's name, mri/intake/burnt_text.py), so the scan is not analysed or passed on until a clinic
 admin or radiologist of its clinic releases it to analysis or discards it. Both are audited.
 
 processing → held (`scan_hold`, by the worker); held → queued (`scan_hold_release`: analysed

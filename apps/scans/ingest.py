@@ -14,10 +14,10 @@ zip's member count and declared and real uncompressed sizes. A DICOM decompressi
 The request then stores the original bytes as they came (services.scans_upload).
 
 `unpack_source` (the worker, workers/tasks.py `ingest_study`) re-checks the same budget, then
-decodes every frame with `workers.dicom` (the function that feeds `workers.imaging.prepare`),
+decodes every frame with `mri.intake.dicom` (the function that feeds `mri.model.preprocessing.prepare`),
 renders it to a 16-bit gray PNG (what the pages show and the model analyses: lossless to
 1/65535 of the decoded image), and rebuilds a de-identified dataset from an allow-list
-(apps/scans/deidentify.py) with a zeroed preamble; a multi-frame file is split into
+(mri/intake/dicom/deidentify.py) with a zeroed preamble; a multi-frame file is split into
 single-frame de-identified files. The originals are deleted once unpacked.
 
 Zip archives: nested folders are walked, DICOMDIR and hidden files are ignored, members that
@@ -28,7 +28,6 @@ refused.
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import zipfile
@@ -37,16 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-import cv2
-import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
-from workers import dicom
-from workers.image_content import reject_uninformative
-from workers.imaging import MAX_UPLOAD_BYTES, ScanDecodeError, decode_gray_bounded, inspect_scan
-
-from . import deidentify
+from mri.intake import dicom
+from mri.intake.decode import decode_gray_bounded, inspect_scan
+from mri.intake.dicom import deidentify
+from mri.intake.dicom.frames import decoded_size, png16, single_frame
+from mri.intake.image_content import reject_uninformative
+from mri.intake.limits import MAX_UPLOAD_BYTES, ScanDecodeError
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -139,15 +137,6 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
-def decoded_size(dataset: Any) -> int:
-    """Bytes the decoded pixels of every frame take, from the header alone:
-    frames × rows × columns × samples × bytes per sample."""
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-    samples = max(1, int(dataset.get("SamplesPerPixel", 1) or 1))
-    bits = max(8, int(dataset.get("BitsAllocated", 16) or 16))
-    return dicom.frame_count(dataset) * rows * columns * samples * ((bits + 7) // 8)
-
-
 def _budget_file(dataset: Any, name: str) -> int:
     """The file's decoded size, refused (the whole request) over the per-file budget."""
     size = decoded_size(dataset)
@@ -173,40 +162,6 @@ def _checked_header(data: bytes, name: str) -> Any:
         )
     _budget_file(dataset, name)
     return dataset
-
-
-def _png16(gray: np.ndarray) -> bytes:
-    pixels = (np.clip(gray, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast, 4× smaller than raw
-    if not ok:  # pragma: no cover - OpenCV fails only without memory
-        raise ScanDecodeError("The decoded DICOM image could not be rendered.")
-    return encoded.tobytes()
-
-
-def _single_frame(header: Any, frames: np.ndarray, index: int, per_frame: Any) -> Any:
-    """Frame `index` of a multi-frame dataset as its own single-frame dataset (native pixels).
-    `header` is the dataset without its pixel data and per-frame functional groups."""
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    one = copy.deepcopy(header)
-    pixels = np.ascontiguousarray(frames[index])
-    one.NumberOfFrames = 1
-    if per_frame is not None and len(per_frame.value) == frames.shape[0]:
-        one.PerFrameFunctionalGroupsSequence = Sequence([copy.deepcopy(per_frame.value[index])])
-    for keyword in ("FrameIncrementPointer", "FrameTime", "FrameTimeVector"):
-        if keyword in one:
-            delattr(one, keyword)
-    if pixels.ndim == 3:  # colour came back as RGB, interleaved
-        one.PhotometricInterpretation, one.PlanarConfiguration = "RGB", 0
-    one.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    one.PixelData = pixels.tobytes()
-    one["PixelData"].VR = "OW" if pixels.dtype.itemsize > 1 else "OB"
-    # The frame's own instance UID: the de-identified one plus the frame number, still unique.
-    if "SOPInstanceUID" in one:
-        one.SOPInstanceUID = f"{one.SOPInstanceUID}.{index + 1}"[:64]
-        one.file_meta.MediaStorageSOPInstanceUID = one.SOPInstanceUID
-    return one
 
 
 def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
@@ -235,8 +190,8 @@ def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
         if count == 1:
             stored, order = dataset, number if number is not None else position
         else:
-            stored, order = _single_frame(dataset, frames, index, per_frame), index + 1
-        png = _png16(gray)
+            stored, order = single_frame(dataset, frames, index, per_frame), index + 1
+        png = png16(gray)
         inspect_scan(png)  # the same size and content checks as a JPEG/PNG upload
         slices.append(
             DicomSlice(
@@ -361,7 +316,7 @@ def _image_item(data: bytes, name: str, *, named_dicom: bool = False) -> ImageIt
         if named_dicom:
             dicom.read_dicom(data)  # raises with the reason: not DICOM, or claims to be and is not
         raise
-    # Blank, one-colour and pure-noise images never reach the queue (workers/image_content.py).
+    # Blank, one-colour and pure-noise images never reach the queue (mri/intake/image_content.py).
     # DICOM slices are left to the model's gate: a series may hold a nearly empty end slice.
     # On the bounded copy (at most WORK_SIDE a side, decoded a band at a time), so the web
     # process's memory stays bounded for the largest accepted file (the check looks at a 256 px

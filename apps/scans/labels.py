@@ -1,7 +1,7 @@
 """The one label vocabulary: what the model outputs, what a radiologist reads, and how both are
 named on every page, form, filter, API response and report.
 
-Stored values are the model's own label strings (`workers.imaging.CLASS_NAMES`, the logit
+Stored values are the model's own label strings (`mri.vocabulary.CLASS_NAMES`, the logit
 order), so predictions written before this module existed keep their meaning. A reading may
 also be "other / non-diagnostic", which the model never outputs.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from workers.imaging import CLASS_NAMES
+from mri.vocabulary import CLASS_NAMES, TUMOUR_CLASSES
 
 
 class Label(models.TextChoices):
@@ -33,7 +33,7 @@ class Label(models.TextChoices):
 MODEL_LABELS: tuple[Label, ...] = tuple(Label(name) for name in CLASS_NAMES)
 # What a radiologist can read a scan as: the model's classes, then "other".
 READING_LABELS: tuple[Label, ...] = (*MODEL_LABELS, Label.OTHER)
-TUMOUR_LABELS: frozenset[str] = frozenset(MODEL_LABELS) - {Label.NOTUMOR}
+TUMOUR_LABELS: frozenset[str] = frozenset(Label(name) for name in TUMOUR_CLASSES)
 
 MODEL_LABEL_CHOICES = [(label.value, label.label) for label in MODEL_LABELS]
 READING_CHOICES = [(label.value, label.label) for label in READING_LABELS]

@@ -15,9 +15,9 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from workers.mri_sequence import DISPLAY as SEQUENCE_DISPLAY
-from workers.mri_sequence import MriSequence, SequenceSource
-from workers.results import LOW_CONFIDENCE
+from mri.intake.sequence import DISPLAY as SEQUENCE_DISPLAY
+from mri.intake.sequence import MriSequence, SequenceSource
+from mri.vocabulary import LOW_CONFIDENCE, NO_TUMOUR
 
 from .labels import READING_CHOICES, Label
 
@@ -82,9 +82,9 @@ class ScanStatus(models.TextChoices):
     PROCESSING = "processing", "Processing"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
-    # Not a brain MRI slice (workers/ood.py): finished, but no tumour label is stored or shown.
+    # Not a brain MRI slice (mri/model/ood.py): finished, but no tumour label is stored or shown.
     REJECTED = "rejected", "Not a brain MRI"
-    # Text burnt into the pixels (workers/burnt_text.py), often a name: not analysed until a
+    # Text burnt into the pixels (mri/intake/burnt_text.py), often a name: not analysed until a
     # clinic admin or radiologist releases it to analysis or discards it (apps/scans/holds.py).
     HELD = "held", "Held: text burnt into the image"
 
@@ -142,10 +142,10 @@ class Scan(models.Model):
     review = models.OneToOneField(
         "ScanReview", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
-    # How unlike the training scans this one is (workers/ood.py; higher = less like them). Set
+    # How unlike the training scans this one is (mri/model/ood.py; higher = less like them). Set
     # when analysed, for done and rejected scans; null before, or for a model without a gate.
     ood_score = models.FloatField(null=True, blank=True)
-    # The MRI sequence the slice is (workers/mri_sequence.py) and how it is known: from the DICOM
+    # The MRI sequence the slice is (mri/intake/sequence.py) and how it is known: from the DICOM
     # attributes at upload, else unknown. A result is validated only on the sequences the model
     # card lists (Prediction.validated).
     sequence = models.CharField(
@@ -222,7 +222,7 @@ class Scan(models.Model):
         prediction = getattr(self, "prediction", None)
         if prediction is None:
             return None
-        return 1.0 - float(prediction.probabilities.get("notumor", 0.0))
+        return 1.0 - float(prediction.probabilities.get(NO_TUMOUR, 0.0))
 
 
 class Prediction(models.Model):

@@ -8,8 +8,7 @@ from django.http import Http404
 
 from apps.accounts.models import User
 from apps.cases.models import Case
-from workers.imaging import CLASS_NAMES
-from workers.inference import LOW_CONFIDENCE
+from mri.vocabulary import LOW_CONFIDENCE, NO_TUMOUR, TUMOUR_CLASSES
 
 from .models import Scan, ScanReview, ScanStatus
 
@@ -63,7 +62,7 @@ def scan_list_for_case(*, case: Case) -> list[Scan]:
     return sorted(scans, key=key)
 
 
-TUMOUR_LABELS = tuple(label for label in CLASS_NAMES if label != "notumor")
+TUMOUR_LABELS = TUMOUR_CLASSES
 SUPPORTING_SLICES = 5
 
 
@@ -160,7 +159,7 @@ def case_study_summary(*, case: Case, scans: list[Scan] | None = None) -> StudyS
         }
         finding = max(TUMOUR_LABELS, key=lambda label: weight[label])
     else:
-        finding = "notumor"
+        finding = NO_TUMOUR
 
     def probability(item: RankedSlice) -> float:
         return float(item.scan.prediction.probabilities.get(finding, 0.0))

@@ -30,16 +30,16 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.cases.models import Case
-from workers.gradcam import encode_heatmap_png
-from workers.mri_sequence import UNKNOWN as UNKNOWN_SEQUENCE
-from workers.mri_sequence import (
+from mri.intake.sequence import UNKNOWN as UNKNOWN_SEQUENCE
+from mri.intake.sequence import (
     SequenceGuess,
     card_validated_sequences,
     dataset_attributes,
     infer_from_dicom,
     is_validated,
 )
-from workers.results import AnalysisResult
+from mri.model.overlays import encode_heatmap_png
+from mri.results import AnalysisResult
 
 from .ingest import DicomSlice, ImageItem, Skipped, UploadRefused, check_uploads
 from .ingest import sha256 as ingest_sha256
@@ -107,7 +107,7 @@ def _new_scan(*, case: Case, uploaded_by: User, item: ImageItem | DicomSlice) ->
 def dicom_sequence(dicom: bytes) -> SequenceGuess:
     """The MRI sequence of a stored (de-identified) DICOM slice, from its attributes: the timings
     survive de-identification, and so do the series description and the contrast agent unless
-    they named the patient (apps/scans/deidentify.py's allow-list; workers/mri_sequence.py says
+    they named the patient (mri/intake/dicom/deidentify.py's allow-list; mri/intake/sequence.py says
     what an emptied one leaves)."""
     import io
 
@@ -127,7 +127,7 @@ def _validated_sequences(model_version: str) -> tuple[str, ...] | None:
     one that produced `model_version` (then no claim is made either way)."""
     import os
 
-    from workers.model_store import DEFAULT_MODEL_DIR, read_card
+    from mri.card import DEFAULT_MODEL_DIR, read_card
 
     try:
         card = read_card(os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)

@@ -17,7 +17,7 @@ from apps.cases.worklist import CONFIDENCE_CHOICES
 from apps.patients.models import Patient, Sex
 from apps.patients.selectors import patient_list
 from apps.scans.labels import MODEL_LABEL_CHOICES, READING_CHOICES
-from workers.imaging import MAX_UPLOAD_BYTES
+from mri.intake.limits import MAX_UPLOAD_BYTES
 
 
 def add_service_errors(form: forms.Form, error: ValidationError) -> None:

@@ -146,7 +146,7 @@ STORAGES = {
 }
 
 # Memory per request: a multipart upload is held as up to this many files (each up to
-# workers.imaging.MAX_UPLOAD_BYTES, read into memory to be checked). More files: a 400.
+# mri.intake.limits.MAX_UPLOAD_BYTES, read into memory to be checked). More files: a 400.
 # The proxy in front must also cap the body (docs/platform.md, "Uploads and memory").
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("DATA_UPLOAD_MAX_NUMBER_FILES", default=20)
 # The whole body of a signed-in upload; counted while it streams (clinic_platform/uploads.py),

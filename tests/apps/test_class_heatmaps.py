@@ -14,10 +14,10 @@ from PIL import Image
 from apps.audit.models import AuditEvent
 from apps.scans.models import ClassHeatmap, Scan
 from apps.scans.services import scans_submit
+from mri.model.overlays import encode_heatmap_png
 from tests.testkit.data import PixelAnalyzer, stored_files, upload
 from tests.testkit.scans import png_bytes
 from workers import tasks
-from workers.gradcam import encode_heatmap_png
 
 
 @pytest.fixture

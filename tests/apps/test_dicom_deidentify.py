@@ -13,8 +13,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from apps.scans.deidentify import DEIDENTIFICATION_METHOD
 from apps.scans.services import scans_upload
+from mri.intake.dicom.deidentify import DEIDENTIFICATION_METHOD
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import stored_files, unpack, upload
 from tests.testkit.scans import real_scan_bytes

@@ -16,11 +16,11 @@ from rest_framework.test import APIClient
 
 from apps.scans.models import Scan
 from apps.scans.services import scans_submit, scans_upload
+from mri.intake.decode import decode_gray
+from mri.intake.dicom import decode_dicom
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import api_token, unpack, upload
 from tests.testkit.scans import real_scan_bytes
-from workers.dicom import decode_dicom
-from workers.imaging import decode_gray
 
 JPEG = "glioma"
 

@@ -174,7 +174,7 @@ def test_a_study_batch_checks_each_slice_for_text_once(
 ):
     """The batch path checks each slice before analysis; a CPU worker (no batching) then
     analyses them one by one without running Tesseract's check a second time."""
-    from workers import burnt_text
+    from mri.intake import burnt_text
 
     analyzer.batch_preferred = batch_preferred
     checked = []

@@ -18,6 +18,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan
+from mri.intake.limits import MAX_UPLOAD_BYTES
 from tests.testkit.data import api_token, stored_files, upload
 from tests.testkit.hostile import (
     HostileFile,
@@ -27,7 +28,6 @@ from tests.testkit.hostile import (
     worst_accepted_png,
     zip_corpus,
 )
-from workers.imaging import MAX_UPLOAD_BYTES
 
 CORPUS = hostile_corpus()
 ZIP_CORPUS = zip_corpus()

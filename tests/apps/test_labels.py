@@ -7,8 +7,8 @@ from apps.scans.labels import MODEL_LABELS, READING_CHOICES, READING_LABELS, TUM
 from apps.scans.services import ModelOutputError, _check_result
 from apps.web.forms import HistoryFilterForm, ReviewForm, WorklistFilterForm
 from apps.web.templatetags.web_extras import label_name
-from workers.imaging import CLASS_NAMES
-from workers.runtime import AnalysisResult
+from mri.results import AnalysisResult
+from mri.vocabulary import CLASS_NAMES
 
 
 def test_stored_values_are_the_models_label_strings_in_logit_order():

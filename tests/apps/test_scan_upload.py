@@ -12,9 +12,9 @@ from PIL import Image
 
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scan_submit, scans_submit
+from mri.intake.limits import MAX_UPLOAD_BYTES
 from tests.testkit.data import stored_files, upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
-from workers.imaging import MAX_UPLOAD_BYTES
 
 
 def png_with_declared_size(width: int, height: int) -> bytes:

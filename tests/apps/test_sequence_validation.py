@@ -19,10 +19,10 @@ from apps.cases.services import case_create
 from apps.cases.worklist import Priority, WorklistFilters, case_worklist
 from apps.scans.models import Scan
 from apps.scans.services import scans_upload
+from mri.card import read_card
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import PASSWORD, api_token, finish_scan, unpack, upload
 from tests.testkit.scans import real_scan_bytes
-from workers.model_store import read_card
 
 T2 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 4000, "EchoTime": 100}
 T1 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 500, "EchoTime": 12}

@@ -15,10 +15,11 @@ from rest_framework.test import APIClient
 from apps.scans import ingest
 from apps.scans.models import Scan, ScanStatus, StudyStatus, StudyUpload
 from apps.scans.studies import study_progress
+from mri.intake import dicom
+from mri.intake.dicom import decode_dicom
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import PixelAnalyzer, api_token, stored_files, upload
-from workers import dicom, tasks
-from workers.dicom import decode_dicom
+from workers import tasks
 
 
 class PixelsDecodedInTheRequest(AssertionError):
@@ -28,7 +29,7 @@ class PixelsDecodedInTheRequest(AssertionError):
 @pytest.fixture
 def no_pixel_decoding(monkeypatch):
     """Call it (after building the test files) and every way to a DICOM file's pixels raises:
-    pydicom's pixel_array/decompress, its pixel helpers, and the platform's decoder (workers.dicom)."""
+    pydicom's pixel_array/decompress, its pixel helpers, and the platform's decoder (mri.intake.dicom)."""
     return lambda: _forbid_decoding(monkeypatch)
 
 
@@ -332,7 +333,7 @@ def test_a_decoded_slice_is_the_original_frame(north, django_capture_on_commit_c
         tasks.ingest_study(study.pk)
     (scan,) = StudyUpload.objects.get(pk=study.pk).scans.all()
     with scan.image.open("rb") as handle:
-        from workers.imaging import decode_gray
+        from mri.intake.decode import decode_gray
 
         np.testing.assert_allclose(decode_gray(handle.read()), decode_dicom(data)[0], atol=1e-4)
 

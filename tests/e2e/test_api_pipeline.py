@@ -11,10 +11,10 @@ import requests
 from PIL import Image
 
 from apps.scans.models import Prediction
+from mri.vocabulary import CLASS_NAMES
 from tests.testkit.data import PASSWORD, clinic_user
 from tests.testkit.processes import SCAN_TIMEOUT_S, MediaStore, Worker, wait_for_scan
 from tests.testkit.scans import real_scan_path
-from workers.imaging import CLASS_NAMES
 
 
 def test_upload_over_http_is_analysed_by_a_real_worker(

@@ -23,9 +23,10 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, StudyUpload
 from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_submit, scans_upload
+from mri.intake.decode import decode_gray
+from mri.results import AnalysisResult
+from mri.vocabulary import CLASS_NAMES
 from tests.testkit.scans import png_bytes, real_scan_bytes
-from workers.imaging import CLASS_NAMES, decode_gray
-from workers.results import AnalysisResult
 
 PASSWORD = "test-password-7"
 
@@ -64,7 +65,7 @@ class PixelAnalyzer:
         self.label = label
         self.top = top
         self.model_version = model_version or PixelAnalyzer.model_version
-        self.out_of_distribution = out_of_distribution  # what the gate would say (workers/ood.py)
+        self.out_of_distribution = out_of_distribution  # what the gate would say (mri/model/ood.py)
         self.calls = 0
         self.batch_calls = 0
 
@@ -122,7 +123,7 @@ def finish_scan_with_class_maps(scan: Scan, label: str = "glioma", top: float = 
     renderer (jet), and every other class's heatmap stored as a worker would (no worker)."""
     from apps.scans.models import ClassHeatmap
     from apps.scans.services import class_heatmap_complete
-    from workers.gradcam import encode_heatmap_png, encode_png, render_overlay
+    from mri.model.overlays import encode_heatmap_png, encode_png, render_overlay
 
     claimed = scan_claim(scan_id=scan.pk)
     assert claimed is not None

@@ -173,7 +173,8 @@ def worst_accepted_jpeg(side: int = 4000) -> bytes:
 _MEASURE = r"""
 import json, sys
 from pathlib import Path
-from workers import imaging
+from mri.intake import decode
+from mri.model.preprocessing import prepare
 
 def status(field):  # kB, from the kernel: native (Pillow, OpenCV, zlib) memory counts too
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -181,8 +182,8 @@ def status(field):  # kB, from the kernel: native (Pillow, OpenCV, zlib) memory 
             return int(line.split()[1])
 
 step, warm, paths = sys.argv[1], Path(sys.argv[2]).read_bytes(), sys.argv[3:]
-call = {"web": imaging.inspect_scan, "worker": lambda d: imaging.prepare(imaging.decode_gray_bounded(d), 224),
-        "worker-unbounded": lambda d: imaging.prepare(imaging.decode_gray(d), 224)}[step]
+call = {"web": decode.inspect_scan, "worker": lambda d: prepare(decode.decode_gray_bounded(d), 224),
+        "worker-unbounded": lambda d: prepare(decode.decode_gray(d), 224)}[step]
 call(warm)  # libraries warmed up on an ordinary scan
 for path in paths:
     data = Path(path).read_bytes()
@@ -191,7 +192,7 @@ for path in paths:
     try:
         call(data)
         outcome = "accepted"
-    except imaging.ScanDecodeError as exc:
+    except decode.ScanDecodeError as exc:
         outcome = "refused: " + exc.args[0]
     peak = status("VmHWM")
     del data

@@ -58,7 +58,7 @@ def soft_picture(size: tuple[int, int]) -> np.ndarray:
 
 def png_bytes(size: tuple[int, int] = (96, 80)) -> bytes:
     """A small gray PNG with a picture in it (soft rings on black), so it passes the upload
-    checks: not blank, not noise (workers/image_content.py)."""
+    checks: not blank, not noise (mri/intake/image_content.py)."""
     out = io.BytesIO()
     Image.fromarray(soft_picture(size), mode="L").save(out, format="PNG")
     return out.getvalue()

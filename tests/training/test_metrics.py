@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
+from mri.model.probabilities import calibrated_probabilities
 from training.calibrate import fit_temperature
 from training.metrics import expected_calibration_error, summarize
-from workers.inference import calibrated_probabilities
 
 CLASSES = ("a", "b", "c", "d")
 

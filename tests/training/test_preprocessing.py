@@ -1,4 +1,4 @@
-"""Invariants of the serving preprocessing (workers.imaging), on real scans."""
+"""Invariants of the serving preprocessing (mri.intake.decode), on real scans."""
 from __future__ import annotations
 
 import io
@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.intake.decode import decode_gray, inspect_scan
+from mri.intake.limits import MAX_SIDE, ScanDecodeError
+from mri.model.preprocessing import map_to_scan, prepare
 from training.data import DEFAULT_DATA
-from workers.imaging import (
-    MAX_SIDE,
-    ScanDecodeError,
-    decode_gray,
-    inspect_scan,
-    map_to_scan,
-    prepare,
-)
 
 DATA = DEFAULT_DATA
 GLIOMA = DATA / "glioma" / "Tr-glTr_0000.jpg"

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mri.card import read_card, write_card
+from mri.model.store import sha256_file, verified_weights
 from training.__main__ import main
 from training.promote import PromotionRefused, promote
-from workers.model_store import read_card, sha256_file, verified_weights, write_card
 
 SPLIT = {"train": ["glioma/a.jpg", "notumor/b.jpg"], "val": ["glioma/c.jpg", "pituitary/d.jpg"]}
 SHIPPED_EXTERNAL = {"FLAIR": 0.22, "T2": 0.10, "T1": 0.0}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mri.vocabulary import CLASS_NAMES
 from training.data import (
     NEAR_DUPLICATE_BITS,
     cross_pairs,
@@ -13,7 +14,6 @@ from training.data import (
     near_duplicate_groups,
     split_groups,
 )
-from workers.imaging import CLASS_NAMES
 
 
 def test_no_near_duplicate_crosses_the_committed_split() -> None:

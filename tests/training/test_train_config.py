@@ -18,7 +18,7 @@ def test_the_shipped_models_recipe_is_the_default_one():
     earlier one (`--init-model`) keeps that stage in its card's history."""
     import json
 
-    from workers.model_store import read_card
+    from mri.card import read_card
 
     card = read_card()
     lineage = [card, *reversed(card.get("history", []))]

@@ -145,7 +145,7 @@ def test_a_birth_date_in_the_future_is_refused_and_a_patient_can_be_edited(staff
 def test_an_upload_over_the_limit_gets_the_sites_page_with_the_way_back(staff_client, world) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from workers.imaging import MAX_UPLOAD_BYTES
+    from mri.intake.limits import MAX_UPLOAD_BYTES
 
     form = reverse("case_detail", args=[world.case.pk])
     big = SimpleUploadedFile("huge.jpg", b"\xff\xd8\xff" + bytes(MAX_UPLOAD_BYTES + 1024), content_type="image/jpeg")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.intake.decode import decode_gray, decode_gray_bounded
+from mri.intake.limits import WORK_SIDE
+from mri.model.preprocessing import prepare, preprocess_scan
 from training.data import DEFAULT_DATA
-from workers.imaging import WORK_SIDE, decode_gray, decode_gray_bounded, prepare
-from workers.inference import preprocess_scan
 
 
 def _sample_scans() -> list[Path]:

@@ -1,4 +1,4 @@
-"""The burnt-in text detector (workers/burnt_text.py) with the real Tesseract: names drawn into
+"""The burnt-in text detector (mri/intake/burnt_text.py) with the real Tesseract: names drawn into
 real scans are found, the real scans themselves are not held (the false-hold rate over hundreds
 of scans is bench/burnt_text.py's, see docs/platform.md)."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.intake.burnt_text import burnt_in_text
+from mri.intake.decode import decode_gray_bounded
 from tests.testkit.scans import real_scan_bytes, with_burnt_text
-from workers.burnt_text import burnt_in_text
-from workers.imaging import decode_gray_bounded
 
 SCANS = [("glioma", 0), ("meningioma", 3), ("pituitary", 5), ("notumor", 7), ("glioma", 8), ("pituitary", 9)]
 

@@ -1,4 +1,4 @@
-"""Heatmap methods (workers/cams.py): the pure rules on hand-made maps, and every method through
+"""Heatmap methods (mri/model/cams.py): the pure rules on hand-made maps, and every method through
 the serving runtime on a real scan: the scan's shape, values in [0, 1], a peak that follows the
 tumour when the scan moves; `explain` for every class; the model card's heatmap fields."""
 
@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.card import head_crop_of, heatmap_method_of, read_card
+from mri.intake.decode import decode_gray
+from mri.model.cams import CAM_METHODS, CamSpec, combine, flip_average, layer_map, normalize, parse_method
+from mri.model.preprocessing import map_to_scan, prepare
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA
 from training.localization import peak
-from workers.cams import CAM_METHODS, CamSpec, combine, flip_average, layer_map, normalize, parse_method
-from workers.imaging import CLASS_NAMES, decode_gray, map_to_scan, prepare
-from workers.model_store import head_crop_of, heatmap_method_of, read_card
 
 RULES = ("gradcam", "gradcampp", "hirescam", "layercam")
 
@@ -64,7 +66,7 @@ def test_fusion_and_flip_average():
 
 @pytest.fixture(scope="module")
 def probe():
-    from workers.runtime import Analyzer
+    from mri.model.analyzer import Analyzer
 
     layers = tuple(dict.fromkeys(n for spec in CAM_METHODS.values() for n in spec.layer_names))
     return Analyzer(cam="gradcam", probe_layers=layers)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.intake.colour_evidence import COLOUR_REASON, coloured_share, is_colour_image, with_colour_evidence
+from mri.results import AnalysisResult
+from mri.vocabulary import CLASS_NAMES
 from tests.testkit.scans import colour_photo, real_scan_bytes
 from training.external import EXTERNAL_DATA
-from workers.colour_evidence import COLOUR_REASON, coloured_share, is_colour_image, with_colour_evidence
-from workers.imaging import CLASS_NAMES
-from workers.results import AnalysisResult
 
 
 def _encode(pixels: np.ndarray, fmt: str = "JPEG") -> bytes:
@@ -72,7 +72,7 @@ def test_a_scan_with_a_small_coloured_annotation_passes() -> None:
 
 def test_a_heatmap_overlay_is_colour() -> None:
     """An overlay (what the product itself renders) is not a scan to analyse."""
-    from workers.gradcam import render_overlay
+    from mri.model.overlays import render_overlay
 
     gray = np.asarray(Image.open(io.BytesIO(real_scan_bytes("glioma", 0))).convert("L")).astype(np.float32) / 255
     heat = np.zeros_like(gray)

@@ -1,15 +1,15 @@
 """The shipped model reads a DICOM made from a JPEG scan as it reads that JPEG: same label,
 calibrated probabilities within 0.02. Both ways a DICOM reaches the model are checked: the
-DICOM bytes themselves (`analyze` decodes them with workers.dicom) and the 16-bit PNG the
+DICOM bytes themselves (`analyze` decodes them with mri.intake.dicom) and the 16-bit PNG the
 upload stores for the worker (apps/scans/ingest.py)."""
 from __future__ import annotations
 
 import pytest
 
 from apps.scans.ingest import dicom_slices
+from mri.vocabulary import CLASS_NAMES
 from tests.testkit import dicom as dicomdata
 from training.data import DEFAULT_DATA
-from workers.imaging import CLASS_NAMES
 
 pytestmark = pytest.mark.model
 

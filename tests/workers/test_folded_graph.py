@@ -20,7 +20,7 @@ def scans() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def reference(scans):
-    from workers.runtime import Analyzer
+    from mri.model.analyzer import Analyzer
 
     return _analyze_all(Analyzer(graph="keras"), scans)
 
@@ -37,7 +37,7 @@ def _peak_is_on_the_reference_peak(ours: np.ndarray, theirs: np.ndarray) -> bool
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_folded_graph_gives_the_keras_models_results(scans, reference, precision: str) -> None:
-    from workers.runtime import Analyzer
+    from mri.model.analyzer import Analyzer
 
     analyzer = Analyzer(graph="folded", precision=precision)
     assert analyzer.precision == precision
@@ -53,7 +53,7 @@ def test_folded_graph_gives_the_keras_models_results(scans, reference, precision
 
 
 def test_serving_default_is_the_folded_graph() -> None:
-    from workers.folded_graph import cpu_has_bfloat16_dot, default_compute_dtype
+    from mri.model.folded_graph import cpu_has_bfloat16_dot, default_compute_dtype
     from workers.runtime import get_analyzer
 
     analyzer = get_analyzer()
@@ -64,7 +64,7 @@ def test_serving_default_is_the_folded_graph() -> None:
 
 
 def test_precision_setting_is_validated(monkeypatch) -> None:
-    from workers.folded_graph import PRECISION_ENV, default_compute_dtype
+    from mri.model.folded_graph import PRECISION_ENV, default_compute_dtype
 
     monkeypatch.setenv(PRECISION_ENV, "float32")
     assert default_compute_dtype("CPU") == "float32"

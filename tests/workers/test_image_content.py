@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.intake.decode import decode_gray
+from mri.intake.image_content import reject_uninformative
+from mri.intake.limits import ScanDecodeError
 from training.data import DEFAULT_DATA
-from workers.image_content import reject_uninformative
-from workers.imaging import ScanDecodeError, decode_gray
 
 RNG = np.random.default_rng(0)
 

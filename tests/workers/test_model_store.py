@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.model_store import DEFAULT_MODEL_DIR, ModelIntegrityError, read_card, sha256_file, verified_weights
+from mri.card import DEFAULT_MODEL_DIR, ModelIntegrityError, read_card
+from mri.model.store import sha256_file, verified_weights
 
 
 def test_shipped_model_is_described_by_its_card() -> None:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from apps.scans.deidentify import dicom_deidentify
-from workers.mri_sequence import (
-    MriSequence,
-    SequenceSource,
-    dataset_attributes,
-    infer_from_dicom,
-    is_validated,
-)
+from mri.intake.dicom.deidentify import dicom_deidentify
+from mri.intake.sequence import MriSequence, SequenceSource, dataset_attributes, infer_from_dicom, is_validated
 
 # Typical 1.5/3 T brain protocols (timings in ms).
 SPIN_ECHO_T1 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 500, "EchoTime": 12}

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.card import DEFAULT_MODEL_DIR, ModelIntegrityError, read_card
+from mri.model.ood import STATISTICS_FILE, MahalanobisScorer, load_gate
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
-from workers.imaging import CLASS_NAMES
-from workers.model_store import DEFAULT_MODEL_DIR, ModelIntegrityError, read_card
-from workers.ood import STATISTICS_FILE, MahalanobisScorer, load_gate
 
 
 def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean() -> None:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mri.card import read_card
+from mri.intake.limits import ScanDecodeError
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA
-from workers.imaging import CLASS_NAMES, ScanDecodeError
-from workers.model_store import read_card
 
 pytestmark = pytest.mark.model
 

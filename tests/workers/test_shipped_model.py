@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mri.card import head_crop_of
+from mri.model.store import load_classifier
 from training.data import DEFAULT_DATA, samples_from_keys
 from training.scoring import scan_logits
-from workers.model_store import head_crop_of, load_classifier
 
 pytestmark = pytest.mark.model
 

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import migrations, models
 
 # The rule as it stood when the field was added (apps.cases.worklist.Priority,
-# workers.results.LOW_CONFIDENCE, apps.scans.labels.TUMOUR_LABELS), frozen here.
+# mri.vocabulary.LOW_CONFIDENCE, apps.scans.labels.TUMOUR_LABELS), frozen here.
 LOW_CONFIDENCE = 0.70
 TUMOUR_LABELS = {"glioma", "meningioma", "pituitary"}
 LOW_CONFIDENCE_TUMOUR, TUMOUR, OTHER = 0, 1, 2

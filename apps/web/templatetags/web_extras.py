@@ -42,7 +42,7 @@ def ms(value: float | int | None) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
-# The worker's timing keys (workers/inference.py) said in words; an unknown key is humanised.
+# The worker's timing keys (mri/model/analyzer.py) said in words; an unknown key is humanised.
 _TIMING_WORDS = {
     "decode": "Reading the image",
     "preprocess": "Preparing the image",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from workers.imaging import CLASS_NAMES
+from mri.vocabulary import CLASS_NAMES
 
 CAM_LAYER = "block14_sepconv2_act"
 HEAD_UNITS = 256

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from mri.card import ModelCard
+
 
 class MriSequence(StrEnum):
     T1 = "t1"
@@ -63,7 +65,7 @@ class SequenceGuess:
 
 
 UNKNOWN = SequenceGuess(MriSequence.UNKNOWN, SequenceSource.UNKNOWN, "no sequence attributes")
-# What a de-identifier writes in place of a value it removes (dicom-anonymizer; apps.scans.deidentify).
+# What a de-identifier writes in place of a value it removes (dicom-anonymizer; mri.intake.dicom.deidentify).
 ANONYMIZED = {"ANONYMIZED", "ANONYMISED", "REMOVED"}
 NO_AGENT = {"", "NONE", "NO", "N/A", "NA", "NIL", "0"}
 
@@ -217,5 +219,4 @@ def is_validated(sequence: str, validated: list[str] | tuple[str, ...] | None) -
 
 def card_validated_sequences(card: dict) -> tuple[str, ...] | None:
     """The sequences a model card lists as validated (its `sequences.validated`); None: no list."""
-    listed = (card.get("sequences") or {}).get("validated")
-    return tuple(listed) if listed is not None else None
+    return ModelCard.of(card).validated_sequences

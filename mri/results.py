@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mri.vocabulary import LOW_CONFIDENCE
+
 if TYPE_CHECKING:
     import numpy as np
-
-# Below this top probability a result is flagged for a careful read, not asserted.
-LOW_CONFIDENCE = 0.70
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,11 @@ class AnalysisResult:
     overlay_png: bytes
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
-    # Higher = less like the brain MRI slices the model was trained on (workers/ood.py); NaN
+    # Higher = less like the brain MRI slices the model was trained on (mri/model/ood.py); NaN
     # when the model card has no fitted gate. Out of distribution: above the card's threshold.
     ood_score: float = float("nan")
     out_of_distribution: bool = False
-    # Why, when the evidence is not the score (workers/colour_evidence.py: a colour image); "".
+    # Why, when the evidence is not the score (mri/intake/colour_evidence.py: a colour image); "".
     ood_reason: str = ""
 
     @property

@@ -1,4 +1,4 @@
-"""Rendering and encoding of heatmaps, kept apart from computing them (workers/cams.py): drawing
+"""Rendering and encoding of heatmaps, kept apart from computing them (mri/model/cams.py): drawing
 needs only pixels (the shape of jacobgil/pytorch-grad-cam's base_cam / utils.image). The
 overlay PNG and the gray heatmap PNG are both encoded here."""
 from __future__ import annotations

@@ -10,7 +10,7 @@ class score S (the class logit), and returns a map over the model input in [0, 1
   [0, 1] maps at the input's resolution, so shallow (finer) layers sharpen the deep one
 
 `flip` averages a method with its map of the mirrored image, mirrored back. The runtime
-computes A and G in one traced pass (workers/runtime.py); these functions are the rest.
+computes A and G in one traced pass (mri/model/analyzer.py); these functions are the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from mri.card import DEFAULT_HEATMAP_METHOD
 
 # Short names for the layers a method can read (Xception at 224 px: block4 28², block13 14²,
 # block14 7²). Full Keras layer names are accepted too.
@@ -61,7 +63,7 @@ CAM_METHODS: dict[str, CamSpec] = {
     "layercam-flip": CamSpec("layercam", ("block4", "block13", "block14"), flip=True),
     "hirescam-13-14": CamSpec("hirescam", ("block13", "block14")),
 }
-SHIPPED_METHOD = "gradcam"
+SHIPPED_METHOD = DEFAULT_HEATMAP_METHOD  # what a card without `heatmap_method` gets
 
 
 def parse_method(name: str, layers: Sequence[str] | None = None) -> CamSpec:

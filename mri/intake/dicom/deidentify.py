@@ -5,7 +5,7 @@ PS3.15 Annex E's Basic Profile is a removal list: whatever it does not name (a v
 public attribute, a made-up (0008,9999), a future edition's PHI) would survive. Here a new
 dataset is built and only the keywords below are copied into it (at every nesting level, for
 the functional-group sequences an enhanced MR object needs):
-- the image pixel module, rescale and window (what `workers.dicom` decodes);
+- the image pixel module, rescale and window (what `mri.intake.dicom` decodes);
 - geometry (position, orientation, spacing), which orders a series and measures it;
 - what describes the acquisition (ScanningSequence, SequenceVariant, RepetitionTime, EchoTime,
   InversionTime, ...): coded or numeric values, or short free text kept only when it does not

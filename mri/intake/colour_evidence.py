@@ -21,7 +21,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from workers.results import AnalysisResult
+from mri.results import AnalysisResult
 
 CHROMA_LEVEL = 0.10  # ~25 of 255 grey levels: far above JPEG chroma noise on a grey image
 MAX_COLOURED_SHARE = 0.05  # more than 5 % clearly coloured pixels: not a grey MRI slice

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from workers.imaging import ScanDecodeError
+from mri.intake.limits import ScanDecodeError
 
 # Robust range (99.5th - 0.5th percentile) of gray in [0, 1] below which an image is blank:
 # about 5 of 255 levels.

@@ -1,5 +1,5 @@
 """DICOM in: recognise a DICOM file by content, refuse what is not an MR image, and decode its
-pixels to the gray [0, 1] image that `workers.imaging.prepare` takes, like a JPEG/PNG scan.
+pixels to the gray [0, 1] image that `mri.model.preprocessing.prepare` takes, like a JPEG/PNG scan.
 
 No TensorFlow here (the web process decodes DICOM at upload). pydicom reads the dataset;
 pylibjpeg and its plugins (libjpeg, openjpeg, rle) decode the compressed transfer syntaxes
@@ -10,7 +10,7 @@ Pixel pipeline, one frame at a time (DICOM PS3.3 C.7.6.3, C.11.1, C.11.2):
 stored values (signed or not, 8-16 bits, planar configuration undone by pydicom)
 → modality LUT (Rescale Slope/Intercept, per frame for enhanced multi-frame objects)
 → VOI: Window Center/Width when present (LINEAR, LINEAR_EXACT or SIGMOID), else the robust
-  stretch of the JPEG path (`imaging.normalize_contrast`: the head's 99.5th percentile is white)
+  stretch of the JPEG path (`mri.intake.gray.normalize_contrast`: the head's 99.5th percentile is white)
 → MONOCHROME1 inverted, so bone and fat are bright as on every other scan.
 Colour images (rare for MR: secondary captures) become gray by luminance.
 """
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.imaging import MAX_PIXELS, MAX_SIDE, MIN_SIDE, ScanDecodeError, normalize_contrast
+from mri.intake.gray import normalize_contrast
+from mri.intake.limits import MAX_PIXELS, MAX_SIDE, MIN_SIDE, ScanDecodeError
 
 ACCEPTED_MODALITIES = ("MR",)
 # Frames decoded from one file: a multi-frame MR series is tens to a few hundred.
@@ -276,7 +277,7 @@ def dataset_frames(dataset: Any) -> list[np.ndarray]:
 
 
 def decode_dicom(data: bytes) -> list[np.ndarray]:
-    """DICOM bytes → one float32 gray [0, 1] image per frame, ready for imaging.prepare."""
+    """DICOM bytes → one float32 gray [0, 1] image per frame, ready for mri.model.preprocessing.prepare."""
     return dataset_frames(read_dicom(data))
 
 

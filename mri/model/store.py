@@ -1,4 +1,5 @@
-"""The shipped model on disk: float16 weight shards, a JSON model card, sha256 checks.
+"""The shipped model on disk: float16 weight shards, sha256-checked against the model card
+(mri/card.py).
 
 Weights are stored as float16 (half the size, well under the repo's 50 MB budget; the card
 records the validation accuracy measured *after* this rounding) in shards of at most 15 MB, so
@@ -8,19 +9,14 @@ shard's sha256 against the card and refuses a model that does not match.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "brain-xception"
-CARD_NAME = "model_card.json"
+from mri.card import DEFAULT_MODEL_DIR, ModelCard, ModelIntegrityError, read_card
+
 SHARD_BYTES = 15 * 2**20
-
-
-class ModelIntegrityError(RuntimeError):
-    """The model files are missing or are not the ones the card describes."""
 
 
 def sha256_file(path: Path) -> str:
@@ -54,33 +50,10 @@ def save_weights_fp16(model: Any, out_dir: Path) -> dict[str, str]:
     return hashes
 
 
-def read_card(model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
-    path = Path(model_dir) / CARD_NAME
-    if not path.exists():
-        raise ModelIntegrityError(f"No model card at {path}: the model directory is incomplete.")
-    return json.loads(path.read_text())
-
-
-def head_crop_of(card: dict) -> str:
-    """The serving head crop a model was trained with (cards before it was recorded: "v1")."""
-    return str((card.get("preprocessing") or {}).get("head_crop", "v1"))
-
-
-def heatmap_method_of(card: dict) -> str:
-    """The heatmap method the card ships with (workers.cams.CAM_METHODS); before: Grad-CAM."""
-    from workers.cams import SHIPPED_METHOD
-
-    return str(card.get("heatmap_method") or SHIPPED_METHOD)
-
-
-def write_card(model_dir: Path, card: dict) -> None:
-    (Path(model_dir) / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-
-
 def verified_weights(model_dir: Path, card: dict) -> list[np.ndarray]:
     """Weights in model order, after checking each shard against the card's sha256."""
     model_dir = Path(model_dir)
-    expected = card.get("weights_sha256") or {}
+    expected = ModelCard.of(card).weights_sha256
     if not expected:
         raise ModelIntegrityError(f"The model card in {model_dir} lists no weight files.")
     arrays: dict[int, np.ndarray] = {}
@@ -99,13 +72,13 @@ def verified_weights(model_dir: Path, card: dict) -> list[np.ndarray]:
     return [arrays[i] for i in range(len(arrays))]
 
 
-def load_classifier(model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Any, dict]:
+def load_classifier(model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Any, ModelCard]:
     """Build the architecture the card names and load the verified weights into it."""
-    from workers.model_def import build_classifier
+    from mri.model.definition import build_classifier
 
     card = read_card(model_dir)
     weights = verified_weights(model_dir, card)
-    model = build_classifier(int(card["input_size"]))
+    model = build_classifier(card.input_size)
     if len(weights) != len(model.weights):
         raise ModelIntegrityError(
             f"The model files hold {len(weights)} tensors; the architecture needs {len(model.weights)}."

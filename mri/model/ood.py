@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.model_store import ModelIntegrityError, sha256_file
+from mri.card import ModelCard, ModelIntegrityError
+from mri.model.store import sha256_file
 
 STATISTICS_FILE = "ood.npz"
 # The layer whose spatially averaged maps the gate scores, and how many leading covariance
@@ -123,7 +124,7 @@ class OodGate:
 def load_gate(model_dir: Path, card: dict) -> OodGate | None:
     """The gate the card describes, statistics checked against their sha256; None when the
     card has no `ood` section (a model the fit command has not been run for yet)."""
-    section = card.get("ood")
+    section = ModelCard.of(card).ood
     if not section:
         return None
     path = Path(model_dir) / section.get("statistics_file", STATISTICS_FILE)

@@ -1,0 +1,269 @@
+"""The analyzer: one loaded classifier that analyzes scans (the per-process instance a worker
+uses is workers.runtime.get_analyzer()).
+
+`Analyzer(model_dir).analyze(data)` decodes a scan with the serving preprocessing, runs Xception
+once and, in that same pass, takes the gradient of the predicted class's logit with respect to
+the layers the heatmap method reads (mri.model.cams; the app we replace rebuilt a gradient model
+and ran the network twice per request). `analyze_batch` does several slices in one pass;
+`explain(data, label)` gives any class's heatmap. Probabilities are temperature-calibrated.
+The out-of-distribution score (mri/model/ood.py) comes from the same pass: the spatial mean of
+an earlier layer's maps, for every slice of a batch. TensorFlow is imported here only,
+lazily: the web process never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mri.card import DEFAULT_MODEL_DIR
+from mri.intake.decode import decode_gray_bounded
+from mri.model.cams import CamSpec, combine, flip_average, parse_method
+from mri.model.folded_graph import default_compute_dtype, folded_call
+from mri.model.ood import OOD_LAYER, OodGate, load_gate
+from mri.model.overlays import overlay_png
+from mri.model.preprocessing import Prepared, map_to_scan, prepare, to_model_input
+from mri.model.probabilities import calibrated_probabilities
+from mri.results import AnalysisResult
+from mri.vocabulary import CLASS_NAMES
+
+logger = logging.getLogger(__name__)
+
+# `targets` for the traced pass: a class index, OWN (the row's own predicted class), or
+# pair_of(k) (the class predicted for row k: a mirrored copy explains its original's class).
+OWN = -1
+
+
+def pair_of(row: int) -> int:
+    return -2 - row
+
+
+class Analyzer:
+    """One loaded model; `analyze` / `analyze_batch` / `explain` are safe to call repeatedly (not
+    concurrently) in a process.
+
+    `cam` names the heatmap method (mri.model.cams.CAM_METHODS; default: the model card's
+    `heatmap_method`, else Grad-CAM on block14). `probe_layers` adds layers to the traced pass,
+    for `cam_maps` to compare several methods on one forward/backward (explain-eval).
+    `graph` "folded" (serving) runs mri/model/folded_graph.py's BatchNorm-folded graph in
+    `precision` (default: bfloat16 on a CPU with bfloat16 dot products, else float32); "keras"
+    runs the Keras model itself in float32, the reference the folded graph is tested against.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str = DEFAULT_MODEL_DIR,
+        cam: str | CamSpec | None = None,
+        probe_layers: tuple[str, ...] = (),
+        graph: str = "folded",
+        precision: str | None = None,
+    ) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        started = time.perf_counter()
+        import keras
+        import tensorflow as tf
+
+        from mri.model.store import load_classifier
+
+        enable_gpu_memory_growth(tf)
+        model, card = load_classifier(Path(model_dir))
+        self.model_version: str = card.version
+        self.input_size: int = card.input_size
+        self.temperature: float = card.temperature
+        self.head_crop: str = card.head_crop
+        self.cam: CamSpec = cam if isinstance(cam, CamSpec) else parse_method(cam or card.heatmap_method)
+        self.layer_names: tuple[str, ...] = tuple(dict.fromkeys(self.cam.layer_names + tuple(probe_layers)))
+        self.ood_gate: OodGate | None = load_gate(Path(model_dir), card)
+        self._model = model
+        self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        outputs = [*self.layer_names, model.layers[-1].name, OOD_LAYER]
+        if graph == "folded":  # BatchNorm folded into the convolutions (mri/model/folded_graph.py)
+            self.precision: str = precision or default_compute_dtype(self.device)
+            network = folded_call(model, outputs, self.precision)
+        elif graph == "keras":  # the Keras model itself: the reference the folded graph is checked against
+            self.precision = "float32"
+            cam_model = keras.Model(model.inputs, [model.get_layer(n).output for n in outputs])
+
+            def network(pixels: Any) -> list[Any]:
+                return cam_model(pixels, training=False)
+        else:
+            raise ValueError(f"graph must be 'folded' or 'keras', not {graph!r}")
+        self.graph = graph
+        size = self.input_size
+
+        # Any batch size: one traced function serves analyze() (batch 1), analyze_batch() and
+        # explain(); `targets` (one per row) picks the class whose logit is explained.
+        @tf.function(
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32), tf.TensorSpec((None,), tf.int32)]
+        )
+        def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any, Any]:
+            with tf.GradientTape() as tape:
+                tape.watch(pixels)  # the folded graph holds constants, no variables, to record from
+                *features, logits, ood_maps = network(pixels)
+                own = tf.argmax(logits, axis=-1, output_type=tf.int32)
+                paired = tf.gather(own, tf.maximum(-2 - targets, 0))
+                chosen = tf.where(targets >= 0, targets, tf.where(targets == OWN, own, paired))
+                # Rows do not interact (BatchNorm in inference mode), so d(sum)/d(features of
+                # row i) is row i's own gradient.
+                score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
+            # Only the paths from the logit down to the deepest CAM layer are differentiated (the
+            # traced function keeps only what its outputs need). The OOD features are an earlier
+            # layer of the same pass, averaged over space (per row).
+            gradients = tape.gradient(score, features)
+            as_float = [tf.cast(t, tf.float32) for t in features], [tf.cast(g, tf.float32) for g in gradients]
+            return *as_float, logits, tf.reduce_mean(tf.cast(ood_maps, tf.float32), axis=[1, 2])
+
+        self._forward = forward
+        self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
+        # Whether a study's slices should go through analyze_batch: on this project's CPU a
+        # batch of 8 or 32 costs ~1.5x more per slice than batch 1 (bench/analyze_batch.py,
+        # docs/operations.md), so CPU workers analyse slices one at a time.
+        self.batch_preferred: bool = self.device == "GPU"
+        logger.info(
+            "model %s loaded on %s (%s graph, %s) in %.1f s",
+            self.model_version, self.device, graph, self.precision, time.perf_counter() - started,
+        )
+
+    def _run(
+        self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool
+    ) -> tuple[np.ndarray, list, list, np.ndarray]:
+        """Logits of the scans, per layer the activations and class-score gradients, and the
+        scans' pooled OOD_LAYER features; with `flip`, the mirrored scans follow as rows
+        n..2n-1 of the layers, each explaining its original's class."""
+        pixels = to_model_input(np.stack([p.pixels for p in prepared]))
+        rows = list(targets)
+        if flip:
+            pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
+            rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
+        features, gradients, logits, pooled = self._forward(pixels, np.asarray(rows, dtype=np.int32))
+        count = len(prepared)
+        return (
+            logits.numpy()[:count],
+            [f.numpy() for f in features],
+            [g.numpy() for g in gradients],
+            pooled.numpy()[:count],
+        )
+
+    def probe(self, prepared: Prepared, class_index: int, flip: bool) -> tuple[np.ndarray, list, list]:
+        """One scan's logits, and per layer its activations and class-score gradients (class_index
+        < 0: the predicted class; with `flip`, the mirrored image as a second row)."""
+        logits, features, gradients, _pooled = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
+        return logits[0], features, gradients
+
+    def _cam_from(self, spec: CamSpec, features: list, gradients: list, row: int = 0, count: int = 1) -> np.ndarray:
+        """The method's map over the model input for scan `row` of a `_run`/`probe` of `count`
+        scans that read its layers (and its mirrored rows, for a flip method)."""
+        picked = [self.layer_names.index(name) for name in spec.layer_names]
+        maps = [
+            combine(spec, [features[i][r] for i in picked], [gradients[i][r] for i in picked], self.input_size)
+            for r in ((row, row + count) if spec.flip else (row,))
+        ]
+        return flip_average(maps[0], maps[1]) if spec.flip else maps[0]
+
+    def analyze(self, data: bytes) -> AnalysisResult:
+        """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
+        return self.analyze_batch([data])[0]
+
+    def analyze_batch(self, scans: Sequence[bytes]) -> list[AnalysisResult]:
+        """Several slices (one study) in one forward/backward pass; results in input order, the
+        same as `analyze` one by one (within float tolerance). Raises ScanDecodeError if any
+        file cannot be read (callers with untrusted files analyse them one by one then).
+        `timings_ms["inference"]` is each slice's share of the batch's model time."""
+        if not scans:
+            return []
+        clocks = [_Clock() for _ in scans]
+        grays, prepared = [], []
+        for data, clock in zip(scans, clocks, strict=True):
+            gray = decode_gray_bounded(data)  # at most WORK_SIDE a side: bounded memory
+            clock.lap("decode")
+            prepared.append(prepare(gray, self.input_size, self.head_crop))
+            grays.append(gray)
+            clock.lap("preprocess")
+        started = time.perf_counter()
+        logits, features, gradients, pooled = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
+        model_ms = (time.perf_counter() - started) * 1000 / len(scans)
+        probabilities = calibrated_probabilities(logits, self.temperature)
+        # One score per slice (a few small matrix products); NaN when the card has no gate.
+        scored = time.perf_counter()
+        ood_scores = self.ood_gate.scorer.scores(pooled) if self.ood_gate else np.full(len(scans), np.nan)
+        ood_ms = (time.perf_counter() - scored) * 1000 / len(scans)
+        results = []
+        for i, clock in enumerate(clocks):
+            clock.add("inference", model_ms)
+            clock.add("ood", ood_ms)
+            ood_score = float(ood_scores[i])
+            cam = self._cam_from(self.cam, features, gradients, row=i, count=len(prepared))
+            heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
+            overlay = overlay_png(grays[i], heatmap)
+            clock.lap("gradcam_and_overlay")
+            results.append(
+                AnalysisResult(
+                    label=CLASS_NAMES[int(np.argmax(probabilities[i]))],
+                    probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities[i], strict=True)},
+                    heatmap=heatmap,
+                    overlay_png=overlay,
+                    model_version=self.model_version,
+                    timings_ms=clock.laps(),
+                    ood_score=ood_score,
+                    out_of_distribution=self.ood_gate is not None and self.ood_gate.is_out_of_distribution(ood_score),
+                )
+            )
+        return results
+
+    def explain(self, data: bytes, label: str) -> np.ndarray:
+        """The heatmap for class `label` (any class, not only the predicted one), with the same
+        shape rules as `analyze`'s: float32 at the scan's height × width, in [0, 1]."""
+        if label not in CLASS_NAMES:
+            raise ValueError(f"unknown class {label!r}; known: {', '.join(CLASS_NAMES)}")
+        prepared = prepare(decode_gray_bounded(data), self.input_size, self.head_crop)
+        _logits, features, gradients = self.probe(prepared, CLASS_NAMES.index(label), self.cam.flip)
+        return np.clip(map_to_scan(self._cam_from(self.cam, features, gradients), prepared), 0.0, 1.0)
+
+    def cam_maps(self, prepared: Prepared, class_index: int, specs: dict[str, CamSpec]) -> dict[str, np.ndarray]:
+        """Several methods' maps over the model input from one pass (their layers must be among
+        `layer_names`); for comparing methods, not for serving."""
+        _logits, features, gradients = self.probe(prepared, class_index, any(s.flip for s in specs.values()))
+        plain = [f[:1] for f in features], [g[:1] for g in gradients]
+        return {
+            name: self._cam_from(spec, features, gradients) if spec.flip else self._cam_from(spec, *plain)
+            for name, spec in specs.items()
+        }
+
+    def class_logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Logits of a batch of model inputs (N, size, size, 3); for Score-CAM, not serving."""
+        return np.asarray(self._model.predict_on_batch(pixels), dtype=np.float64)
+
+
+def enable_gpu_memory_growth(tf: Any) -> None:
+    """Take GPU memory as needed instead of all of it at start, so several worker processes can
+    share one GPU (each holds one model). Must run before TensorFlow touches the GPU."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: too late, and harmless
+            logger.warning("GPU %s already initialised; memory growth not set", gpu.name)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self._laps[name] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+    def add(self, name: str, ms: float) -> None:
+        """A share of work done for several slices at once (the batch's model time)."""
+        self._laps[name] = round(ms, 2)
+        self._last = time.perf_counter()
+
+    def laps(self) -> dict[str, float]:
+        return {**self._laps, "total": round(sum(self._laps.values()), 2)}

@@ -57,6 +57,7 @@ test-e2e-s3: test-setup
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: venv
 	$(BIN)/python bench/history_page.py

@@ -1,6 +1,8 @@
 """`make test` after the set-up: start the services the suite runs on, run it, stop them, and
 say what was set up and how long each part took.
 
+First `lint-imports` checks the import contracts (pyproject.toml): a broken one fails the run.
+
 - PostgreSQL: a throwaway cluster on a free port (tests/testkit/processes.py postgres_server),
   unless DATABASE_URL is set;
 - Redis: a redis-server on a free port, unless REDIS_URL is set;
@@ -69,6 +71,17 @@ def pytest(report: Report, name: str, args: list[str], env: dict[str, str]) -> i
     return code
 
 
+def import_contracts(report: Report) -> int:
+    """`lint-imports` (pyproject.toml [tool.importlinter]): where code runs, checked before any
+    service starts, so layout drift fails the run in a second."""
+    print("== import contracts: lint-imports", flush=True)
+    with report.part("import contracts") as note:
+        command = [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"]
+        code = subprocess.run(command, cwd=ROOT, check=False).returncode  # noqa: S603
+        note.append("kept" if code == 0 else f"BROKEN (lint-imports exit {code})")
+    return code
+
+
 def main(argv: list[str]) -> int:
     s3_only = bool(argv) and argv[0] == "--s3"
     args = argv[1:] if s3_only else argv
@@ -77,7 +90,10 @@ def main(argv: list[str]) -> int:
         passes.append(("s3 pass", S3_PASS))
     report = Report()
     env = dict(os.environ)
-    code = 0
+    code = import_contracts(report)
+    if code:
+        print("== make test: FAILED (import contracts broken, see above)\n" + report.table(), flush=True)
+        return code
     with contextlib.ExitStack() as services:
         if env.get("DATABASE_URL"):
             with report.part("postgresql", f"given: {shown(env['DATABASE_URL'])}"):

@@ -10,7 +10,7 @@ as one matrix product. The layers keep their Keras names, so the heatmap and OOD
 `compute_dtype` bfloat16 runs the backbone in bfloat16 (weights and activations; the head, the
 logits and every returned tensor stay float32): on a CPU with bfloat16 dot products
 (AVX512_BF16 / AMX) it is about twice as fast, and the maps and labels it gives are checked
-against float32 on real scans (tests/workers/test_folded_graph.py). `default_compute_dtype`
+against float32 on real scans (tests/mri/model/test_folded_graph.py). `default_compute_dtype`
 picks it only where the hardware has those instructions.
 
 Weights are constants of the traced function: serving never trains, and constants let

@@ -2,7 +2,7 @@
 out-of-distribution gate rejects ends as `rejected` (no label stored, the API says why).
 
 The analyzer here is tests.testkit.data.PixelAnalyzer told what the gate decided; the gate itself, with
-the real model, is tested in tests/workers/test_ood.py."""
+the real model, is tested in tests/mri/model/test_ood.py."""
 
 import io
 

@@ -30,11 +30,11 @@ def _is_module(dotted: str) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def load_moves(path: Path = MOVES_FILE) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-    """({old module: new module}, {(old module, name): new module}). A line whose new path is a
-    module of this tree moves a module; any other line moves one name between modules."""
+def load_moves(path: Path = MOVES_FILE) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str]]]:
+    """({old module: new module}, {(old module, name): (new module, new name)}). A line whose new
+    path is a module of this tree moves a module; any other line moves one name between modules."""
     modules: dict[str, str] = {}
-    names: dict[tuple[str, str], str] = {}
+    names: dict[tuple[str, str], tuple[str, str]] = {}
     for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
@@ -42,20 +42,20 @@ def load_moves(path: Path = MOVES_FILE) -> tuple[dict[str, str], dict[tuple[str,
         if _is_module(new):
             modules[old] = new
         else:
-            names[(old.rpartition(".")[0], old.rpartition(".")[2])] = new.rpartition(".")[0]
+            names[(old.rpartition(".")[0], old.rpartition(".")[2])] = (new.rpartition(".")[0], new.rpartition(".")[2])
     return modules, names
 
 
 class Mover:
-    def __init__(self, modules: dict[str, str], names: dict[tuple[str, str], str]) -> None:
+    def __init__(self, modules: dict[str, str], names: dict[tuple[str, str], tuple[str, str]]) -> None:
         self.modules = modules
         self.names = names
 
-    def home(self, module: str, name: str) -> str:
-        """The module `name` (imported from `module`) lives in now."""
+    def home(self, module: str, name: str) -> tuple[str, str]:
+        """The module `name` (imported from `module`) lives in now, and its name there."""
         if (module, name) in self.names:
             return self.names[(module, name)]
-        return self.modules.get(module, module)
+        return self.modules.get(module, module), name
 
     def from_import(self, match: re.Match[str]) -> str:
         indent, module, body = match.group("indent"), match.group("module"), match.group("body")
@@ -75,8 +75,9 @@ class Mover:
                 bound = alias or name
                 groups.setdefault(new_parent, []).append(new_name if new_name == bound else f"{new_name} as {bound}")
                 continue
-            target = self.home(module, name)
-            groups.setdefault(target, []).append(f"{name} as {alias}" if alias else name)
+            target, new_name = self.home(module, name)
+            bound = alias or name
+            groups.setdefault(target, []).append(new_name if new_name == bound else f"{new_name} as {bound}")
         if list(groups) == [module]:
             return match.group(0)
         lines = []
@@ -96,7 +97,7 @@ class Mover:
             head = ".".join(parts[:cut])
             rest = parts[cut:]
             if rest and (head, rest[0]) in self.names:
-                return ".".join([self.names[(head, rest[0])], *rest])
+                return ".".join([*self.names[(head, rest[0])], *rest[1:]])
             if head in self.modules:
                 return ".".join([self.modules[head], *rest])
         return path

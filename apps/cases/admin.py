@@ -21,7 +21,7 @@ class ScanInline(admin.TabularInline):
     show_change_link = True
 
     def has_add_permission(self, request, obj=None) -> bool:
-        return False  # uploads go through scan_submit (validation, hashing, queueing)
+        return False  # uploads go through scans_upload (validation, hashing, queueing)
 
 
 class DeletedFilter(admin.SimpleListFilter):

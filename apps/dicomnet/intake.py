@@ -65,10 +65,10 @@ CASE_SIGNED = "The case is signed: a radiologist adds to it by addendum."
 def _submit(*, case: Case, actor: User, data: bytes, name: str) -> StudyUpload:
     """The upload service, the single place the network intake calls it: the instance's bytes
     stored as one StudyUpload (headers checked, nothing decoded), its job queued on commit."""
-    from apps.scans.services import study_receive
+    from apps.scans.services import scans_upload
 
     upload = SimpleUploadedFile(name, data, content_type="application/dicom")
-    (received,) = study_receive(case=case, uploaded_by=actor, files=[upload]).studies
+    (received,) = scans_upload(case=case, uploaded_by=actor, uploads=[upload]).studies
     return received
 
 

@@ -62,7 +62,7 @@ class ScanAdmin(ClinicScopedAdmin):
         "started_at",
         "finished_at",
         "attempts",
-        # Owned by the worker's state machine (apps/scans/services.py), never set by hand.
+        # Owned by the worker's state machine (apps/scans/services/transitions.py), never set by hand.
         "status",
         "error",
         "claimed_by",
@@ -83,4 +83,4 @@ class ScanAdmin(ClinicScopedAdmin):
         return queryset if request.user.is_superuser else queryset.filter(case__deleted_at__isnull=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # uploads go through scan_submit
+        return False  # uploads go through scans_upload

@@ -130,7 +130,8 @@ def study_unpack(*, study: StudyUpload) -> str:
     "failed" (nothing decodable: the reasons are on the study) or "superseded"."""
     from apps.cases.models import Case
 
-    from .services import _analysis_groups, _enqueue_groups, _new_scan, _uid_key
+    from .services.publishing import analysis_groups, publish_on_commit
+    from .services.upload import _new_scan, _uid_key
 
     case = study.case
     if case.deleted_at is not None:
@@ -182,8 +183,7 @@ def study_unpack(*, study: StudyUpload) -> str:
                 status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",
                 skipped=[vars(item) for item in skipped], sources=_without_paths(study.sources),
             )  # fmt: skip
-            singles, groups = _analysis_groups(ordered, study=False)
-            transaction.on_commit(lambda: _enqueue_groups(singles, groups), robust=True)
+            publish_on_commit(*analysis_groups(ordered, study=False))
     except _Superseded:
         for name in written:
             default_storage.delete(name)

@@ -52,14 +52,14 @@ def case_soft_delete(*, case: Case, by: User) -> Case:
         locked = Case.all_objects.select_for_update().get(pk=case.pk)
         if locked.deleted_at is not None:
             return locked
-        if locked.scans.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).exists():
+        if locked.scans.filter(status__in=ScanStatus.IN_FLIGHT).exists():
             raise ValidationError(
                 f"{locked}: a scan of this case is still being analysed; delete it when the analysis has finished."
             )
         from apps.scans.models import StudyStatus, StudyUpload
 
         # As case_sign: a study job is about to create this case's scans.
-        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+        if StudyUpload.objects.filter(case=locked, status__in=StudyStatus.IN_FLIGHT).exists():
             raise ValidationError(
                 f"{locked}: a DICOM study of this case is still being unpacked; delete it when its slices have "
                 "been analysed."
@@ -100,7 +100,7 @@ def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 20
     cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.CASE_RETENTION_DAYS)
     due = list(
         Case.all_objects.filter(deleted_at__lt=cutoff)
-        .exclude(scans__status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+        .exclude(scans__status__in=ScanStatus.IN_FLIGHT)
         .order_by("deleted_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -174,12 +174,12 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
             )
         from apps.scans.models import StudyStatus, StudyUpload
 
-        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+        if StudyUpload.objects.filter(case=locked, status__in=StudyStatus.IN_FLIGHT).exists():
             raise ValidationError("A DICOM study is still being unpacked: sign when its slices have been analysed.")
         scans = list(Scan.objects.filter(case=locked).values_list("status", "review_id"))
         if not scans:
             raise ValidationError("This case has no scans to sign.")
-        if any(status in (ScanStatus.QUEUED, ScanStatus.PROCESSING) for status, _ in scans):
+        if any(status in ScanStatus.IN_FLIGHT for status, _ in scans):
             raise ValidationError("Some scans are still being analysed: sign when they are done.")
         if any(status == ScanStatus.HELD for status, _ in scans):
             raise ValidationError("A scan is held (text burnt into the image): release or discard it first.")

@@ -9,6 +9,7 @@ names the application makes up; the uploaded name is kept for display only.
 """
 
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -47,6 +48,12 @@ class StudyStatus(models.TextChoices):
     UNPACKING = "unpacking", "Unpacking"  # a worker decodes, de-identifies and splits it
     UNPACKED = "unpacked", "Unpacked"  # its slices are scans: their analysis is the progress
     FAILED = "failed", "Failed"  # nothing of it was stored; `error` says why
+
+    # Sets of statuses (assigned below the class: a value in the body would be a member).
+    IN_FLIGHT: ClassVar[tuple[str, ...]]  # its job has not finished: scans may still appear
+
+
+StudyStatus.IN_FLIGHT = (StudyStatus.RECEIVED, StudyStatus.UNPACKING)
 
 
 class StudyUpload(models.Model):
@@ -87,6 +94,19 @@ class ScanStatus(models.TextChoices):
     # Text burnt into the pixels (workers/burnt_text.py), often a name: not analysed until a
     # clinic admin or radiologist releases it to analysis or discards it (apps/scans/holds.py).
     HELD = "held", "Held: text burnt into the image"
+
+    # Sets of statuses, the one home of each rule (assigned below the class: a value in the
+    # body would be a member).
+    IN_FLIGHT: ClassVar[tuple[str, ...]]  # a worker owns it: no sign-off, removal or purge now
+    PENDING: ClassVar[tuple[str, ...]]  # no answer yet: in flight, or held for a person
+    ANSWERED: ClassVar[tuple[str, ...]]  # the model answered: a label, or "not a brain MRI"
+    FINISHED: ClassVar[tuple[str, ...]]  # nothing more will happen to it
+
+
+ScanStatus.IN_FLIGHT = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
+ScanStatus.PENDING = (*ScanStatus.IN_FLIGHT, ScanStatus.HELD)
+ScanStatus.ANSWERED = (ScanStatus.DONE, ScanStatus.REJECTED)
+ScanStatus.FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 
 
 class LiveScanManager(models.Manager):
@@ -180,7 +200,7 @@ class Scan(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+        return self.status in ScanStatus.FINISHED
 
     @property
     def is_held(self) -> bool:

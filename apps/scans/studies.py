@@ -31,7 +31,6 @@ from .models import Scan, ScanStatus, StudyStatus, StudyUpload
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 
 # Sent inside the transaction that creates an unpacked study's scans, with `study` (the
 # StudyUpload) and `scans` in the order they were unpacked (file by file, frame by frame), so
@@ -102,7 +101,7 @@ def _without_paths(sources: list[dict]) -> list[dict]:
 def study_fail(*, study: StudyUpload, error: str) -> bool:
     """→ failed with a message for the user; the originals are deleted. False if this attempt
     no longer owns the study (or it had finished)."""
-    owned = StudyUpload.objects.filter(pk=study.pk, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING])
+    owned = StudyUpload.objects.filter(pk=study.pk, status__in=StudyStatus.IN_FLIGHT)
     if study.status == StudyStatus.UNPACKING:
         owned = owned.filter(attempts=study.attempts)
     updated = owned.update(
@@ -250,7 +249,7 @@ class StudyProgress:
     def text(self) -> str:
         if self.status == "failed":
             return f"Study upload failed: {self.error}"
-        if self.status in ("received", "unpacking"):
+        if self.status in StudyStatus.IN_FLIGHT:
             verb = "waiting to be unpacked" if self.status == "received" else "being unpacked and de-identified"
             return f"Study of {self.slices_total} slice(s) {verb}."
         text = f"{self.slices_done} of {self.slices_total} slices analysed."
@@ -290,7 +289,7 @@ def study_scan_counts(studies: QuerySet[StudyUpload]) -> QuerySet[StudyUpload]:
 
     live = Q(scans__removed_at__isnull=True)
     return studies.annotate(
-        finished=Count("scans", filter=live & Q(scans__status__in=FINISHED)),
+        finished=Count("scans", filter=live & Q(scans__status__in=ScanStatus.FINISHED)),
         held=Count("scans", filter=live & Q(scans__status=ScanStatus.HELD)),
         removed=Count("scans", filter=Q(scans__removed_at__isnull=False)),
     )

@@ -21,7 +21,7 @@ class SignedCaseLocked(ValidationError):
 
 
 class CaseStatus(models.TextChoices):
-    """Derived from the case's scans (see selectors.case_list), never stored."""
+    """Derived from the case's scans (the rule: selectors.CASE_STATUS_RULE), never stored."""
 
     EMPTY = "empty", "No scans"
     PENDING = "pending", "In progress"
@@ -115,16 +115,3 @@ class CaseAddendum(models.Model):
     def __str__(self) -> str:
         return f"Addendum to case {self.case_id} ({self.created_at:%Y-%m-%d %H:%M})"
 
-
-def case_status(*, scans_total: int, scans_pending: int, scans_failed: int, scans_rejected: int = 0) -> CaseStatus:
-    """The one rule for a case's status, shared by the annotation and by Python callers."""
-    if scans_total == 0:
-        return CaseStatus.EMPTY
-    if scans_pending:
-        return CaseStatus.PENDING
-    if scans_failed:
-        return CaseStatus.FAILED
-    scans_done = scans_total - scans_pending - scans_failed - scans_rejected
-    if scans_rejected and not scans_done:
-        return CaseStatus.REJECTED
-    return CaseStatus.DONE

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from apps.accounts.clinics import ClinicManager
+
 # What a signature covers: none of it changes once the case is signed (corrections are
 # addenda by a radiologist). Only the soft-deletion columns may still change.
 SIGNED_LOCKED_FIELDS = (
@@ -32,7 +34,7 @@ class CaseStatus(models.TextChoices):
     DONE = "done", "Analysed"  # every scan has its answer (not "done" with the case: see sign-off)
 
 
-class LiveCaseManager(models.Manager):
+class LiveCaseManager(ClinicManager):
     """Cases not deleted: what every page, API and selector works on (the default manager)."""
 
     def get_queryset(self) -> models.QuerySet:
@@ -68,7 +70,7 @@ class Case(models.Model):
     worklist_priority = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     objects = LiveCaseManager()
-    all_objects = models.Manager()  # noqa: DJ012 (deleted ones too: the admin's trash and the purge)
+    all_objects = ClinicManager()  # deleted ones too: the admin's trash and the purge
 
     class Meta:
         base_manager_name = "all_objects"  # scan.case still resolves for a deleted case
@@ -108,6 +110,8 @@ class CaseAddendum(models.Model):
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ClinicManager()
 
     class Meta:
         ordering = ["created_at", "id"]

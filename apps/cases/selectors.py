@@ -99,7 +99,7 @@ def _annotated(user: User) -> QuerySet[Case]:
         for status, kind, present in rules
     ]
     return (
-        Case.objects.filter(clinic_id=user.clinic_id)
+        Case.objects.for_clinic(user.clinic_id)
         .select_related("patient", "created_by", "signed_by")
         .annotate(**counts, scans_rejected=_scan_count(status=ScanStatus.REJECTED))
         .annotate(status=SqlCase(*whens, default=Value(last.value)))

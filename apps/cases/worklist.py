@@ -124,7 +124,7 @@ def _waiting(user: User) -> QuerySet[Case]:
     pending = Scan.objects.filter(status__in=ScanStatus.PENDING).values("case_id")
     unpacking = StudyUpload.objects.filter(status__in=StudyStatus.IN_FLIGHT).values("case_id")
     return (
-        Case.objects.filter(clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False)
+        Case.objects.for_clinic(user.clinic_id).filter(signed_at__isnull=True, worklist_priority__isnull=False)
         .exclude(pk__in=pending)
         .exclude(pk__in=unpacking)
     )

@@ -42,7 +42,6 @@ class ScanReviewInline(admin.StackedInline):
 
 @admin.register(Scan)
 class ScanAdmin(ClinicScopedAdmin):
-    clinic_path = "case__clinic_id"
     list_display = ("id", "case", "original_filename", "status", "attempts", "queued_at", "finished_at")
     list_filter = ("status", ("case__clinic", admin.RelatedOnlyFieldListFilter))  # clinic: superusers only
     search_fields = ("original_filename", "sha256", "case__patient__name", "case__patient__mrn")

@@ -16,6 +16,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.accounts.clinics import ClinicManager
 from workers.mri_sequence import DISPLAY as SEQUENCE_DISPLAY
 from workers.mri_sequence import MriSequence, SequenceSource
 from workers.results import LOW_CONFIDENCE
@@ -77,6 +78,8 @@ class StudyUpload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)  # unpacked or failed
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["received_at", "id"]
 
@@ -109,7 +112,7 @@ ScanStatus.ANSWERED = (ScanStatus.DONE, ScanStatus.REJECTED)
 ScanStatus.FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 
 
-class LiveScanManager(models.Manager):
+class LiveScanManager(ClinicManager):
     """Scans not removed: what every page, API, count and worker sees (the default manager,
     so `case.scans` and every `Scan.objects` query leave removed ones out)."""
 
@@ -188,7 +191,7 @@ class Scan(models.Model):
     removed_reason = models.CharField(max_length=500, blank=True)
 
     objects = LiveScanManager()
-    all_objects = models.Manager()  # noqa: DJ012 (removed ones too: the admin and the purge)
+    all_objects = ClinicManager()  # removed ones too: the admin and the purge
 
     class Meta:
         base_manager_name = "all_objects"  # prediction.scan and review.scan still resolve
@@ -259,6 +262,8 @@ class Prediction(models.Model):
     # low-confidence tumours). None: cannot say (sequence unknown, or a card without the list).
     validated = models.BooleanField(null=True, blank=True)
 
+    objects = ClinicManager()
+
     def __str__(self) -> str:
         return f"{self.label} for scan {self.scan_id}"
 
@@ -308,6 +313,8 @@ class ScanReview(models.Model):
         "cases.CaseAddendum", on_delete=models.PROTECT, null=True, blank=True, related_name="reviews"
     )
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["reviewed_at", "id"]
         indexes = [models.Index(fields=["scan", "reviewed_at"])]
@@ -332,6 +339,8 @@ class ClassHeatmap(models.Model):
     error = models.TextField(blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClinicManager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["prediction", "label"], name="one_heatmap_per_class")]

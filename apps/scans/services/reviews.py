@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts.clinics import require_same_clinic
 from apps.accounts.models import User
 from apps.cases.models import Case
 
@@ -33,8 +34,7 @@ def scan_review(
     disagreement may not say what the scan shows (counted in agreement, not in the confusion
     matrix or the readings export).
     """
-    if reviewer.clinic_id is None or scan.case.clinic_id != reviewer.clinic_id:
-        raise PermissionDenied("This scan belongs to another clinic.")
+    require_same_clinic(reviewer, scan)
     if not reviewer.can_review:
         raise PermissionDenied("Only radiologists can review predictions.")
     if scan.status != ScanStatus.DONE:

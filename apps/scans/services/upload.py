@@ -15,6 +15,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from apps.accounts.clinics import require_same_clinic
 from apps.accounts.models import User
 from apps.cases.models import Case
 from workers.mri_sequence import UNKNOWN as UNKNOWN_SEQUENCE
@@ -118,8 +119,7 @@ def scans_upload(
     `SimpleUploadedFile`; a DICOM series of one association should come in one call, so it is
     one study.
     """
-    if uploaded_by.clinic_id is None or case.clinic_id != uploaded_by.clinic_id:
-        raise PermissionDenied("This case belongs to another clinic.")
+    require_same_clinic(uploaded_by, case)
     if not uploads:
         raise ValidationError("Choose at least one scan to upload.")
     if case.is_signed and not uploaded_by.can_review:

@@ -21,7 +21,7 @@ from workers.mri_sequence import DISPLAY as SEQUENCE_DISPLAY
 from workers.mri_sequence import MriSequence, SequenceSource
 from workers.results import LOW_CONFIDENCE
 
-from .labels import READING_CHOICES, Label
+from .labels import MODEL_LABEL_CHOICES, READING_CHOICES, Label
 
 
 def _scan_path(instance: "Scan", filename: str) -> str:
@@ -250,7 +250,7 @@ class Scan(models.Model):
 
 class Prediction(models.Model):
     scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="prediction")
-    label = models.CharField(max_length=32, db_index=True)
+    label = models.CharField(max_length=32, choices=MODEL_LABEL_CHOICES, db_index=True)
     probabilities = models.JSONField()  # label → calibrated probability, sums to 1
     model_version = models.CharField(max_length=100)
     heatmap = models.FileField(upload_to=_prediction_path, max_length=255)  # 8-bit gray PNG
@@ -333,7 +333,7 @@ class ClassHeatmap(models.Model):
     computation asked for and not finished yet; `error` says why one could not be made."""
 
     prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="class_heatmaps")
-    label = models.CharField(max_length=32)
+    label = models.CharField(max_length=32, choices=MODEL_LABEL_CHOICES)
     image = models.FileField(upload_to=_prediction_path, max_length=255, blank=True)  # 8-bit gray PNG
     model_version = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)

@@ -26,6 +26,9 @@ from django.db.models import F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
+
 from .ingest import Skipped, slice_sort_key, unpack_source
 from .models import Scan, ScanStatus, StudyStatus, StudyUpload
 
@@ -177,6 +180,7 @@ def study_unpack(*, study: StudyUpload) -> str:
             for scan in ordered:
                 scan.queued_at = now
                 scan.save()
+                audit_record(actor=study.uploaded_by, action=AuditAction.UPLOAD, obj=scan)
             study_unpacked.send(sender=StudyUpload, study=study, scans=list(made))
             StudyUpload.objects.filter(pk=study.pk).update(
                 status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",

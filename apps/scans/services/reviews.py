@@ -8,6 +8,8 @@ from django.utils import timezone
 
 from apps.accounts.clinics import require_same_clinic
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.models import Case
 
 from ..labels import READING_LABELS, Label
@@ -76,5 +78,7 @@ def scan_review(
             addendum=kept_addendum,
         )
         Scan.objects.filter(pk=scan.pk).update(review=review)
+        detail = "agrees" if agrees else "disagrees"
+        audit_record(actor=reviewer, action=AuditAction.REVIEW, obj=scan, detail=detail)
     scan.review = review
     return review

@@ -17,6 +17,8 @@ from django.db import transaction
 
 from apps.accounts.clinics import require_same_clinic
 from apps.accounts.models import User
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.cases.models import Case
 from workers.mri_sequence import UNKNOWN as UNKNOWN_SEQUENCE
 from workers.mri_sequence import SequenceGuess, dataset_attributes, infer_from_dicom
@@ -148,6 +150,7 @@ def scans_upload(
             scan = _new_scan(case=case, uploaded_by=uploaded_by, item=item)
             written.append(scan.image.name)
             scan.save()
+            audit_record(actor=uploaded_by, action=AuditAction.UPLOAD, obj=scan)
             logger.info(
                 "scan %s: stored %s (%s %dx%d, %d bytes) for case %s", scan.pk, scan.image.name, scan.format,
                 scan.width, scan.height, scan.size_bytes, case.pk, extra={"scan_id": scan.pk},

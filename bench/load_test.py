@@ -168,14 +168,14 @@ def _drain_backlog(count: int, case_id: int, scans: list[bytes], timeout: float)
 
     from apps.cases.models import Case
     from apps.scans.models import Scan, ScanStatus
-    from apps.scans.services import scans_submit
+    from apps.scans.services import scans_upload
 
     if count <= 0:
         return 0.0, 0
     case = Case.objects.get(pk=case_id)
     user = case.created_by
     files = [SimpleUploadedFile(f"b{i}.jpg", scans[i % len(scans)], "image/jpeg") for i in range(count)]
-    submitted = scans_submit(case=case, uploaded_by=user, uploads=files)  # publishes on commit (autocommit)
+    submitted = scans_upload(case=case, uploaded_by=user, uploads=files).scans  # publishes on commit (autocommit)
     started = time.monotonic()
     ids = [s.pk for s in submitted]
     pending = Scan.objects.filter(pk__in=ids).exclude(status__in=[ScanStatus.DONE, ScanStatus.FAILED])

@@ -1,7 +1,7 @@
 """Scans per minute through the queue with one worker: real Redis, a real Celery worker process
 with the shipped model, real scans from the training set.
 
-Scans are submitted with the same service the page and the API call (`scans_submit`), which
+Scans are submitted with the same service the page and the API call (`scans_upload`), which
 stores them and publishes one message per scan after the commit; the clock runs from the
 submit until the last scan is done. A warm-up scan runs first (and waits for the model,
 which each pool process loads when it starts); it is reported, not counted.
@@ -116,7 +116,7 @@ def main() -> int:
         from apps.cases.services import case_create
         from apps.patients.services import patient_create
         from apps.scans.models import Scan
-        from apps.scans.services import scans_submit
+        from apps.scans.services import scans_upload
 
         user = stack.user
         case = case_create(created_by=user, patient=patient_create(created_by=user, mrn="Q-1", name="Queue Bench"))
@@ -124,7 +124,7 @@ def main() -> int:
 
         def submit(paths: list[Path]) -> list[int]:
             uploads = [SimpleUploadedFile(p.name, p.read_bytes(), "image/jpeg") for p in paths]
-            return [scan.pk for scan in scans_submit(case=case, uploaded_by=user, uploads=uploads)]
+            return [scan.pk for scan in scans_upload(case=case, uploaded_by=user, uploads=uploads).scans]
 
         t0 = time.perf_counter()
         worker = start_worker(env=stack.env, log_dir=stack.tmp, prefix="bench")

@@ -19,6 +19,8 @@ from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from apps.accounts.clinics import owned_by
+
 
 def is_clinic_admin(request: HttpRequest) -> bool:
     user = request.user
@@ -30,36 +32,27 @@ def _has_field(model: type[Model], name: str) -> bool:
 
 
 def scoped_queryset(model: type[Model], request: HttpRequest, queryset: QuerySet | None = None) -> QuerySet:
-    """`model`'s rows a non-superuser's clinic owns (every row for a superuser)."""
+    """`model`'s rows a non-superuser's clinic owns (every row for a superuser); none of a
+    model no clinic owns (apps/accounts/clinics.py CLINIC_PATHS has the path to each clinic)."""
     queryset = model._default_manager.all() if queryset is None else queryset
     user = request.user
     if user.is_superuser:
         return queryset
-    label = model._meta.label
-    if label == "accounts.Clinic":
-        return queryset.filter(pk=user.clinic_id)
-    if label == "accounts.User":
-        return queryset.filter(clinic_id=user.clinic_id, is_superuser=False)
-    if _has_field(model, "clinic"):
-        return queryset.filter(clinic_id=user.clinic_id)
-    if _has_field(model, "case"):
-        return queryset.filter(case__clinic_id=user.clinic_id)
-    if _has_field(model, "scan"):
-        return queryset.filter(scan__case__clinic_id=user.clinic_id)
-    return queryset.none()  # no known way to its clinic: nothing
+    if model._meta.label == "accounts.User":
+        queryset = queryset.filter(is_superuser=False)
+    return owned_by(queryset, user.clinic_id)
 
 
 class ClinicScopedAdmin(admin.ModelAdmin):
-    """`clinic_path` is the lookup from the model to its clinic id (e.g. "case__clinic_id")."""
+    """The model's path to its clinic is apps/accounts/clinics.py's CLINIC_PATHS."""
 
-    clinic_path = "clinic_id"
     audit_reads = True  # the audit trail's own admin says False: reading it is not a read of patient data
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(**{self.clinic_path: request.user.clinic_id})
+        return owned_by(queryset, request.user.clinic_id)
 
     # Clinic admins manage their own clinic without per-model permission rows.
     def has_module_permission(self, request: HttpRequest) -> bool:

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mri.model.cams import CAM_METHODS
 from mri.model.preprocessing import HEAD_CROPS
+from training import commands as command_functions
 from training.data import DEFAULT_DATA, SPLIT_FILE
 from training.train import TrainConfig
 
@@ -23,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     split = commands.add_parser("split", help="near-duplicate-aware stratified validation split")
+    split.set_defaults(func=command_functions.run_split)
     split.add_argument("--data", type=Path, default=DEFAULT_DATA)
     split.add_argument("--out", type=Path, default=SPLIT_FILE)
     split.add_argument("--val-fraction", type=float, default=0.2)
     split.add_argument("--seed", type=int, default=1337)
 
     pack = commands.add_parser("pack", help="cache the preprocessed training scans as WebP shards")
+    pack.set_defaults(func=command_functions.run_pack)
     pack.add_argument("--data", type=Path, default=DEFAULT_DATA)
     pack.add_argument("--split", type=Path, default=SPLIT_FILE)
     pack.add_argument("--out", type=Path, required=True)
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--only", choices=("train", "val"), default=None, help="pack one side of the split only")
 
     train = commands.add_parser("train", help="transfer learning: frozen head phase, then fine-tuning")
+    train.set_defaults(func=command_functions.run_train)
     train.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder per class (used to build the pack)")
     train.add_argument("--split", type=Path, default=SPLIT_FILE)
     train.add_argument("--pack", type=Path, nargs="*", help="pack folders (default: built and cached under var/cache)")
@@ -78,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--version", default="brain-xception")
 
     calibrate = commands.add_parser("calibrate", help="fit temperature scaling on the validation split")
+    calibrate.set_defaults(func=command_functions.run_calibrate)
     calibrate.add_argument("--model", type=Path, required=True)
     calibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
 
     evaluate = commands.add_parser("evaluate", help="metrics, predictions and plots for a folder-per-class set")
+    evaluate.set_defaults(func=command_functions.run_evaluate)
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, required=True)
     evaluate.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     robustness = commands.add_parser("robustness", help="validation accuracy under export perturbations")
+    robustness.set_defaults(func=command_functions.run_robustness)
     robustness.add_argument("--model", type=Path, default=None)
     robustness.add_argument("--data", type=Path, default=DEFAULT_DATA)
     robustness.add_argument("--out", type=Path, required=True)
@@ -111,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain-eval", help="pointing game and energy-in-box of heatmap methods on boxed validation scans"
     )
+    explain.set_defaults(func=command_functions.run_explain_eval)
     explain.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     explain.add_argument("--data", type=Path, default=DEFAULT_DATA)
     explain.add_argument("--boxes", type=Path, default=DEFAULT_DATA.parent / "tumor-boxes.csv")
@@ -145,10 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ship a candidate only if non-inferior on the original validation split and better on the external "
         "validation part; keeps the card history",
     )
+    promote.set_defaults(func=command_functions.run_promote)
     promote.add_argument("--candidate", type=Path, required=True, help="a trained, calibrated model folder")
     promote.add_argument("--into", type=Path, default=REPO / "models" / "brain-xception", help="the shipped model")
     promote.add_argument("--dry-run", action="store_true", help="compare and record the decision only")
 
+    # Every subcommand (and each `ood` verb) names its function: main() calls args.func(args).
     from training.ood import add_parser as add_ood_parser
     from training.sequence_probe import add_parser as add_sequence_probe_parser
 
@@ -160,45 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "ood":
-        from training.ood import run as run_ood
-
-        return run_ood(args)
-    if args.command == "sequence-probe":
-        from training.sequence_probe import run as run_sequence_probe
-
-        return run_sequence_probe(args)
-    if args.command == "split":
-        from training.commands import run_split
-
-        return run_split(args)
-    if args.command == "pack":
-        from training.commands import run_pack
-
-        return run_pack(args)
-    if args.command == "train":
-        from training.commands import run_train
-
-        return run_train(args, sys.argv)
-    if args.command == "calibrate":
-        from training.commands import run_calibrate
-
-        return run_calibrate(args)
-    if args.command == "evaluate":
-        from training.commands import run_evaluate
-
-        return run_evaluate(args)
-    if args.command == "explain-eval":
-        from training.commands import run_explain_eval
-
-        return run_explain_eval(args)
-    if args.command == "promote":
-        from training.commands import run_promote
-
-        return run_promote(args)
-    from training.commands import run_robustness
-
-    return run_robustness(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":

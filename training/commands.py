@@ -63,11 +63,12 @@ def _smoke_split(split: dict) -> dict:
     return smoke
 
 
-def run_train(args: argparse.Namespace, argv: list[str]) -> int:
+def run_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """`argv` (default: this process's) is recorded in the card as the command that trained it."""
     from mri.card import write_card
     from mri.model.store import save_weights_fp16
     from training.pack import build_pack, load_pack
-    from training.train import TrainConfig, plot_history, read_history, train
+    from training.train import TrainConfig, architecture_of, plot_history, read_history, train
 
     split = load_split(args.split)
     if args.smoke:
@@ -87,24 +88,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
         pack = load_pack([cache])
     if pack.head_crop != args.head_crop:
         raise SystemExit(f"the pack was prepared with the {pack.head_crop!r} head crop, not {args.head_crop!r}")
-    config = TrainConfig(
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        head_epochs=args.head_epochs,
-        finetune_epochs=args.finetune_epochs,
-        first_block=args.first_block,
-        head_lr=args.head_lr,
-        finetune_lr=args.finetune_lr,
-        weight_decay=args.weight_decay,
-        dropout=args.dropout,
-        seed=args.seed,
-        head_crop=args.head_crop,
-        init_model=str(args.init_model or ""),
-        workers=args.workers,
-        mixed_precision=args.mixed_precision,
-        deadline_minutes=args.deadline_minutes,
-        verbose=args.verbose,
-    )
+    config = TrainConfig.from_args(args)
     weights = None if args.backbone_weights in (None, "none") else args.backbone_weights
     started = time.monotonic()
     model = train(pack, args.run_dir, config, weights, resume=args.resume)
@@ -117,7 +101,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
     history = read_history(args.run_dir)
     card = {
         "version": f"{args.version}-{datetime.now(UTC):%Y%m%d-%H%M}",
-        "architecture": "Xception (ImageNet) → GAP → Dense(256, ReLU) → Dropout(0.3) → 4 logits",
+        "architecture": architecture_of(model),
         "input_size": config.input_size,
         "preprocessing": {"head_crop": config.head_crop},
         "class_names": list(CLASS_NAMES),
@@ -136,7 +120,7 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
             "stored_size": pack.stored_size,
             "smoke": bool(args.smoke),
         },
-        "command": "python -m training " + shlex.join(argv[1:]),
+        "command": "python -m training " + shlex.join((sys.argv if argv is None else argv)[1:]),
         "train_wall_minutes": round(minutes, 2),
         "hardware": _hardware(),
         "training_history": history,

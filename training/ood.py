@@ -237,6 +237,8 @@ def gate_figures(
 def run_evaluate(args: argparse.Namespace) -> int:
     from mri.model.ood import load_gate
 
+    args.out = args.out or Path(args.model) / "ood"
+
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
     corpus, ood, refused = corpus_features(features, card)
     held_out = np.asarray([i.held_out for i in corpus])
@@ -350,10 +352,9 @@ def external_mri_scores(gate: object, features: object, card: ModelCard) -> dict
 def plot_scores(
     path: Path, val: np.ndarray, ood: np.ndarray, held_out: np.ndarray, refused: np.ndarray, threshold: float
 ) -> None:
-    import matplotlib
+    from training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(8, 4), dpi=100)
     finite = np.concatenate([val, ood[np.isfinite(ood)]])
@@ -409,16 +410,28 @@ def run_upload_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_colour_evidence(args: argparse.Namespace) -> int:
+    from training.gate_evidence import run
+
+    args.out = args.out or Path(args.model) / "ood"
+    return run(args)
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     ood = commands.add_parser("ood", help="out-of-distribution gate: fit, evaluate, upload-check")
     verbs = ood.add_subparsers(dest="ood_command", required=True)
-    for verb, text in (
-        ("fit", "fit the gate on the training split and write it into the model card"),
-        ("evaluate", "the gate's figures on validation scans and the development OOD corpus"),
-        ("upload-check", "the upload-time blank/noise check over the training scans and the corpus"),
-        ("colour-evidence", "what the colour evidence adds: external MRI kept, non-MRI rejected per family"),
+    for verb, text, func in (
+        ("fit", "fit the gate on the training split and write it into the model card", run_fit),
+        ("evaluate", "the gate's figures on validation scans and the development OOD corpus", run_evaluate),
+        ("upload-check", "the upload-time blank/noise check over the training scans and the corpus", run_upload_check),
+        (
+            "colour-evidence",
+            "what the colour evidence adds: external MRI kept, non-MRI rejected per family",
+            run_colour_evidence,
+        ),
     ):
         parser = verbs.add_parser(verb, help=text)
+        parser.set_defaults(func=func)
         parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
         parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
         parser.add_argument("--split", type=Path, default=SPLIT_FILE)
@@ -428,17 +441,3 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             )
         if verb in ("evaluate", "colour-evidence"):
             parser.add_argument("--out", type=Path, default=None, help="default: <model>/ood")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.ood_command == "fit":
-        return run_fit(args)
-    if args.ood_command == "evaluate":
-        args.out = args.out or Path(args.model) / "ood"
-        return run_evaluate(args)
-    if args.ood_command == "colour-evidence":
-        from training.gate_evidence import run as run_colour_evidence
-
-        args.out = args.out or Path(args.model) / "ood"
-        return run_colour_evidence(args)
-    return run_upload_check(args)

@@ -107,10 +107,9 @@ def _photos() -> Iterator[tuple[str, np.ndarray]]:
 
 
 def _figure_pixels(draw: Callable[[object], None], dark: bool = False) -> np.ndarray:
-    import matplotlib
+    from training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with plt.style.context("dark_background" if dark else "default"):
         figure = plt.figure(figsize=(5, 4), dpi=80)

@@ -1,4 +1,5 @@
-"""Pictures of results: confusion matrix and reliability diagram."""
+"""Pictures of results: confusion matrix and reliability diagram, and `pyplot()`, matplotlib set
+up once for every training figure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 from training.metrics import reliability_bins
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display): the one place every
+    training figure sets matplotlib up."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +23,7 @@ def _pyplot():
 
 
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], out_path: Path, title: str = "") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     figure, axis = plt.subplots(figsize=(5.5, 4.8))
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -47,7 +50,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], out_path: Pat
 
 
 def plot_reliability(probabilities: np.ndarray, true: np.ndarray, out_path: Path, ece: float, bins: int = 15) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     rows = reliability_bins(probabilities, true, bins)
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     centers = [(r["low"] + r["high"]) / 2 for r in rows]

@@ -101,10 +101,9 @@ def robustness_report(model_dir: Path, samples: list, out_dir: Path) -> dict:
 
 
 def _plot(report: dict, path: Path, n: int) -> None:
-    import matplotlib
+    from training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(report)
     figure, axis = plt.subplots(figsize=(9, 4))

@@ -136,6 +136,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--external", type=Path, default=EXTERNAL_DATA)
     parser.add_argument("--out", type=Path, required=True)
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

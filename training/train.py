@@ -8,11 +8,12 @@ here and on JAX on a GPU machine.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,37 @@ class TrainConfig:
     head_crop: str = "lit"
     # Start from a shipped model's verified weights instead of ImageNet ("" = ImageNet/none).
     init_model: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
+        """The recipe `python -m training train` was given: each field from the argument of the
+        same name (the parser's defaults are this class's)."""
+        values = {field.name: getattr(args, field.name) for field in fields(cls)}
+        values["init_model"] = str(values["init_model"] or "")
+        return cls(**values)
+
+
+def architecture_of(model: Any) -> str:
+    """The model card's architecture line, read from the built model's head (mri.model.definition
+    `HEAD_LAYERS`), so it says what was trained: "Xception (ImageNet) → GAP → Dense(256, ReLU)
+    → Dropout(0.3) → 4 logits"."""
+    from mri.model.definition import HEAD_LAYERS
+
+    parts = ["Xception (ImageNet)"]
+    for layer in (model.get_layer(name) for name in HEAD_LAYERS if name != "pixels"):
+        kind = type(layer).__name__
+        if kind == "GlobalAveragePooling2D":
+            parts.append("GAP")
+        elif kind == "Dropout":
+            parts.append(f"Dropout({layer.rate:g})")
+        elif layer.name == "logits":
+            parts.append(f"{layer.units} logits")
+        elif kind == "Dense":
+            activation = getattr(layer.activation, "__name__", "linear")
+            parts.append(f"Dense({layer.units}, {'ReLU' if activation == 'relu' else activation})")
+        else:
+            parts.append(kind)
+    return " → ".join(parts)
 
 
 def make_sequence(pack: Pack, indices: np.ndarray, config: TrainConfig, training: bool) -> Any:
@@ -225,10 +257,9 @@ def read_history(run_dir: Path) -> list[dict]:
 
 def plot_history(run_dir: Path, out_path: Path) -> None:
     """Loss and accuracy per epoch, training and validation, as a PNG."""
-    import matplotlib
+    from training.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_history(run_dir)
     epochs = [int(r["epoch"]) + 1 for r in rows]

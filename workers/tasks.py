@@ -1,4 +1,4 @@
-"""Celery tasks. They take ids and orchestrate; apps/scans/services.py owns the state machine.
+"""Celery tasks. They take ids and orchestrate; apps/scans/services/ owns the state machine.
 
 The web process imports this module to publish tasks, so TensorFlow is imported only inside
 the task body (via workers.runtime), i.e. only in worker processes. Files are read and written
@@ -7,7 +7,7 @@ worker shares no disk with the web hosts.
 
 - `analyze_scan(scan_id)`: one scan, the path every upload and the sweep use;
 - `analyze_scans(scan_ids)`: the slices of one study in one task, published by
-  `scans_submit(..., study=True)`; on a GPU worker in one batch (`Analyzer.analyze_batch`: one
+  `scans_upload(..., study=True)`; on a GPU worker in one batch (`Analyzer.analyze_batch`: one
   forward/backward pass), on a CPU worker one by one (batches are slower per slice there).
 """
 

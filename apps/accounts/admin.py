@@ -14,7 +14,6 @@ from .services import staff_status, user_deactivate
 
 @admin.register(Clinic)
 class ClinicAdmin(ClinicScopedAdmin):
-    clinic_path = "pk"
     list_display = ("name", "time_zone", "created_at")
     search_fields = ("name",)
 
@@ -75,7 +74,6 @@ if admin.site.is_registered(AuthToken):
 
 @admin.register(AuthToken)
 class AuthTokenAdmin(ClinicScopedAdmin):
-    clinic_path = "user__clinic_id"
     list_display = ("token_key", "user", "created", "expiry")
     list_select_related = ("user",)
     fields = readonly_fields = ("token_key", "user", "created", "expiry")

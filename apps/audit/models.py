@@ -12,6 +12,8 @@ are PROTECTed foreign keys (users are deactivated, never deleted).
 from django.conf import settings
 from django.db import models
 
+from apps.accounts.clinics import ClinicQuerySet
+
 
 class AuditAction(models.TextChoices):
     LOGIN = "login", "Signed in"
@@ -43,7 +45,7 @@ class AppendOnlyError(Exception):
     """Raised on any attempt to change or delete an audit event."""
 
 
-class AuditEventQuerySet(models.QuerySet):
+class AuditEventQuerySet(ClinicQuerySet):
     def update(self, **kwargs):
         raise AppendOnlyError("Audit events cannot be changed.")
 

@@ -20,6 +20,7 @@ from typing import Any
 from django.db import models
 from django.http import HttpRequest
 
+from apps.accounts.clinics import clinic_id_of
 from clinic_platform.client_ip import client_ip
 
 from .context import current_request
@@ -47,23 +48,6 @@ def object_type_of_label(label: str) -> str:
     return _OBJECT_TYPES.get(label, label)
 
 
-def _clinic_id_of(obj: models.Model | None) -> int | None:
-    if obj is None:
-        return None
-    if obj._meta.label_lower == "accounts.clinic":
-        return obj.pk
-    for path in ("clinic_id", "case.clinic_id", "scan.case.clinic_id"):
-        value: Any = obj
-        try:
-            for part in path.split("."):
-                value = getattr(value, part)
-        except AttributeError:
-            continue
-        if value is not None:
-            return value
-    return None
-
-
 def audit_record(
     *,
     actor: Any,
@@ -86,7 +70,7 @@ def audit_record(
         object_type = object_type or object_type_of(obj)
         object_id = object_id or obj.pk
     if clinic_id is None:
-        clinic_id = _clinic_id_of(obj)
+        clinic_id = clinic_id_of(obj)
     if clinic_id is None and user is not None:
         clinic_id = user.clinic_id
     if request is not None and outcome == AuditOutcome.FAILURE:

@@ -1,6 +1,7 @@
-"""Audit events that come from Django's and django-axes' own signals, or from rows saved by
-services that have no request at hand: sign-in, sign-out, failed sign-in, lockout, upload,
-review. Everything else calls `audit_record` where it happens."""
+"""Audit events that come from Django's and django-axes' own signals, for what no service of
+ours does: sign-in, sign-out, failed sign-in, lockout. Every business event (upload, review,
+sign-off, addendum, deletion, ...) is written by the service that does it, calling
+`audit_record` once: no event comes two ways."""
 
 import datetime
 from typing import Any
@@ -8,7 +9,6 @@ from typing import Any
 from axes.signals import user_locked_out
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -85,21 +85,3 @@ def _locked_out(sender: Any, request: Any, username: str | None, ip_address: str
         outcome=AuditOutcome.FAILURE,
         clinic_id=_clinic_of_username(username),
     )
-
-
-@receiver(post_save, sender="scans.Scan", dispatch_uid="audit.upload")
-def _uploaded(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
-    # Every way in (pages, API, admin, scripts) stores a scan through a save: one event each.
-    if created and not raw:
-        audit_record(actor=instance.uploaded_by, action=AuditAction.UPLOAD, obj=instance)
-
-
-@receiver(post_save, sender="scans.ScanReview", dispatch_uid="audit.review")
-def _reviewed(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if not raw:
-        audit_record(
-            actor=instance.reviewer,
-            action=AuditAction.REVIEW,
-            obj=instance.scan,
-            detail={True: "agrees", False: "disagrees"}.get(getattr(instance, "agrees", None), ""),
-        )

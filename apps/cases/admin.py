@@ -21,7 +21,7 @@ class ScanInline(admin.TabularInline):
     show_change_link = True
 
     def has_add_permission(self, request, obj=None) -> bool:
-        return False  # uploads go through scan_submit (validation, hashing, queueing)
+        return False  # uploads go through scans_upload (validation, hashing, queueing)
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -92,7 +92,7 @@ class CaseAdmin(ClinicScopedAdmin):
         queryset = Case.all_objects.select_related(*self.list_select_related)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(clinic_id=request.user.clinic_id)
+        return queryset.for_clinic(request.user.clinic_id)
 
     @admin.action(description="Delete the selected cases (restorable until the retention purge)")
     def soft_delete(self, request: HttpRequest, queryset: QuerySet) -> None:

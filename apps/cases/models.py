@@ -2,6 +2,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from apps.accounts.clinics import ClinicManager
+
 # What a signature covers: none of it changes once the case is signed (corrections are
 # addenda by a radiologist). Only the soft-deletion columns may still change.
 SIGNED_LOCKED_FIELDS = (
@@ -21,7 +23,7 @@ class SignedCaseLocked(ValidationError):
 
 
 class CaseStatus(models.TextChoices):
-    """Derived from the case's scans (see selectors.case_list), never stored."""
+    """Derived from the case's scans (the rule: selectors.CASE_STATUS_RULE), never stored."""
 
     EMPTY = "empty", "No scans"
     PENDING = "pending", "In progress"
@@ -32,7 +34,7 @@ class CaseStatus(models.TextChoices):
     DONE = "done", "Analysed"  # every scan has its answer (not "done" with the case: see sign-off)
 
 
-class LiveCaseManager(models.Manager):
+class LiveCaseManager(ClinicManager):
     """Cases not deleted: what every page, API and selector works on (the default manager)."""
 
     def get_queryset(self) -> models.QuerySet:
@@ -68,7 +70,7 @@ class Case(models.Model):
     worklist_priority = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     objects = LiveCaseManager()
-    all_objects = models.Manager()  # noqa: DJ012 (deleted ones too: the admin's trash and the purge)
+    all_objects = ClinicManager()  # deleted ones too: the admin's trash and the purge
 
     class Meta:
         base_manager_name = "all_objects"  # scan.case still resolves for a deleted case
@@ -109,22 +111,11 @@ class CaseAddendum(models.Model):
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
         return f"Addendum to case {self.case_id} ({self.created_at:%Y-%m-%d %H:%M})"
 
-
-def case_status(*, scans_total: int, scans_pending: int, scans_failed: int, scans_rejected: int = 0) -> CaseStatus:
-    """The one rule for a case's status, shared by the annotation and by Python callers."""
-    if scans_total == 0:
-        return CaseStatus.EMPTY
-    if scans_pending:
-        return CaseStatus.PENDING
-    if scans_failed:
-        return CaseStatus.FAILED
-    scans_done = scans_total - scans_pending - scans_failed - scans_rejected
-    if scans_rejected and not scans_done:
-        return CaseStatus.REJECTED
-    return CaseStatus.DONE

@@ -25,6 +25,27 @@ from .models import Case, CaseAddendum, CaseStatus
 
 MAX_PER_PAGE = 100
 
+# Which of a case's scans count for its status: the kind's count annotation and its filter.
+_SCAN_KINDS: dict[str, tuple[str, dict[str, object]]] = {
+    "any": ("scans_total", {}),
+    "pending": ("scans_pending", {"status__in": ScanStatus.PENDING}),  # held: waits for a person
+    "failed": ("scans_failed", {"status": ScanStatus.FAILED}),
+    "done": ("scans_done", {"status": ScanStatus.DONE}),
+}
+
+# THE rule for a case's status: the first line whose kind of scan is present (True) or absent
+# (False) gives it. Both the `status` annotation (case_list) and the status filter are built
+# from it.
+CASE_STATUS_RULE: tuple[tuple[CaseStatus, str, bool], ...] = (
+    (CaseStatus.EMPTY, "any", False),
+    (CaseStatus.PENDING, "pending", True),
+    (CaseStatus.FAILED, "failed", True),
+    # Not pending or failed, so every scan is done or rejected: rejected = none done. A rejected
+    # image beside analysed slices does not relabel the case.
+    (CaseStatus.REJECTED, "done", False),
+    (CaseStatus.DONE, "done", True),
+)
+
 
 @dataclass(frozen=True)
 class CaseFilters:
@@ -71,48 +92,32 @@ def _scan_count(**conditions: object) -> Coalesce:
 
 
 def _annotated(user: User) -> QuerySet[Case]:
-    pending = [ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD]  # held: waits for a person
+    counts = {name: _scan_count(**conditions) for name, conditions in _SCAN_KINDS.values()}
+    *rules, (last, _, _) = CASE_STATUS_RULE
+    whens = [
+        When(**{f"{_SCAN_KINDS[kind][0]}__gt" if present else _SCAN_KINDS[kind][0]: 0}, then=Value(status.value))
+        for status, kind, present in rules
+    ]
     return (
-        Case.objects.filter(clinic_id=user.clinic_id)
+        Case.objects.for_clinic(user.clinic_id)
         .select_related("patient", "created_by", "signed_by")
-        .annotate(
-            scans_total=_scan_count(),
-            scans_pending=_scan_count(status__in=pending),
-            scans_failed=_scan_count(status=ScanStatus.FAILED),
-            scans_rejected=_scan_count(status=ScanStatus.REJECTED),
-            scans_done=_scan_count(status=ScanStatus.DONE),
-        )
-        .annotate(
-            # Same rule as cases.models.case_status.
-            status=SqlCase(
-                When(scans_total=0, then=Value(CaseStatus.EMPTY.value)),
-                When(scans_pending__gt=0, then=Value(CaseStatus.PENDING.value)),
-                When(scans_failed__gt=0, then=Value(CaseStatus.FAILED.value)),
-                When(scans_rejected__gt=0, scans_done=0, then=Value(CaseStatus.REJECTED.value)),
-                default=Value(CaseStatus.DONE.value),
-            )
-        )
+        .annotate(**counts, scans_rejected=_scan_count(status=ScanStatus.REJECTED))
+        .annotate(status=SqlCase(*whens, default=Value(last.value)))
     )
 
 
 def _status_condition(status: str) -> Q:
     """The same rule as the `status` annotation, as EXISTS tests: cheaper than counting every
     case's scans when filtering thousands of cases."""
-
-    def scans(**conditions: object) -> Exists:
-        return Exists(Scan.objects.filter(case=OuterRef("pk"), **conditions))
-
-    pending = scans(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD])
-    failed = scans(status=ScanStatus.FAILED)
-    done = scans(status=ScanStatus.DONE)
-    return {
-        CaseStatus.EMPTY: ~Q(scans()),
-        CaseStatus.PENDING: Q(pending),
-        CaseStatus.FAILED: ~Q(pending) & Q(failed),
-        # Not pending or failed, so every scan is done or rejected: rejected = none done.
-        CaseStatus.REJECTED: Q(scans()) & ~Q(pending) & ~Q(failed) & ~Q(done),
-        CaseStatus.DONE: ~Q(pending) & ~Q(failed) & Q(done),
-    }[CaseStatus(status)]
+    wanted = CaseStatus(status)
+    earlier = Q()  # none of the lines before the wanted one holds
+    for line_status, kind, present in CASE_STATUS_RULE:
+        exists = Q(Exists(Scan.objects.filter(case=OuterRef("pk"), **_SCAN_KINDS[kind][1])))
+        holds = exists if present else ~exists
+        if line_status == wanted:
+            return earlier & holds
+        earlier &= ~holds
+    raise AssertionError(f"{status!r} has no line in CASE_STATUS_RULE")
 
 
 def _with_scans(queryset: QuerySet[Case]) -> QuerySet[Case]:

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts.clinics import require_same_clinic, same_clinic
 from apps.accounts.models import User
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
@@ -20,7 +21,7 @@ ONLY_RADIOLOGISTS_ADD_ADDENDA = "Only radiologists add addenda (and so scans or 
 
 def case_create(*, created_by: User, patient: Patient, title: str = "", clinical_notes: str = "") -> Case:
     """Open a case for a patient of the creator's clinic."""
-    if created_by.clinic_id is None or patient.clinic_id != created_by.clinic_id:
+    if not same_clinic(created_by, patient):
         # Same wording as a missing patient: another clinic's patient must look absent.
         raise ValidationError({"patient": "No such patient."})
     case = Case(
@@ -45,21 +46,21 @@ def case_soft_delete(*, case: Case, by: User) -> Case:
     from apps.audit.services import audit_record
     from apps.scans.models import ScanStatus
 
-    if not (by.is_superuser or (by.clinic_id is not None and by.clinic_id == case.clinic_id)):
-        raise ValidationError("No such case.")
+    if not (by.is_superuser or same_clinic(by, case)):
+        raise ValidationError("No such case.")  # another clinic's case looks absent
     with transaction.atomic():
         # Lock the row: an upload or a second deletion waits for this one.
         locked = Case.all_objects.select_for_update().get(pk=case.pk)
         if locked.deleted_at is not None:
             return locked
-        if locked.scans.filter(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]).exists():
+        if locked.scans.filter(status__in=ScanStatus.IN_FLIGHT).exists():
             raise ValidationError(
                 f"{locked}: a scan of this case is still being analysed; delete it when the analysis has finished."
             )
         from apps.scans.models import StudyStatus, StudyUpload
 
         # As case_sign: a study job is about to create this case's scans.
-        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+        if StudyUpload.objects.filter(case=locked, status__in=StudyStatus.IN_FLIGHT).exists():
             raise ValidationError(
                 f"{locked}: a DICOM study of this case is still being unpacked; delete it when its slices have "
                 "been analysed."
@@ -76,8 +77,8 @@ def case_restore(*, case: Case, by: User) -> Case:
     from apps.audit.models import AuditAction
     from apps.audit.services import audit_record
 
-    if not (by.is_superuser or (by.clinic_id is not None and by.clinic_id == case.clinic_id)):
-        raise ValidationError("No such case.")
+    if not (by.is_superuser or same_clinic(by, case)):
+        raise ValidationError("No such case.")  # another clinic's case looks absent
     with transaction.atomic():
         locked = Case.all_objects.select_for_update().get(pk=case.pk)
         if locked.deleted_at is None:
@@ -100,7 +101,7 @@ def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 20
     cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.CASE_RETENTION_DAYS)
     due = list(
         Case.all_objects.filter(deleted_at__lt=cutoff)
-        .exclude(scans__status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING])
+        .exclude(scans__status__in=ScanStatus.IN_FLIGHT)
         .order_by("deleted_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -119,8 +120,8 @@ def cases_purge_deleted(*, now: datetime.datetime | None = None, limit: int = 20
 def case_move(*, case: Case, patient: Patient, by: User) -> Case:
     """Give a case (a study uploaded under the wrong patient: its DICOM Patient ID names
     another MRN) to the right patient of the same clinic. Refused once signed; audited."""
-    if by.clinic_id is None or case.clinic_id != by.clinic_id or patient.clinic_id != case.clinic_id:
-        raise PermissionDenied("This case or patient belongs to another clinic.")
+    for owned in (case, patient):
+        require_same_clinic(by, owned, what="case or patient")
     if case.is_signed:
         raise ValidationError("The case is signed: it cannot be moved to another patient.")
     if patient.pk == case.patient_id:
@@ -138,8 +139,7 @@ def case_move(*, case: Case, patient: Patient, by: User) -> Case:
 def case_addendum_add(*, case: Case, author: User, text: str) -> CaseAddendum:
     """Add text to a signed case (kept for good). Scans and reviews after sign-off call this
     with the reason they were given; a radiologist may also add a remark on its own."""
-    if author.clinic_id is None or case.clinic_id != author.clinic_id:
-        raise PermissionDenied("This case belongs to another clinic.")
+    require_same_clinic(author, case)
     if not author.can_review:
         raise PermissionDenied(ONLY_RADIOLOGISTS_ADD_ADDENDA)
     if not case.is_signed:
@@ -159,8 +159,7 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
     Every analysed scan needs a reading first (the signature covers them), and no scan may
     still be waiting for the model. Signing twice is refused: a signed case takes addenda.
     """
-    if signer.clinic_id is None or case.clinic_id != signer.clinic_id:
-        raise PermissionDenied("This case belongs to another clinic.")
+    require_same_clinic(signer, case)
     if not signer.can_review:
         raise PermissionDenied("Only radiologists sign cases.")
     conclusion = conclusion.strip()
@@ -174,12 +173,12 @@ def case_sign(*, case: Case, signer: User, conclusion: str) -> Case:
             )
         from apps.scans.models import StudyStatus, StudyUpload
 
-        if StudyUpload.objects.filter(case=locked, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).exists():
+        if StudyUpload.objects.filter(case=locked, status__in=StudyStatus.IN_FLIGHT).exists():
             raise ValidationError("A DICOM study is still being unpacked: sign when its slices have been analysed.")
         scans = list(Scan.objects.filter(case=locked).values_list("status", "review_id"))
         if not scans:
             raise ValidationError("This case has no scans to sign.")
-        if any(status in (ScanStatus.QUEUED, ScanStatus.PROCESSING) for status, _ in scans):
+        if any(status in ScanStatus.IN_FLIGHT for status, _ in scans):
             raise ValidationError("Some scans are still being analysed: sign when they are done.")
         if any(status == ScanStatus.HELD for status, _ in scans):
             raise ValidationError("A scan is held (text burnt into the image): release or discard it first.")

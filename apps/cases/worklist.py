@@ -121,12 +121,10 @@ def _waiting(user: User) -> QuerySet[Case]:
     (case_sign refuses all of these)."""
     # NOT IN uncorrelated subqueries (the few cases with a scan in flight, found by the status
     # index) instead of an EXISTS probe per case: the database runs each once.
-    pending = Scan.objects.filter(
-        status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD]
-    ).values("case_id")
-    unpacking = StudyUpload.objects.filter(status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING]).values("case_id")
+    pending = Scan.objects.filter(status__in=ScanStatus.PENDING).values("case_id")
+    unpacking = StudyUpload.objects.filter(status__in=StudyStatus.IN_FLIGHT).values("case_id")
     return (
-        Case.objects.filter(clinic_id=user.clinic_id, signed_at__isnull=True, worklist_priority__isnull=False)
+        Case.objects.for_clinic(user.clinic_id).filter(signed_at__isnull=True, worklist_priority__isnull=False)
         .exclude(pk__in=pending)
         .exclude(pk__in=unpacking)
     )

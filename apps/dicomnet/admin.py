@@ -27,7 +27,6 @@ class DicomNodeAdmin(ClinicScopedAdmin):
 class OutboxItemAdmin(ClinicScopedAdmin):
     """Read-only: the outbox is moved forward by the sender only."""
 
-    clinic_path = "study__clinic_id"
     list_display = ("study", "kind", "verified", "node", "state", "attempts", "next_attempt_at", "sent_at")
     list_filter = ("state", "kind")
     readonly_fields = [f.name for f in OutboxItem._meta.fields]

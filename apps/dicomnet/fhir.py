@@ -47,7 +47,7 @@ def case_fhir_bundle(case: Case) -> Bundle:
     observations = []
     scans = list(case.scans.all().select_related("prediction"))
     for number, scan in enumerate(scans, start=1):
-        if scan.status not in (ScanStatus.DONE, ScanStatus.REJECTED):
+        if scan.status not in ScanStatus.ANSWERED:
             continue
         rejected = scan.status == ScanStatus.REJECTED
         observation = {

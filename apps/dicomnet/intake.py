@@ -65,10 +65,10 @@ CASE_SIGNED = "The case is signed: a radiologist adds to it by addendum."
 def _submit(*, case: Case, actor: User, data: bytes, name: str) -> StudyUpload:
     """The upload service, the single place the network intake calls it: the instance's bytes
     stored as one StudyUpload (headers checked, nothing decoded), its job queued on commit."""
-    from apps.scans.services import study_receive
+    from apps.scans.services import scans_upload
 
     upload = SimpleUploadedFile(name, data, content_type="application/dicom")
-    (received,) = study_receive(case=case, uploaded_by=actor, files=[upload]).studies
+    (received,) = scans_upload(case=case, uploaded_by=actor, uploads=[upload]).studies
     return received
 
 
@@ -110,7 +110,7 @@ def _birth_date(dataset) -> datetime.date | None:
 
 def _patient_for(*, actor: User, dataset) -> Patient:
     patient_id = _text(dataset, "PatientID") or f"DICOM-{_text(dataset, 'StudyInstanceUID')[-40:]}"
-    patient = Patient.objects.filter(clinic_id=actor.clinic_id, mrn=patient_id).first()
+    patient = Patient.objects.for_clinic(actor.clinic_id).filter(mrn=patient_id).first()
     if patient is not None:
         return patient
     sex = _text(dataset, "PatientSex", 1).upper()
@@ -121,12 +121,12 @@ def _patient_for(*, actor: User, dataset) -> Patient:
         )  # fmt: skip
     except ValidationError:
         # Created by a concurrent association a moment ago.
-        return Patient.objects.get(clinic_id=actor.clinic_id, mrn=patient_id)
+        return Patient.objects.for_clinic(actor.clinic_id).get(mrn=patient_id)
 
 
 def _study_for(*, node: DicomNode | None, actor: User, dataset) -> DicomStudy:
     study_uid = _text(dataset, "StudyInstanceUID")
-    study = DicomStudy.objects.filter(clinic_id=actor.clinic_id, study_instance_uid=study_uid).first()
+    study = DicomStudy.objects.for_clinic(actor.clinic_id).filter(study_instance_uid=study_uid).first()
     if study is not None:
         return study
     patient = _patient_for(actor=actor, dataset=dataset)
@@ -151,7 +151,7 @@ def _study_for(*, node: DicomNode | None, actor: User, dataset) -> DicomStudy:
                 referring_physician_name=_text(dataset, "ReferringPhysicianName", 200),
             )
     except IntegrityError:
-        return DicomStudy.objects.get(clinic_id=actor.clinic_id, study_instance_uid=study_uid)
+        return DicomStudy.objects.for_clinic(actor.clinic_id).get(study_instance_uid=study_uid)
 
 
 def _cut_short(dataset) -> str:
@@ -202,7 +202,7 @@ def instance_receive(*, data: bytes, node: DicomNode | None, actor: User, source
     if not sop_uid or not _text(dataset, "StudyInstanceUID"):
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                         reason="The instance has no SOP Instance UID or Study Instance UID.")  # fmt: skip
-    mine = DicomInstance.objects.filter(study__clinic_id=actor.clinic_id, sop_instance_uid=sop_uid)
+    mine = DicomInstance.objects.for_clinic(actor.clinic_id).filter(sop_instance_uid=sop_uid)
     known = mine.exclude(upload__status=StudyStatus.FAILED).select_related("study__case").first()
     if known is not None and known.study.case.deleted_at is not None:
         return Received(ok=False, sop_instance_uid=sop_uid, sop_class_uid=sop_class, reason=CASE_DELETED)

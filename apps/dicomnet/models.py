@@ -10,6 +10,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from apps.accounts.clinics import ClinicManager
+
 # PS3.5 6.2: AE is up to 16 characters of the default repertoire, no backslash or control
 # characters; leading and trailing spaces are not significant.
 ae_title_validator = RegexValidator(
@@ -38,6 +40,8 @@ class DicomNode(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["ae_title"]
 
@@ -63,6 +67,8 @@ class DicomStudy(models.Model):
     accession_number = models.CharField(max_length=16, blank=True)
     referring_physician_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ClinicManager()
 
     class Meta:
         constraints = [
@@ -91,6 +97,8 @@ class DicomInstance(models.Model):
     series_instance_uid = models.CharField(max_length=64)
     frame_number = models.PositiveIntegerField(default=1)
     received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ClinicManager()
 
     class Meta:
         ordering = ["study", "series_instance_uid", "scan__slice_order", "frame_number"]
@@ -137,6 +145,8 @@ class OutboxItem(models.Model):
     objects_sent = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClinicManager()
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -61,12 +61,10 @@ def _add(study: DicomStudy, kind: str, verified: bool) -> OutboxItem | None:
 def outbox_plan() -> list[int]:
     """Add the rows that are due; returns their ids."""
     # A held scan (burnt-in text) waits for a person: the study is not finished until it is decided.
-    unfinished = Scan.objects.filter(
-        case_id=OuterRef("case_id"), status__in=(ScanStatus.QUEUED, ScanStatus.PROCESSING, ScanStatus.HELD)
-    )
-    analysed = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=(ScanStatus.DONE, ScanStatus.REJECTED))
+    unfinished = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=ScanStatus.PENDING)
+    analysed = Scan.objects.filter(case_id=OuterRef("case_id"), status__in=ScanStatus.ANSWERED)
     unpacking = DicomInstance.objects.filter(
-        study_id=OuterRef("pk"), upload__status__in=(StudyStatus.RECEIVED, StudyStatus.UNPACKING)
+        study_id=OuterRef("pk"), upload__status__in=StudyStatus.IN_FLIGHT
     )
     # A scanner sends series by series: between two series nothing is queued, yet the study is
     # not complete. Like Orthanc's StableAge, a study is reported on only once no instance has

@@ -106,7 +106,7 @@ def study_slices(study: DicomStudy) -> list[Slice]:
     is left out (the join does not go through Scan's live manager, so it is filtered here)."""
     instances = (
         DicomInstance.objects.filter(
-            study=study, scan__status__in=(ScanStatus.DONE, ScanStatus.REJECTED), scan__removed_at__isnull=True
+            study=study, scan__status__in=ScanStatus.ANSWERED, scan__removed_at__isnull=True
         )
         .select_related("scan", "scan__prediction")
         .order_by("series_instance_uid", "scan__slice_order", "frame_number", "id")

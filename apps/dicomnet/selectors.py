@@ -14,12 +14,12 @@ from .models import DicomInstance, DicomNode, OutboxItem
 
 
 def node_list(*, user: User) -> QuerySet[DicomNode]:
-    return DicomNode.objects.filter(clinic_id=user.clinic_id).order_by("ae_title")
+    return DicomNode.objects.for_clinic(user.clinic_id).order_by("ae_title")
 
 
 def node_get(*, user: User, node_id: int) -> DicomNode:
     """A node of the user's clinic; Http404 for any other (another clinic's looks absent)."""
-    node = DicomNode.objects.filter(clinic_id=user.clinic_id, pk=node_id).first()
+    node = DicomNode.objects.for_clinic(user.clinic_id).filter(pk=node_id).first()
     if node is None:
         raise Http404("No such DICOM node.")
     return node

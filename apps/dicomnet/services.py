@@ -7,6 +7,7 @@ import secrets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
+from apps.accounts.clinics import require_same_clinic
 from apps.accounts.models import Role, User
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
@@ -88,8 +89,7 @@ def node_create(
 @transaction.atomic
 def node_update(*, node: DicomNode, changed_by: User, **changes: object) -> DicomNode:
     _require_admin(changed_by)
-    if node.clinic_id != changed_by.clinic_id:
-        raise PermissionDenied("This node belongs to another clinic.")
+    require_same_clinic(changed_by, node, what="node")
     unknown = set(changes) - set(NODE_FIELDS)
     if unknown:
         raise ValueError(f"not node fields: {sorted(unknown)}")

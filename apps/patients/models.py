@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from apps.accounts.clinics import ClinicManager
+
 
 class Sex(models.TextChoices):
     FEMALE = "F", "Female"
@@ -20,6 +22,8 @@ class Patient(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ClinicManager()
 
     class Meta:
         ordering = ["name", "mrn"]

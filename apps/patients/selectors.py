@@ -10,7 +10,7 @@ from .models import Patient
 
 def patient_list(*, user: User, search: str = "") -> QuerySet[Patient]:
     """The clinic's patients, with their case count, optionally searched by name or MRN."""
-    queryset = Patient.objects.filter(clinic_id=user.clinic_id).annotate(
+    queryset = Patient.objects.for_clinic(user.clinic_id).annotate(
         case_count=Count("cases", filter=Q(cases__deleted_at__isnull=True))  # deleted cases are gone
     )
     search = search.strip()
@@ -21,7 +21,7 @@ def patient_list(*, user: User, search: str = "") -> QuerySet[Patient]:
 
 def patient_get(*, user: User, patient_id: int) -> Patient:
     """A patient of the user's clinic; Http404 for any other (another clinic's looks absent)."""
-    patient = Patient.objects.filter(clinic_id=user.clinic_id, pk=patient_id).first()
+    patient = Patient.objects.for_clinic(user.clinic_id).filter(pk=patient_id).first()
     if patient is None:
         raise Http404("No such patient.")
     return patient

@@ -48,7 +48,7 @@ def patient_create(
 
 
 def _mrn_taken(*, clinic_id: int, mrn: str) -> bool:
-    return Patient.objects.filter(clinic_id=clinic_id, mrn=mrn).exists()
+    return Patient.objects.for_clinic(clinic_id).filter(mrn=mrn).exists()
 
 
 def _mrn_exists(mrn: str) -> ValidationError:

@@ -42,7 +42,6 @@ class ScanReviewInline(admin.StackedInline):
 
 @admin.register(Scan)
 class ScanAdmin(ClinicScopedAdmin):
-    clinic_path = "case__clinic_id"
     list_display = ("id", "case", "original_filename", "status", "attempts", "queued_at", "finished_at")
     list_filter = ("status", ("case__clinic", admin.RelatedOnlyFieldListFilter))  # clinic: superusers only
     search_fields = ("original_filename", "sha256", "case__patient__name", "case__patient__mrn")
@@ -62,7 +61,7 @@ class ScanAdmin(ClinicScopedAdmin):
         "started_at",
         "finished_at",
         "attempts",
-        # Owned by the worker's state machine (apps/scans/services.py), never set by hand.
+        # Owned by the worker's state machine (apps/scans/services/transitions.py), never set by hand.
         "status",
         "error",
         "claimed_by",
@@ -83,4 +82,4 @@ class ScanAdmin(ClinicScopedAdmin):
         return queryset if request.user.is_superuser else queryset.filter(case__deleted_at__isnull=True)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # uploads go through scan_submit
+        return False  # uploads go through scans_upload

@@ -89,8 +89,7 @@ class VersionAgreement:
 
 def _reviewed_scans(user: User) -> QuerySet[Scan]:
     # A soft-deleted case is gone from every figure and export (until restored), like its pages.
-    return Scan.objects.filter(
-        case__clinic_id=user.clinic_id,
+    return Scan.objects.for_clinic(user.clinic_id).filter(
         case__deleted_at__isnull=True,
         status=ScanStatus.DONE,
         review__isnull=False,

@@ -1,6 +1,6 @@
 """A batch of files from the upload form where one bad file does not cost the good ones.
 
-`scans_upload` (apps/scans/services.py) is all or nothing on purpose (the API answers for the
+`scans_upload` (apps/scans/services/upload.py) is all or nothing on purpose (the API answers for the
 request as a whole). A person at the form wants the good files stored and the bad ones named:
 `scans_upload_keeping_good` tries the whole batch first (so a DICOM series is still published
 as one study), and only when it is refused for some files' own problems names those files

@@ -14,9 +14,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts.clinics import same_clinic
 from apps.accounts.models import User
 
 from .models import Scan, ScanStatus
+from .services.attempts import owned_by_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +28,13 @@ DISCARDED = "Discarded by {user}: text burnt into the image."
 
 def hold_decision_allowed(user: User, scan: Scan) -> bool:
     """A clinic admin or radiologist of the scan's clinic decides; clinic staff do not."""
-    return (
-        user.clinic_id is not None
-        and user.clinic_id == scan.case.clinic_id
-        and (user.is_radiologist or user.is_clinic_admin)
-    )
+    return same_clinic(user, scan) and (user.is_radiologist or user.is_clinic_admin)
 
 
 def scan_hold(*, scan: Scan) -> bool:
     """processing → held, by the worker that found text in the pixels. False if this attempt
     no longer owns the scan. The text itself is neither stored nor logged (patient data)."""
-    updated = Scan.objects.filter(pk=scan.pk, status=ScanStatus.PROCESSING, attempts=scan.attempts).update(
-        status=ScanStatus.HELD, error=HOLD_REASON, finished_at=timezone.now()
-    )
+    updated = owned_by_attempt(scan, status=ScanStatus.HELD, error=HOLD_REASON, finished_at=timezone.now())
     if updated:
         logger.info("scan %s: held, text burnt into the image", scan.pk, extra={"scan_id": scan.pk})
     return bool(updated)

@@ -9,17 +9,19 @@ names the application makes up; the uploaded name is kept for display only.
 """
 
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.accounts.clinics import ClinicManager
 from mri.intake.sequence import DISPLAY as SEQUENCE_DISPLAY
 from mri.intake.sequence import MriSequence, SequenceSource
 from mri.vocabulary import LOW_CONFIDENCE, NO_TUMOUR
 
-from .labels import READING_CHOICES, Label
+from .labels import MODEL_LABEL_CHOICES, READING_CHOICES, Label
 
 
 def _scan_path(instance: "Scan", filename: str) -> str:
@@ -48,6 +50,12 @@ class StudyStatus(models.TextChoices):
     UNPACKED = "unpacked", "Unpacked"  # its slices are scans: their analysis is the progress
     FAILED = "failed", "Failed"  # nothing of it was stored; `error` says why
 
+    # Sets of statuses (assigned below the class: a value in the body would be a member).
+    IN_FLIGHT: ClassVar[tuple[str, ...]]  # its job has not finished: scans may still appear
+
+
+StudyStatus.IN_FLIGHT = (StudyStatus.RECEIVED, StudyStatus.UNPACKING)
+
 
 class StudyUpload(models.Model):
     """A DICOM upload (files, zipped series) as ONE unit of work (issues 15 and 19): the web
@@ -70,6 +78,8 @@ class StudyUpload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)  # unpacked or failed
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["received_at", "id"]
 
@@ -88,8 +98,21 @@ class ScanStatus(models.TextChoices):
     # clinic admin or radiologist releases it to analysis or discards it (apps/scans/holds.py).
     HELD = "held", "Held: text burnt into the image"
 
+    # Sets of statuses, the one home of each rule (assigned below the class: a value in the
+    # body would be a member).
+    IN_FLIGHT: ClassVar[tuple[str, ...]]  # a worker owns it: no sign-off, removal or purge now
+    PENDING: ClassVar[tuple[str, ...]]  # no answer yet: in flight, or held for a person
+    ANSWERED: ClassVar[tuple[str, ...]]  # the model answered: a label, or "not a brain MRI"
+    FINISHED: ClassVar[tuple[str, ...]]  # nothing more will happen to it
 
-class LiveScanManager(models.Manager):
+
+ScanStatus.IN_FLIGHT = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
+ScanStatus.PENDING = (*ScanStatus.IN_FLIGHT, ScanStatus.HELD)
+ScanStatus.ANSWERED = (ScanStatus.DONE, ScanStatus.REJECTED)
+ScanStatus.FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+
+
+class LiveScanManager(ClinicManager):
     """Scans not removed: what every page, API, count and worker sees (the default manager,
     so `case.scans` and every `Scan.objects` query leave removed ones out)."""
 
@@ -168,7 +191,7 @@ class Scan(models.Model):
     removed_reason = models.CharField(max_length=500, blank=True)
 
     objects = LiveScanManager()
-    all_objects = models.Manager()  # noqa: DJ012 (removed ones too: the admin and the purge)
+    all_objects = ClinicManager()  # removed ones too: the admin and the purge
 
     class Meta:
         base_manager_name = "all_objects"  # prediction.scan and review.scan still resolve
@@ -180,7 +203,7 @@ class Scan(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
+        return self.status in ScanStatus.FINISHED
 
     @property
     def is_held(self) -> bool:
@@ -227,7 +250,7 @@ class Scan(models.Model):
 
 class Prediction(models.Model):
     scan = models.OneToOneField(Scan, on_delete=models.CASCADE, related_name="prediction")
-    label = models.CharField(max_length=32, db_index=True)
+    label = models.CharField(max_length=32, choices=MODEL_LABEL_CHOICES, db_index=True)
     probabilities = models.JSONField()  # label → calibrated probability, sums to 1
     model_version = models.CharField(max_length=100)
     heatmap = models.FileField(upload_to=_prediction_path, max_length=255)  # 8-bit gray PNG
@@ -238,6 +261,8 @@ class Prediction(models.Model):
     # model was not validated on (never shown as a confident result; the worklist ranks it with
     # low-confidence tumours). None: cannot say (sequence unknown, or a card without the list).
     validated = models.BooleanField(null=True, blank=True)
+
+    objects = ClinicManager()
 
     def __str__(self) -> str:
         return f"{self.label} for scan {self.scan_id}"
@@ -288,6 +313,8 @@ class ScanReview(models.Model):
         "cases.CaseAddendum", on_delete=models.PROTECT, null=True, blank=True, related_name="reviews"
     )
 
+    objects = ClinicManager()
+
     class Meta:
         ordering = ["reviewed_at", "id"]
         indexes = [models.Index(fields=["scan", "reviewed_at"])]
@@ -306,12 +333,14 @@ class ClassHeatmap(models.Model):
     computation asked for and not finished yet; `error` says why one could not be made."""
 
     prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="class_heatmaps")
-    label = models.CharField(max_length=32)
+    label = models.CharField(max_length=32, choices=MODEL_LABEL_CHOICES)
     image = models.FileField(upload_to=_prediction_path, max_length=255, blank=True)  # 8-bit gray PNG
     model_version = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
     requested_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClinicManager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["prediction", "label"], name="one_heatmap_per_class")]

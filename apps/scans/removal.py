@@ -11,9 +11,6 @@ from apps.accounts.models import User
 
 from .models import Scan, ScanStatus
 
-# A worker owns a queued or processing scan; removing it then would strand its analysis.
-_BEING_ANALYSED = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
-
 
 def scan_remove(*, scan: Scan, by: User, reason: str) -> Scan:
     """Hide `scan` (which came from a clinic-scoped selector) everywhere, keeping who removed it,
@@ -30,7 +27,7 @@ def scan_remove(*, scan: Scan, by: User, reason: str) -> Scan:
             raise ValidationError("This scan was already removed.")
         if locked.case.is_signed:
             raise ValidationError("The case is signed: a scan cannot be removed; add an addendum instead.")
-        if locked.status in _BEING_ANALYSED:
+        if locked.status in ScanStatus.IN_FLIGHT:  # removing it would strand its analysis
             raise ValidationError(
                 "This scan is still being analysed: it can be removed once its analysis has finished."
             )

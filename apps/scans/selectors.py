@@ -15,7 +15,7 @@ from .models import Scan, ScanReview, ScanStatus
 
 def _clinic_scans(user: User) -> QuerySet[Scan]:
     # A deleted case's scans are gone with it (until the retention purge removes them).
-    return Scan.objects.filter(case__clinic_id=user.clinic_id, case__deleted_at__isnull=True)
+    return Scan.objects.for_clinic(user.clinic_id).filter(case__deleted_at__isnull=True)
 
 
 def _history() -> Prefetch:

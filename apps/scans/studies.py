@@ -26,12 +26,14 @@ from django.db.models import F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
+
 from .ingest import Skipped, slice_sort_key, unpack_source
 from .models import Scan, ScanStatus, StudyStatus, StudyUpload
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (ScanStatus.DONE, ScanStatus.FAILED, ScanStatus.REJECTED)
 
 # Sent inside the transaction that creates an unpacked study's scans, with `study` (the
 # StudyUpload) and `scans` in the order they were unpacked (file by file, frame by frame), so
@@ -102,7 +104,7 @@ def _without_paths(sources: list[dict]) -> list[dict]:
 def study_fail(*, study: StudyUpload, error: str) -> bool:
     """→ failed with a message for the user; the originals are deleted. False if this attempt
     no longer owns the study (or it had finished)."""
-    owned = StudyUpload.objects.filter(pk=study.pk, status__in=[StudyStatus.RECEIVED, StudyStatus.UNPACKING])
+    owned = StudyUpload.objects.filter(pk=study.pk, status__in=StudyStatus.IN_FLIGHT)
     if study.status == StudyStatus.UNPACKING:
         owned = owned.filter(attempts=study.attempts)
     updated = owned.update(
@@ -130,7 +132,9 @@ def study_unpack(*, study: StudyUpload) -> str:
     "failed" (nothing decodable: the reasons are on the study) or "superseded"."""
     from apps.cases.models import Case
 
-    from .services import _analysis_groups, _enqueue_groups, _new_scan, _uid_key
+    from .services import files
+    from .services.publishing import analysis_groups, publish_on_commit
+    from .services.upload import _new_scan, _uid_key
 
     case = study.case
     if case.deleted_at is not None:
@@ -148,57 +152,59 @@ def study_unpack(*, study: StudyUpload) -> str:
         made.append(scan)
 
     try:
-        for source in study.sources:
-            with default_storage.open(source["path"], "rb") as handle:
-                unpack_source(
-                    handle, name=source["name"], kind=source["kind"], uid_key=uid_key, skipped=skipped, on_slice=store
-                )
-        if not made:
-            reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:]) or "no image in it"
-            for name in written:
-                default_storage.delete(name)
-            study_fail(study=study, error=f"No MR DICOM image could be read from the upload ({reasons}).")
-            return "failed"
-        rank: dict[str, int] = {}
-        keyed = sorted(
-            ((slice_sort_key(rank, scan.series_uid, scan.slice_order, i), scan) for i, scan in enumerate(made)),
-            key=lambda pair: pair[0],
-        )
-        ordered = [scan for _key, scan in keyed]
-        with transaction.atomic():
-            # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
-            # while a study is unpacking), so no slice slips into a case being signed.
-            if Case.objects.select_for_update().filter(pk=case.pk).first() is None:
-                raise _CaseDeleted  # soft-deleted meanwhile (the live manager hides it): no scans there
-            current = StudyUpload.objects.select_for_update().get(pk=study.pk)
-            if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
-                raise _Superseded
-            now = timezone.now()
-            for scan in ordered:
-                scan.queued_at = now
-                scan.save()
-            study_unpacked.send(sender=StudyUpload, study=study, scans=list(made))
-            StudyUpload.objects.filter(pk=study.pk).update(
-                status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",
-                skipped=[vars(item) for item in skipped], sources=_without_paths(study.sources),
-            )  # fmt: skip
-            singles, groups = _analysis_groups(ordered, study=False)
-            transaction.on_commit(lambda: _enqueue_groups(singles, groups), robust=True)
+        with files.removed_on_failure(written):
+            for source in study.sources:
+                with default_storage.open(source["path"], "rb") as handle:
+                    unpack_source(
+                        handle,
+                        name=source["name"],
+                        kind=source["kind"],
+                        uid_key=uid_key,
+                        skipped=skipped,
+                        on_slice=store,
+                    )
+            if not made:
+                raise _NothingDecoded
+            rank: dict[str, int] = {}
+            keyed = sorted(
+                ((slice_sort_key(rank, scan.series_uid, scan.slice_order, i), scan) for i, scan in enumerate(made)),
+                key=lambda pair: pair[0],
+            )
+            ordered = [scan for _key, scan in keyed]
+            with transaction.atomic():
+                # The case first, as case_sign locks it: a sign-off waits for these rows (and refuses
+                # while a study is unpacking), so no slice slips into a case being signed.
+                if Case.objects.select_for_update().filter(pk=case.pk).first() is None:
+                    raise _CaseDeleted  # soft-deleted meanwhile (the live manager hides it): no scans there
+                current = StudyUpload.objects.select_for_update().get(pk=study.pk)
+                if current.status != StudyStatus.UNPACKING or current.attempts != study.attempts:
+                    raise _Superseded
+                now = timezone.now()
+                for scan in ordered:
+                    scan.queued_at = now
+                    scan.save()
+                    audit_record(actor=study.uploaded_by, action=AuditAction.UPLOAD, obj=scan)
+                study_unpacked.send(sender=StudyUpload, study=study, scans=list(made))
+                StudyUpload.objects.filter(pk=study.pk).update(
+                    status=StudyStatus.UNPACKED, slices_total=len(ordered), finished_at=now, error="",
+                    skipped=[vars(item) for item in skipped], sources=_without_paths(study.sources),
+                )  # fmt: skip
+                publish_on_commit(*analysis_groups(ordered, study=False))
+    except _NothingDecoded:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:]) or "no image in it"
+        study_fail(study=study, error=f"No MR DICOM image could be read from the upload ({reasons}).")
+        return "failed"
     except _Superseded:
-        for name in written:
-            default_storage.delete(name)
         return "superseded"
     except _CaseDeleted:
-        for name in written:
-            default_storage.delete(name)
         return "failed" if study_fail(study=study, error=CASE_DELETED) else "superseded"
-    except BaseException:
-        for name in written:
-            default_storage.delete(name)
-        raise
     _delete_originals(study)  # after the commit: the scans hold everything kept of them
     logger.info("study upload %s: unpacked into %d scan(s), %d skipped", study.pk, len(ordered), len(skipped))
     return "unpacked"
+
+
+class _NothingDecoded(Exception):
+    """No file of the study held a readable MR DICOM image."""
 
 
 class _Superseded(Exception):
@@ -250,7 +256,7 @@ class StudyProgress:
     def text(self) -> str:
         if self.status == "failed":
             return f"Study upload failed: {self.error}"
-        if self.status in ("received", "unpacking"):
+        if self.status in StudyStatus.IN_FLIGHT:
             verb = "waiting to be unpacked" if self.status == "received" else "being unpacked and de-identified"
             return f"Study of {self.slices_total} slice(s) {verb}."
         text = f"{self.slices_done} of {self.slices_total} slices analysed."
@@ -290,7 +296,7 @@ def study_scan_counts(studies: QuerySet[StudyUpload]) -> QuerySet[StudyUpload]:
 
     live = Q(scans__removed_at__isnull=True)
     return studies.annotate(
-        finished=Count("scans", filter=live & Q(scans__status__in=FINISHED)),
+        finished=Count("scans", filter=live & Q(scans__status__in=ScanStatus.FINISHED)),
         held=Count("scans", filter=live & Q(scans__status=ScanStatus.HELD)),
         removed=Count("scans", filter=Q(scans__removed_at__isnull=False)),
     )

@@ -40,6 +40,7 @@ from apps.scans.agreement import agreement_allowed, agreement_by_version, agreem
 from apps.scans.batch import BatchOutcome, scans_upload_keeping_good
 from apps.scans.holds import scan_hold_discard, scan_hold_release
 from apps.scans.labels import MODEL_LABELS, READING_LABELS
+from apps.scans.models import StudyStatus
 from apps.scans.removal import scan_remove
 from apps.scans.selectors import case_study_summary, scan_get, scan_list_for_case, scan_queue_stats
 from apps.scans.services import UploadOutcome, scan_review
@@ -315,7 +316,7 @@ def case_summary(request: HttpRequest, case_id: int) -> HttpResponse:
 
 
 def _unpacking(studies: list) -> bool:
-    return any(progress.status in ("received", "unpacking") for progress in studies)
+    return any(progress.status in StudyStatus.IN_FLIGHT for progress in studies)
 
 
 @login_required

@@ -28,7 +28,7 @@ STUDY_REQUEUE_AFTER_MINUTES = env.float("STUDY_REQUEUE_AFTER_MINUTES", default=5
 # Replacement UIDs are a keyed hash of the original: the same study gets the same new UIDs in
 # every upload. Unset: derived from DJANGO_SECRET_KEY (rotating that changes new UIDs).
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")
-# Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_submit(study=True)).
+# Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_upload(study=True)).
 SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=8)
 
 # The sweep revives at once a scan left in processing by a worker process of its own host that

@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import PASSWORD, api_token, finish_scan, upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
 
@@ -130,7 +130,7 @@ def test_review_by_radiologist_only(north):
 
 def test_review_of_unfinished_scan_is_400(north, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (queued,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())])
+        (queued,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
     client = APIClient()
     client.force_authenticate(north.radiologist)
     response = client.post(reverse("api:scan-review", args=[queued.pk]), {"agrees": True}, format="json")

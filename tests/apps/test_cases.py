@@ -12,7 +12,7 @@ from apps.cases.selectors import CaseFilters, case_get, case_history, case_list
 from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import finish_scan, upload
 from tests.testkit.scans import png_bytes
 
@@ -27,7 +27,7 @@ def _case_with_scans(world, capture, *, name, mrn, statuses):
     case = case_create(created_by=world.staff, patient=patient, title=f"{name} case")
     for label in statuses:
         with capture(execute=False):
-            (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[upload(png_bytes(), "a.png")])
+            (scan,) = scans_upload(case=case, uploaded_by=world.staff, uploads=[upload(png_bytes(), "a.png")]).scans
         if label == "failed":
             Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.FAILED, error="boom")
         elif label != "queued":

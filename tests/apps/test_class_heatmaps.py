@@ -13,7 +13,7 @@ from PIL import Image
 
 from apps.audit.models import AuditEvent
 from apps.scans.models import ClassHeatmap, Scan
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from mri.model.overlays import encode_heatmap_png
 from tests.testkit.data import PixelAnalyzer, stored_files, upload
 from tests.testkit.scans import png_bytes
@@ -101,7 +101,7 @@ def test_unknown_class_and_unanalysed_scan_are_clear_400s(north, client, django_
     assert unknown.status_code == 400
     assert "Unknown class 'tumour'" in str(unknown.json())
     with django_capture_on_commit_callbacks(execute=False):
-        (queued,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())])
+        (queued,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
     waiting = client.get(_url(queued, "glioma"))
     assert waiting.status_code == 400
     assert "not been analysed" in str(waiting.json())

@@ -15,7 +15,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from apps.scans.models import Scan
-from apps.scans.services import scans_submit, scans_upload
+from apps.scans.services import scans_upload
 from mri.intake.decode import decode_gray
 from mri.intake.dicom import decode_dicom
 from tests.testkit import dicom as dicomdata
@@ -255,7 +255,9 @@ def test_patient_id_other_than_the_mrn_is_stored_with_a_warning(north, django_ca
 
 def test_jpeg_and_png_uploads_are_unchanged(north, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes(), "a.jpg")])
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes(), "a.jpg")]
+        ).scans
     assert (scan.format, scan.dicom.name, scan.get_dicom_url()) == ("JPEG", "", None)
 
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from apps.audit.models import AuditEvent
 from apps.cases.services import case_sign
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit, scans_upload
+from apps.scans.services import scans_upload
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import PixelAnalyzer, unpack, upload
 from tests.testkit.scans import real_scan_bytes, with_burnt_text
@@ -81,11 +81,11 @@ def test_the_same_scans_without_text_are_analysed(north, django_capture_on_commi
 
 def test_a_study_batch_holds_only_the_named_slice(north, django_capture_on_commit_callbacks, analyzer, media_root):
     with django_capture_on_commit_callbacks(execute=False):
-        scans = scans_submit(
+        scans = scans_upload(
             case=north.case, uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes("glioma", 1), "a.jpg"),
                      upload(with_burnt_text(real_scan_bytes("glioma", 2)), "b.jpg")],
-        )  # fmt: skip
+        ).scans  # fmt: skip
     outcomes = tasks.analyze_scans([s.pk for s in scans])
     assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "held"}
 
@@ -181,9 +181,9 @@ def test_a_study_batch_checks_each_slice_for_text_once(
     real = burnt_text.burnt_in_text
     monkeypatch.setattr(burnt_text, "burnt_in_text", lambda gray: checked.append(1) or real(gray))
     with django_capture_on_commit_callbacks(execute=False):
-        scans = scans_submit(
+        scans = scans_upload(
             case=north.case, uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes("glioma", i), f"{i}.jpg") for i in (1, 2, 3)],
-        )  # fmt: skip
+        ).scans  # fmt: skip
     assert set(tasks.analyze_scans([s.pk for s in scans]).values()) == {"done"}
     assert len(checked) == 3

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from PIL import Image
 
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import api_token, upload
 from tests.testkit.scans import png_bytes
 
@@ -36,7 +36,7 @@ def test_owner_gets_each_file_with_its_content_type(north, client):
 
 def test_png_scan_is_served_as_png_and_overlay_is_404_until_analysed(north, client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "x.png")])
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "x.png")]).scans
     client.force_login(north.staff)
     assert client.get(reverse("scans:image", args=[scan.pk]))["Content-Type"] == "image/png"
     assert client.get(reverse("scans:overlay", args=[scan.pk])).status_code == 404

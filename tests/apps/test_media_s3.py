@@ -14,7 +14,7 @@ from django.urls import reverse
 from PIL import Image
 
 from apps.scans.models import Scan
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from clinic_platform.settings.storage import s3_storage
 from tests.testkit.data import PixelAnalyzer, api_token, make_world, stored_files, upload
 from tests.testkit.scans import real_scan_bytes
@@ -79,7 +79,9 @@ def test_the_worker_task_reads_and_writes_through_the_bucket(s3_north, s3_media,
                                                               django_capture_on_commit_callbacks):  # fmt: skip
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer("pituitary"))
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())])
+        (scan,) = scans_upload(
+            case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())]
+        ).scans
     assert tasks.analyze_scan(scan.pk) == "done"
     scan = Scan.objects.select_related("prediction").get(pk=scan.pk)
     assert scan.prediction.label == "pituitary"
@@ -155,7 +157,9 @@ def test_a_scan_whose_object_is_gone_fails_with_a_clear_message(s3_north, monkey
                                                                  django_capture_on_commit_callbacks):  # fmt: skip
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())])
+        (scan,) = scans_upload(
+            case=s3_north.case, uploaded_by=s3_north.staff, uploads=[upload(real_scan_bytes())]
+        ).scans
     default_storage.delete(scan.image.name)
     assert tasks.analyze_scan(scan.pk) == "failed"
     assert Scan.objects.get(pk=scan.pk).error == "The uploaded file is missing from storage."

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from apps.cases.models import CaseStatus
 from apps.cases.selectors import CaseFilters, case_list
 from apps.scans.models import Prediction, Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import PASSWORD, PixelAnalyzer, stored_files, upload
 from tests.testkit.scans import colour_photo, real_scan_bytes
 from workers import tasks
@@ -43,7 +43,7 @@ def api(north):
 def test_blank_and_noise_uploads_are_refused_naming_the_reason_and_nothing_is_stored(north, media_root):
     before = stored_files(media_root)
     with pytest.raises(ValidationError) as refused:
-        scans_submit(
+        scans_upload(
             case=north.case,
             uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes("glioma", 2)), upload(BLANK, "blank.png"), upload(NOISE, "noise.png")],
@@ -68,7 +68,9 @@ def test_api_refuses_a_blank_upload_with_a_400(api, north):
 def rejected(north, monkeypatch, media_root, django_capture_on_commit_callbacks) -> Scan:
     """A scan the gate rejected, run through the real task and services."""
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("notumor"))])
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("notumor"))]
+        ).scans
     analyzer = PixelAnalyzer(label="meningioma", out_of_distribution=True)
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: analyzer)
     before = stored_files(media_root)
@@ -99,7 +101,9 @@ def test_api_shows_a_rejected_scan_with_a_null_prediction(api, rejected):
 
 def test_an_accepted_scan_keeps_its_score(north, monkeypatch, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma"))])
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma"))]
+        ).scans
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
     assert tasks.analyze_scan(scan.pk) == "done"
     assert Scan.objects.get(pk=scan.pk).ood_score == pytest.approx(0.8)
@@ -129,7 +133,9 @@ def test_a_colour_photo_the_gate_passes_is_rejected_as_colour(north, monkeypatch
     pass a photo (here: PixelAnalyzer says in distribution, "No tumour" at 97 %); the colour
     evidence rejects it through the real task, with its own reason, and stores no label."""
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(colour_photo(), "plate.jpg")])
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(colour_photo(), "plate.jpg")]
+        ).scans
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer(label="notumor", top=0.97))
     assert tasks.analyze_scan(scan.pk) == "rejected"
     scan = Scan.objects.get(pk=scan.pk)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_requeue_stale, scans_submit
+from apps.scans.services import scans_requeue_stale, scans_upload
 from clinic_platform.celery import app as celery_app
 from tests.testkit.data import upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
@@ -19,9 +19,9 @@ from tests.testkit.scans import png_bytes, real_scan_bytes
 
 def test_scans_are_published_only_after_the_commit(north, broker, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        scans = scans_submit(
+        scans = scans_upload(
             case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes()), upload(png_bytes())]
-        )
+        ).scans
     assert len(callbacks) == 1
     assert broker() == []  # nothing left before the commit
     callbacks[0]()
@@ -36,7 +36,7 @@ def test_scans_are_published_only_after_the_commit(north, broker, django_capture
 def test_a_rolled_back_upload_publishes_nothing(north, broker, django_capture_on_commit_callbacks):
     @transaction.atomic
     def upload_then_fail():
-        scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
+        scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
         raise ValidationError("the caller's own check failed")
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(ValidationError):
@@ -60,9 +60,9 @@ def broker_down():
 def test_upload_succeeds_and_waits_when_the_broker_is_down(north, broker_down, django_capture_on_commit_callbacks):
     started = time.monotonic()
     with django_capture_on_commit_callbacks(execute=True):
-        scans = scans_submit(
+        scans = scans_upload(
             case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes()) for _ in range(3)]
-        )
+        ).scans
     # One connection attempt for the batch, not one per scan.
     assert time.monotonic() - started < settings.CELERY_BROKER_CONNECTION_TIMEOUT + 2
     for scan in scans:
@@ -78,9 +78,9 @@ def _age(scan, **fields):
 def test_sweep_republishes_stuck_scans_only(north, broker, django_capture_on_commit_callbacks, settings):
     settings.SCAN_MAX_ATTEMPTS = 2
     with django_capture_on_commit_callbacks(execute=False):
-        lost, fresh, never_sent, dead_worker, hopeless = scans_submit(
+        lost, fresh, never_sent, dead_worker, hopeless = scans_upload(
             case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes()) for _ in range(5)]
-        )
+        ).scans
     long_ago = timezone.now() - timedelta(minutes=30)
     dead_since = timezone.now() - timedelta(seconds=settings.SCAN_TASK_TIME_LIMIT + 120)
     _age(lost, queued_at=long_ago, enqueued_at=long_ago)
@@ -104,7 +104,7 @@ def test_sweep_republishes_stuck_scans_only(north, broker, django_capture_on_com
 
 def test_sweep_command(north, broker, django_capture_on_commit_callbacks, capsys):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())])
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
     _age(scan, queued_at=timezone.now() - timedelta(minutes=10))
     call_command("requeue_stale_scans", "--minutes", "5")
     assert "requeued=1 published=1" in capsys.readouterr().out

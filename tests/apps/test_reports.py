@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from apps.cases.reports import case_report_export
 from apps.cases.services import case_sign
-from apps.scans.services import scan_review, scans_submit, scans_upload
+from apps.scans.services import scan_review, scans_upload
 from tests.testkit.data import upload
 from tests.testkit.scans import real_scan_bytes
 
@@ -119,7 +119,7 @@ def test_rendering_a_report_leaves_truncated_uploads_refused(north, django_captu
     case_report_export(user=north.staff, case_id=north.case.pk)
     data = real_scan_bytes()
     with pytest.raises(ValidationError), django_capture_on_commit_callbacks(execute=False):
-        scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(data[: len(data) // 2])])
+        scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(data[: len(data) // 2])])
 
 
 def test_the_report_carries_no_upload_file_name(north):
@@ -192,7 +192,9 @@ def test_a_held_scan_is_described_as_held_for_a_person_not_as_being_analysed(
     from apps.scans.services import scan_claim
 
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma", 2))])
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma", 2))]
+        ).scans
     assert scan_hold(scan=scan_claim(scan_id=scan.pk))  # the worker found text burnt into it
     text = " ".join(_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf).split())
     assert "Held for a person's decision: text is burnt into the image" in text

@@ -16,7 +16,7 @@ from apps.cases.models import Case
 from apps.cases.services import case_restore, case_soft_delete
 from apps.patients.selectors import patient_list
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import PASSWORD, api_token, stored_files, upload
 from tests.testkit.scans import png_bytes
 from workers.tasks import purge_deleted_cases
@@ -28,7 +28,7 @@ def _age(case: Case, days: float) -> None:
 
 def _pending_scan(world, capture, status=ScanStatus.QUEUED) -> Scan:
     with capture(execute=False):
-        (scan,) = scans_submit(case=world.case, uploaded_by=world.staff, uploads=[upload(png_bytes())])
+        (scan,) = scans_upload(case=world.case, uploaded_by=world.staff, uploads=[upload(png_bytes())]).scans
     Scan.objects.filter(pk=scan.pk).update(status=status)
     return scan
 

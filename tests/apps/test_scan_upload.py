@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from PIL import Image
 
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scan_submit, scans_submit
+from apps.scans.services import scans_upload
 from mri.intake.limits import MAX_UPLOAD_BYTES
 from tests.testkit.data import stored_files, upload
 from tests.testkit.scans import png_bytes, real_scan_bytes
@@ -29,7 +29,7 @@ def png_with_declared_size(width: int, height: int) -> bytes:
 
 def test_real_jpeg_is_stored_under_an_app_generated_name_with_its_hash(north, media_root, broker):
     data = real_scan_bytes("meningioma", 3)
-    scan = scan_submit(case=north.case, uploaded_by=north.staff, upload=upload(data, "Smith T1 axial.jpg"))
+    scan = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(data, "Smith T1 axial.jpg")]).scans[0]
     assert scan.status == ScanStatus.QUEUED
     assert scan.format == "JPEG"
     assert (scan.width, scan.height) == Image.open(io.BytesIO(data)).size
@@ -43,11 +43,11 @@ def test_real_jpeg_is_stored_under_an_app_generated_name_with_its_hash(north, me
 
 
 def test_several_scans_per_case(north):
-    scans = scans_submit(
+    scans = scans_upload(
         case=north.case,
         uploaded_by=north.staff,
         uploads=[upload(real_scan_bytes("pituitary", 1)), upload(png_bytes(), "b.png", "image/png")],
-    )
+    ).scans
     assert [s.format for s in scans] == ["JPEG", "PNG"]
     assert scans[1].image.name.endswith(".png")
     assert north.case.scans.count() == 3
@@ -75,7 +75,7 @@ def test_bad_file_is_refused_with_a_clear_message_and_nothing_saved(kind, north,
         data = out.getvalue()
     files_before, scans_before = stored_files(media_root), Scan.objects.count()
     with pytest.raises(ValidationError) as error:
-        scan_submit(case=north.case, uploaded_by=north.staff, upload=upload(data, "scan.jpg"))
+        scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(data, "scan.jpg")]).scans[0]
     assert message in error.value.messages[0]
     assert error.value.messages[0].startswith("scan.jpg: ")
     assert stored_files(media_root) == files_before
@@ -86,14 +86,14 @@ def test_bad_file_is_refused_with_a_clear_message_and_nothing_saved(kind, north,
 def test_oversize_file_is_refused_before_it_is_read(north, media_root):
     too_big = upload(b"\xff\xd8" + b"\0" * MAX_UPLOAD_BYTES, "big.jpg")
     with pytest.raises(ValidationError, match="the limit is"):
-        scan_submit(case=north.case, uploaded_by=north.staff, upload=too_big)
+        scans_upload(case=north.case, uploaded_by=north.staff, uploads=[too_big]).scans[0]
     assert Scan.objects.filter(case=north.case).count() == 1
 
 
 def test_one_bad_file_rejects_the_whole_batch_naming_each_problem(north, media_root):
     files_before = stored_files(media_root)
     with pytest.raises(ValidationError) as error:
-        scans_submit(
+        scans_upload(
             case=north.case,
             uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes(), "good.jpg"), upload(b"", "empty.jpg"), upload(b"x" * 99, "junk.png")],
@@ -104,7 +104,7 @@ def test_one_bad_file_rejects_the_whole_batch_naming_each_problem(north, media_r
 
 
 def test_a_database_failure_mid_batch_leaves_no_rows_and_no_files(north, media_root, monkeypatch):
-    # The database is the collaborator that fails here; the cleanup in scans_submit is under test.
+    # The database is the collaborator that fails here; the cleanup in scans_upload is under test.
     files_before = stored_files(media_root)
     real_save, calls = Scan.save, []
 
@@ -116,7 +116,7 @@ def test_a_database_failure_mid_batch_leaves_no_rows_and_no_files(north, media_r
 
     monkeypatch.setattr(Scan, "save", failing_save)
     with pytest.raises(IntegrityError):
-        scans_submit(
+        scans_upload(
             case=north.case,
             uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes()), upload(real_scan_bytes("notumor"))],
@@ -129,7 +129,7 @@ def test_a_database_failure_mid_batch_leaves_no_rows_and_no_files(north, media_r
 
 def test_upload_to_another_clinics_case_is_refused(north, south, media_root):
     with pytest.raises(PermissionDenied):
-        scan_submit(case=south.case, uploaded_by=north.staff, upload=upload(real_scan_bytes()))
+        scans_upload(case=south.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())]).scans[0]
     assert south.case.scans.count() == 1
 
 
@@ -137,7 +137,7 @@ def test_deleting_a_case_or_a_scan_removes_its_files_after_the_commit(
     north, media_root, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        (second,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "b.png")])
+        (second,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes(), "b.png")]).scans
     prediction = north.scan.prediction
     files = {media_root / name for name in (north.scan.image.name, prediction.heatmap.name, prediction.overlay.name)}
     files.add(media_root / second.image.name)

@@ -9,7 +9,7 @@ from apps.cases.models import Case, CaseAddendum
 from apps.cases.selectors import case_get, case_reading_summary
 from apps.cases.services import case_addendum_add, case_sign
 from apps.scans.models import Scan
-from apps.scans.services import scan_review, scans_submit
+from apps.scans.services import scan_review, scans_upload
 from tests.testkit.data import make_case, upload
 from tests.testkit.scans import png_bytes
 
@@ -104,16 +104,16 @@ def test_new_scans_on_a_signed_case_need_an_addendum(north, django_capture_on_co
     case_sign(case=north.case, signer=north.radiologist, conclusion="Meningioma.")
     case = Case.objects.get(pk=north.case.pk)
     with pytest.raises(ValidationError) as error:
-        scans_submit(case=case, uploaded_by=north.radiologist, uploads=[upload(png_bytes(), "late.png")])
+        scans_upload(case=case, uploaded_by=north.radiologist, uploads=[upload(png_bytes(), "late.png")])
     assert "addendum" in error.value.message_dict
     assert case.scans.count() == 1
     with django_capture_on_commit_callbacks(execute=False):
-        (late,) = scans_submit(
+        (late,) = scans_upload(
             case=case,
             uploaded_by=north.radiologist,
             uploads=[upload(png_bytes(), "late.png")],
             addendum="Contrast series.",
-        )
+        ).scans
     assert [a.text for a in case.addenda.all()] == ["Contrast series."]
     # The late scan is not covered by the signature: unverified until a radiologist reads it.
     assert not Scan.objects.select_related("case").get(pk=late.pk).is_verified

@@ -254,7 +254,7 @@ def test_a_phone_upright_scrolls_only_down(live_server, page, django_capture_on_
     """Issue 14, item 12, at 390 px: the case page of slices with long file names does not scroll
     sideways, the worklist's model column is on screen, the header stays short; a skip link is
     the first stop of the keyboard."""
-    from apps.scans.services import scans_submit
+    from apps.scans.services import scans_upload
     from tests.testkit.data import finish_scan, png_upload
 
     world = _world(django_capture_on_commit_callbacks)
@@ -262,7 +262,7 @@ def test_a_phone_upright_scrolls_only_down(live_server, page, django_capture_on_
     case, _ = case_with_results(world, django_capture_on_commit_callbacks, results, title="MRI head")
     long_name = "1.3.12.2.1107.5.2.43.166063.2025061212345678901234567_T2_FLAIR_AX_slice_0001.png"
     with unpublished(django_capture_on_commit_callbacks):
-        (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[png_upload(long_name)])
+        (scan,) = scans_upload(case=case, uploaded_by=world.staff, uploads=[png_upload(long_name)]).scans
     finish_scan(scan, "glioma", 0.95)
     page.set_viewport_size({"width": 390, "height": 844})
     base = live_server.url

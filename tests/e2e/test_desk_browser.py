@@ -17,7 +17,7 @@ from apps.accounts.services import clinic_create, user_create
 from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.browser import log_in
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path as scan_file
@@ -28,7 +28,7 @@ PASSWORD = "e2e-desk-password"
 def _submit(case, user, label: str, index: int = 0) -> Scan:
     path = scan_file(label, index)
     upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="image/jpeg")
-    (scan,) = scans_submit(case=case, uploaded_by=user, uploads=[upload])
+    (scan,) = scans_upload(case=case, uploaded_by=user, uploads=[upload]).scans
     return scan
 
 

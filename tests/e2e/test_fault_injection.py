@@ -30,7 +30,7 @@ from django.utils import timezone
 from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Prediction, Scan, ScanStatus
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import clinic_user, upload
 from tests.testkit.processes import MediaStore, PersistentRedis, Worker, celery_app_on, start_worker, worker_env
 from tests.testkit.scans import real_scan_paths
@@ -61,7 +61,7 @@ def _submit(n: int, redis_url: str) -> list[int]:
     case = case_create(created_by=staff, patient=patient)
     uploads = [upload(path.read_bytes(), path.name) for path in real_scan_paths(n)]
     with celery_app_on(redis_url):  # published to our Redis once the upload commits
-        return [scan.pk for scan in scans_submit(case=case, uploaded_by=staff, uploads=uploads)]
+        return [scan.pk for scan in scans_upload(case=case, uploaded_by=staff, uploads=uploads).scans]
 
 
 def _pool_child(worker: Worker) -> psutil.Process:

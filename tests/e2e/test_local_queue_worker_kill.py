@@ -66,8 +66,10 @@ def test_a_killed_workers_scan_is_sent_again_at_once_on_the_filesystem_queue(
     staff = clinic_user("Local Clinic", "local-run")
     case = case_create(created_by=staff, patient=patient_create(created_by=staff, mrn="L-1", name="Lo Cal"))
     # Published below on the local queue, by a process with `make run`'s settings; not here.
-    monkeypatch.setattr(scan_services, "scan_enqueue", lambda scan_id: False)
-    (scan,) = scan_services.scans_submit(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes("glioma"))])
+    monkeypatch.setattr(scan_services.publishing, "scan_enqueue", lambda scan_id: False)
+    (scan,) = scan_services.scans_upload(
+        case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes("glioma"))]
+    ).scans
 
     first = start_celery_worker(env=env, log_dir=tmp_path, prefix="local")
     try:

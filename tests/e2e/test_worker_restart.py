@@ -18,7 +18,7 @@ from PIL import Image
 from apps.cases.services import case_create
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
-from apps.scans.services import scans_requeue_stale, scans_submit
+from apps.scans.services import scans_requeue_stale, scans_upload
 from tests.testkit.data import clinic_user
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path
@@ -56,7 +56,7 @@ def test_worker_killed_mid_scan_loses_nothing(
     # under a second. Freeze the worker (SIGSTOP) the moment it claims one, check the scan is
     # still unfinished, then kill it; a scan finished before the freeze is simply tried again.
     for _ in range(5):
-        (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[_large_scan()])  # published now
+        (scan,) = scans_upload(case=case, uploaded_by=staff, uploads=[_large_scan()]).scans  # published now
         status = _wait_status(scan.pk, {"processing", "done", "failed"}, timeout=120, poll=0.005)
         assert status != "failed", f"{scan.pk} failed\n{first.log_tail()}"
         if status == "processing":

@@ -22,7 +22,7 @@ from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, StudyUpload
-from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_submit, scans_upload
+from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_upload
 from mri.intake.decode import decode_gray
 from mri.results import AnalysisResult
 from mri.vocabulary import CLASS_NAMES
@@ -174,7 +174,7 @@ def make_case(
     if results:
         with capture(execute=False):
             uploads = [upload(png_bytes(), f"s{i}.png") for i in range(len(results))]
-            scans = scans_submit(case=case, uploaded_by=world.staff, uploads=uploads)
+            scans = scans_upload(case=case, uploaded_by=world.staff, uploads=uploads).scans
     for scan, result in zip(scans, results, strict=True):
         if result is not None:
             finish_scan(scan, result[0], result[1], model_version)
@@ -209,7 +209,7 @@ def make_world(name: str, capture: Callable, *, finished: bool = True) -> Clinic
     patient = patient_create(created_by=staff, mrn=f"{name.upper()}-001", name=f"{name} Patient")
     case = case_create(created_by=staff, patient=patient, title=f"{name} case")
     with capture(execute=False):
-        (scan,) = scans_submit(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())])
+        (scan,) = scans_upload(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())]).scans
     return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan) if finished else scan)
 
 
@@ -220,9 +220,9 @@ def unpublished(capture: Callable) -> Iterator[None]:
     fires at once), where another module's e2e worker on the same broker would take a slice."""
     from unittest import mock
 
-    from apps.scans import services
+    from apps.scans.services import publishing
 
-    with capture(execute=False), mock.patch.object(services, "scan_enqueue", return_value=False):
+    with capture(execute=False), mock.patch.object(publishing, "scan_enqueue", return_value=False):
         yield
 
 
@@ -233,9 +233,9 @@ def case_with_results(
     or "rejected" (not a brain MRI slice), through the worker's services."""
     case = case_create(created_by=world.staff, patient=world.patient, title=title)
     with unpublished(capture):
-        scans = scans_submit(
+        scans = scans_upload(
             case=case, uploaded_by=world.staff, uploads=[png_upload(f"slice-{i}.png") for i in range(len(results))]
-        )
+        ).scans
     for scan, result in zip(scans, results, strict=True):
         if result == "rejected":
             reject_scan(scan)

@@ -10,7 +10,7 @@ from django.urls import reverse
 from apps.cases.models import CaseStatus
 from apps.cases.selectors import case_get
 from apps.cases.services import case_create
-from apps.scans.services import scans_submit, scans_upload
+from apps.scans.services import scans_upload
 from tests.testkit.data import case_with_results, finish_scan, png_upload
 
 
@@ -306,9 +306,9 @@ def test_a_scan_still_being_analysed_cannot_be_removed(staff_client, world, djan
 
     case = case_create(created_by=world.staff, patient=world.patient, title="Study")
     with django_capture_on_commit_callbacks(execute=False):
-        queued, processing = scans_submit(
+        queued, processing = scans_upload(
             case=case, uploaded_by=world.staff, uploads=[png_upload("q.png"), png_upload("p.png")]
-        )
+        ).scans
     assert scan_claim(scan_id=processing.pk) is not None
     for scan in (queued, processing):
         response = staff_client.post(reverse("scan_remove", args=[scan.pk]), {"reason": "duplicate"}, follow=True)

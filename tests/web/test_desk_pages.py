@@ -9,7 +9,7 @@ from django.urls import reverse
 from apps.cases.models import Case, CaseAddendum
 from apps.cases.services import case_create, case_sign
 from apps.scans.models import Scan, ScanReview
-from apps.scans.services import scan_review, scans_submit
+from apps.scans.services import scan_review, scans_upload
 from tests.testkit.data import finish_scan, png_upload
 
 pytestmark = pytest.mark.django_db
@@ -155,7 +155,7 @@ def test_patient_timeline(rad_client, world, django_capture_on_commit_callbacks)
     case_sign(case=world.case, signer=world.radiologist, conclusion="No tumour seen.")
     later = case_create(created_by=world.staff, patient=world.patient, title="follow-up")
     with django_capture_on_commit_callbacks(execute=False):
-        scans_submit(case=later, uploaded_by=world.staff, uploads=[png_upload("f.png")])
+        scans_upload(case=later, uploaded_by=world.staff, uploads=[png_upload("f.png")])
     html = rad_client.get(reverse("patient_timeline", args=[world.patient.pk])).content.decode()
     assert html.index("follow-up") < html.index("No tumour seen.")  # newest first
     assert "No conclusion yet: not signed." in html

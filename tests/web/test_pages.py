@@ -15,7 +15,7 @@ from apps.cases.services import case_create
 from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanReview, StudyUpload
-from apps.scans.services import scans_submit
+from apps.scans.services import scans_upload
 from tests.testkit.data import PASSWORD, finish_scan, png_upload, reject_scan, unpack_study
 
 pytestmark = pytest.mark.django_db
@@ -251,7 +251,7 @@ def test_history_query_count_is_flat(staff_client, world, django_capture_on_comm
     for i in range(30):
         case = case_create(created_by=world.staff, patient=world.patient, title=f"more {i}")
         with django_capture_on_commit_callbacks(execute=False):
-            (scan,) = scans_submit(case=case, uploaded_by=world.staff, uploads=[png_upload()])
+            (scan,) = scans_upload(case=case, uploaded_by=world.staff, uploads=[png_upload()]).scans
         if i % 2:
             finish_scan(scan)
     assert queries_for(25) == small

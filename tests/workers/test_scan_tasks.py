@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from apps.scans.models import Prediction, Scan, ScanStatus
-from apps.scans.services import scan_claim, scan_complete, scans_requeue_stale, scans_submit
+from apps.scans.services import scan_claim, scan_complete, scans_requeue_stale, scans_upload
 from clinic_platform.celery import _refuse_wrong_prefetch
 from clinic_platform.celery import app as celery_app
 from tests.testkit.data import PixelAnalyzer, stored_files, upload
@@ -28,9 +28,9 @@ def analyzer(monkeypatch):
 @pytest.fixture
 def queued(north, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(
+        (scan,) = scans_upload(
             case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("meningioma"))]
-        )
+        ).scans
     return scan
 
 

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from pythonjsonlogger.json import JsonFormatter
 
 from apps.scans.models import Prediction, Scan, ScanStatus
-from apps.scans.services import scans_submit, scans_upload
+from apps.scans.services import scans_upload
 from clinic_platform.logcontext import ScanIdFilter
 from tests.testkit.data import PixelAnalyzer, upload
 from tests.testkit.scans import real_scan_bytes
@@ -27,7 +27,7 @@ def analyzer(monkeypatch):
 def _study(world, capture, count: int = 3) -> list[Scan]:
     files = [upload(real_scan_bytes("glioma", i), f"slice-{i}.jpg") for i in range(count)]
     with capture(execute=True):
-        return scans_submit(case=world.case, uploaded_by=world.staff, uploads=files, study=True)
+        return scans_upload(case=world.case, uploaded_by=world.staff, uploads=files, study=True).scans
 
 
 def test_a_study_is_published_as_one_batch_of_its_slices(north, broker, django_capture_on_commit_callbacks, settings):
@@ -105,7 +105,7 @@ def _sample(name: str, labels: dict[str, str]) -> float:
 
 def test_a_scan_is_counted_and_timed_per_stage(north, analyzer, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())]).scans
     done = _sample("clinic_scans_analysed_total", {"status": "done"})
     stages = {s: _sample("clinic_analysis_stage_seconds_count", {"stage": s}) for s in ("decode", "model", "gradcam")}
     storage = _sample("clinic_analysis_stage_seconds_count", {"stage": "storage"})
@@ -122,7 +122,7 @@ def test_every_lifecycle_line_of_a_scan_carries_its_id_as_json(north, analyzer, 
     caplog.set_level(logging.INFO)
     caplog.handler.addFilter(ScanIdFilter())
     with django_capture_on_commit_callbacks(execute=True):
-        (scan,) = scans_submit(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())])
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())]).scans
     assert tasks.analyze_scan(scan.pk) == "done"
     formatter = JsonFormatter("%(levelname)s %(name)s %(scan_id)s %(message)s")
     lines = [json.loads(formatter.format(r)) for r in caplog.records if r.name.startswith(("apps.scans", "workers"))]

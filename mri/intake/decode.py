@@ -3,7 +3,7 @@ path shared by serving and evaluation. The model's own preprocessing of the deco
 mri.model.preprocessing.
 
 No TensorFlow and no OpenCV at import: the web process imports this module to validate uploads
-by content. OpenCV is imported lazily, only to box-average a scan longer than WORK_SIDE.
+by content; a scan longer than WORK_SIDE is box-averaged in NumPy (mri.intake.gray.area_shrink).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from mri.intake import dicom
-from mri.intake.gray import to_gray
+from mri.intake.gray import area_shrink, to_gray
 from mri.intake.limits import (
     ACCEPTED_FORMATS,
     MAX_PIXELS,
@@ -145,10 +145,8 @@ def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
         factor = math.ceil(max(gray.shape) / max_side)
         if factor == 1:
             return gray
-        import cv2  # lazy: only a scan over WORK_SIDE needs OpenCV (the web never resizes)
-
         size = (math.ceil(gray.shape[1] / factor), math.ceil(gray.shape[0] / factor))
-        return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
+        return np.clip(area_shrink(gray, size), 0.0, 1.0)
     image = _open(data)
     _check_structure(data, image)
     if max(image.size) <= max_side:
@@ -166,8 +164,6 @@ def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
 def _reduced_gray(image: Image.Image, factor: int) -> np.ndarray:
     """`to_gray(image)` averaged over factor×factor blocks, a band of rows at a time: no copy of
     the whole image (not even Pillow's premultiplied one for RGBA) is ever made."""
-    import cv2  # lazy: only a scan over WORK_SIDE needs OpenCV (the web never resizes)
-
     width, height = image.size
     out_width = math.ceil(width / factor)
     band = factor * 64
@@ -175,5 +171,5 @@ def _reduced_gray(image: Image.Image, factor: int) -> np.ndarray:
     for top in range(0, height, band):
         gray = to_gray(image.crop((0, top, width, min(height, top + band))))
         rows = math.ceil(gray.shape[0] / factor)
-        parts.append(cv2.resize(gray, (out_width, rows), interpolation=cv2.INTER_AREA))
+        parts.append(area_shrink(gray, (out_width, rows)))
     return np.clip(np.vstack(parts), 0.0, 1.0)

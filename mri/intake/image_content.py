@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from mri.intake.gray import area_shrink
 from mri.intake.limits import ScanDecodeError
 
 # Robust range (99.5th - 0.5th percentile) of gray in [0, 1] below which an image is blank:
@@ -41,7 +41,7 @@ def content_stats(gray: np.ndarray) -> ContentStats:
     scale = CHECK_SIDE / max(gray.shape)
     if scale < 1:
         size = (max(2, round(gray.shape[1] * scale)), max(2, round(gray.shape[0] * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        gray = area_shrink(gray, size)
     low, high = np.percentile(gray, [0.5, 99.5])
     pairs = [(gray[:, :-1], gray[:, 1:]), (gray[:-1, :], gray[1:, :])]
     left = np.concatenate([a.ravel() for a, _ in pairs]).astype(np.float64)

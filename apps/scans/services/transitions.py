@@ -18,7 +18,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from mri.intake.sequence import card_validated_sequences, is_validated
-from mri.model.overlays import encode_heatmap_png
 from mri.results import AnalysisResult
 
 from ..labels import MODEL_LABELS
@@ -111,6 +110,10 @@ def scan_claim(*, scan_id: int, redelivered: bool = False) -> Scan | None:
 
 
 def _heatmap_png(heatmap: Any) -> bytes:
+    # Imported here: only a worker stores a result, and OpenCV (which encodes it) stays out of
+    # the web process (tests/test_layout.py).
+    from mri.model.overlays import encode_heatmap_png
+
     try:
         return encode_heatmap_png(heatmap)
     except ValueError as exc:

@@ -29,7 +29,7 @@ def _rate(flags: np.ndarray) -> dict:
 def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external: Path = EXTERNAL_DATA) -> dict:
     from mri.model.ood import load_gate
     from mri.model.store import load_classifier
-    from training.ood import corpus_features
+    from training.ood_corpus import corpus_features
     from training.ood_features import cached_file_features, feature_model
 
     model, card = load_classifier(model_dir)

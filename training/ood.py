@@ -25,10 +25,10 @@ import numpy as np
 
 from mri.card import DEFAULT_MODEL_DIR, ModelCard, write_card
 from mri.intake.decode import decode_gray
-from mri.intake.limits import ScanDecodeError
 from mri.model.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
 from mri.model.store import sha256_file
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
+from training.ood_corpus import corpus_features, upload_refusal
 
 FOLDS = 5
 # Share of in-distribution scans the threshold lets through: its quantile of cross-fitted
@@ -173,35 +173,6 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 # --- evaluate --------------------------------------------------------------------------------
-
-
-def corpus_features(features: object, card: ModelCard) -> tuple[list, Features, np.ndarray]:
-    """The OOD corpus, its features, and which images the upload check refuses."""
-    import hashlib
-
-    from training.ood_corpus import build_corpus
-    from training.ood_features import cached_features
-
-    corpus = build_corpus()
-    items = [(f"{i.family}/{i.name}/{hashlib.sha256(i.data).hexdigest()}", lambda i=i: i.data) for i in corpus]
-    found = cached_features(
-        features, card.version, card.input_size, items, "ood-corpus", head_crop=card.head_crop
-    )
-    refused = np.asarray([upload_refusal(i.data) is not None for i in corpus])
-    return corpus, found, refused
-
-
-def upload_refusal(data: bytes) -> str | None:
-    """The upload check's message for this file, or None when it would be accepted."""
-    from mri.intake.decode import inspect_scan
-    from mri.intake.image_content import reject_uninformative
-
-    try:
-        inspect_scan(data)
-        reject_uninformative(decode_gray(data))
-    except ScanDecodeError as exc:
-        return str(exc.args[0])
-    return None
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from mri.card import ModelCard
 
 DEVELOPMENT_FAMILIES = ("photos", "charts", "ct_nm", "phantoms", "noise")
 HELD_OUT_FAMILIES = ("scientific", "documents", "ultrasound_body", "faces", "patterns")
@@ -361,3 +364,36 @@ def _patterns() -> Iterator[tuple[str, np.ndarray]]:
         yield f"checker-{index}", ((((xx * 255) // cell + (yy * 255) // cell) % 2) * 255).astype(np.uint8)
         ring = np.hypot(xx - 0.5, yy - 0.5)
         yield f"rings-{index}", to_uint8(np.sin(ring * rng.uniform(20, 80)) * (ring < 0.45))
+
+
+# --- what the gate and the upload check make of the corpus (training/ood.py, gate_evidence.py) ---
+
+
+def corpus_features(features: object, card: ModelCard) -> tuple[list, Any, np.ndarray]:
+    """The OOD corpus, its features (name → array per layer), and which images the upload check
+    refuses."""
+    import hashlib
+
+    from training.ood_features import cached_features
+
+    corpus = build_corpus()
+    items = [(f"{i.family}/{i.name}/{hashlib.sha256(i.data).hexdigest()}", lambda i=i: i.data) for i in corpus]
+    found = cached_features(
+        features, card.version, card.input_size, items, "ood-corpus", head_crop=card.head_crop
+    )
+    refused = np.asarray([upload_refusal(i.data) is not None for i in corpus])
+    return corpus, found, refused
+
+
+def upload_refusal(data: bytes) -> str | None:
+    """The upload check's message for this file, or None when it would be accepted."""
+    from mri.intake.decode import decode_gray, inspect_scan
+    from mri.intake.image_content import reject_uninformative
+    from mri.intake.limits import ScanDecodeError
+
+    try:
+        inspect_scan(data)
+        reject_uninformative(decode_gray(data))
+    except ScanDecodeError as exc:
+        return str(exc.args[0])
+    return None

@@ -1,21 +1,18 @@
-"""The request being served, for audit events recorded deep in a service or a signal handler
-that has no request at hand (uploads, reviews). Set by `AuditRequestMiddleware`, which also
-records every refused access (401/403/404 on a route of ours) as one "denied" event."""
+"""`AuditRequestMiddleware`: holds the request being served for the audit services
+(apps/audit/request.py) and records every refused access (401/403/404 on a route of ours) as
+one "denied" event."""
 
 from collections.abc import Callable
-from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
-_current_request: ContextVar[HttpRequest | None] = ContextVar("audit_current_request", default=None)
+from .models import AuditAction, AuditOutcome
+from .request import REQUEST
+from .services import audit_record, object_type_of_label
 
 REFUSED_STATUSES = frozenset({401, 403, 404})
 # The URL argument that names the object asked for → the object type written in events.
 _KWARG_TYPES = {"case_id": "case", "scan_id": "scan", "patient_id": "patient"}
-
-
-def current_request() -> HttpRequest | None:
-    return _current_request.get()
 
 
 class AuditRequestMiddleware:
@@ -23,14 +20,14 @@ class AuditRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        token = _current_request.set(request)
+        token = REQUEST.set(request)
         try:
             response = self.get_response(request)
             if response.status_code in REFUSED_STATUSES:
                 _record_refusal(request, response.status_code)
             return response
         finally:
-            _current_request.reset(token)
+            REQUEST.reset(token)
 
 
 def _refused_object(request: HttpRequest) -> tuple[str, str]:
@@ -39,8 +36,6 @@ def _refused_object(request: HttpRequest) -> tuple[str, str]:
         if name in match.kwargs:
             return object_type, str(match.kwargs[name])
     if match.namespace == "admin" and "object_id" in match.kwargs:
-        from .services import object_type_of_label
-
         app_model = match.url_name.rsplit("_", 1)[0]  # "cases_case_change" → "cases_case"
         return object_type_of_label(app_model.replace("_", ".", 1)), str(match.kwargs["object_id"])[:64]
     return "", ""
@@ -51,9 +46,6 @@ def _record_refusal(request: HttpRequest, status: int) -> None:
     match = request.resolver_match
     if match is None or match.url_name == "unmatched" or getattr(request, "audit_failure_recorded", False):
         return
-    from .models import AuditAction, AuditOutcome
-    from .services import audit_record
-
     object_type, object_id = _refused_object(request)
     user = getattr(request, "user", None)
     audit_record(

@@ -23,8 +23,8 @@ from django.http import HttpRequest
 from apps.accounts.clinics import clinic_id_of
 from clinic_platform.client_ip import client_ip
 
-from .context import current_request
 from .models import AuditAction, AuditEvent, AuditOutcome
+from .request import current_request
 
 # Model label → the object type written in events (and accepted by the API's filter).
 _OBJECT_TYPES = {

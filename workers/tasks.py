@@ -23,7 +23,7 @@ from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
 from clinic_platform.logcontext import scan_context
 from mri.intake.colour_evidence import with_colour_evidence
-from workers import metrics
+from workers import metrics, task_names
 from workers.celery_policy import inference_task, maintenance_task
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) 
         return "retry" if status == "queued" else "failed"
 
 
-@inference_task(bind=True, name="workers.tasks.analyze_scan")
+@inference_task(bind=True, name=task_names.ANALYZE_SCAN)
 def analyze_scan(self: Task, scan_id: int) -> str:
     """Analyse one scan. Idempotent: a scan that is done, failed, rejected, deleted or (for a first
     delivery) taken by another worker is left alone, so a duplicate message does nothing.
@@ -177,7 +177,7 @@ def analyze_scan(self: Task, scan_id: int) -> str:
         return outcome
 
 
-@inference_task(bind=True, name="workers.tasks.analyze_scans")
+@inference_task(bind=True, name=task_names.ANALYZE_SCANS)
 def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     """The slices of one study in one forward/backward pass (`analyze_batch`); the same
     claims, idempotency and failure handling per scan as `analyze_scan`. If the batch cannot be
@@ -232,7 +232,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     return outcomes
 
 
-@inference_task(bind=True, name="workers.tasks.ingest_study")
+@inference_task(bind=True, name=task_names.INGEST_STUDY)
 def ingest_study(self: Task, study_id: int) -> str:
     """Unpack one DICOM study upload (apps/scans/studies.py): validate, decode, de-identify and
     split it into scans in one transaction, then queue their analysis in batches. Idempotent: a
@@ -255,7 +255,7 @@ def ingest_study(self: Task, study_id: int) -> str:
         return "retry" if status == "received" else "failed"
 
 
-@inference_task(name="workers.tasks.explain_scan")
+@inference_task(name=task_names.EXPLAIN_SCAN)
 def explain_scan(heatmap_id: int) -> str:
     """Compute and store the heatmap of one class for an analysed scan (services.scan_class_heatmap
     publishes it). Idempotent: a heatmap already stored, or whose scan is gone, is left alone."""
@@ -286,7 +286,7 @@ def explain_scan(heatmap_id: int) -> str:
     return "done"
 
 
-@maintenance_task(name="workers.tasks.requeue_stale_scans")
+@maintenance_task(name=task_names.REQUEUE_STALE_SCANS)
 def requeue_stale_scans() -> dict[str, int]:
     """Beat runs this every minute (settings CELERY_BEAT_SCHEDULE) on the "maintenance" queue;
     also `manage.py requeue_stale_scans`."""
@@ -297,7 +297,7 @@ def requeue_stale_scans() -> dict[str, int]:
     return {"requeued": report.requeued, "published": report.published, "failed": report.failed, "studies": studies}
 
 
-@maintenance_task(name="workers.tasks.purge_deleted_cases")
+@maintenance_task(name=task_names.PURGE_DELETED_CASES)
 def purge_deleted_cases() -> dict[str, int]:
     """Beat runs this every CASE_PURGE_INTERVAL_SECONDS on the "maintenance" queue: cases
     soft-deleted more than CASE_RETENTION_DAYS ago go for good, with their scans and files."""

@@ -48,19 +48,6 @@ study_unpacked = Signal()
 study_progress_groups = Signal()
 
 
-def study_enqueue(*, study_id: int) -> bool:
-    """Publish the unpacking job. False when the broker is unreachable: the sweep sends it again."""
-    from workers.tasks import ingest_study  # the tasks module imports the services
-
-    try:
-        ingest_study.apply_async(args=[study_id], retry=False)
-    except Exception:  # kombu/redis raise several types for "no broker"
-        logger.warning("study upload %s: broker unavailable, left for the sweep", study_id, exc_info=True)
-        return False
-    StudyUpload.objects.filter(pk=study_id, status=StudyStatus.RECEIVED).update(enqueued_at=timezone.now())
-    return True
-
-
 def study_claim(*, study_id: int, redelivered: bool = False) -> StudyUpload | None:
     """received → unpacking for this worker; a redelivered message (its worker died) takes over
     a study left unpacking as a new attempt, or fails it after SCAN_MAX_ATTEMPTS. None: nothing to do."""
@@ -222,6 +209,8 @@ def studies_requeue_stale(*, older_than: timedelta | None = None, limit: int = 1
     """The sweep's part for studies: a received study whose message was lost, or one left
     unpacking by a dead worker (after the task's hard limit), is published again (or failed
     after SCAN_MAX_ATTEMPTS). Returns how many were published."""
+    from .services.publishing import study_enqueue
+
     now = timezone.now()
     cutoff = now - (older_than or timedelta(minutes=settings.STUDY_REQUEUE_AFTER_MINUTES))
     dead = StudyUpload.objects.filter(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mri", "apps", "workers", "training", "clinic_platform")
 
 
 def test_import_contracts_are_kept():
@@ -42,3 +43,20 @@ def test_the_web_side_loads_no_tensorflow_or_opencv():
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert not loaded & {"tensorflow", "keras", "cv2"}, loaded
+
+
+def test_no_import_cycles_between_modules():
+    """No module reaches, through any chain of imports (lazy ones included), a module that
+    imports it: the web publishes tasks by name, the audit middleware and services share the
+    request through apps/audit/request.py. A package importing its own submodules is not a cycle."""
+    import grimp
+
+    sys.path.insert(0, str(ROOT))
+    graph = grimp.build_graph(*PACKAGES)
+    cycles = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            related = imported.startswith(importer + ".") or importer.startswith(imported + ".")
+            if not related and graph.chain_exists(importer=imported, imported=importer):
+                cycles.append(f"{importer} -> {imported} -> ... -> {importer}")
+    assert not cycles, "\n".join(cycles)

@@ -169,7 +169,7 @@ def _validation_samples(model_dir: Path, data: Path) -> list:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from mri.card import head_crop_of, write_card
+    from mri.card import write_card
     from mri.model.probabilities import calibrated_probabilities
     from mri.model.store import load_classifier
     from training.calibrate import fit_temperature
@@ -180,7 +180,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model, card = load_classifier(args.model)
     samples = _validation_samples(args.model, args.data)
     true = np.array([s.label for s in samples])
-    logits = scan_logits(model, [s.path for s in samples], int(card["input_size"]), head_crop=head_crop_of(card))
+    logits = scan_logits(model, [s.path for s in samples], card.input_size, head_crop=card.head_crop)
     temperature = fit_temperature(logits, true)
     before = summarize(calibrated_probabilities(logits, 1.0), true, CLASS_NAMES)
     after = summarize(calibrated_probabilities(logits, temperature), true, CLASS_NAMES)
@@ -261,7 +261,7 @@ def record_sequences(model_dir: Path, metrics: dict) -> None:
     card = read_card(model_dir)
     card["sequences"] = sequence_section(card, metrics, "python -m training " + shlex.join(sys.argv[1:]))
     write_card(model_dir, card)
-    print(f"model card {model_dir}: validated on {', '.join(card['sequences']['validated_names']) or 'no sequence'}")
+    print(f"model card {model_dir}: validated on {', '.join(card.sequences['validated_names']) or 'no sequence'}")
 
 
 def run_robustness(args: argparse.Namespace) -> int:

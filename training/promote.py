@@ -89,16 +89,17 @@ def compare(candidate: dict, shipped: dict) -> dict:
 
 
 def card_summary(card: dict) -> dict:
+    typed = ModelCard.of(card)
     summary = {key: card[key] for key in SUMMARY_KEYS if key in card}
-    validation = ModelCard.of(card).validation
+    validation = typed.validation
     summary["validation"] = {"n": validation.get("n"), "calibrated": validation.get("calibrated")}
     if "heatmap_localization" in card:
         localization = card["heatmap_localization"]
         summary["heatmap_localization"] = {k: localization.get(k) for k in ("method", "scans", "pointing")}
     if "ood" in card:
-        summary["ood"] = {k: card["ood"].get(k) for k in ("threshold", "fitted_on", "evaluation")}
+        summary["ood"] = {k: typed.ood.get(k) for k in ("threshold", "fitted_on", "evaluation")}
     if "sequences" in card:
-        sequences = card["sequences"]
+        sequences = typed.sequences
         summary["sequences"] = {
             "validated": sequences.get("validated"),
             "external_tumour_sensitivity": external_sensitivity(card),

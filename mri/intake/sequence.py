@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mri.card import ModelCard
-
 
 class MriSequence(StrEnum):
     T1 = "t1"
@@ -216,7 +214,3 @@ def is_validated(sequence: str, validated: list[str] | tuple[str, ...] | None) -
         return None
     return sequence in validated
 
-
-def card_validated_sequences(card: dict) -> tuple[str, ...] | None:
-    """The sequences a model card lists as validated (its `sequences.validated`); None: no list."""
-    return ModelCard.of(card).validated_sequences

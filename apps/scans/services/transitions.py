@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from mri.intake.sequence import card_validated_sequences, is_validated
+from mri.intake.sequence import is_validated
 from mri.results import AnalysisResult
 
 from ..labels import MODEL_LABELS
@@ -47,7 +47,7 @@ def _validated_sequences(model_version: str) -> tuple[str, ...] | None:
         card = read_card(os.environ.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
     except Exception:
         return None
-    return card_validated_sequences(card) if card.get("version") == model_version else None
+    return card.validated_sequences if card.version == model_version else None
 
 
 def prediction_validated(*, scan: Scan, model_version: str) -> bool | None:

@@ -9,6 +9,8 @@ without the text check) or held → failed (`scan_hold_discard`: never analysed,
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -63,14 +65,20 @@ def _decide(scan: Scan, by: User, detail: str) -> Scan:
     return locked
 
 
+@contextmanager
+def _deciding(scan: Scan, by: User, detail: str) -> Iterator[Scan]:
+    """The decision's frame: the role check (its refusal audited, outside the transaction), then
+    the locked, still-held scan inside one; the caller changes it in the `with` block."""
+    _check(scan, by, detail)
+    with transaction.atomic():
+        yield _decide(scan, by, detail)
+
+
 def scan_hold_release(*, scan: Scan, by: User) -> Scan:
     """held → queued, analysed without the text check (a person saw the text and accepts it)."""
     from .services import scan_enqueue
 
-    detail = "held scan released to analysis (text burnt into the image)"
-    _check(scan, by, detail)
-    with transaction.atomic():
-        locked = _decide(scan, by, detail)
+    with _deciding(scan, by, "held scan released to analysis (text burnt into the image)") as locked:
         locked.status, locked.error, locked.burnt_text_released = ScanStatus.QUEUED, "", True
         locked.queued_at, locked.enqueued_at, locked.started_at, locked.finished_at = timezone.now(), None, None, None
         fields = ["status", "error", "burnt_text_released", "queued_at", "enqueued_at", "started_at", "finished_at"]
@@ -81,10 +89,7 @@ def scan_hold_release(*, scan: Scan, by: User) -> Scan:
 
 def scan_hold_discard(*, scan: Scan, by: User) -> Scan:
     """held → failed: never analysed; the file stays with the case until the case is deleted."""
-    detail = "held scan discarded (text burnt into the image)"
-    _check(scan, by, detail)
-    with transaction.atomic():
-        locked = _decide(scan, by, detail)
+    with _deciding(scan, by, "held scan discarded (text burnt into the image)") as locked:
         locked.status, locked.finished_at = ScanStatus.FAILED, timezone.now()
         locked.error = DISCARDED.format(user=by.get_username())
         locked.save(update_fields=["status", "error", "finished_at"])

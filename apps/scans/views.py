@@ -109,30 +109,17 @@ def _serve_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
     return response
 
 
+SCAN_FILES = ("image", "overlay", "heatmap", "dicom")  # the `kind`s, one URL each (urls.py)
+
+
 # No copy anywhere: not in a shared cache, and not in the browser's own cache either, where a
 # patient's scan would outlive the session on a shared ward PC (`never_cache`: no-store, private).
 @require_GET
 @never_cache
-def scan_image(request: HttpRequest, scan_id: int) -> HttpResponse:
-    return _serve(request, scan_id, "image")
-
-
-@require_GET
-@never_cache
-def scan_overlay(request: HttpRequest, scan_id: int) -> HttpResponse:
-    return _serve(request, scan_id, "overlay")
-
-
-@require_GET
-@never_cache
-def scan_heatmap(request: HttpRequest, scan_id: int) -> HttpResponse:
-    return _serve(request, scan_id, "heatmap")
-
-
-@require_GET
-@never_cache
-def scan_dicom(request: HttpRequest, scan_id: int) -> HttpResponse:
-    """The de-identified DICOM file (the uploaded bytes are deleted once unpacked)."""
-    response = _serve(request, scan_id, "dicom")
-    response["Content-Disposition"] = f'attachment; filename="scan-{scan_id}.dcm"'
+def scan_file(request: HttpRequest, scan_id: int, kind: str) -> HttpResponse:
+    """A scan's file of one kind (SCAN_FILES). The DICOM one is the de-identified file, a
+    download (the uploaded bytes are deleted once unpacked)."""
+    response = _serve(request, scan_id, kind)
+    if kind == "dicom":
+        response["Content-Disposition"] = f'attachment; filename="scan-{scan_id}.dcm"'
     return response

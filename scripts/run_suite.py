@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,6 +82,24 @@ def import_contracts(report: Report) -> int:
     return code
 
 
+def service(
+    report: Report,
+    services: contextlib.ExitStack,
+    env: dict[str, str],
+    key: str,
+    name: str,
+    start: Callable[[], contextlib.AbstractContextManager[str]],
+    describe: Callable[[str], str],
+) -> None:
+    """The service env[key] names, as given; else one started for this run (stopped with `services`)."""
+    if env.get(key):
+        with report.part(name, f"given: {shown(env[key])}"):
+            return
+    with report.part(name) as note:
+        env[key] = services.enter_context(start())
+        note.append(describe(env[key]))
+
+
 def main(argv: list[str]) -> int:
     s3_only = bool(argv) and argv[0] == "--s3"
     args = argv[1:] if s3_only else argv
@@ -95,20 +113,9 @@ def main(argv: list[str]) -> int:
         print("== make test: FAILED (import contracts broken, see above)\n" + report.table(), flush=True)
         return code
     with contextlib.ExitStack() as services:
-        if env.get("DATABASE_URL"):
-            with report.part("postgresql", f"given: {shown(env['DATABASE_URL'])}"):
-                pass
-        else:
-            with report.part("postgresql") as note:
-                env["DATABASE_URL"] = services.enter_context(postgres_server())
-                note.append(f"PostgreSQL {postgres_bin_dir().parent.name} at {env['DATABASE_URL']}")
-        if env.get("REDIS_URL"):
-            with report.part("redis", f"given: {shown(env['REDIS_URL'])}"):
-                pass
-        else:
-            with report.part("redis") as note:
-                env["REDIS_URL"] = services.enter_context(redis_server())
-                note.append(f"redis-server at {env['REDIS_URL']}")
+        service(report, services, env, "DATABASE_URL", "postgresql", postgres_server,
+                lambda url: f"PostgreSQL {postgres_bin_dir().parent.name} at {url}")  # fmt: skip
+        service(report, services, env, "REDIS_URL", "redis", redis_server, lambda url: f"redis-server at {url}")
         for name, pass_args in passes:
             pass_env = env
             if name == "s3 pass":

@@ -17,6 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,16 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _setup_django(database_url: str | None, workdir: Path) -> None:
-    os.environ.setdefault("DATABASE_URL", database_url or f"sqlite:///{workdir / 'history-bench.sqlite3'}")
-    os.environ.setdefault("MEDIA_ROOT", str(workdir / "media"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "clinic_platform.test_settings"
-    import django
+@contextmanager
+def django_bench(name: str, database_url: str | None) -> Iterator[Path]:
+    """A throw-away folder (`name-…`: the SQLite file, media) and this process set up on a
+    migrated database (the given one, else that file); yields the folder."""
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+        workdir = Path(tmp)
+        os.environ.setdefault("DATABASE_URL", database_url or f"sqlite:///{workdir / (name + '.sqlite3')}")
+        os.environ.setdefault("MEDIA_ROOT", str(workdir / "media"))
+        os.environ["DJANGO_SETTINGS_MODULE"] = "clinic_platform.test_settings"
+        import django
 
-    django.setup()
-    from django.test.utils import setup_test_environment
+        django.setup()
+        from django.core.management import call_command
+        from django.test.utils import setup_test_environment
 
-    setup_test_environment()  # allows the test client's host; nothing else changes
+        setup_test_environment()  # allows the test client's host; nothing else changes
+        call_command("migrate", verbosity=0)
+        yield workdir
 
 
 def _populate(n_cases: int, *, seed: int = 7) -> object:
@@ -121,13 +131,10 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="history-bench-") as tmp:
-        _setup_django(args.database_url, Path(tmp))
-        from django.core.management import call_command
+    with django_bench("history-bench", args.database_url):
         from django.db import connection
         from django.test import Client
 
-        call_command("migrate", verbosity=0)
         t0 = time.perf_counter()
         big = _populate(args.cases)
         small = _populate(args.small, seed=8)

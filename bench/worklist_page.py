@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.history_page import _populate, _setup_django  # noqa: E402
+from bench.history_page import _populate, django_bench  # noqa: E402
 
 
 def _measure(client: object, url: str, query: dict[str, str], repeat: int) -> tuple[float, int]:
@@ -46,15 +45,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="worklist-bench-") as tmp:
-        _setup_django(args.database_url, Path(tmp))
-        from django.core.management import call_command
+    with django_bench("worklist-bench", args.database_url):
         from django.db import connection
         from django.test import Client
 
         from apps.cases.worklist import case_worklist_counts
 
-        call_command("migrate", verbosity=0)
         user = _populate(args.cases)
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:

@@ -16,7 +16,6 @@ Database: a temporary SQLite file, or --database-url (e.g. the PostgreSQL one).
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.queue_throughput import _wait_done, bench_stack  # noqa: E402
+from bench.queue_throughput import _wait_done, bench_stack, worker_bench_args  # noqa: E402
 from tests.testkit.processes import start_worker  # noqa: E402
 
 
@@ -49,10 +48,7 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=24)
     parser.add_argument("--syntax", default="explicit-le", help="a key of dicomdata.TRANSFER_SYNTAXES")
     parser.add_argument("--rounds", type=int, default=2, help="DICOM and JPEG uploads, alternated")
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
-    parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = worker_bench_args(parser)
 
     with bench_stack("dicom-bench", args.database_url) as stack:
         from django.core.files.uploadedfile import SimpleUploadedFile

@@ -100,14 +100,20 @@ def bench_stack(name: str, database_url: str | None) -> Iterator[BenchStack]:
         yield BenchStack(tmp, env, user_create(clinic=clinic, username="bench", password=None, role=Role.CLINIC_STAFF))
 
 
+def worker_bench_args(parser: argparse.ArgumentParser, *, timeout: float = 900.0) -> argparse.Namespace:
+    """The options every worker benchmark takes, parsed; then a SIGTERM (timeout, CI) unwinds
+    through the finally blocks, so the worker and Redis stop too."""
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--timeout", type=float, default=timeout)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return args
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scans", type=int, default=40)
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
-    parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args()
-    # A SIGTERM (timeout, CI) unwinds through the finally blocks, so the worker and Redis stop too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = worker_bench_args(parser)
 
     with bench_stack("queue-bench", args.database_url) as stack:
         from django.core.files.uploadedfile import SimpleUploadedFile

@@ -24,15 +24,25 @@ print(json.dumps({
 """
 
 
-def probe(tmp_path, **env) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_", "REDIS_"))}
-    clean.pop("MEDIA_ROOT", None)
-    clean.update(DJANGO_SETTINGS_MODULE="clinic_platform.settings", **env)
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120, check=False
+def run_python(code: str, *, settings: str, drop: tuple[str, ...], timeout: float = 120, **env: str):
+    """`python -c code` from the repository, in this environment less the variables starting with
+    `drop`, plus DJANGO_SETTINGS_MODULE=settings and `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    clean.update(DJANGO_SETTINGS_MODULE=settings, **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def printed_json(out: subprocess.CompletedProcess) -> dict:
+    """The JSON a probe printed last, once it exited cleanly."""
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def probe(tmp_path, **env) -> dict:
+    drop = ("DJANGO_", "CELERY_", "DATABASE_", "REDIS_", "MEDIA_ROOT")
+    return printed_json(run_python(PROBE, settings="clinic_platform.settings", drop=drop, **env))
 
 
 def test_local_defaults_need_no_server_and_never_load_tensorflow(tmp_path):
@@ -67,17 +77,8 @@ def test_environment_selects_postgres_redis_and_media(tmp_path):
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    clean["DJANGO_SETTINGS_MODULE"] = "clinic_platform.settings"
-    out = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    setup = "import django; django.setup()"
+    out = run_python(setup, settings="clinic_platform.settings", drop=("DJANGO_",), timeout=60)
     assert out.returncode != 0
     assert "DJANGO_SECRET_KEY" in out.stderr
 
@@ -91,19 +92,8 @@ print(json.dumps({"broker": app.connection_for_write().as_uri(include_password=T
 
 
 def _test_settings_broker(**env) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "REDIS_", "TEST_REDIS"))}
-    clean.update(DJANGO_SETTINGS_MODULE="clinic_platform.test_settings", **env)
-    out = subprocess.run(
-        [sys.executable, "-c", TEST_PROBE],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])["broker"]
+    drop = ("DJANGO_", "CELERY_", "REDIS_", "TEST_REDIS")
+    return printed_json(run_python(TEST_PROBE, settings="clinic_platform.test_settings", drop=drop, **env))["broker"]
 
 
 def test_the_suite_never_uses_a_shared_redis_database(tmp_path):

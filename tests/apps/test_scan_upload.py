@@ -13,7 +13,7 @@ from PIL import Image
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_upload
 from mri.intake.limits import MAX_UPLOAD_BYTES
-from tests.testkit.data import stored_files, upload
+from tests.testkit.data import stored_files, upload, upload_refusal
 from tests.testkit.scans import png_bytes, real_scan_bytes
 
 
@@ -74,10 +74,9 @@ def test_bad_file_is_refused_with_a_clear_message_and_nothing_saved(kind, north,
         Image.new("L", (100, 100)).save(out, format="GIF")
         data = out.getvalue()
     files_before, scans_before = stored_files(media_root), Scan.objects.count()
-    with pytest.raises(ValidationError) as error:
-        scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(data, "scan.jpg")]).scans[0]
-    assert message in error.value.messages[0]
-    assert error.value.messages[0].startswith("scan.jpg: ")
+    messages = upload_refusal(north, [upload(data, "scan.jpg")])
+    assert message in messages[0]
+    assert messages[0].startswith("scan.jpg: ")
     assert stored_files(media_root) == files_before
     assert Scan.objects.count() == scans_before
     assert broker() == []
@@ -92,13 +91,10 @@ def test_oversize_file_is_refused_before_it_is_read(north, media_root):
 
 def test_one_bad_file_rejects_the_whole_batch_naming_each_problem(north, media_root):
     files_before = stored_files(media_root)
-    with pytest.raises(ValidationError) as error:
-        scans_upload(
-            case=north.case,
-            uploaded_by=north.staff,
-            uploads=[upload(real_scan_bytes(), "good.jpg"), upload(b"", "empty.jpg"), upload(b"x" * 99, "junk.png")],
-        )
-    assert [m.split(":")[0] for m in error.value.messages] == ["empty.jpg", "junk.png"]
+    messages = upload_refusal(
+        north, [upload(real_scan_bytes(), "good.jpg"), upload(b"", "empty.jpg"), upload(b"x" * 99, "junk.png")]
+    )
+    assert [m.split(":")[0] for m in messages] == ["empty.jpg", "junk.png"]
     assert stored_files(media_root) == files_before
     assert north.case.scans.count() == 1
 

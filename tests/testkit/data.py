@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
@@ -211,6 +212,14 @@ def make_world(name: str, capture: Callable, *, finished: bool = True) -> Clinic
     with capture(execute=False):
         (scan,) = scans_upload(case=case, uploaded_by=staff, uploads=[upload(real_scan_bytes())]).scans
     return ClinicWorld(clinic, staff, radiologist, admin, patient, case, finish_scan(scan) if finished else scan)
+
+
+def upload_refusal(world: ClinicWorld, uploads: list[SimpleUploadedFile]) -> list[str]:
+    """The messages `scans_upload` refuses the batch with (the world's staff, into its case):
+    the test fails if the batch is taken."""
+    with pytest.raises(ValidationError) as refused:
+        scans_upload(case=world.case, uploaded_by=world.staff, uploads=uploads)
+    return refused.value.messages
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from rest_framework.test import APIClient
 
+from apps.cases.models import Case
 from apps.dicomnet.models import DicomInstance, DicomStudy
 from apps.scans.models import Scan
 from tests.testkit import dicom as dicomdata
@@ -44,6 +45,25 @@ def _client(user) -> APIClient:
 
 def _uid(data: bytes) -> str:
     return dcmread(DicomBytesIO(data)).SOPInstanceUID
+
+
+def _first_of_two_stored(world, user, capture) -> tuple[Case, bytes, bytes]:
+    """A two-instance study of the world's patient: `user` stores the first over STOW-RS and it is
+    unpacked into a new case. (that case, the first instance, the later one, not sent yet)"""
+    first, later = dicomdata.training_series(2, patient_id=world.patient.mrn, study_uid=STUDY)
+    with capture(execute=False):
+        assert _post(_client(user), [("application/dicom", first)]).status_code == 200
+    unpack_received()
+    return DicomStudy.objects.get(study_instance_uid=STUDY).case, first, later
+
+
+def _read_and_sign(case: Case, radiologist) -> None:
+    """The case's one scan analysed, read and the case signed: locked (issue 15)."""
+    from apps.cases.services import case_sign
+    from apps.scans.services import scan_review
+
+    scan_review(scan=finish_scan(Scan.objects.get(case=case), "glioma", 0.97), reviewer=radiologist, agrees=True)
+    case_sign(case=case, signer=radiologist, conclusion="No change.")
 
 
 def test_good_and_bad_parts_get_the_standard_response(north, django_capture_on_commit_callbacks):
@@ -120,16 +140,8 @@ def test_a_second_clinic_storing_the_same_study_gets_its_own_case(north, south, 
 def test_an_instance_for_a_signed_study_is_a_failed_part_with_the_reason(north, django_capture_on_commit_callbacks):
     """A signed case is locked (issue 15): a later instance of its study is refused for that part
     alone, with why, not the whole request."""
-    from apps.cases.services import case_sign
-    from apps.scans.services import scan_review
-
-    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
-    with django_capture_on_commit_callbacks(execute=False):
-        assert _post(_client(north.staff), [("application/dicom", first)]).status_code == 200
-    unpack_received()
-    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
-    scan_review(scan=finish_scan(Scan.objects.get(case=case), "glioma", 0.97), reviewer=north.radiologist, agrees=True)
-    case_sign(case=case, signer=north.radiologist, conclusion="No change.")
+    case, _, later = _first_of_two_stored(north, north.staff, django_capture_on_commit_callbacks)
+    _read_and_sign(case, north.radiologist)
     with django_capture_on_commit_callbacks(execute=False):
         response = _post(_client(north.staff), [("application/dicom", later)])
     assert response.status_code == 409, response.content  # none stored
@@ -146,11 +158,7 @@ def test_instances_for_a_deleted_case_are_failed_parts_with_the_reason(north, dj
     from apps.dicomnet.intake import CASE_DELETED
     from apps.scans.models import StudyUpload
 
-    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
-    with django_capture_on_commit_callbacks(execute=False):
-        assert _post(_client(north.staff), [("application/dicom", first)]).status_code == 200
-    unpack_received()
-    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
+    case, first, later = _first_of_two_stored(north, north.staff, django_capture_on_commit_callbacks)
     finish_scan(Scan.objects.get(case=case), "glioma", 0.9)
     case_soft_delete(case=case, by=north.admin)
     with django_capture_on_commit_callbacks(execute=False):
@@ -166,17 +174,10 @@ def test_instances_for_a_deleted_case_are_failed_parts_with_the_reason(north, dj
 def test_a_radiologist_does_not_add_to_a_signed_study_through_stow_rs(north, django_capture_on_commit_callbacks):
     """A signed case changes only by a radiologist's written addendum on the case, never by a
     network upload, whoever's token sends it."""
-    from apps.cases.services import case_sign
     from apps.dicomnet.intake import CASE_SIGNED
-    from apps.scans.services import scan_review
 
-    first, later = dicomdata.training_series(2, patient_id=north.patient.mrn, study_uid=STUDY)
-    with django_capture_on_commit_callbacks(execute=False):
-        assert _post(_client(north.radiologist), [("application/dicom", first)]).status_code == 200
-    unpack_received()
-    case = DicomStudy.objects.get(study_instance_uid=STUDY).case
-    scan_review(scan=finish_scan(Scan.objects.get(case=case), "glioma", 0.97), reviewer=north.radiologist, agrees=True)
-    case_sign(case=case, signer=north.radiologist, conclusion="No change.")
+    case, _, later = _first_of_two_stored(north, north.radiologist, django_capture_on_commit_callbacks)
+    _read_and_sign(case, north.radiologist)
     with django_capture_on_commit_callbacks(execute=False):
         response = _post(_client(north.radiologist), [("application/dicom", later)])
     assert response.status_code == 409, response.content

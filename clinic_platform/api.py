@@ -1,6 +1,7 @@
-"""What every API view shares: the clinic-member permission (errors: clinic_platform/errors.py)."""
+"""What every API view shares: the clinic-member permission and reading an input serializer
+(errors: clinic_platform/errors.py)."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import permissions
 from rest_framework.request import Request
@@ -9,7 +10,15 @@ from rest_framework.throttling import ScopedRateThrottle
 from .client_ip import client_ip
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through DEFAULT_PERMISSION_CLASSES
+    from rest_framework.serializers import Serializer
     from rest_framework.views import APIView
+
+
+def validated_input(serializer_class: "type[Serializer]", request: Request, **kwargs: Any) -> dict[str, Any]:
+    """The request body through an input serializer (kwargs: partial=True…); invalid: a 400."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class IsClinicMember(permissions.BasePermission):

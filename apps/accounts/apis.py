@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clinic_platform.api import ClientScopedRateThrottle
+from clinic_platform.api import ClientScopedRateThrottle, validated_input
 
 from .services import login_is_locked_out, login_retry_after_seconds, token_create
 
@@ -42,9 +42,7 @@ class TokenApi(APIView):
 
     @extend_schema(request=TokenInputSerializer, responses={200: TokenOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = self.TokenInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        credentials = data.validated_data
+        credentials = validated_input(self.TokenInputSerializer, request)
         # django.contrib.auth.authenticate runs the axes backend first: a locked-out username
         # or address is refused without checking the password, and a failure is counted.
         user = authenticate(request._request, username=credentials["username"], password=credentials["password"])

@@ -18,6 +18,7 @@ from apps.patients.models import Patient
 from apps.patients.selectors import patient_list
 from apps.scans.apis import ScanOutputSerializer, StudyProgressOutputSerializer
 from apps.scans.studies import study_progress_for_case
+from clinic_platform.api import validated_input
 from clinic_platform.renderers import PdfRenderer
 
 from .models import Case
@@ -101,9 +102,7 @@ class CaseListApi(GenericAPIView):
 
     @extend_schema(request=CaseCreateInputSerializer, responses={201: CaseOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = self.CaseCreateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
+        fields = dict(validated_input(self.CaseCreateInputSerializer, request))
         try:
             patient = patient_list(user=request.user).get(pk=fields.pop("patient"))
         except Patient.DoesNotExist:
@@ -128,9 +127,8 @@ class CaseSignApi(APIView):
     @extend_schema(request=CaseSignInputSerializer, responses={200: CaseOutputSerializer})
     def post(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
-        data = self.CaseSignInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        case_sign(case=case, signer=request.user, conclusion=data.validated_data["conclusion"])
+        conclusion = validated_input(self.CaseSignInputSerializer, request)["conclusion"]
+        case_sign(case=case, signer=request.user, conclusion=conclusion)
         case = case_get(user=request.user, case_id=case_id)
         return Response(CaseOutputSerializer(case, context={"request": request}).data)
 

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
+from clinic_platform.api import validated_input
 
 from .fhir import case_fhir_bundle
 from .models import DicomNode
@@ -57,9 +58,7 @@ class DicomNodeListApi(GenericAPIView):
 
     @extend_schema(request=DicomNodeInputSerializer, responses={201: DicomNodeOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = DicomNodeInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        node = node_create(created_by=request.user, **data.validated_data)
+        node = node_create(created_by=request.user, **validated_input(DicomNodeInputSerializer, request))
         return Response(DicomNodeOutputSerializer(node).data, status=status.HTTP_201_CREATED)
 
 
@@ -73,9 +72,8 @@ class DicomNodeDetailApi(APIView):
     @extend_schema(request=DicomNodeInputSerializer(partial=True), responses=DicomNodeOutputSerializer)
     def patch(self, request: Request, node_id: int) -> Response:
         node = node_get(user=request.user, node_id=node_id)
-        data = DicomNodeInputSerializer(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        changes = {key: value for key, value in data.validated_data.items() if key in request.data}
+        fields = validated_input(DicomNodeInputSerializer, request, partial=True)
+        changes = {key: value for key, value in fields.items() if key in request.data}
         node = node_update(node=node, changed_by=request.user, **changes)
         return Response(DicomNodeOutputSerializer(node).data)
 

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditAction
 from apps.audit.reads import audit_list_read
 from apps.audit.services import audit_record
+from clinic_platform.api import validated_input
 
 from .models import Sex
 from .selectors import patient_get, patient_list
@@ -43,9 +44,7 @@ class PatientListApi(GenericAPIView):
 
     @extend_schema(request=PatientCreateInputSerializer, responses={201: PatientOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = self.PatientCreateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        patient = patient_create(created_by=request.user, **data.validated_data)
+        patient = patient_create(created_by=request.user, **validated_input(self.PatientCreateInputSerializer, request))
         return Response(PatientOutputSerializer(patient).data, status=status.HTTP_201_CREATED)
 
 

@@ -26,6 +26,7 @@ from apps.audit.models import AuditAction
 from apps.audit.reads import audit_read, covered_by_page_view
 from apps.audit.services import audit_record
 from apps.cases.selectors import case_get
+from clinic_platform.api import validated_input
 from clinic_platform.errors import error_body
 from clinic_platform.renderers import CsvRenderer
 
@@ -219,9 +220,8 @@ class CaseScansApi(APIView):
     )
     def post(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
-        data = self.ScanUploadInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        outcome = scans_upload(case=case, uploaded_by=request.user, uploads=data.validated_data["file"])
+        uploads = validated_input(self.ScanUploadInputSerializer, request)["file"]
+        outcome = scans_upload(case=case, uploaded_by=request.user, uploads=uploads)
         context = {"request": request}
         if len(outcome.scans) == 1 and not outcome.skipped and not outcome.studies:
             body = ScanOutputSerializer(outcome.scans[0], context=context).data
@@ -253,9 +253,8 @@ class ScanReviewInputSerializer(serializers.Serializer):
 
 def _record_review(request: Request, scan_id: int, *, reading_required: bool = True) -> ScanReview:
     scan = scan_get(user=request.user, scan_id=scan_id)
-    data = ScanReviewInputSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    return scan_review(scan=scan, reviewer=request.user, reading_required=reading_required, **data.validated_data)
+    fields = validated_input(ScanReviewInputSerializer, request)
+    return scan_review(scan=scan, reviewer=request.user, reading_required=reading_required, **fields)
 
 
 class ScanReviewApi(APIView):
@@ -294,9 +293,8 @@ class ScanHoldApi(APIView):
     @extend_schema(request=HoldDecisionInputSerializer, responses={200: ScanOutputSerializer})
     def post(self, request: Request, scan_id: int) -> Response:
         scan = scan_get(user=request.user, scan_id=scan_id)
-        data = HoldDecisionInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        decide = scan_hold_release if data.validated_data["decision"] == "release" else scan_hold_discard
+        release = validated_input(HoldDecisionInputSerializer, request)["decision"] == "release"
+        decide = scan_hold_release if release else scan_hold_discard
         decide(scan=scan, by=request.user)
         scan = scan_get(user=request.user, scan_id=scan_id)
         return Response(ScanOutputSerializer(scan, context={"request": request}).data)

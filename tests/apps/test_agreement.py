@@ -14,6 +14,7 @@ from apps.scans.agreement import READINGS_CSV_HEADER, _cell, agreement_by_versio
 from apps.scans.models import Prediction, Scan
 from apps.scans.services import scan_review
 from tests.testkit.data import make_case
+from tests.testkit.documents import assert_shows
 
 
 @pytest.fixture
@@ -164,12 +165,9 @@ def test_deleted_cases_are_gone_from_the_figures_and_the_csv(north, readings, cl
 def test_page_draws_the_chart_and_the_confusion_matrix(north, readings, client):
     client.force_login(north.admin)
     html = client.get(reverse("agreement")).content.decode()
-    assert "<svg" in html
-    assert "polyline" in html
-    assert "2026-01" in html
-    assert "v1 · 2026-01: 1 of 1 agree" in html
-    assert "No tumour" in html
-    assert "Other / non-diagnostic" in html
+    assert_shows(
+        html, "<svg", "polyline", "2026-01", "v1 · 2026-01: 1 of 1 agree", "No tumour", "Other / non-diagnostic"
+    )
     assert "Notumor" not in html
     assert reverse("api:agreement-readings") in html
 

@@ -22,6 +22,7 @@ from apps.scans.services import scan_review
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import finish_scan, reject_scan, unpack_received
 from tests.testkit.dicomnet import StoreScp, dciodvfy, free_port
+from tests.testkit.documents import assert_shows
 
 STUDY = "1.2.826.0.1.3680043.8.498.9001"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -79,15 +80,10 @@ def test_sr_and_secondary_captures_go_back_into_the_same_study_and_are_dciodvfy_
     assert sr[0].VerificationFlag == "UNVERIFIED"
     assert sr[0].CompletionFlag == "COMPLETE"
 
-    text = str(sr[0])
-    assert "Glioma" in text
-    assert "393563007" in text
-    assert "No tumour class" in text
-    assert "Out of distribution, not validated" in text
-    assert "Calibrated probability of finding" in text
-    assert "0.82" in text
-    assert "AI output, unverified" in text
-    assert "pixel-test-1" in text
+    assert_shows(
+        str(sr[0]), "Glioma", "393563007", "No tumour class", "Out of distribution, not validated",
+        "Calibrated probability of finding", "0.82", "AI output, unverified", "pixel-test-1",
+    )  # fmt: skip
     referenced = {
         item.ReferencedSOPInstanceUID for item in _walk(sr[0]) if "ReferencedSOPInstanceUID" in item
     }

@@ -17,11 +17,8 @@ from apps.cases.reports import case_report_export
 from apps.cases.services import case_sign
 from apps.scans.services import scan_review, scans_upload
 from tests.testkit.data import upload
+from tests.testkit.documents import assert_shows, pdf_text
 from tests.testkit.scans import real_scan_bytes
-
-
-def _text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
 def _page_png(pdf: bytes, tmp_path: Path) -> Image.Image:
@@ -48,8 +45,9 @@ def test_unsigned_report_names_everything_and_says_unverified(north, tmp_path):
     report = case_report_export(user=north.staff, case_id=north.case.pk)
     assert report.pdf.startswith(b"%PDF")
     assert report.filename == f"case-{north.case.pk}-report.pdf"
-    text = _text(report.pdf)
-    for expected in (
+    text = pdf_text(report.pdf)
+    assert_shows(
+        text,
         "north",  # the clinic
         "north Patient", "NORTH-001",  # the patient: name and MRN
         "north case",  # the case
@@ -57,8 +55,7 @@ def test_unsigned_report_names_everything_and_says_unverified(north, tmp_path):
         "No tumour", "Pituitary tumour",  # every class, named by the vocabulary
         "UNVERIFIED", "not signed",
         "Decision support only",
-    ):  # fmt: skip
-        assert expected in text, expected
+    )  # fmt: skip
     assert "Notumor" not in text
     # Original and overlay side by side: two pictures on the scan's page.
     images = [image for page in PdfReader(io.BytesIO(report.pdf)).pages for image in page.images]
@@ -75,19 +72,18 @@ def test_signed_report_has_the_reading_and_the_conclusion(north, tmp_path):
     north.radiologist.save()
     case_sign(case=north.case, signer=north.radiologist, conclusion="Left convexity meningioma.")
     report = case_report_export(user=north.staff, case_id=north.case.pk)
-    text = _text(report.pdf)
-    assert "Left convexity meningioma." in text
-    assert "Signed by Rita Rad" in text
-    assert "Radiologist's reading: Meningioma" in text
-    assert "corrects the model" in text
-    assert "dural tail" in text
+    text = pdf_text(report.pdf)
+    assert_shows(
+        text, "Left convexity meningioma.", "Signed by Rita Rad", "Radiologist's reading: Meningioma",
+        "corrects the model", "dural tail",
+    )  # fmt: skip
     assert "UNVERIFIED" not in text
     assert _reddish(_page_png(report.pdf, tmp_path)) < 500  # nothing left in red but small text
 
 
 def test_a_missing_picture_is_said_not_fatal(north):
     north.scan.image.storage.delete(north.scan.image.name)
-    text = _text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
+    text = pdf_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
     assert "Image file missing." in text
 
 
@@ -127,7 +123,7 @@ def test_the_report_carries_no_upload_file_name(north):
     from apps.scans.models import Scan
 
     Scan.objects.filter(case=north.case).update(original_filename="SMITHERS_WAYLON_MRI.jpg")
-    text = _text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
+    text = pdf_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf)
     assert "SMITHERS" not in text
     assert "Scan " in text
 
@@ -168,7 +164,7 @@ def test_dicom_study_report_shows_the_slice_says_rejected_and_reads_first(
     reject_scan(second)
     scan_review(scan=analysed, reviewer=north.radiologist, agrees=True)
     case_sign(case=case, signer=north.radiologist, conclusion="Right temporal glioma.")
-    text = _text(case_report_export(user=north.staff, case_id=case.pk).pdf)
+    text = pdf_text(case_report_export(user=north.staff, case_id=case.pk).pdf)
     assert "Still being analysed" not in text
     assert "Not a brain MRI slice: no tumour label is given." in text
     assert "radiologist, radiologist" not in text
@@ -196,6 +192,6 @@ def test_a_held_scan_is_described_as_held_for_a_person_not_as_being_analysed(
             case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes("glioma", 2))]
         ).scans
     assert scan_hold(scan=scan_claim(scan_id=scan.pk))  # the worker found text burnt into it
-    text = " ".join(_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf).split())
+    text = " ".join(pdf_text(case_report_export(user=north.staff, case_id=north.case.pk).pdf).split())
     assert "Held for a person's decision: text is burnt into the image" in text
     assert "Still being analysed" not in text

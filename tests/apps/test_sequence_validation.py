@@ -11,7 +11,6 @@ import io
 import pydicom
 import pytest
 from django.urls import reverse
-from pypdf import PdfReader
 from rest_framework.test import APIClient
 
 from apps.cases.reports import case_report_export
@@ -22,6 +21,7 @@ from apps.scans.services import scans_upload
 from mri.card import read_card
 from tests.testkit import dicom as dicomdata
 from tests.testkit.data import PASSWORD, api_token, finish_scan, unpack, upload
+from tests.testkit.documents import pdf_text
 from tests.testkit.scans import real_scan_bytes
 
 T2 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 4000, "EchoTime": 100}
@@ -48,7 +48,7 @@ def _study(world, capture, attributes: dict, slices: int = 2, title: str = "MR s
 
 def _text(pdf: bytes) -> str:
     """The PDF's words, one space apart (lines wrap anywhere)."""
-    return " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+    return " ".join(pdf_text(pdf).split())
 
 
 @pytest.fixture

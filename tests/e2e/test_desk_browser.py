@@ -4,13 +4,11 @@ scan, sign, download the PDF report, and see the case leave the worklist."""
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
-from pypdf import PdfReader
 
 from apps.accounts.models import Role
 from apps.accounts.services import clinic_create, user_create
@@ -19,6 +17,7 @@ from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_upload
 from tests.testkit.browser import log_in
+from tests.testkit.documents import assert_shows, pdf_text
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path as scan_file
 
@@ -97,13 +96,11 @@ def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, 
         page.click("a:has-text('PDF report')")
     download = download_info.value
     assert download.suggested_filename == f"case-{tumour.pk}-report.pdf"
-    pdf = Path(download.path()).read_bytes()
-    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
-    assert "Dora Desk" in text
-    assert "DESK-1" in text
-    assert "meningioma, left convexity" in text
-    assert "Radiologist's reading: Meningioma" in text
-    assert "Signed by desk-rad" in text
+    text = pdf_text(Path(download.path()).read_bytes())
+    assert_shows(
+        text, "Dora Desk", "DESK-1", "meningioma, left convexity", "Radiologist's reading: Meningioma",
+        "Signed by desk-rad",
+    )  # fmt: skip
     assert "UNVERIFIED" not in text
 
     # Back to the worklist: the signed case has left it.

@@ -12,6 +12,7 @@ from apps.cases.selectors import case_get
 from apps.cases.services import case_create
 from apps.scans.services import scans_upload
 from tests.testkit.data import case_with_results, finish_scan, png_upload
+from tests.testkit.documents import pdf_text
 
 
 def _badge(html: str) -> str:
@@ -236,9 +237,6 @@ def test_times_are_in_the_clinics_zone_named_everywhere(client, world) -> None:
     """Issue 14, item 8: a clinic in Berlin reads 13:00 CET for a case opened at 12:00 UTC, on
     the pages, in the PDF, in the CSV and in the admin."""
     import datetime
-    import io
-
-    from pypdf import PdfReader
 
     from apps.cases.models import Case
     from apps.cases.reports import case_report_export
@@ -262,7 +260,7 @@ def test_times_are_in_the_clinics_zone_named_everywhere(client, world) -> None:
     assert "2026-01-15 13:00 CET" in history
 
     pdf = case_report_export(user=world.radiologist, case_id=world.case.pk).pdf
-    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    text = pdf_text(pdf)
     assert "2026-01-15 13:00 CET" in text
     assert "2026-01-15 13:30 CET" in text
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_up(
+    proc: subprocess.Popen[bytes],
+    probe: Callable[[], object],
+    not_yet: tuple[type[Exception], ...],
+    failure: Callable[[Exception], str],
+    *,
+    timeout: float,
+    interval: float,
+) -> None:
+    """Call `probe` until it returns. One of `not_yet` raised means "still starting", until `proc`
+    exits or `timeout` s pass: then RuntimeError(failure(that error))."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe()
+            return
+        except not_yet as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(failure(exc)) from None
+            time.sleep(interval)
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Signal a process started with start_new_session=True, its whole group (children too), and
+    reap it; still there after `timeout` s: SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def gunicorn_server(env: Mapping[str, str], log: Path, *options: str, timeout: float = 120.0) -> Iterator[str]:
     """gunicorn serving the platform on a free port of 127.0.0.1, as deployed (it reads
@@ -60,20 +96,14 @@ def gunicorn_server(env: Mapping[str, str], log: Path, *options: str, timeout: f
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=30)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if web.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')[-3000:]}") from None
-                time.sleep(0.2)
+        wait_until_up(
+            web, lambda: requests.get(f"{base}/healthz", timeout=30), (requests.ConnectionError, requests.Timeout),
+            lambda _: f"gunicorn did not start:\n{log.read_text(errors='replace')[-3000:]}",
+            timeout=timeout, interval=0.2,
+        )  # fmt: skip
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
+        stop_group(web, timeout=30)
 
 
 def with_redis_db(url: str, db: int) -> str:
@@ -102,15 +132,8 @@ def redis_server(url: str | None = None, db: int = 0) -> Iterator[str]:
     started = f"redis://127.0.0.1:{port}/{db}"
     try:
         client = redis.Redis.from_url(started)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        failure = "redis-server did not start"
+        wait_until_up(proc, client.ping, (redis.ConnectionError,), lambda _: failure, timeout=10, interval=0.05)
         yield started
     finally:
         proc.terminate()
@@ -211,15 +234,10 @@ class PersistentRedis:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start: {self.folder / 'redis.log'}") from None
-                time.sleep(0.05)
+        wait_until_up(
+            self.proc, client.ping, (redis.ConnectionError, redis.BusyLoadingError),
+            lambda _: f"redis-server did not start: {self.folder / 'redis.log'}", timeout=20, interval=0.05,
+        )  # fmt: skip
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, no goodbye to clients."""
@@ -306,15 +324,7 @@ class Worker:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Signal the worker's whole process group (main process and pool child) and reap it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, sig, timeout)
 
 
 def start_worker(
@@ -473,27 +483,19 @@ def seaweedfs_server(
         access_key=server.access_key,
         secret_key=server.secret_key,
     )
+
+    def writable() -> None:
+        server.ensure_bucket()
+        # A write proves the volume server is up too, not only the S3 gateway.
+        server.client().put_object(Bucket=bucket, Key=".ready", Body=b"ok")
+        server.client().delete_object(Bucket=bucket, Key=".ready")
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                server.ensure_bucket()
-                # A write proves the volume server is up too, not only the S3 gateway.
-                server.client().put_object(Bucket=bucket, Key=".ready", Body=b"ok")
-                server.client().delete_object(Bucket=bucket, Key=".ready")
-                break
-            except Exception as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"SeaweedFS did not start ({exc}):\n{tail}") from None
-                time.sleep(0.3)
+        wait_until_up(
+            proc, writable, (Exception,),
+            lambda exc: f"SeaweedFS did not start ({exc}):\n{log.read_text(errors='replace')[-3000:]}",
+            timeout=timeout, interval=0.3,
+        )  # fmt: skip
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)  # weed can take ~20 s to wind down; its data is throw-away
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, timeout=5)  # weed can take ~20 s to wind down; its data is throw-away

@@ -10,13 +10,11 @@ from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
 from apps.cases.services import case_create
-from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_upload
-from tests.testkit.browser import log_in
+from tests.testkit.browser import log_in, open_worklist
+from tests.testkit.data import reading_desk
 from tests.testkit.documents import assert_shows, pdf_text
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_path as scan_file
@@ -48,10 +46,7 @@ def _shot(page, name: str) -> None:
 
 
 def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, page, worker: Worker) -> None:
-    clinic = clinic_create(name="Desk Clinic")
-    staff = user_create(clinic=clinic, username="desk-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
-    user_create(clinic=clinic, username="desk-rad", password=PASSWORD, role=Role.RADIOLOGIST)
-    patient = patient_create(created_by=staff, mrn="DESK-1", name="Dora Desk")
+    staff, patient = reading_desk("Desk Clinic", "desk", mrn="DESK-1", patient_name="Dora Desk", password=PASSWORD)
     tumour = case_create(created_by=staff, patient=patient, title="Headaches")
     clear = case_create(created_by=staff, patient=patient, title="Routine follow-up")
     _wait_done([_submit(tumour, staff, "glioma"), _submit(clear, staff, "notumor", 1)], worker)
@@ -60,9 +55,7 @@ def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, 
     log_in(page, base, "desk-rad", PASSWORD)
 
     # The worklist: the tumour case comes before the no-tumour one.
-    page.click("nav >> text=Worklist")
-    page.wait_for_selector("h1:has-text('Worklist')")
-    rows = page.locator("table.worklist tbody tr")
+    rows = open_worklist(page)
     assert rows.count() == 2
     assert rows.nth(0).get_attribute("data-case") == str(tumour.pk)
     _shot(page, "worklist")
@@ -104,9 +97,7 @@ def test_radiologist_reads_corrects_signs_and_downloads_the_report(live_server, 
     assert "UNVERIFIED" not in text
 
     # Back to the worklist: the signed case has left it.
-    page.click("nav >> text=Worklist")
-    page.wait_for_selector("h1:has-text('Worklist')")
-    rows = page.locator("table.worklist tbody tr")
+    rows = open_worklist(page)
     assert rows.count() == 1
     assert rows.nth(0).get_attribute("data-case") == str(clear.pk)
     _shot(page, "worklist-after")

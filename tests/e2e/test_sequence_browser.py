@@ -13,15 +13,12 @@ import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from apps.accounts.models import Role
-from apps.accounts.services import clinic_create, user_create
 from apps.cases.services import case_create
-from apps.patients.services import patient_create
 from apps.scans.models import Scan, ScanStatus
 from apps.scans.services import scans_upload
 from tests.testkit import dicom as dicomdata
-from tests.testkit.browser import log_in
-from tests.testkit.data import api_token
+from tests.testkit.browser import log_in, open_worklist
+from tests.testkit.data import api_token, reading_desk
 from tests.testkit.processes import SCAN_TIMEOUT_S, Worker
 from tests.testkit.scans import real_scan_bytes
 
@@ -62,10 +59,7 @@ def _wait_finished(scans: list[Scan], worker: Worker) -> list[Scan]:
 
 
 def test_a_t2_study_is_not_validated_everywhere(live_server, page, worker: Worker) -> None:
-    clinic = clinic_create(name="Sequence Clinic")
-    staff = user_create(clinic=clinic, username="seq-staff", password=PASSWORD, role=Role.CLINIC_STAFF)
-    user_create(clinic=clinic, username="seq-rad", password=PASSWORD, role=Role.RADIOLOGIST)
-    patient = patient_create(created_by=staff, mrn="SEQ-1", name="Sam Sequence")
+    staff, patient = reading_desk("Sequence Clinic", "seq", mrn="SEQ-1", patient_name="Sam Sequence", password=PASSWORD)
     t2_case = case_create(created_by=staff, patient=patient, title="T2 study")
     scans_upload(case=t2_case, uploaded_by=staff, uploads=[_t2_slice(0), _t2_slice(1)])
     scans = _wait_finished(_unpacked(t2_case, 2, worker), worker)
@@ -73,8 +67,7 @@ def test_a_t2_study_is_not_validated_everywhere(live_server, page, worker: Worke
     base = live_server.url
 
     log_in(page, base, "seq-rad", PASSWORD)
-    page.click("nav >> text=Worklist")
-    page.wait_for_selector("h1:has-text('Worklist')")
+    open_worklist(page)
     row = page.locator(f"table.worklist tbody tr[data-case='{t2_case.pk}']")
     assert "not validated for T2" in row.inner_text()
     assert "Tumour, low confidence" in row.inner_text()  # the priority the row shows

@@ -190,6 +190,17 @@ def clinic_user(clinic_name: str, username: str, role: str = Role.CLINIC_STAFF) 
     return user_create(clinic=clinic_create(name=clinic_name), username=username, password=PASSWORD, role=role)
 
 
+def reading_desk(
+    clinic_name: str, prefix: str, *, mrn: str, patient_name: str, password: str = PASSWORD
+) -> tuple[User, Patient]:
+    """A new clinic with a clinic-staff user `<prefix>-staff` and a radiologist `<prefix>-rad`
+    (both with `password`) and a patient the staff user registered: (staff, patient)."""
+    clinic = clinic_create(name=clinic_name)
+    staff = user_create(clinic=clinic, username=f"{prefix}-staff", password=password, role=Role.CLINIC_STAFF)
+    user_create(clinic=clinic, username=f"{prefix}-rad", password=password, role=Role.RADIOLOGIST)
+    return staff, patient_create(created_by=staff, mrn=mrn, name=patient_name)
+
+
 class ClinicWorld(NamedTuple):
     clinic: Clinic
     staff: User

@@ -18,6 +18,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from apps.cases.worklist import worklist_priority_deferred
 from apps.scans import services
 from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
@@ -172,7 +173,8 @@ def analyze_scan(self: Task, scan_id: int) -> str:
         scan = _claim(scan_id, _redelivered(self))
         if scan is None:
             return "skipped"
-        outcome = _analyze_one(scan, None)
+        with worklist_priority_deferred():  # one refresh for the prediction and the status
+            outcome = _analyze_one(scan, None)
         metrics.scan_finished(outcome)
         return outcome
 
@@ -182,8 +184,13 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     """The slices of one study in one forward/backward pass (`analyze_batch`); the same
     claims, idempotency and failure handling per scan as `analyze_scan`. If the batch cannot be
     analysed as a whole (an unreadable slice, an error), each slice is analysed on its own, so
-    one bad slice fails alone with its own message. Returns scan id → outcome."""
-    redelivered = _redelivered(self)
+    one bad slice fails alone with its own message. Returns scan id → outcome. The worklist
+    priority of the study's case is refreshed once, at the end of the task, not twice per slice."""
+    with worklist_priority_deferred():
+        return _analyze_batch(scan_ids, _redelivered(self))
+
+
+def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]:
     outcomes: dict[str, str] = {}
     claimed: list[tuple[Scan, bytes | None]] = []
     for scan_id in scan_ids:

@@ -32,6 +32,7 @@ STEPS = ("claim", "read", "text_check", "analyze", "store", "priority", "text_wo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, default=60)
+    parser.add_argument("--queries", action="store_true", help="print the SQL of the first batch task")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
     args = parser.parse_args()
     n = args.slices
@@ -101,6 +102,9 @@ def main() -> int:
             for start in range(0, len(ids), size):
                 tasks.analyze_scans(ids[start : start + size])
         tasks_s = time.perf_counter() - started
+        if args.queries:
+            first = [q["sql"][:150] for q in queries.captured_queries[: len(queries) * size // len(ids)]]
+            print("\n".join(first))
 
         baseline = []
         for scan in Scan.objects.filter(pk__in=ids):

@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
 
 from apps.cases.worklist import worklist_priority_deferred
 from apps.scans import services
@@ -212,9 +213,13 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     batch_preferred = _batch_preferred()
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
     try:
-        for scan_id in scan_ids:
+        with transaction.atomic():  # the batch's claims in one commit, not one per slice
+            claims = []
+            for scan_id in scan_ids:
+                with scan_context(scan_id):
+                    claims.append((scan_id, _claim(scan_id, redelivered)))
+        for scan_id, scan in claims:
             with scan_context(scan_id):
-                scan = _claim(scan_id, redelivered)
                 if scan is None:
                     outcomes[str(scan_id)] = "skipped"
                     continue

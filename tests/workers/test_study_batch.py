@@ -217,3 +217,20 @@ def test_one_scan_task_refreshes_the_case_priority_once(
     assert tasks.analyze_scan(scan.pk) == "done"
     assert refreshes == [[north.case.pk]]
     assert Case.all_objects.get(pk=north.case.pk).worklist_priority == worklist.Priority.TUMOUR
+
+
+@pytest.mark.parametrize("batch_preferred", [True, False], ids=["one batch", "one by one"])
+def test_a_study_task_costs_a_few_queries_per_slice(
+    north, analyzer, broker, django_capture_on_commit_callbacks, batch_preferred
+):
+    """Per slice: its claim (lock, update, re-read) and its result (lock, insert, the signal's case
+    lookup, update) with their savepoints; per task: one transaction for the claims and one
+    worklist priority refresh. Counted so that a per-slice query added by accident shows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    analyzer.batch_preferred = batch_preferred
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks, count=8)]
+    with CaptureQueriesContext(connection) as queries:
+        assert set(tasks.analyze_scans(ids).values()) == {"done"}
+    assert len(queries) <= 8 * 11 + 4  # 91 measured; +15 with a priority refresh per signal

@@ -379,8 +379,8 @@ def unpack_source(
     """The worker's half, for one stored original: every slice it holds, decoded, de-identified
     and split, is handed to `on_slice` (which stores it) as soon as it is made, in the files'
     order, so a study's slices are never all in memory at once (a zip's files are decoded
-    UNPACK_THREADS at a time, a few files ahead). A file that cannot be decoded is added to
-    `skipped` with its reason. Returns the number of slices made."""
+    UNPACK_THREADS at a time: at most that many files in memory). A file that cannot be
+    decoded is added to `skipped` with its reason. Returns the number of slices made."""
     made = 0
 
     def one_file(label: str, decoded: Future[list[DicomSlice]] | Skipped) -> None:
@@ -405,7 +405,7 @@ def unpack_source(
                 ahead.extend((item.name, item) for item in passed_over)
                 passed_over.clear()
                 ahead.append((label, pool.submit(dicom_slices, data, name=label, uid_key=uid_key)))
-                while len(ahead) > UNPACK_THREADS:
+                while len(ahead) >= UNPACK_THREADS:
                     one_file(*ahead.popleft())
             ahead.extend((item.name, item) for item in passed_over)
             while ahead:

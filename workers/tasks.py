@@ -13,11 +13,14 @@ worker shares no disk with the web hosts.
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
 
+from apps.cases.worklist import worklist_priority_deferred
 from apps.scans import services
 from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
@@ -103,24 +106,31 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
     return outcome
 
 
-def _held_for_text(scan: Scan, data: bytes) -> bool:
-    """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
-    released it; True when held (or lost to another attempt). Just before analysis, in the
-    worker, so no upload path can skip it. An unreadable image is left to the analysis, which
-    fails it with its own message."""
-    from apps.scans.holds import scan_hold
+def _text_in(data: bytes) -> str:
+    """The text burnt into the image's pixels, "" when none, or when the image cannot be read
+    (the analysis fails it with its own message). No database: it runs on a study task's
+    text-check thread too."""
     from mri.intake.burnt_text import burnt_in_text
     from mri.intake.decode import decode_gray_bounded
     from mri.intake.limits import ScanDecodeError
 
-    if scan.burnt_text_released:
-        return False
     with metrics.stage("text_check"):
         try:
-            text = burnt_in_text(decode_gray_bounded(data))
+            return burnt_in_text(decode_gray_bounded(data))
         except ScanDecodeError:
-            return False
-    if not text:
+            return ""
+
+
+def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> bool:
+    """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
+    released it; True when held (or lost to another attempt). Just before analysis, in the
+    worker, so no upload path can skip it. `text`: the check already started on `data` (a
+    study task's text-check thread); its error, if any, is raised here."""
+    from apps.scans.holds import scan_hold
+
+    if scan.burnt_text_released:
+        return False
+    if not (text.result() if text is not None else _text_in(data)):
         return False
     scan_hold(scan=scan)
     return True
@@ -172,7 +182,8 @@ def analyze_scan(self: Task, scan_id: int) -> str:
         scan = _claim(scan_id, _redelivered(self))
         if scan is None:
             return "skipped"
-        outcome = _analyze_one(scan, None)
+        with worklist_priority_deferred():  # one refresh for the prediction and the status
+            outcome = _analyze_one(scan, None)
         metrics.scan_finished(outcome)
         return outcome
 
@@ -182,54 +193,93 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     """The slices of one study in one forward/backward pass (`analyze_batch`); the same
     claims, idempotency and failure handling per scan as `analyze_scan`. If the batch cannot be
     analysed as a whole (an unreadable slice, an error), each slice is analysed on its own, so
-    one bad slice fails alone with its own message. Returns scan id → outcome."""
-    redelivered = _redelivered(self)
+    one bad slice fails alone with its own message. Returns scan id → outcome.
+
+    The burnt-in text checks run on a thread of their own, in slice order, ahead of the analysis:
+    on a CPU worker (one slice at a time) slice i+1 is checked while slice i is analysed, on the
+    core the model leaves idle (analyze() keeps one busy; Tesseract is a subprocess). The
+    worklist priority of the study's case is refreshed once, at the end of the task, not twice
+    per slice."""
+    with worklist_priority_deferred():
+        return _analyze_batch(scan_ids, _redelivered(self))
+
+
+def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]:
     outcomes: dict[str, str] = {}
     claimed: list[tuple[Scan, bytes | None]] = []
-    for scan_id in scan_ids:
-        with scan_context(scan_id):
-            scan = _claim(scan_id, redelivered)
-            if scan is None:
-                outcomes[str(scan_id)] = "skipped"
-                continue
-            try:
-                data = _read(scan)
-            except Exception:  # read again, and the failure recorded, by _analyze_one
-                claimed.append((scan, None))
-                continue
-            try:
-                held = _held_for_text(scan, data)
-            except Exception:  # checked again, and the failure recorded, by _analyze_one
-                claimed.append((scan, None))
-                continue
-            if held:
-                metrics.scan_finished("held")
-                outcomes[str(scan_id)] = "held"
-                continue
-            claimed.append((scan, data))
-    results = None
-    readable = [(scan, data) for scan, data in claimed if data is not None]
-    if len(readable) > 1 and len(readable) == len(claimed) and _batch_preferred():
-        try:
-            results = _get_analyzer().analyze_batch([data for _, data in readable])
-        except SoftTimeLimitExceeded:
-            for scan, _ in claimed:
-                services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
-                metrics.scan_finished("failed")
-                outcomes[str(scan.pk)] = "failed"
-            logger.warning("batch of scans %s: failed, soft time limit", [s.pk for s, _ in claimed])
-            return outcomes
-        except Exception:
-            logger.warning("batch of scans %s: analysing one by one", [s.pk for s, _ in readable], exc_info=True)
-    for index, (scan, data) in enumerate(claimed):
-        with scan_context(scan.pk):
-            if results is not None:
-                outcome = _store(scan, results[index], data)
-            else:  # slices read here passed the text check above; the others are checked there
-                outcome = _analyze_one(scan, data, text_checked=data is not None)
-            metrics.scan_finished(outcome)
-            outcomes[str(scan.pk)] = outcome
-    return outcomes
+    texts: dict[int, Future[str]] = {}  # each slice's text check, started as soon as it is read
+    # Before any check starts: a fresh process loads the model here, not while a Tesseract run
+    # has OMP_THREAD_LIMIT set (mri/intake/burnt_text.py).
+    batch_preferred = _batch_preferred()
+    checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
+    try:
+        with transaction.atomic():  # the batch's claims in one commit, not one per slice
+            claims = []
+            for scan_id in scan_ids:
+                with scan_context(scan_id):
+                    claims.append((scan_id, _claim(scan_id, redelivered)))
+        for scan_id, scan in claims:
+            with scan_context(scan_id):
+                if scan is None:
+                    outcomes[str(scan_id)] = "skipped"
+                    continue
+                try:
+                    data: bytes | None = _read(scan)
+                except Exception:  # read again, and the failure recorded, by _analyze_one
+                    data = None
+                if data is not None and not scan.burnt_text_released:
+                    texts[scan.pk] = checks.submit(_text_in, data)
+                claimed.append((scan, data))
+
+        def unheld(scan: Scan, data: bytes | None) -> tuple[bool, bytes | None]:
+            """(held, data): data None when the check failed (checked again, and the failure
+            recorded, by _analyze_one)."""
+            if data is None:
+                return False, None
+            with scan_context(scan.pk):
+                try:
+                    held = _held_for_text(scan, data, texts.get(scan.pk))
+                except Exception:
+                    return False, None
+                if held:
+                    metrics.scan_finished("held")
+                    outcomes[str(scan.pk)] = "held"
+                return held, data
+
+        results = None
+        if batch_preferred and len(claimed) > 1:  # every slice's check first: one pass for the rest
+            checked = [(scan, unheld(scan, data)) for scan, data in claimed]
+            claimed = [(scan, data) for scan, (held, data) in checked if not held]
+            readable = [(scan, data) for scan, data in claimed if data is not None]
+            if len(readable) > 1 and len(readable) == len(claimed):
+                try:
+                    results = _get_analyzer().analyze_batch([data for _, data in readable])
+                except SoftTimeLimitExceeded:
+                    for scan, _ in claimed:
+                        services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
+                        metrics.scan_finished("failed")
+                        outcomes[str(scan.pk)] = "failed"
+                    logger.warning("batch of scans %s: failed, soft time limit", [s.pk for s, _ in claimed])
+                    return outcomes
+                except Exception:
+                    ids = [s.pk for s, _ in readable]
+                    logger.warning("batch of scans %s: analysing one by one", ids, exc_info=True)
+            texts.clear()  # every check is done and used
+        for index, (scan, data) in enumerate(claimed):
+            if results is None and scan.pk in texts:
+                held, data = unheld(scan, data)
+                if held:
+                    continue
+            with scan_context(scan.pk):
+                if results is not None:
+                    outcome = _store(scan, results[index], data)
+                else:  # slices read here passed the text check; the others are checked there
+                    outcome = _analyze_one(scan, data, text_checked=data is not None)
+                metrics.scan_finished(outcome)
+                outcomes[str(scan.pk)] = outcome
+        return outcomes
+    finally:
+        checks.shutdown(wait=False, cancel_futures=True)
 
 
 @inference_task(bind=True, name=task_names.INGEST_STUDY)

@@ -11,7 +11,9 @@ have started reading).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
@@ -113,6 +115,38 @@ def worklist_priority_refresh(*, case_ids: Iterable[int] | None = None) -> int:
     return cases.update(
         worklist_priority=SqlCase(When(signed_at__isnull=False, then=Value(None)), default=_case_priority())
     )
+
+
+# The cases whose priority changed inside `worklist_priority_deferred()`; None outside it.
+_deferred: ContextVar[set[int] | None] = ContextVar("worklist_priority_deferred", default=None)
+
+
+def worklist_priority_changed(*, case_ids: Iterable[int]) -> None:
+    """What the signals call: refresh now, or once at the end of `worklist_priority_deferred()`."""
+    pending = _deferred.get()
+    if pending is None:
+        worklist_priority_refresh(case_ids=case_ids)
+    else:
+        pending.update(case_ids)
+
+
+@contextmanager
+def worklist_priority_deferred() -> Iterator[None]:
+    """Refresh the priority of the cases changed inside once, on the way out (even after an
+    error: what was committed counts), not once per signal: a worker's study batch stores a
+    prediction and a status per slice, two refreshes each otherwise. Nested: the outermost
+    refreshes."""
+    if _deferred.get() is not None:
+        yield
+        return
+    pending: set[int] = set()
+    token = _deferred.set(pending)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
+        if pending:
+            worklist_priority_refresh(case_ids=sorted(pending))
 
 
 def _waiting(user: User) -> QuerySet[Case]:

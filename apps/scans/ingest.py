@@ -31,7 +31,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -367,20 +369,27 @@ def check_uploads(uploads: Sequence[UploadedFile]) -> Checked:
     return checked
 
 
+UNPACK_THREADS = 2  # the files of a zipped study decoded at once (OpenCV, zlib: no GIL held)
+
+
 def unpack_source(
     handle: IO[bytes], *, name: str, kind: str, uid_key: str, skipped: list[Skipped],
     on_slice: Callable[[DicomSlice], None],
 ) -> int:  # fmt: skip
     """The worker's half, for one stored original: every slice it holds, decoded, de-identified
-    and split, is handed to `on_slice` (which stores it) as soon as it is made, so a study's
-    slices are never all in memory at once. A file that cannot be decoded is added to `skipped`
-    with its reason. Returns the number of slices made."""
+    and split, is handed to `on_slice` (which stores it) as soon as it is made, in the files'
+    order, so a study's slices are never all in memory at once (a zip's files are decoded
+    UNPACK_THREADS at a time: at most that many files in memory). A file that cannot be
+    decoded is added to `skipped` with its reason. Returns the number of slices made."""
     made = 0
 
-    def one_file(data: bytes, label: str) -> None:
+    def one_file(label: str, decoded: Future[list[DicomSlice]] | Skipped) -> None:
         nonlocal made
+        if isinstance(decoded, Skipped):  # a member passed over: kept in the files' order
+            skipped.append(decoded)
+            return
         try:
-            slices = dicom_slices(data, name=label, uid_key=uid_key)
+            slices = decoded.result()
         except (ScanDecodeError, UploadRefused) as exc:
             skipped.append(Skipped(label, str(exc.args[0]) if isinstance(exc, ScanDecodeError) else str(exc)))
             return
@@ -388,11 +397,22 @@ def unpack_source(
             on_slice(item)
         made += len(slices)
 
-    if kind == "zip":
-        for label, data in _zip_members(handle, name, skipped):
-            one_file(data, label)
-    else:
-        one_file(_read_upload(handle, MAX_UPLOAD_BYTES, name), name)
+    with ThreadPoolExecutor(max_workers=UNPACK_THREADS, thread_name_prefix="unpack") as pool:
+        if kind == "zip":
+            ahead: deque[tuple[str, Future[list[DicomSlice]] | Skipped]] = deque()
+            passed_over: list[Skipped] = []
+            for label, data in _zip_members(handle, name, passed_over):
+                ahead.extend((item.name, item) for item in passed_over)
+                passed_over.clear()
+                ahead.append((label, pool.submit(dicom_slices, data, name=label, uid_key=uid_key)))
+                while len(ahead) >= UNPACK_THREADS:
+                    one_file(*ahead.popleft())
+            ahead.extend((item.name, item) for item in passed_over)
+            while ahead:
+                one_file(*ahead.popleft())
+        else:
+            data = _read_upload(handle, MAX_UPLOAD_BYTES, name)
+            one_file(name, pool.submit(dicom_slices, data, name=name, uid_key=uid_key))
     return made
 
 

@@ -175,3 +175,62 @@ def test_a_slice_removed_mid_analysis_is_superseded_and_the_rest_of_the_batch_is
     assert tasks.analyze_scans(ids) == {str(ids[0]): "done", str(ids[1]): "superseded", str(ids[2]): "done"}
     assert set(Scan.objects.filter(pk__in=ids).values_list("status", flat=True)) == {ScanStatus.DONE}
     assert not Prediction.objects.filter(scan_id=ids[1]).exists()
+
+
+@pytest.mark.parametrize("batch_preferred", [True, False], ids=["one batch", "one by one"])
+def test_a_study_task_refreshes_the_case_priority_once_and_it_is_right(
+    north, analyzer, broker, django_capture_on_commit_callbacks, monkeypatch, batch_preferred
+):
+    """Each slice stores a prediction and a status (a signal each): the task refreshes the stored
+    worklist priority once, at its end, and it is what a full recompute says."""
+    from apps.cases import worklist
+    from apps.cases.models import Case
+
+    analyzer.batch_preferred, analyzer.top = batch_preferred, 0.55  # a glioma, low confidence
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks, count=4)]
+    refreshes = []
+    real = worklist.worklist_priority_refresh
+    monkeypatch.setattr(
+        worklist, "worklist_priority_refresh", lambda **kw: refreshes.append(list(kw["case_ids"])) or real(**kw)
+    )
+    assert set(tasks.analyze_scans(ids).values()) == {"done"}
+    assert refreshes == [[north.case.pk]]
+    stored = Case.all_objects.get(pk=north.case.pk).worklist_priority
+    assert stored == worklist.Priority.LOW_CONFIDENCE_TUMOUR
+    real(case_ids=[north.case.pk])
+    assert Case.all_objects.get(pk=north.case.pk).worklist_priority == stored
+
+
+def test_one_scan_task_refreshes_the_case_priority_once(
+    north, analyzer, django_capture_on_commit_callbacks, monkeypatch
+):
+    from apps.cases import worklist
+    from apps.cases.models import Case
+
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(real_scan_bytes())]).scans
+    refreshes = []
+    real = worklist.worklist_priority_refresh
+    monkeypatch.setattr(
+        worklist, "worklist_priority_refresh", lambda **kw: refreshes.append(list(kw["case_ids"])) or real(**kw)
+    )
+    assert tasks.analyze_scan(scan.pk) == "done"
+    assert refreshes == [[north.case.pk]]
+    assert Case.all_objects.get(pk=north.case.pk).worklist_priority == worklist.Priority.TUMOUR
+
+
+@pytest.mark.parametrize("batch_preferred", [True, False], ids=["one batch", "one by one"])
+def test_a_study_task_costs_a_few_queries_per_slice(
+    north, analyzer, broker, django_capture_on_commit_callbacks, batch_preferred
+):
+    """Per slice: its claim (lock, update, re-read) and its result (lock, insert, the signal's case
+    lookup, update) with their savepoints; per task: one transaction for the claims and one
+    worklist priority refresh. Counted so that a per-slice query added by accident shows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    analyzer.batch_preferred = batch_preferred
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks, count=8)]
+    with CaptureQueriesContext(connection) as queries:
+        assert set(tasks.analyze_scans(ids).values()) == {"done"}
+    assert len(queries) <= 8 * 11 + 4  # 91 measured; +15 with a priority refresh per signal

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.queue_throughput import bench_stack  # noqa: E402
+from bench.queue_throughput import bench_stack, worker_bench_args  # noqa: E402
 from tests.testkit.processes import gunicorn_server, start_worker  # noqa: E402
 
 FINISHED = ("done", "failed", "rejected")
@@ -102,10 +101,7 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", choices=("dicom", "jpeg"), default=["dicom", "jpeg"])
     parser.add_argument("--rounds", type=int, default=1, help="studies of each kind, alternated")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = worker_bench_args(parser, timeout=1800.0)
     n = args.slices
 
     with bench_stack("study-bench", args.database_url) as stack:

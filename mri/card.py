@@ -50,6 +50,11 @@ class ModelCard(dict):
         return int(self["input_size"])
 
     @property
+    def head_units(self) -> int:
+        """Width of the head's hidden layer (cards before it was recorded: 256)."""
+        return int(self.get("head_units", 256))
+
+    @property
     def temperature(self) -> float:
         """The calibration temperature (1.0 before calibration)."""
         return float(self.get("temperature", 1.0))

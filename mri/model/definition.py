@@ -16,8 +16,13 @@ CAM_LAYER = "block14_sepconv2_act"
 HEAD_UNITS = 256
 
 
-def build_classifier(input_size: int, backbone_weights: str | None = None, dropout: float = 0.3) -> Any:
+def build_classifier(
+    input_size: int, backbone_weights: str | None = None, dropout: float = 0.3, head_units: int = HEAD_UNITS
+) -> Any:
     """Return an uncompiled Keras model mapping (N, size, size, 3) pixels to 4 logits.
+
+    head_units: width of the head's hidden layer (the card's `head_units`; a head re-fitted as
+    an ensemble of k heads is one hidden layer k × 256 wide, training/head_refit.py).
 
     backbone_weights: None (random init) or a path to ImageNet Xception `include_top=False`
     weights (`.weights.h5`, see ../shared/weights). "imagenet" downloads them (needs internet).
@@ -46,7 +51,7 @@ def build_classifier(input_size: int, backbone_weights: str | None = None, dropo
             layer.trainable = False
     features = backbone.get_layer(CAM_LAYER).output
     pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
-    hidden = keras.layers.Dense(HEAD_UNITS, activation="relu", name="head_dense")(pooled)
+    hidden = keras.layers.Dense(head_units, activation="relu", name="head_dense")(pooled)
     hidden = keras.layers.Dropout(dropout, name="head_dropout")(hidden)
     logits = keras.layers.Dense(len(CLASS_NAMES), name="logits", dtype="float32")(hidden)
     return keras.Model(inputs, logits, name="brain_xception")

@@ -78,7 +78,7 @@ def load_classifier(model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Any, ModelCard
 
     card = read_card(model_dir)
     weights = verified_weights(model_dir, card)
-    model = build_classifier(card.input_size)
+    model = build_classifier(card.input_size, head_units=card.head_units)
     if len(weights) != len(model.weights):
         raise ModelIntegrityError(
             f"The model files hold {len(weights)} tensors; the architecture needs {len(model.weights)}."

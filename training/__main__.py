@@ -1,5 +1,5 @@
-"""`python -m training <command>`: split, pack, train, calibrate, evaluate, robustness, explain-eval, ood,
-promote."""
+"""`python -m training <command>`: split, pack, train, head-refit, calibrate, evaluate, robustness,
+explain-eval, ood, promote."""
 
 from __future__ import annotations
 
@@ -159,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--dry-run", action="store_true", help="compare and record the decision only")
 
     # Every subcommand (and each `ood` verb) names its function: main() calls args.func(args).
+    from training.head_refit import add_parser as add_head_refit_parser
     from training.ood import add_parser as add_ood_parser
     from training.sequence_probe import add_parser as add_sequence_probe_parser
 
+    add_head_refit_parser(commands)
     add_ood_parser(commands)
     add_sequence_probe_parser(commands)
 

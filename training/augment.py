@@ -73,3 +73,43 @@ def center(image: np.ndarray, size: int) -> np.ndarray:
     x = image.astype(np.float32) / 255.0
     interpolation = cv2.INTER_AREA if x.shape[0] > size else cv2.INTER_CUBIC
     return np.clip(cv2.resize(x, (size, size), interpolation=interpolation), 0.0, 1.0)
+
+
+# --- sequence look (issue 16) ------------------------------------------------------------------
+# Tumour slices of the training merge are mostly T1 post-contrast, many tumour-free ones T2: a
+# model can learn "T2 look → no tumour". Remapping the intensities inside the head changes the
+# look of the sequence (inversion makes a T1-like slice T2-like) while the anatomy, and so the
+# label, stays.
+
+SEQUENCE_REMAPS = ("invert", "curve", "gamma")
+
+
+def head_mask(gray: np.ndarray) -> np.ndarray:
+    """The head: the largest bright component (threshold a third of Otsu's), holes filled."""
+    otsu, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = (gray > max(8.0, otsu * 0.35)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    if count > 1:
+        mask = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
+    outside = mask.copy()
+    cv2.floodFill(outside, np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8), (0, 0), 1)
+    return (mask | (1 - outside)).astype(bool)
+
+
+def sequence_remap(gray: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """uint8 gray slice → the same slice with another intensity mapping inside the head
+    (background stays black), re-windowed to its 0.5-99.5th percentiles."""
+    mask = head_mask(gray)
+    x = gray.astype(np.float32) / 255.0
+    if kind == "invert":
+        y = 1.0 - x
+    elif kind == "gamma":
+        y = x ** rng.uniform(0.4, 2.5)
+    elif kind == "curve":  # a random, not necessarily monotone, piecewise-linear curve
+        y = np.interp(x, np.linspace(0, 1, 6), rng.uniform(0, 1, 6)).astype(np.float32)
+    else:
+        raise ValueError(f"unknown sequence remap {kind!r}; known: {SEQUENCE_REMAPS}")
+    y = np.where(mask, y, 0.0)
+    low, high = np.percentile(y[mask], [0.5, 99.5]) if mask.any() else (0.0, 1.0)
+    y = np.clip((y - low) / max(high - low, 1e-3), 0.0, 1.0) * mask
+    return (y * 255).astype(np.uint8)

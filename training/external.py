@@ -268,6 +268,6 @@ def sequence_section(card: dict, external_val: dict, command: str) -> dict:
             "meningioma and pituitary on any sequence but T1 post-contrast (the external set has none); "
             "glioma in T1 post-contrast from outside the training merge; tumour-free T1/T2/FLAIR with a skull"
         ),
-        "trained_on_sources": TRAINING_MERGE_SOURCES,
+        "trained_on_sources": ModelCard.of(card).sources.get("trained_on_sources") or TRAINING_MERGE_SOURCES,
         "command": command,
     }

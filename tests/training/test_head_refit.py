@@ -1,0 +1,84 @@
+"""Model v3's head re-fit (training/head_refit.py): the packed ensemble, the weights, the
+sequence remaps, and a wider head surviving the model folder's round trip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.augment import SEQUENCE_REMAPS, sequence_remap
+from training.external import ExternalSlice
+from training.head_refit import cell_weights, pack_heads
+
+
+def _forward(dense: list[np.ndarray], logits: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    return np.maximum(x @ dense[0] + dense[1], 0.0) @ logits[0] + logits[1]
+
+
+def test_the_packed_head_answers_the_mean_of_the_heads_logits():
+    rng = np.random.default_rng(0)
+    heads = [
+        ([rng.normal(size=(32, 8)), rng.normal(size=8)], [rng.normal(size=(8, 4)), rng.normal(size=4)])
+        for _ in range(5)
+    ]
+    x = rng.normal(size=(10, 32))
+    dense, logits = pack_heads(heads)
+    assert dense[0].shape == (32, 40)
+    assert logits[0].shape == (40, 4)
+    expected = np.mean([_forward(d, lg, x) for d, lg in heads], axis=0)
+    np.testing.assert_allclose(_forward(dense, logits, x), expected, rtol=1e-10, atol=1e-10)
+
+
+def _slice(label: str, sequence: str) -> ExternalSlice:
+    return ExternalSlice(f"{label}/x.png", label, sequence, "g", "s", 0.5, True)
+
+
+def test_every_label_sequence_cell_weighs_the_same():
+    rows = [_slice("glioma", "flair")] * 30 + [_slice("glioma", "t2")] * 3 + [_slice("notumor", "t1c")] * 7
+    weights = cell_weights(rows, total=300.0)
+    assert weights.sum() == pytest.approx(300.0)
+    for cell in {r.cell for r in rows}:
+        assert weights[[r.cell == cell for r in rows]].sum() == pytest.approx(100.0)
+
+
+def _head_with_lesion() -> np.ndarray:
+    yy, xx = np.mgrid[:128, :128]
+    image = np.zeros((128, 128), np.uint8)
+    head = (yy - 64) ** 2 + (xx - 64) ** 2 < 50**2
+    image[head] = 90
+    image[(yy - 50) ** 2 + (xx - 70) ** 2 < 10**2] = 230  # a bright lesion
+    return image
+
+
+def test_a_remapped_slice_keeps_its_background_black_and_changes_the_look_inside():
+    image = _head_with_lesion()
+    for kind in SEQUENCE_REMAPS:
+        out = sequence_remap(image, kind, np.random.default_rng(3))
+        assert out.dtype == np.uint8
+        assert out.shape == image.shape
+        assert out[:5, :5].max() == 0, kind
+    inverted = sequence_remap(image, "invert", np.random.default_rng(3))
+    assert inverted[50, 70] < inverted[80, 40]  # the bright lesion is now darker than the brain around it
+    with pytest.raises(ValueError, match="unknown sequence remap"):
+        sequence_remap(image, "blur", np.random.default_rng(0))
+
+
+@pytest.mark.model
+def test_a_wider_head_survives_the_model_folders_round_trip(tmp_path: Path):
+    from mri.card import write_card
+    from mri.model.definition import build_classifier
+    from mri.model.store import load_classifier, save_weights_fp16
+    from training.train import architecture_of
+
+    model = build_classifier(71, None, head_units=512)
+    card = {"version": "wide", "input_size": 71, "head_units": 512, "architecture": architecture_of(model)}
+    card["weights_sha256"] = save_weights_fp16(model, tmp_path)
+    write_card(tmp_path, card)
+    loaded, read = load_classifier(tmp_path)
+    assert read.head_units == 512
+    assert loaded.get_layer("head_dense").units == 512
+    assert "Dense(512, ReLU)" in json.loads((tmp_path / "model_card.json").read_text())["architecture"]
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 71, 71, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=0.05)

@@ -27,6 +27,7 @@ from mri.card import DEFAULT_MODEL_DIR, ModelCard, write_card
 from mri.intake.decode import decode_gray
 from mri.model.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
 from mri.model.store import sha256_file
+from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
 from training.ood_corpus import corpus_features, upload_refusal
 
@@ -137,11 +138,33 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
 # --- fit -------------------------------------------------------------------------------------
 
 
+def external_clusters(model_dir: Path, part: str, features: object, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """sep1 features of one part of the external set's patient-group split, each labelled with a
+    cluster of its own per (label, sequence) cell (numbered after the 4 classes): real MRI from
+    other sources and sequences, which the gate must keep, becomes in-distribution as itself
+    rather than stretching the training classes' means."""
+    from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split, rows_for_keys
+    from training.ood_features import cached_file_features
+
+    rows = rows_for_keys(EXTERNAL_DATA, load_external_split(EXTERNAL_SPLIT_FILE)[part])
+    paths = [EXTERNAL_DATA / r.key for r in rows]
+    found = cached_file_features(features, card.version, card.input_size, paths, "external", head_crop=card.head_crop)
+    cells = sorted({r.cell for r in rows})
+    return found["sep1"], np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
+
+
 def run_fit(args: argparse.Namespace) -> int:
-    sets, _features, card = split_features(args.model, args.data, args.split, args.every)
-    oof = cross_fitted_scores(CANDIDATES[SERVED], sets.train, sets.train_labels)
-    threshold = float(np.quantile(oof, THRESHOLD_QUANTILE))
-    scorer = MahalanobisScorer.fit(sets.train["sep1"], sets.train_labels, RANK)
+    sets, features, card = split_features(args.model, args.data, args.split, args.every)
+    fit_features, fit_labels = sets.train["sep1"], sets.train_labels
+    if args.external_part:
+        extra, extra_labels = external_clusters(args.model, args.external_part, features, card)
+        fit_features = np.concatenate([fit_features, extra])
+        fit_labels = np.concatenate([fit_labels, extra_labels])
+    oof = cross_fitted_scores(CANDIDATES[SERVED], {"sep1": fit_features}, fit_labels)
+    # The threshold: the quantile of the training merge's scans only (the external slices are few
+    # and would set it by themselves).
+    threshold = float(np.quantile(oof[: len(sets.train_labels)], THRESHOLD_QUANTILE))
+    scorer = MahalanobisScorer.fit(fit_features, fit_labels, RANK)
     path = Path(args.model) / STATISTICS_FILE
     scorer.save(path)
     val_scores = scorer.scores(sets.val["sep1"])
@@ -156,12 +179,21 @@ def run_fit(args: argparse.Namespace) -> int:
         "threshold": round(threshold, 6),
         "threshold_rule": f"{THRESHOLD_QUANTILE:.1%} quantile of training-split scores, each from a fit on the "
         f"other {FOLDS - 1} of {FOLDS} folds",
-        "fitted_on": f"training split, every {args.every} scan(s) in class order ({len(sets.train_labels)} scans)",
+        "fitted_on": f"training split, every {args.every} scan(s) in class order ({len(sets.train_labels)} scans)"
+        + (
+            f" + the external set's {args.external_part} part ({len(fit_labels) - len(sets.train_labels)} slices, "
+            "one cluster per (label, sequence) cell)"
+            if args.external_part
+            else ""
+        ),
+        "external_part": args.external_part,
         "train_every": args.every,
         "validation_rejected": round(float(val_rejected.mean()), 5),
         "validation_rejected_count": int(val_rejected.sum()),
         "validation_scans": len(sets.val_labels),
-        "command": "python -m training ood fit" + (f" --every {args.every}" if args.every != 1 else ""),
+        "command": "python -m training ood fit"
+        + (f" --every {args.every}" if args.every != 1 else "")
+        + (f" --external-part {args.external_part}" if args.external_part else ""),
         "fitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_card(args.model, card)
@@ -409,6 +441,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         if verb not in ("upload-check", "colour-evidence"):
             parser.add_argument(
                 "--every", type=int, default=1, help="fit on every N-th training scan (1: all; a CPU-time budget)"
+            )
+        if verb == "fit":
+            parser.add_argument(
+                "--external-part",
+                choices=("train",),
+                default=None,
+                help="also fit on the external set's train part (patient groups a model may train on)",
             )
         if verb in ("evaluate", "colour-evidence"):
             parser.add_argument("--out", type=Path, default=None, help="default: <model>/ood")

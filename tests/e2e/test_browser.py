@@ -110,16 +110,14 @@ def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: W
     summary.locator("text=3 of 3 slices analysed").wait_for(timeout=SCAN_TIMEOUT_S * 1000)
     assert page.locator("#study-finding").inner_text() == "Glioma", worker.log_tail()
     # Slice 1 (Training/notumor/Tr-noTr_0000.jpg) is a real axial slice at the skull base, the
-    # orbits in view: the shipped gate scores it 3.61, above its 3.32 threshold (as the JPEG,
-    # the same), so it is rejected, a false rejection of that rare level (docs/ood.md,
-    # "Knowing what is not a brain MRI"). The summary counts it as finished and names it, unranked.
-    rejected = summary.locator("#study-rejected")
-    assert rejected.inner_text().startswith("1 rejected as not a brain MRI slice"), worker.log_tail()
-    assert "slice 1" in rejected.inner_text()
+    # orbits in view. v1's gate rejected it (3.61 over 3.32); v3's gate (fitted with real MRI
+    # from other sources too, docs/ood.md) scores it 1.98 under 2.77 and keeps it: every slice is
+    # ranked, none is named as rejected (the rejected note itself: tests/web/test_pages.py).
+    assert summary.locator("#study-rejected").count() == 0, worker.log_tail()
     ranked = summary.locator(".slice-rank li")
-    assert ranked.count() == 2
+    assert ranked.count() == 3
     assert "Slice 2" in ranked.first.inner_text()  # the glioma slice is the most suspicious
-    for index in range(2):
+    for index in range(3):
         thumbnail = ranked.nth(index).locator("img").element_handle()
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail)
     assert summary.locator("text=Supporting slices").is_visible()

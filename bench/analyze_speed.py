@@ -41,7 +41,7 @@ def build_reference_model(source_model):
 
     from mri.model.definition import build_classifier
 
-    model = build_classifier(299)
+    model = build_classifier(299, head_units=source_model.get_layer("head_dense").units)
     model.set_weights(source_model.get_weights())
     probabilities = keras.layers.Activation("softmax", name="softmax")(model.output)
     return keras.Model(model.inputs, probabilities)

@@ -62,7 +62,7 @@ def at_input_size(source, size: int):
     """The same weights in a classifier built for `size` px inputs."""
     from mri.model.definition import build_classifier
 
-    model = build_classifier(size)
+    model = build_classifier(size, head_units=source.get_layer("head_dense").units)
     model.set_weights(source.get_weights())
     return model
 

@@ -28,7 +28,8 @@ def serving_parts(weights: list, size: int):
 
     from mri.model.definition import CAM_LAYER, build_classifier
 
-    model = build_classifier(size)
+    # The head's width is the logits kernel's first dimension (the card's head_units).
+    model = build_classifier(size, head_units=int(weights[-2].shape[0]))
     model.set_weights(weights)
     features = model.get_layer(CAM_LAYER).output
     backbone = keras.Model(model.inputs, features)

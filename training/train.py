@@ -201,13 +201,16 @@ def train(pack: Pack, run_dir: Path, config: TrainConfig, backbone_weights: str 
             flush=True,
         )
     else:
-        model = build_classifier(config.input_size, None if config.init_model else backbone_weights, config.dropout)
         if config.init_model:
             # Convolutions and pooling do not depend on the input size: any size can start here.
             from mri.card import read_card
             from mri.model.store import verified_weights
 
-            model.set_weights(verified_weights(Path(config.init_model), read_card(Path(config.init_model))))
+            start = read_card(Path(config.init_model))
+            model = build_classifier(config.input_size, None, config.dropout, head_units=start.head_units)
+            model.set_weights(verified_weights(Path(config.init_model), start))
+        else:
+            model = build_classifier(config.input_size, backbone_weights, config.dropout)
 
     done = state["epochs_done"]
     if state["phase"] in (None, "head") and done < config.head_epochs:

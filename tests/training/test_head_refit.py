@@ -82,3 +82,23 @@ def test_a_wider_head_survives_the_model_folders_round_trip(tmp_path: Path):
     assert "Dense(512, ReLU)" in json.loads((tmp_path / "model_card.json").read_text())["architecture"]
     pixels = np.random.default_rng(1).uniform(0, 255, (2, 71, 71, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=0.05)
+
+
+@pytest.mark.model
+def test_the_tools_that_rebuild_the_shipped_model_take_its_head_width():
+    """The benches and the GPU script rebuild the classifier from the shipped weights; a head
+    wider than 256 (v3: 1280) must not break them."""
+    from bench.analyze_speed import build_reference_model
+    from bench.model_variants import at_input_size
+    from mri.model.store import load_classifier, verified_weights
+    from scripts.gpu_v2 import serving_parts
+
+    model, card = load_classifier()
+    units = model.get_layer("head_dense").units
+    assert units == card.head_units
+    assert build_reference_model(model).get_layer("head_dense").units == units
+    assert at_input_size(model, 256).get_layer("head_dense").units == units
+    from mri.card import DEFAULT_MODEL_DIR
+
+    _backbone, head, _params = serving_parts(verified_weights(DEFAULT_MODEL_DIR, card), 224)
+    assert head.get_layer("head_dense").units == units

@@ -102,6 +102,7 @@ def run_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     card = {
         "version": f"{args.version}-{datetime.now(UTC):%Y%m%d-%H%M}",
         "architecture": architecture_of(model),
+        "head_units": int(model.get_layer("head_dense").units),
         "input_size": config.input_size,
         "preprocessing": {"head_crop": config.head_crop},
         "class_names": list(CLASS_NAMES),

@@ -34,7 +34,7 @@ import numpy as np
 
 from mri.vocabulary import CLASS_NAMES
 from training.augment import SEQUENCE_REMAPS
-from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
+from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, ExternalSlice, load_external_split, rows_for_keys
 
 FEATURES = "pool"  # head_pool's input: block14_sepconv2_act, spatially averaged
@@ -120,21 +120,37 @@ def _remapped_loader(path: Path, kind: str, seed: int):
     return load
 
 
+def _decoded(found: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """Features of images the decoder refused are NaN rows: one would make the fit NaN."""
+    if not found["decoded"].all():
+        raise ValueError(f"{int((~found['decoded']).sum())} {what} could not be decoded: fix or remove them")
+    return found
+
+
 def training_set(
     model: Any, card: Any, data: Path, split_file: Path, external: Path, external_split: Path
 ) -> tuple[np.ndarray, np.ndarray, list[ExternalSlice], int]:
     """(features, soft targets, the external rows in order, number of merge rows): the merge's
-    training split first, then the external train part's slices, then their remapped views."""
+    training split first, then the external train part's slices, then their remapped views.
+    `split_file`: the start model's own split.json (its validation scans must stay out)."""
     from training.ood_features import cached_features, cached_file_features, feature_model
 
     features = feature_model(model)
-    samples = samples_from_keys(data, load_split(split_file)["train"])
-    merge = cached_file_features(
-        features, card.version, card.input_size, [s.path for s in samples], "scans-train", head_crop=card.head_crop
+    split = load_split(split_file)
+    if set(split["train"]) & set(split["val"]):
+        raise ValueError(f"{split_file}: scans on both sides of the split")
+    samples = samples_from_keys(data, split["train"])
+    merge = _decoded(
+        cached_file_features(
+            features, card.version, card.input_size, [s.path for s in samples], "scans-train", head_crop=card.head_crop
+        ),
+        "training scans",
     )
     rows = rows_for_keys(external, load_external_split(external_split)["train"])
-    slices = cached_file_features(
-        features, card.version, card.input_size, [external / r.key for r in rows], "external", head_crop=card.head_crop
+    paths = [external / r.key for r in rows]
+    slices = _decoded(
+        cached_file_features(features, card.version, card.input_size, paths, "external", head_crop=card.head_crop),
+        "external slices",
     )
     # A slice's views share its seed (its index in the train part), so the cache keys stay valid.
     items = [
@@ -142,7 +158,10 @@ def training_set(
         for index, r in enumerate(rows)
         for kind in SEQUENCE_REMAPS
     ]
-    views = cached_features(features, card.version, card.input_size, items, "aug-external", head_crop=card.head_crop)
+    views = _decoded(
+        cached_features(features, card.version, card.input_size, items, "aug-external", head_crop=card.head_crop),
+        "remapped external views",
+    )
     view_rows = [r for r in rows for _ in SEQUENCE_REMAPS]
     external_rows = rows + view_rows
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
@@ -156,7 +175,6 @@ def head_refit(
     out_dir: Path,
     config: HeadRefitConfig,
     data: Path = DEFAULT_DATA,
-    split_file: Path = SPLIT_FILE,
     external: Path = EXTERNAL_DATA,
     external_split: Path = EXTERNAL_SPLIT_FILE,
     command: str = "",
@@ -166,10 +184,12 @@ def head_refit(
     from mri.card import write_card
     from mri.model.definition import build_classifier
     from mri.model.store import load_classifier, save_weights_fp16
+    from training.commands import _library_versions
     from training.train import architecture_of
 
     started = time.monotonic()
     model, card = load_classifier(start_dir)
+    split_file = Path(start_dir) / "split.json"  # the split the start model was validated on
     x, targets, external_rows, n_merge = training_set(model, card, data, split_file, external, external_split)
     weights = np.concatenate([np.ones(n_merge), cell_weights(external_rows, config.alpha * n_merge)])
     start_head = (model.get_layer("head_dense").get_weights(), model.get_layer("logits").get_weights())
@@ -191,7 +211,8 @@ def head_refit(
         for key, value in card.items()
         # Figures of the start model do not describe this one: the pipeline measures them again.
         if key not in ("validation", "check_list", "ood", "sequences", "heatmap_method", "heatmap_localization",
-                       "training_history", "history", "temperature")
+                       "training_history", "history", "temperature", "libraries", "libraries_note", "pack_command",
+                       "training_history_note")
     }
     now = datetime.now(UTC)
     groups = load_external_split(external_split)["train_groups"]
@@ -207,6 +228,7 @@ def head_refit(
             "init_model": card.version,
             "command": command,
             "hardware": "CPU (the backbone frozen: features cached once, heads fitted on them)",
+            "libraries": _library_versions(),
             "train_wall_minutes": round((time.monotonic() - started) / 60, 2),
         }
     )
@@ -234,7 +256,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "head-refit",
         help="re-fit the head on frozen features: the training split (distilled) plus the external train part",
     )
-    parser.add_argument("--model", type=Path, default=None, help="start model folder (default: the shipped one)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="start model folder (v3 was re-fitted from v1, brain-xception-20261127-0528: "
+        "git show b9f4edd:models/brain-xception/...); starting from a re-fitted model widens the head again",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the candidate model folder to write")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--external", type=Path, default=EXTERNAL_DATA)
@@ -247,11 +275,9 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from mri.card import DEFAULT_MODEL_DIR
-
     config = HeadRefitConfig(**{name: getattr(args, name) for name in asdict(HeadRefitConfig())})
     card = head_refit(
-        args.model or DEFAULT_MODEL_DIR,
+        args.model,
         args.out,
         config,
         data=args.data,

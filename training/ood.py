@@ -138,7 +138,7 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
 # --- fit -------------------------------------------------------------------------------------
 
 
-def external_clusters(model_dir: Path, part: str, features: object, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+def external_clusters(part: str, features: object, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
     """sep1 features of one part of the external set's patient-group split, each labelled with a
     cluster of its own per (label, sequence) cell (numbered after the 4 classes): real MRI from
     other sources and sequences, which the gate must keep, becomes in-distribution as itself
@@ -149,6 +149,8 @@ def external_clusters(model_dir: Path, part: str, features: object, card: ModelC
     rows = rows_for_keys(EXTERNAL_DATA, load_external_split(EXTERNAL_SPLIT_FILE)[part])
     paths = [EXTERNAL_DATA / r.key for r in rows]
     found = cached_file_features(features, card.version, card.input_size, paths, "external", head_crop=card.head_crop)
+    if not found["decoded"].all():
+        raise ValueError(f"{int((~found['decoded']).sum())} external slices could not be decoded")
     cells = sorted({r.cell for r in rows})
     return found["sep1"], np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
 
@@ -157,7 +159,7 @@ def run_fit(args: argparse.Namespace) -> int:
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
     fit_features, fit_labels = sets.train["sep1"], sets.train_labels
     if args.external_part:
-        extra, extra_labels = external_clusters(args.model, args.external_part, features, card)
+        extra, extra_labels = external_clusters(args.external_part, features, card)
         fit_features = np.concatenate([fit_features, extra])
         fit_labels = np.concatenate([fit_labels, extra_labels])
     oof = cross_fitted_scores(CANDIDATES[SERVED], {"sep1": fit_features}, fit_labels)

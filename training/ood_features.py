@@ -2,7 +2,7 @@
 
 For each image: the logits and the global average of the `block14_sepconv2_act` maps (the
 Grad-CAM maps the runtime's forward pass already returns), plus two candidates measured but
-not served (the head's Dense(256) activations and the pooled `block14_sepconv1_act` maps).
+not served (the head's Dense activations and the pooled `block14_sepconv1_act` maps).
 Features of the 5,712 scans take minutes on a CPU, so they are cached under var/ood/, per model
 version and per image.
 """

@@ -147,6 +147,12 @@ def promote(candidate_dir: Path, shipped_dir: Path = DEFAULT_MODEL_DIR, dry_run:
             )
     if _external_groups(candidate) != _external_groups(shipped):
         raise PromotionRefused("the candidate was measured on another external validation part: not comparable")
+    trained_on = set(ModelCard.of(candidate).sources.get("external_train_groups") or ())
+    if leaked := sorted(trained_on & set(_external_groups(candidate) or ())):
+        raise PromotionRefused(
+            f"the candidate trained on external patient groups it is measured on ({', '.join(leaked)}): "
+            "its external figures are not a measurement"
+        )
     rows = compare(candidate, shipped)
     better = all(row["passes"] for row in rows.values())
     missing = missing_for_serving(candidate)

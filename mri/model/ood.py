@@ -39,7 +39,7 @@ class MahalanobisScorer:
     Σ⁻¹ is kept as its `rank` leading eigen-directions, scaled (`whitening`, D × rank), plus one
     variance for all the others (`residual_variance`): after Ledoit-Wolf shrinkage the small
     eigenvalues are nearly equal, so this is close to the full inverse at a fraction of its
-    size (2048² floats would be 16 MB beside 42 MB of weights).
+    size (2048² floats would be 16 MB beside ~47 MB of weights).
     """
 
     means: np.ndarray  # (classes, D)

@@ -83,5 +83,12 @@ def load_classifier(model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Any, ModelCard
         raise ModelIntegrityError(
             f"The model files hold {len(weights)} tensors; the architecture needs {len(model.weights)}."
         )
+    for stored, variable in zip(weights, model.weights, strict=True):
+        if tuple(stored.shape) != tuple(variable.shape):
+            raise ModelIntegrityError(
+                f"The model files hold a {tuple(stored.shape)} tensor where the architecture the card names "
+                f"needs {tuple(variable.shape)} ({variable.path}): the card's head_units or input size does not "
+                "match the weights."
+            )
     model.set_weights(weights)
     return model, card

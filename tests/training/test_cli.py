@@ -15,7 +15,7 @@ COMMANDS = {
     "split": ["split"],
     "pack": ["pack", "--out", "x"],
     "train": ["train"],
-    "head-refit": ["head-refit", "--out", "o"],
+    "head-refit": ["head-refit", "--model", "m", "--out", "o"],
     "calibrate": ["calibrate", "--model", "m"],
     "evaluate": ["evaluate", "--data", "d", "--out", "o"],
     "robustness": ["robustness", "--out", "o"],

@@ -102,3 +102,65 @@ def test_the_tools_that_rebuild_the_shipped_model_take_its_head_width():
 
     _backbone, head, _params = serving_parts(verified_weights(DEFAULT_MODEL_DIR, card), 224)
     assert head.get_layer("head_dense").units == units
+
+
+@pytest.mark.model
+def test_head_refit_end_to_end_on_a_tiny_start_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A random 71 px start model, 2 scans per class, a few external slices: the candidate keeps
+    the backbone bit for bit, packs 2 heads into one twice as wide, copies the start model's
+    split, records what it trained on, and never reads the external validation part."""
+    import csv
+
+    import training.ood_features
+    from mri.card import read_card, write_card
+    from mri.model.definition import build_classifier
+    from mri.model.store import load_classifier, save_weights_fp16
+    from training.data import DEFAULT_DATA, load_split
+    from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split
+    from training.head_refit import HeadRefitConfig, head_refit
+
+    monkeypatch.setattr(training.ood_features, "CACHE_DIR", tmp_path / "cache")
+    start = tmp_path / "start"
+    model = build_classifier(71, None)
+    write_card(start, {"version": "start", "input_size": 71, "weights_sha256": save_weights_fp16(model, start)})
+    split = load_split()
+    tiny = {
+        part: [next(k for k in split[part] if k.startswith(f"{label}/")) for label in ("glioma", "notumor")]
+        for part in ("train", "val")
+    }
+    (start / "split.json").write_text(json.dumps(tiny))
+
+    full = load_external_split(EXTERNAL_SPLIT_FILE)
+    train_keys = [k for k in full["train"] if "_flair_" in k][:2] + [k for k in full["train"] if "_t2_" in k][:1]
+    val_keys = full["val"][:2]
+    external = tmp_path / "external"
+    with open(EXTERNAL_DATA / "manifest.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["file"] in set(train_keys + val_keys)]
+    external.mkdir()
+    with open(external / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for key in train_keys + val_keys:
+        (external / key).parent.mkdir(parents=True, exist_ok=True)
+        (external / key).symlink_to(EXTERNAL_DATA / key)
+    split_file = tmp_path / "external-split.json"
+    split_file.write_text(json.dumps({"train": train_keys, "val": val_keys, "train_groups": ["g1"]}))
+
+    out = tmp_path / "candidate"
+    card = head_refit(start, out, HeadRefitConfig(heads=2, epochs=2), data=DEFAULT_DATA, external=external,
+                      external_split=split_file)  # fmt: skip
+
+    loaded, read = load_classifier(out)
+    assert read.head_units == card["head_units"] == 512
+    assert read["data"]["external_train_groups"] == ["g1"]
+    assert read["data"]["external_train_slices"] == 3
+    assert json.loads((out / "split.json").read_text()) == tiny
+    for before, after in zip(model.layers, loaded.layers, strict=True):
+        if before.name not in ("head_dense", "logits"):
+            for a, b in zip(before.get_weights(), after.get_weights(), strict=True):
+                np.testing.assert_array_equal(np.float16(a), np.float16(b))
+    with np.load(tmp_path / "cache" / "external-start.npz") as store:
+        read_keys = {Path(str(k)).relative_to(external).as_posix() for k in store["keys"]}
+    assert read_keys == set(train_keys)  # the validation part was never read
+    assert read_card(out).version != "start"

@@ -135,6 +135,21 @@ def test_a_candidate_measured_on_other_external_patients_is_not_comparable(tmp_p
         promote(candidate, shipped)
 
 
+def test_a_candidate_trained_on_the_external_patients_it_is_measured_on_is_refused(
+    tmp_path: Path, shipped: Path
+) -> None:
+    candidate = model_folder(
+        tmp_path / "candidate", "v3", 0.988, 0.9870, 0.0080, seed=1,
+        data={"external_train_groups": ["pat-x", "pat-b"]},
+    )  # fmt: skip
+    with pytest.raises(PromotionRefused, match=r"trained on external patient groups it is measured on \(pat-b\)"):
+        promote(candidate, shipped)
+    disjoint = model_folder(
+        tmp_path / "disjoint", "v3b", 0.988, 0.9870, 0.0080, seed=2, data={"external_train_groups": ["pat-x"]}
+    )
+    assert promote(disjoint, shipped, dry_run=True)["comparison"]
+
+
 def test_a_dry_run_records_the_decision_and_changes_nothing(tmp_path: Path, shipped: Path) -> None:
     candidate = model_folder(tmp_path / "candidate", "v2", 0.991, 0.9905, 0.0040, seed=1)
     assert promote(candidate, shipped, dry_run=True)["promoted"] is False

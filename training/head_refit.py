@@ -35,9 +35,24 @@ import numpy as np
 from mri.vocabulary import CLASS_NAMES
 from training.augment import SEQUENCE_REMAPS
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
-from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, ExternalSlice, load_external_split, rows_for_keys
+from training.external import (
+    EXTERNAL_DATA,
+    EXTERNAL_SPLIT_FILE,
+    TRAINING_MERGE_SOURCES,
+    ExternalSlice,
+    load_external_split,
+    rows_for_keys,
+)
 
 FEATURES = "pool"  # head_pool's input: block14_sepconv2_act, spatially averaged
+# The external set's sources and their terms (its README), for the card: a model says what it
+# was trained on, so a build without the non-commercial ones is possible (another split file).
+SOURCE_TERMS = {
+    "deepmedic": "deepmedic / BRATS 2013-2015 (CC BY-NC-SA 3.0 CH: non-commercial)",
+    "brainlesiontut": "BrainLesion tutorials / TCIA TCGA-LGG (CC BY)",
+    "ntustison": "ntustison BRATS 2013 2-D slices (BRATS 2013 challenge terms)",
+    "pyradiomics": "pyradiomics test heads (BSD-3)",
+}
 
 
 @dataclass(frozen=True)
@@ -232,14 +247,11 @@ def head_refit(
             "train_wall_minutes": round((time.monotonic() - started) / 60, 2),
         }
     )
+    used = sorted({row.source for row in external_rows})
     new_card["data"] = {
         **card.sources,
-        "trained_on_sources": [
-            "figshare (Cheng et al.)", "SARTAJ", "Br35H",
-            "brain-mri-external train part (deepmedic/BRATS 2013-2015: CC BY-NC-SA 3.0 CH, non-commercial; "
-            "BrainLesion tutorials/TCIA TCGA-LGG: CC BY; ntustison BRATS 2013: challenge terms; "
-            "pyradiomics: BSD-3)",
-        ],
+        "trained_on_sources": TRAINING_MERGE_SOURCES
+        + [f"brain-mri-external train part: {SOURCE_TERMS.get(source, source)}" for source in used],
         "external_train_groups": groups,
         "external_train_slices": len(external_rows) // (1 + len(SEQUENCE_REMAPS)),
         "external_train_views": list(SEQUENCE_REMAPS),
@@ -266,6 +278,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the candidate model folder to write")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--external", type=Path, default=EXTERNAL_DATA)
+    parser.add_argument(
+        "--external-split",
+        type=Path,
+        default=EXTERNAL_SPLIT_FILE,
+        help="the external set's patient-group split; its train part is used (e.g. one without the "
+        "non-commercial deepmedic groups)",
+    )
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.set_defaults(func=run)
@@ -282,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         data=args.data,
         external=args.external,
+        external_split=args.external_split,
         command="python -m training " + shlex.join(sys.argv[1:]),
     )
     print(f"{card['version']}: {card['architecture']} → {args.out} ({card['train_wall_minutes']} min)")

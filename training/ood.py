@@ -138,7 +138,9 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
 # --- fit -------------------------------------------------------------------------------------
 
 
-def external_clusters(part: str, features: object, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+def external_clusters(
+    part: str, features: object, card: ModelCard, split_file: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """sep1 features of one part of the external set's patient-group split, each labelled with a
     cluster of its own per (label, sequence) cell (numbered after the 4 classes): real MRI from
     other sources and sequences, which the gate must keep, becomes in-distribution as itself
@@ -146,7 +148,7 @@ def external_clusters(part: str, features: object, card: ModelCard) -> tuple[np.
     from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split, rows_for_keys
     from training.ood_features import cached_file_features
 
-    rows = rows_for_keys(EXTERNAL_DATA, load_external_split(EXTERNAL_SPLIT_FILE)[part])
+    rows = rows_for_keys(EXTERNAL_DATA, load_external_split(split_file or EXTERNAL_SPLIT_FILE)[part])
     paths = [EXTERNAL_DATA / r.key for r in rows]
     found = cached_file_features(features, card.version, card.input_size, paths, "external", head_crop=card.head_crop)
     if not found["decoded"].all():
@@ -159,7 +161,7 @@ def run_fit(args: argparse.Namespace) -> int:
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
     fit_features, fit_labels = sets.train["sep1"], sets.train_labels
     if args.external_part:
-        extra, extra_labels = external_clusters(args.external_part, features, card)
+        extra, extra_labels = external_clusters(args.external_part, features, card, args.external_split)
         fit_features = np.concatenate([fit_features, extra])
         fit_labels = np.concatenate([fit_labels, extra_labels])
     oof = cross_fitted_scores(CANDIDATES[SERVED], {"sep1": fit_features}, fit_labels)
@@ -195,7 +197,8 @@ def run_fit(args: argparse.Namespace) -> int:
         "validation_scans": len(sets.val_labels),
         "command": "python -m training ood fit"
         + (f" --every {args.every}" if args.every != 1 else "")
-        + (f" --external-part {args.external_part}" if args.external_part else ""),
+        + (f" --external-part {args.external_part}" if args.external_part else "")
+        + (f" --external-split {args.external_split}" if args.external_split else ""),
         "fitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_card(args.model, card)
@@ -450,6 +453,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                 choices=("train",),
                 default=None,
                 help="also fit on the external set's train part (patient groups a model may train on)",
+            )
+            parser.add_argument(
+                "--external-split", type=Path, default=None, help="the external split file (default: the committed one)"
             )
         if verb in ("evaluate", "colour-evidence"):
             parser.add_argument("--out", type=Path, default=None, help="default: <model>/ood")

@@ -117,7 +117,7 @@ def test_head_refit_end_to_end_on_a_tiny_start_model(tmp_path: Path, monkeypatch
     from mri.model.store import load_classifier, save_weights_fp16
     from training.data import DEFAULT_DATA, load_split
     from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split
-    from training.head_refit import HeadRefitConfig, head_refit
+    from training.head_refit import SOURCE_TERMS, HeadRefitConfig, head_refit
 
     monkeypatch.setattr(training.ood_features, "CACHE_DIR", tmp_path / "cache")
     start = tmp_path / "start"
@@ -155,6 +155,10 @@ def test_head_refit_end_to_end_on_a_tiny_start_model(tmp_path: Path, monkeypatch
     assert read.head_units == card["head_units"] == 512
     assert read["data"]["external_train_groups"] == ["g1"]
     assert read["data"]["external_train_slices"] == 3
+    used = {r["source"] for r in rows if r["file"] in train_keys}
+    assert [s for s in read["data"]["trained_on_sources"] if s.startswith("brain-mri-external")] == [
+        f"brain-mri-external train part: {SOURCE_TERMS[source]}" for source in sorted(used)
+    ]
     assert json.loads((out / "split.json").read_text()) == tiny
     for before, after in zip(model.layers, loaded.layers, strict=True):
         if before.name not in ("head_dense", "logits"):

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from mri.model.probabilities import calibrated_probabilities
 from mri.vocabulary import CLASS_NAMES
 from training.augment import SEQUENCE_REMAPS
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
@@ -82,13 +83,6 @@ def pack_heads(heads: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> tuple[
     dense = [np.concatenate([d[0] for d, _ in heads], axis=1), np.concatenate([d[1] for d, _ in heads])]
     logits = [np.concatenate([lg[0] for _, lg in heads], axis=0) / k, np.mean([lg[1] for _, lg in heads], axis=0)]
     return dense, logits
-
-
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_head(
@@ -181,7 +175,7 @@ def training_set(
     external_rows = rows + view_rows
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
     x = np.concatenate([merge[FEATURES], slices[FEATURES], views[FEATURES]])
-    targets = np.concatenate([_softmax(merge["logits"], card.temperature), one_hot])
+    targets = np.concatenate([calibrated_probabilities(merge["logits"], card.temperature), one_hot])
     return x, targets, external_rows, len(samples)
 
 

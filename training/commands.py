@@ -125,7 +125,7 @@ def run_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         "train_wall_minutes": round(minutes, 2),
         "hardware": _hardware(),
         "training_history": history,
-        "libraries": _library_versions(),
+        "libraries": library_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_card(model_dir, card)
@@ -146,7 +146,7 @@ def _hardware() -> str:
     return f"{', '.join(devices) or platform.processor() or 'cpu'}; {os.cpu_count()} CPU cores"
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import keras
 
     versions = {

@@ -222,6 +222,14 @@ REJECTION_BAR = 0.02
 # The training merge's tumour slices are figshare's (Cheng et al.): T1 post-contrast (data README).
 OFFICIAL_SPLIT_SEQUENCE = "t1c"
 TRAINING_MERGE_SOURCES = ["figshare (Cheng et al.)", "SARTAJ", "Br35H"]
+# The external set's sources and their terms (its README), for the card: a model says what it
+# was trained on, so a build without the non-commercial ones is possible (another split file).
+SOURCE_TERMS = {
+    "deepmedic": "deepmedic / BRATS 2013-2015 (CC BY-NC-SA 3.0 CH: non-commercial)",
+    "brainlesiontut": "BrainLesion tutorials / TCIA TCGA-LGG (CC BY)",
+    "ntustison": "ntustison BRATS 2013 2-D slices (BRATS 2013 challenge terms)",
+    "pyradiomics": "pyradiomics test heads (BSD-3)",
+}
 
 
 def sequence_section(card: dict, external_val: dict, command: str) -> dict:

@@ -39,6 +39,7 @@ from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
     EXTERNAL_SPLIT_FILE,
+    SOURCE_TERMS,
     TRAINING_MERGE_SOURCES,
     ExternalSlice,
     load_external_split,
@@ -46,14 +47,6 @@ from training.external import (
 )
 
 FEATURES = "pool"  # head_pool's input: block14_sepconv2_act, spatially averaged
-# The external set's sources and their terms (its README), for the card: a model says what it
-# was trained on, so a build without the non-commercial ones is possible (another split file).
-SOURCE_TERMS = {
-    "deepmedic": "deepmedic / BRATS 2013-2015 (CC BY-NC-SA 3.0 CH: non-commercial)",
-    "brainlesiontut": "BrainLesion tutorials / TCIA TCGA-LGG (CC BY)",
-    "ntustison": "ntustison BRATS 2013 2-D slices (BRATS 2013 challenge terms)",
-    "pyradiomics": "pyradiomics test heads (BSD-3)",
-}
 
 
 @dataclass(frozen=True)
@@ -96,12 +89,11 @@ def fit_head(
     """One head, started from the start model's, fitted to soft targets with sample weights."""
     import keras
 
+    from mri.model.definition import head as classifier_head
+
     keras.utils.set_random_seed(seed)
     features = keras.Input((x.shape[1],))
-    hidden = keras.layers.Dense(start_head[0][0].shape[1], activation="relu", name="head_dense")(features)
-    hidden = keras.layers.Dropout(config.dropout)(hidden)
-    out = keras.layers.Dense(len(CLASS_NAMES), name="logits")(hidden)
-    head = keras.Model(features, out)
+    head = keras.Model(features, classifier_head(features, start_head[0][0].shape[1], config.dropout))
     head.get_layer("head_dense").set_weights(start_head[0])
     head.get_layer("logits").set_weights(start_head[1])
     head.compile(
@@ -193,7 +185,7 @@ def head_refit(
     from mri.card import write_card
     from mri.model.definition import build_classifier
     from mri.model.store import load_classifier, save_weights_fp16
-    from training.commands import _library_versions
+    from training.commands import library_versions
     from training.train import architecture_of
 
     started = time.monotonic()
@@ -237,7 +229,7 @@ def head_refit(
             "init_model": card.version,
             "command": command,
             "hardware": "CPU (the backbone frozen: features cached once, heads fitted on them)",
-            "libraries": _library_versions(),
+            "libraries": library_versions(),
             "train_wall_minutes": round((time.monotonic() - started) / 60, 2),
         }
     )

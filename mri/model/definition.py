@@ -51,10 +51,17 @@ def build_classifier(
             layer.trainable = False
     features = backbone.get_layer(CAM_LAYER).output
     pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
-    hidden = keras.layers.Dense(head_units, activation="relu", name="head_dense")(pooled)
+    return keras.Model(inputs, head(pooled, head_units, dropout), name="brain_xception")
+
+
+def head(pooled: Any, units: int = HEAD_UNITS, dropout: float = 0.3) -> Any:
+    """The classifier's head on pooled features: Dense(units, ReLU) → Dropout → 4 logits (also
+    fitted on its own over cached features, training/head_refit.py)."""
+    import keras
+
+    hidden = keras.layers.Dense(units, activation="relu", name="head_dense")(pooled)
     hidden = keras.layers.Dropout(dropout, name="head_dropout")(hidden)
-    logits = keras.layers.Dense(len(CLASS_NAMES), name="logits", dtype="float32")(hidden)
-    return keras.Model(inputs, logits, name="brain_xception")
+    return keras.layers.Dense(len(CLASS_NAMES), name="logits", dtype="float32")(hidden)
 
 
 HEAD_LAYERS = ("pixels", "head_pool", "head_dense", "head_dropout", "logits")

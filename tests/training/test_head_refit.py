@@ -116,8 +116,8 @@ def test_head_refit_end_to_end_on_a_tiny_start_model(tmp_path: Path, monkeypatch
     from mri.model.definition import build_classifier
     from mri.model.store import load_classifier, save_weights_fp16
     from training.data import DEFAULT_DATA, load_split
-    from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split
-    from training.head_refit import SOURCE_TERMS, HeadRefitConfig, head_refit
+    from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, SOURCE_TERMS, load_external_split
+    from training.head_refit import HeadRefitConfig, head_refit
 
     monkeypatch.setattr(training.ood_features, "CACHE_DIR", tmp_path / "cache")
     start = tmp_path / "start"

@@ -8,11 +8,16 @@ multipart request (the intake unzips DICOM only).
 Real processes (tests/testkit/processes.py): Redis, gunicorn serving the API, one Celery
 worker (concurrency 1) with the shipped model. The clock uses the public API only:
 `POST /api/cases/{id}/scans/`, then `GET /api/cases/{id}/scans/` until the case holds N
-slices, all finished. So it measures today's intake (the request unpacks and stores the slices)
+slices, all finished; for a DICOM study it polls the study's progress on `GET /api/cases/{id}/`
+(what the API docs tell a client to follow) and reads the scans once that says done. So it
+measures today's intake (the request unpacks and stores the slices)
 and an asynchronous one (the request stores the upload; a job splits it later) alike.
 
     .venv/bin/python bench/study_bench.py [--slices 20] [--kinds dicom jpeg] [--rounds 1]
-                                          [--syntax explicit-le] [--database-url URL]
+                                          [--syntax explicit-le] [--lanes 2] [--database-url URL]
+`--lanes 1 2` runs the rounds once per value of the worker's STUDY_ANALYSIS_LANES (a worker
+started for each, against the same baseline): the figure with one lane is the worker before
+its study tasks analysed slices side by side.
 Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free port.
 """
 from __future__ import annotations
@@ -61,8 +66,11 @@ def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes,
         raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:500]}")
     deadline = start + timeout
     while True:
-        scans = session.get(f"{base}/api/cases/{case_id}/scans/", timeout=30).json()
-        statuses = [scan["status"] for scan in scans]
+        if not study_finished(session, base, case_id):
+            statuses: list[str] = []
+        else:  # then the slices themselves, once (or every poll when the upload is no study)
+            scans = session.get(f"{base}/api/cases/{case_id}/scans/", timeout=30).json()
+            statuses = [scan["status"] for scan in scans]
         if len(statuses) >= n and all(s in FINISHED for s in statuses):
             total = time.perf_counter() - start
             print(f"  {n}-slice study: {where_the_time_went(case_id, n, total)}")
@@ -70,6 +78,15 @@ def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes,
         if time.perf_counter() > deadline:
             raise RuntimeError(f"case {case_id}: {len(statuses)} of {n} slices, {statuses.count('done')} done")
         time.sleep(0.5)  # each poll is a request on the same 2 cores: not too often
+
+
+def study_finished(session, base: str, case_id: int) -> bool:
+    """What a client following a study polls (docs/platform.md): the case's study progress,
+    `GET /api/cases/{id}/`, a few rows however many slices; True once every study upload is
+    unpacked and all its slices analysed, or when the case has no study upload (JPEG slices:
+    the caller polls the scans then)."""
+    studies = session.get(f"{base}/api/cases/{case_id}/", timeout=30).json().get("studies", [])
+    return all(s["status"] not in ("received", "unpacking") and s["slices_done"] >= s["slices_total"] for s in studies)
 
 
 def where_the_time_went(case_id: int, n: int, total: float) -> str:
@@ -101,6 +118,7 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", choices=("dicom", "jpeg"), default=["dicom", "jpeg"])
     parser.add_argument("--rounds", type=int, default=1, help="studies of each kind, alternated")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
+    parser.add_argument("--lanes", type=int, nargs="+", default=[2], help="worker's STUDY_ANALYSIS_LANES, in turn")
     args = worker_bench_args(parser, timeout=1800.0)
     n = args.slices
 
@@ -122,34 +140,39 @@ def main() -> int:
         analyze_ms = baseline_analyze_ms(jpegs)  # before the worker starts: the cores are free
         user_create(clinic=stack.user.clinic, username="study-bench", password=PASSWORD, role=Role.CLINIC_STAFF)
 
-        worker = start_worker(env=stack.env, log_dir=stack.tmp, prefix="study-bench")
-        timings: dict[str, list[tuple[float, float]]] = {kind: [] for kind in args.kinds}
+        timings: dict[tuple[int, str], list[tuple[float, float]]] = {
+            (lanes, kind): [] for lanes in args.lanes for kind in args.kinds
+        }
         not_done = 0
-        try:
-            with gunicorn_server(stack.env, stack.tmp / "gunicorn.log", "--workers", "1", "--timeout", "600") as base:
-                session = requests.Session()
-                token = session.post(
-                    f"{base}/api/auth/token/", data={"username": "study-bench", "password": PASSWORD}, timeout=30
-                )
-                token.raise_for_status()
-                session.headers["Authorization"] = f"Token {token.json()['token']}"
-                patient = session.post(f"{base}/api/patients/", data={"mrn": "S-1", "name": "Study Bench"}, timeout=30)
-                patient.raise_for_status()
-                patient_id = patient.json()["id"]
-                # Warm-up, not counted: the worker's pool process imports TensorFlow, loads the model.
-                run_study(session, base, patient_id, studies["jpeg"][:1], 1, args.timeout)
-                for _ in range(args.rounds):
-                    for kind in args.kinds:
-                        requested, total, statuses = run_study(
-                            session, base, patient_id, studies[kind], n, args.timeout
-                        )
-                        timings[kind].append((requested, total))
-                        not_done += sum(s != "done" for s in statuses)
-        except BaseException:
-            print(worker.log_tail(), file=sys.stderr)
-            raise
-        finally:
-            worker.stop()
+        with gunicorn_server(stack.env, stack.tmp / "gunicorn.log", "--workers", "1", "--timeout", "600") as base:
+            session = requests.Session()
+            token = session.post(
+                f"{base}/api/auth/token/", data={"username": "study-bench", "password": PASSWORD}, timeout=30
+            )
+            token.raise_for_status()
+            session.headers["Authorization"] = f"Token {token.json()['token']}"
+            patient = session.post(f"{base}/api/patients/", data={"mrn": "S-1", "name": "Study Bench"}, timeout=30)
+            patient.raise_for_status()
+            patient_id = patient.json()["id"]
+            for lanes in args.lanes:
+                env = {**stack.env, "STUDY_ANALYSIS_LANES": str(lanes)}
+                worker = start_worker(env=env, log_dir=stack.tmp, prefix=f"study-bench-{lanes}")
+                try:
+                    # Warm-up, not counted: the worker's pool process imports TensorFlow, loads the model.
+                    run_study(session, base, patient_id, studies["jpeg"][:1], 1, args.timeout)
+                    for _ in range(args.rounds):
+                        for kind in args.kinds:
+                            print(f"  {lanes} lane(s), {kind}:")
+                            requested, total, statuses = run_study(
+                                session, base, patient_id, studies[kind], n, args.timeout
+                            )
+                            timings[lanes, kind].append((requested, total))
+                            not_done += sum(s != "done" for s in statuses)
+                except BaseException:
+                    print(worker.log_tail(), file=sys.stderr)
+                    raise
+                finally:
+                    worker.stop()
 
         baseline_s = n * analyze_ms / 1000
         print(f"database: {connection.vendor}; broker: Redis; gunicorn 1 process; 1 worker, concurrency 1; "
@@ -157,11 +180,13 @@ def main() -> int:
               f"({len(archive) / 2**20:.1f} MB); {args.rounds} round(s)")
         print(f"baseline: one analyze() median {analyze_ms:.0f} ms in this process → {n} × analyze() = "
               f"{baseline_s:.1f} s")
-        print(f"{'study':>6}{'upload request':>16}{'→ summary complete':>20}{'per slice':>11}{'× baseline':>12}")
-        for kind in args.kinds:
-            requested = statistics.median(t[0] for t in timings[kind])
-            total = statistics.median(t[1] for t in timings[kind])
-            print(f"{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms{total / baseline_s:>11.2f}×")
+        print(f"{'lanes':>6}{'study':>6}{'upload request':>16}{'→ summary complete':>20}{'per slice':>11}"
+              f"{'× baseline':>12}")  # fmt: skip
+        for (lanes, kind), runs in timings.items():
+            requested = statistics.median(t[0] for t in runs)
+            total = statistics.median(t[1] for t in runs)
+            print(f"{lanes:>6}{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms"
+                  f"{total / baseline_s:>11.2f}×")  # fmt: skip
         if not_done:
             print(f"{not_done} slice(s) finished other than done (failed or rejected)")
     return 1 if not_done else 0

@@ -8,7 +8,8 @@ worker shares no disk with the web hosts.
 - `analyze_scan(scan_id)`: one scan, the path every upload and the sweep use;
 - `analyze_scans(scan_ids)`: the slices of one study in one task, published by
   `scans_upload(..., study=True)`; on a GPU worker in one batch (`Analyzer.analyze_batch`: one
-  forward/backward pass), on a CPU worker one by one (batches are slower per slice there).
+  forward/backward pass), on a CPU worker one slice per call, STUDY_ANALYSIS_LANES slices at a
+  time on threads of the task (the results stored in slice order, by the task's own thread).
 """
 
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 
 from apps.cases.worklist import worklist_priority_deferred
@@ -136,9 +138,22 @@ def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> 
     return True
 
 
-def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) -> str:
+def _analysis(data: bytes, text: Future[str] | None) -> Any:
+    """One slice's analysis on a study task's analysis lane: None, without analysing, when the
+    slice's text check (`text`, already started) found text burnt in (the task holds it). No
+    database: the task's own thread reads the result and stores it."""
+    if text is not None and text.result():
+        return None
+    return _get_analyzer().analyze(data)
+
+
+def _analyze_one(
+    scan: Scan, data: bytes | None, *, text_checked: bool = False, analysis: Future[Any] | None = None
+) -> str:
     """Read (unless given), analyse and store one claimed scan, recording every failure on it.
-    `text_checked`: the caller already ran the burnt-in text check on `data` (the batch path)."""
+    `text_checked`: the caller already ran the burnt-in text check on `data` (the batch path).
+    `analysis`: the analysis of `data` already started on a lane (`_analysis`); its error, if
+    any, is recorded here like one raised on this thread."""
     from mri.intake.limits import ScanDecodeError
 
     scan_id = scan.pk
@@ -147,7 +162,9 @@ def _analyze_one(scan: Scan, data: bytes | None, *, text_checked: bool = False) 
             data = _read(scan)
         if not text_checked and _held_for_text(scan, data):
             return "held"
-        result = _get_analyzer().analyze(data)
+        result = analysis.result() if analysis is not None else None
+        if result is None:  # no lane, or the lane's text check disagreed with this thread's
+            result = _get_analyzer().analyze(data)
         return _store(scan, result, data)
     except ScanDecodeError as exc:
         services.scan_fail(scan=scan, error=exc.args[0] if exc.args else "The image cannot be read.")
@@ -195,11 +212,12 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     analysed as a whole (an unreadable slice, an error), each slice is analysed on its own, so
     one bad slice fails alone with its own message. Returns scan id → outcome.
 
-    The burnt-in text checks run on a thread of their own, in slice order, ahead of the analysis:
-    on a CPU worker (one slice at a time) slice i+1 is checked while slice i is analysed, on the
-    core the model leaves idle (analyze() keeps one busy; Tesseract is a subprocess). The
-    worklist priority of the study's case is refreshed once, at the end of the task, not twice
-    per slice."""
+    The burnt-in text checks run on a thread of their own, in slice order, ahead of the analysis.
+    On a CPU worker the slices are analysed STUDY_ANALYSIS_LANES at a time on lane threads (one
+    analyze() keeps about one core busy; a second slice uses the other), each after its own
+    text check; the task's thread stores the results in slice order as they come, so storing
+    slice i overlaps the analysis of the next ones. The worklist priority of the study's case
+    is refreshed once, at the end of the task, not twice per slice."""
     with worklist_priority_deferred():
         return _analyze_batch(scan_ids, _redelivered(self))
 
@@ -212,6 +230,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     # has OMP_THREAD_LIMIT set (mri/intake/burnt_text.py).
     batch_preferred = _batch_preferred()
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
+    lanes = ThreadPoolExecutor(max_workers=max(1, settings.STUDY_ANALYSIS_LANES), thread_name_prefix="analysis")
     try:
         with transaction.atomic():  # the batch's claims in one commit, not one per slice
             claims = []
@@ -265,6 +284,11 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     ids = [s.pk for s, _ in readable]
                     logger.warning("batch of scans %s: analysing one by one", ids, exc_info=True)
             texts.clear()  # every check is done and used
+        analyses: dict[int, Future[Any]] = {}  # one by one: each slice's analysis, in slice order
+        if results is None:
+            for scan, data in claimed:
+                if data is not None:
+                    analyses[scan.pk] = lanes.submit(_analysis, data, texts.get(scan.pk))
         for index, (scan, data) in enumerate(claimed):
             if results is None and scan.pk in texts:
                 held, data = unheld(scan, data)
@@ -274,12 +298,16 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                 if results is not None:
                     outcome = _store(scan, results[index], data)
                 else:  # slices read here passed the text check; the others are checked there
-                    outcome = _analyze_one(scan, data, text_checked=data is not None)
+                    analysis = analyses.get(scan.pk) if data is not None else None
+                    outcome = _analyze_one(scan, data, text_checked=data is not None, analysis=analysis)
                 metrics.scan_finished(outcome)
                 outcomes[str(scan.pk)] = outcome
         return outcomes
     finally:
         checks.shutdown(wait=False, cancel_futures=True)
+        # Slices not started are dropped (their scans were recorded above); one being analysed
+        # finishes first, so it does not slow the worker's next task.
+        lanes.shutdown(wait=True, cancel_futures=True)
 
 
 @inference_task(bind=True, name=task_names.INGEST_STUDY)

@@ -30,6 +30,9 @@ STUDY_REQUEUE_AFTER_MINUTES = env.float("STUDY_REQUEUE_AFTER_MINUTES", default=5
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")
 # Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_upload(study=True)).
 SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=8)
+# A CPU worker analyses such a task's slices this many at a time, on threads of its own process
+# (a second slice uses the core one analyze() leaves idle; docs/operations.md, the study bench).
+STUDY_ANALYSIS_LANES = env.int("STUDY_ANALYSIS_LANES", default=2)
 
 # The sweep revives at once a scan left in processing by a worker process of its own host that
 # is gone (killed), instead of after the hard time limit (~6.5 min). On by default with the

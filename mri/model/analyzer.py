@@ -45,8 +45,9 @@ def pair_of(row: int) -> int:
 
 
 class Analyzer:
-    """One loaded model; `analyze` / `analyze_batch` / `explain` are safe to call repeatedly (not
-    concurrently) in a process.
+    """One loaded model; `analyze` / `analyze_batch` / `explain` are safe to call repeatedly, and
+    from several threads at once (a CPU worker's study lanes: the traced function and the maps
+    keep no state between calls).
 
     `cam` names the heatmap method (mri.model.cams.CAM_METHODS; default: the model card's
     `heatmap_method`, else Grad-CAM on block14). `probe_layers` adds layers to the traced pass,
@@ -121,9 +122,10 @@ class Analyzer:
 
         self._forward = forward
         self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
-        # Whether a study's slices should go through analyze_batch: on this project's CPU a
-        # batch of 8 or 32 costs ~1.5x more per slice than batch 1 (bench/analyze_batch.py,
-        # docs/operations.md), so CPU workers analyse slices one at a time.
+        # Whether a study's slices should go through analyze_batch: on 2-core CPU hosts a batch
+        # was ~1.5x slower per slice on one and ~1.3x faster on another, while one analyze()
+        # keeps about one core busy (bench/analyze_batch.py, docs/operations.md); so CPU
+        # workers analyse slices one per call, on the study task's parallel lanes.
         self.batch_preferred: bool = self.device == "GPU"
         logger.info(
             "model %s loaded on %s (%s graph, %s) in %.1f s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -69,9 +70,11 @@ class PixelAnalyzer:
         self.out_of_distribution = out_of_distribution  # what the gate would say (mri/model/ood.py)
         self.calls = 0
         self.batch_calls = 0
+        self._counting = threading.Lock()  # a study task analyses slices on several threads
 
     def analyze(self, data: bytes) -> AnalysisResult:
-        self.calls += 1
+        with self._counting:
+            self.calls += 1
         gray = decode_gray(data)
         overlay = io.BytesIO()
         Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")

@@ -135,8 +135,24 @@ def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
         assert together.out_of_distribution == alone.out_of_distribution
     assert {r.label for r in batch} >= {"glioma", "meningioma", "notumor", "pituitary"}
     assert analyzer.analyze_batch([]) == []
-    # Batches are slower per slice on a CPU (bench/analyze_batch.py): workers batch on GPUs only.
+    # A CPU worker analyses a study's slices on parallel lanes instead (bench/analyze_batch.py).
     assert analyzer.batch_preferred == (analyzer.device == "GPU")
+
+
+def test_analyze_on_several_threads_at_once_gives_each_slice_its_own_result(analyzer) -> None:
+    """A CPU worker analyses a study's slices on parallel lanes (workers/tasks.py): analyze()
+    called from two threads at once returns what each slice gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    datas = [scan(name) for name in BATCH_SCANS] * 2
+    with ThreadPoolExecutor(max_workers=2) as lanes:
+        together = list(lanes.map(analyzer.analyze, datas))
+    for data, result in zip(datas, together, strict=True):
+        alone = analyzer.analyze(data)
+        assert result.label == alone.label
+        for name in CLASS_NAMES:
+            assert result.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-5)
+        assert np.abs(result.heatmap - alone.heatmap).max() < 1e-4
 
 
 def test_analyze_batch_raises_for_a_bad_slice(analyzer) -> None:

@@ -62,6 +62,39 @@ def test_a_worker_that_prefers_single_slices_analyses_a_study_one_by_one(
     assert (analyzer.batch_calls, analyzer.calls) == (0, 3)
 
 
+def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them_in_order(
+    north, analyzer, broker, django_capture_on_commit_callbacks, settings, monkeypatch
+):
+    """STUDY_ANALYSIS_LANES slices are analysed at once: two analyses meet at a barrier (it
+    breaks, failing the slices, if they ran one after another); the task's thread stores each
+    result, in slice order, under its own scan."""
+    import threading
+
+    settings.STUDY_ANALYSIS_LANES = 2
+    analyzer.batch_preferred = False
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks, count=4)]
+    meet = threading.Barrier(2, timeout=10)
+    lanes: set[str] = set()
+    alone = analyzer.analyze
+
+    def analyze(data: bytes):
+        lanes.add(threading.current_thread().name)
+        meet.wait()  # both lanes are inside analyze() together
+        return alone(data)
+
+    analyzer.analyze = analyze
+    stored: list[int] = []
+    store = tasks._store
+    monkeypatch.setattr(tasks, "_store", lambda scan, result, data: stored.append(scan.pk) or store(scan, result, data))
+    assert tasks.analyze_scans(ids) == {str(i): "done" for i in ids}
+    assert stored == ids
+    assert len(lanes) == 2
+    assert all(name.startswith("analysis") for name in lanes)
+    for scan in Scan.objects.filter(pk__in=ids):  # each slice's own result, not a neighbour's
+        with scan.image.open("rb") as original, scan.prediction.overlay.open("rb") as overlay:
+            assert overlay.read() == alone(original.read()).overlay_png
+
+
 def test_an_unreadable_slice_fails_alone(north, analyzer, broker, media_root, django_capture_on_commit_callbacks):
     scans = _study(north, django_capture_on_commit_callbacks)
     broken = media_root / scans[1].image.name

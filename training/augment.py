@@ -91,9 +91,11 @@ def head_mask(gray: np.ndarray) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     if count > 1:
         mask = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
-    outside = mask.copy()
-    cv2.floodFill(outside, np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8), (0, 0), 1)
-    return (mask | (1 - outside)).astype(bool)
+    # Holes are what the outside cannot reach: flood from a one-pixel frame around the image,
+    # so a head touching a corner or an edge does not stop the fill.
+    outside = np.pad(mask, 1)
+    cv2.floodFill(outside, np.zeros((outside.shape[0] + 2, outside.shape[1] + 2), np.uint8), (0, 0), 1)
+    return (mask | (1 - outside[1:-1, 1:-1])).astype(bool)
 
 
 def sequence_remap(gray: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.augment import SEQUENCE_REMAPS, sequence_remap
+from training.augment import SEQUENCE_REMAPS, head_mask, sequence_remap
 from training.external import ExternalSlice
 from training.head_refit import cell_weights, pack_heads
 
@@ -63,6 +63,21 @@ def test_a_remapped_slice_keeps_its_background_black_and_changes_the_look_inside
     assert inverted[50, 70] < inverted[80, 40]  # the bright lesion is now darker than the brain around it
     with pytest.raises(ValueError, match="unknown sequence remap"):
         sequence_remap(image, "blur", np.random.default_rng(0))
+
+
+def test_the_head_mask_of_a_head_touching_the_corner_keeps_the_background_out_and_fills_holes():
+    """The fill that finds the head's holes starts outside the image: a head cut by the top-left
+    corner (a zoomed slice) does not make the whole image "head", and a dark hole inside the
+    head (a ventricle) is still part of it."""
+    yy, xx = np.mgrid[:128, :128]
+    image = np.zeros((128, 128), np.uint8)
+    image[(yy - 30) ** 2 + (xx - 30) ** 2 < 55**2] = 120  # the head runs off the top-left corner
+    image[(yy - 35) ** 2 + (xx - 35) ** 2 < 8**2] = 0  # a dark hole inside it
+    mask = head_mask(image)
+    assert mask[0, 0]
+    assert mask[35, 35]  # the hole is filled
+    assert not mask[120, 120]  # the background stays outside
+    assert not sequence_remap(image, "invert", np.random.default_rng(0))[120, 120]
 
 
 @pytest.mark.model

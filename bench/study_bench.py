@@ -8,8 +8,9 @@ multipart request (the intake unzips DICOM only).
 Real processes (tests/testkit/processes.py): Redis, gunicorn serving the API, one Celery
 worker (concurrency 1) with the shipped model. The clock uses the public API only:
 `POST /api/cases/{id}/scans/`, then `GET /api/cases/{id}/scans/` until the case holds N
-slices, all finished; for a DICOM study it polls the study's progress on `GET /api/cases/{id}/`
-(what the API docs tell a client to follow) and reads the scans once that says done. So it
+slices, all finished; for a DICOM study it polls the case, `GET /api/cases/{id}/` (its scans
+and the study's progress: what the API docs tell a client to follow), and reads the scans list
+once that says done. So it
 measures today's intake (the request unpacks and stores the slices)
 and an asynchronous one (the request stores the upload; a job splits it later) alike.
 
@@ -81,11 +82,14 @@ def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes,
 
 
 def study_finished(session, base: str, case_id: int) -> bool:
-    """What a client following a study polls (docs/platform.md): the case's study progress,
-    `GET /api/cases/{id}/`, a few rows however many slices; True once every study upload is
+    """What the API docs tell a client following a study to poll: `GET /api/cases/{id}/`, the
+    case with its scans and its study uploads' progress. True once every study upload is
     unpacked and all its slices analysed, or when the case has no study upload (JPEG slices:
-    the caller polls the scans then)."""
+    the caller polls the scans then); a failed or held study ends the bench."""
     studies = session.get(f"{base}/api/cases/{case_id}/", timeout=30).json().get("studies", [])
+    stopped = [s["progress"] for s in studies if s["status"] in ("failed", "held")]
+    if stopped:
+        raise RuntimeError(f"case {case_id}: {'; '.join(stopped)}")
     return all(s["status"] not in ("received", "unpacking") and s["slices_done"] >= s["slices_total"] for s in studies)
 
 

@@ -162,9 +162,9 @@ def _analyze_one(
             data = _read(scan)
         if not text_checked and _held_for_text(scan, data):
             return "held"
-        result = analysis.result() if analysis is not None else None
-        if result is None:  # no lane, or the lane's text check disagreed with this thread's
-            result = _get_analyzer().analyze(data)
+        result = analysis.result() if analysis is not None else _get_analyzer().analyze(data)
+        if result is None:  # the lane found text this thread did not hold: never store unchecked
+            raise RuntimeError("the analysis lane and the task disagree on the burnt-in text check")
         return _store(scan, result, data)
     except ScanDecodeError as exc:
         services.scan_fail(scan=scan, error=exc.args[0] if exc.args else "The image cannot be read.")
@@ -230,7 +230,10 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     # has OMP_THREAD_LIMIT set (mri/intake/burnt_text.py).
     batch_preferred = _batch_preferred()
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
-    lanes = ThreadPoolExecutor(max_workers=max(1, settings.STUDY_ANALYSIS_LANES), thread_name_prefix="analysis")
+    # A GPU worker's fallback (a batch that failed) stays one slice at a time on the device.
+    lanes = ThreadPoolExecutor(
+        max_workers=1 if batch_preferred else max(1, settings.STUDY_ANALYSIS_LANES), thread_name_prefix="analysis"
+    )
     try:
         with transaction.atomic():  # the batch's claims in one commit, not one per slice
             claims = []
@@ -294,6 +297,8 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                 held, data = unheld(scan, data)
                 if held:
                     continue
+                if data is None and scan.pk in analyses:  # the check failed: _analyze_one starts over
+                    analyses[scan.pk].cancel()
             with scan_context(scan.pk):
                 if results is not None:
                     outcome = _store(scan, results[index], data)
@@ -304,10 +309,10 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                 outcomes[str(scan.pk)] = outcome
         return outcomes
     finally:
+        # Work not started is dropped (every scan's outcome is recorded above); a call still
+        # running (a hung Tesseract, a soft time limit) is not waited for.
         checks.shutdown(wait=False, cancel_futures=True)
-        # Slices not started are dropped (their scans were recorded above); one being analysed
-        # finishes first, so it does not slow the worker's next task.
-        lanes.shutdown(wait=True, cancel_futures=True)
+        lanes.shutdown(wait=False, cancel_futures=True)
 
 
 @inference_task(bind=True, name=task_names.INGEST_STUDY)

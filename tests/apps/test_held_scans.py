@@ -79,7 +79,12 @@ def test_the_same_scans_without_text_are_analysed(north, django_capture_on_commi
     assert analyzer.calls == 1
 
 
-def test_a_study_batch_holds_only_the_named_slice(north, django_capture_on_commit_callbacks, analyzer, media_root):
+@pytest.mark.parametrize("batch_preferred", [True, False], ids=["one batch", "lanes"])
+def test_a_study_batch_holds_only_the_named_slice(
+    batch_preferred, north, django_capture_on_commit_callbacks, analyzer, media_root
+):
+    """On a CPU worker's lanes too: the named slice is held and never analysed."""
+    analyzer.batch_preferred = batch_preferred
     with django_capture_on_commit_callbacks(execute=False):
         scans = scans_upload(
             case=north.case, uploaded_by=north.staff,
@@ -88,6 +93,8 @@ def test_a_study_batch_holds_only_the_named_slice(north, django_capture_on_commi
         ).scans  # fmt: skip
     outcomes = tasks.analyze_scans([s.pk for s in scans])
     assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "held"}
+    if not batch_preferred:
+        assert (analyzer.calls, analyzer.batch_calls) == (1, 0)
 
 
 def test_the_card_and_the_api_show_the_hold(held, north, client):

@@ -308,6 +308,9 @@ def test_the_case_form_finds_the_patient_by_typing(live_server, page, django_cap
     page.fill("input[name=title]", "Typed patient")
     scan = {"name": "a.jpg", "mimeType": "image/jpeg", "buffer": real_scan_bytes()}
     page.set_input_files("input[name=files]", [scan])
-    page.click("text=Open case and analyse")
-    page.wait_for_selector("h1:has-text('Typed patient')")
+    # Stored, not sent: another module's e2e worker on the same broker would analyse it while
+    # this test's database is flushed (a deadlock seen once at teardown).
+    with unpublished(django_capture_on_commit_callbacks):
+        page.click("text=Open case and analyse")
+        page.wait_for_selector("h1:has-text('Typed patient')")
     assert "Jane Doe 017" in page.locator("#case-summary").inner_text()

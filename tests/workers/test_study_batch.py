@@ -95,6 +95,28 @@ def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them
             assert overlay.read() == alone(original.read()).overlay_png
 
 
+def test_an_error_on_a_lane_is_recorded_on_its_own_slice(north, analyzer, broker, django_capture_on_commit_callbacks):
+    """A slice whose analysis raises on a lane (a transient error) goes back to the queue for
+    the sweep, like on the one-scan path; its neighbours are stored."""
+    analyzer.batch_preferred = False
+    scans = _study(north, django_capture_on_commit_callbacks)
+    with scans[1].image.open("rb") as handle:
+        failing = handle.read()
+    alone = analyzer.analyze
+
+    def analyze(data: bytes):
+        if data == failing:
+            raise MemoryError("a transient failure")
+        return alone(data)
+
+    analyzer.analyze = analyze
+    outcomes = tasks.analyze_scans([s.pk for s in scans])
+    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "retry", str(scans[2].pk): "done"}
+    middle = Scan.objects.get(pk=scans[1].pk)
+    assert middle.status == ScanStatus.QUEUED
+    assert middle.error.endswith("(The analysis failed (MemoryError). Try uploading again.)")
+
+
 def test_an_unreadable_slice_fails_alone(north, analyzer, broker, media_root, django_capture_on_commit_callbacks):
     scans = _study(north, django_capture_on_commit_callbacks)
     broken = media_root / scans[1].image.name

@@ -13,6 +13,10 @@ usage: python bench/analyze_speed.py [--scans 24] [--rounds 2] [--methods gradca
 --model-dirs: each model folder in turn, e.g. a copy of the shipped one whose card says 256 px;
 --graphs: the serving graph (folded, mri/model/folded_graph.py, in the default precision) and/or
 the Keras model in float32, the path before it)
+
+A CPU without bfloat16 dot products, on one that has them: ONEDNN_MAX_CPU_ISA=AVX2
+ANALYZER_PRECISION=float32 python bench/analyze_speed.py ... (both paths then run as on an
+AVX2-only CPU; docs/benchmarks.md says how close that came to a real one)
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""How the shipped heatmap's three LayerCAM layers are fused, measured on glioma boxes (issue 16).
+"""How the three LayerCAM layers of v3's first heatmap are fused, measured on glioma boxes (issue 16).
 
-The shipped map averages LayerCAM over block4, block13 and block14, each scaled to [0, 1]. This
+The map v3 first shipped averages LayerCAM over block4, block13 and block14 (served since
+2026-12-07: block13 alone, scripts/cam_layers.py), each scaled to [0, 1]. This
 script takes the same per-layer maps from the served pass (`Analyzer.probe`) for the boxed
 glioma slices of four sets, fuses them several ways at the model's input size, maps each back
 to the scan (`map_to_scan`) and scores pointing and energy in the box with

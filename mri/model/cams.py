@@ -8,6 +8,7 @@ class score S (the class logit), and returns a map over the model input in [0, 1
 - hirescam  (Draelos & Carin): ReLU(Σc Gc⊙Ac), the gradient kept per position
 - layercam  (Jiang et al.): ReLU(Σc ReLU(Gc)⊙Ac) per layer; layers fused as the mean of their
   [0, 1] maps at the input's resolution, so shallow (finer) layers sharpen the deep one
+  (served: block13 alone, `layercam-13`; the model card's `heatmap_method` says which)
 
 `flip` averages a method with its map of the mirrored image, mirrored back. The runtime
 computes A and G in one traced pass (mri/model/analyzer.py); these functions are the rest.
@@ -62,6 +63,9 @@ CAM_METHODS: dict[str, CamSpec] = {
     "gradcam-flip": CamSpec("gradcam", flip=True),
     "layercam-flip": CamSpec("layercam", ("block4", "block13", "block14"), flip=True),
     "hirescam-13-14": CamSpec("hirescam", ("block13", "block14")),
+    # LayerCAM on block13 alone (14×14): the backward pass stops inside block13, under block14, and
+    # it points better than the three-layer fusion (docs/heatmaps.md, "One layer, block13").
+    "layercam-13": CamSpec("layercam", ("block13",)),
 }
 SHIPPED_METHOD = DEFAULT_HEATMAP_METHOD  # what a card without `heatmap_method` gets
 

@@ -131,3 +131,6 @@ def test_model_card_names_its_heatmap_method_and_head_crop():
         assert shipped["method"] == heatmap_method_of(card)
         assert 0.0 <= shipped["pointing"] <= 1.0
         assert 0.0 <= shipped["energy_in_box"] <= 1.0
+        # A method ships only if it points at least as well as every one scored beside it.
+        for name, other in shipped.get("baseline", {}).items():
+            assert shipped["pointing"] >= other["pointing"], name

@@ -8,9 +8,10 @@ multipart request (the intake unzips DICOM only).
 Real processes (tests/testkit/processes.py): Redis, gunicorn serving the API, one Celery
 worker (concurrency 1) with the shipped model. The clock uses the public API only:
 `POST /api/cases/{id}/scans/`, then `GET /api/cases/{id}/scans/` until the case holds N
-slices, all finished; for a DICOM study it polls the case, `GET /api/cases/{id}/` (its scans
-and the study's progress: what the API docs tell a client to follow), and reads the scans list
-once that says done. So it
+slices, all finished; for a DICOM study it polls the study progress, `GET
+/api/cases/{id}/studies/` (what the API docs tell a client to follow; `--poll case` polls `GET
+/api/cases/{id}/` instead, which carries the same progress with every scan of the case, as
+clients did before that answer existed), and reads the scans list once that says done. So it
 measures today's intake (the request unpacks and stores the slices)
 and an asynchronous one (the request stores the upload; a job splits it later) alike.
 
@@ -54,7 +55,10 @@ def baseline_analyze_ms(slices: list[bytes]) -> float:
     return statistics.median(times)
 
 
-def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes, str]], n: int, timeout: float):
+def run_study(
+    session, base: str, patient_id: int, files: list[tuple[str, bytes, str]], n: int, timeout: float,
+    poll: str = "studies",
+):
     """(request s, upload → summary complete s, statuses) for one study in a new case."""
     case = session.post(f"{base}/api/cases/", data={"patient": patient_id, "title": "study bench"}, timeout=30)
     case.raise_for_status()
@@ -67,7 +71,7 @@ def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes,
         raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:500]}")
     deadline = start + timeout
     while True:
-        if not study_finished(session, base, case_id):
+        if not study_finished(session, base, case_id, poll):
             statuses: list[str] = []
         else:  # then the slices themselves, once (or every poll when the upload is no study)
             scans = session.get(f"{base}/api/cases/{case_id}/scans/", timeout=30).json()
@@ -81,12 +85,16 @@ def run_study(session, base: str, patient_id: int, files: list[tuple[str, bytes,
         time.sleep(0.5)  # each poll is a request on the same 2 cores: not too often
 
 
-def study_finished(session, base: str, case_id: int) -> bool:
-    """What the API docs tell a client following a study to poll: `GET /api/cases/{id}/`, the
-    case with its scans and its study uploads' progress. True once every study upload is
-    unpacked and all its slices analysed, or when the case has no study upload (JPEG slices:
-    the caller polls the scans then); a failed or held study ends the bench."""
-    studies = session.get(f"{base}/api/cases/{case_id}/", timeout=30).json().get("studies", [])
+def study_finished(session, base: str, case_id: int, poll: str = "studies") -> bool:
+    """What the API docs tell a client following a study to poll: `GET /api/cases/{id}/studies/`,
+    the case's study uploads and their progress (`poll="case"`: the case itself, the same
+    progress with every scan). True once every study upload is unpacked and all its slices
+    analysed, or when the case has no study upload (JPEG slices: the caller polls the scans
+    then); a failed or held study ends the bench."""
+    if poll == "case":
+        studies = session.get(f"{base}/api/cases/{case_id}/", timeout=30).json().get("studies", [])
+    else:
+        studies = session.get(f"{base}/api/cases/{case_id}/studies/", timeout=30).json()
     stopped = [s["progress"] for s in studies if s["status"] in ("failed", "held")]
     if stopped:
         raise RuntimeError(f"case {case_id}: {'; '.join(stopped)}")
@@ -123,6 +131,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="studies of each kind, alternated")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
     parser.add_argument("--lanes", type=int, nargs="+", default=[2], help="worker's STUDY_ANALYSIS_LANES, in turn")
+    parser.add_argument(
+        "--poll", nargs="+", choices=("studies", "case"), default=["studies"],
+        help="what the client polls for a DICOM study's progress, in turn (case: GET /api/cases/{id}/)",
+    )
     args = worker_bench_args(parser, timeout=1800.0)
     n = args.slices
 
@@ -144,8 +156,8 @@ def main() -> int:
         analyze_ms = baseline_analyze_ms(jpegs)  # before the worker starts: the cores are free
         user_create(clinic=stack.user.clinic, username="study-bench", password=PASSWORD, role=Role.CLINIC_STAFF)
 
-        timings: dict[tuple[int, str], list[tuple[float, float]]] = {
-            (lanes, kind): [] for lanes in args.lanes for kind in args.kinds
+        timings: dict[tuple[int, str, str], list[tuple[float, float]]] = {
+            (lanes, poll, kind): [] for lanes in args.lanes for poll in args.poll for kind in args.kinds
         }
         not_done = 0
         with gunicorn_server(stack.env, stack.tmp / "gunicorn.log", "--workers", "1", "--timeout", "600") as base:
@@ -165,13 +177,14 @@ def main() -> int:
                     # Warm-up, not counted: the worker's pool process imports TensorFlow, loads the model.
                     run_study(session, base, patient_id, studies["jpeg"][:1], 1, args.timeout)
                     for _ in range(args.rounds):
-                        for kind in args.kinds:
-                            print(f"  {lanes} lane(s), {kind}:")
-                            requested, total, statuses = run_study(
-                                session, base, patient_id, studies[kind], n, args.timeout
-                            )
-                            timings[lanes, kind].append((requested, total))
-                            not_done += sum(s != "done" for s in statuses)
+                        for poll in args.poll:
+                            for kind in args.kinds:
+                                print(f"  {lanes} lane(s), {kind}, polling {poll}:")
+                                requested, total, statuses = run_study(
+                                    session, base, patient_id, studies[kind], n, args.timeout, poll
+                                )
+                                timings[lanes, poll, kind].append((requested, total))
+                                not_done += sum(s != "done" for s in statuses)
                 except BaseException:
                     print(worker.log_tail(), file=sys.stderr)
                     raise
@@ -184,12 +197,12 @@ def main() -> int:
               f"({len(archive) / 2**20:.1f} MB); {args.rounds} round(s)")
         print(f"baseline: one analyze() median {analyze_ms:.0f} ms in this process → {n} × analyze() = "
               f"{baseline_s:.1f} s")
-        print(f"{'lanes':>6}{'study':>6}{'upload request':>16}{'→ summary complete':>20}{'per slice':>11}"
-              f"{'× baseline':>12}")  # fmt: skip
-        for (lanes, kind), runs in timings.items():
+        print(f"{'lanes':>6}{'poll':>8}{'study':>6}{'upload request':>16}{'→ summary complete':>20}"
+              f"{'per slice':>11}{'× baseline':>12}")  # fmt: skip
+        for (lanes, poll, kind), runs in timings.items():
             requested = statistics.median(t[0] for t in runs)
             total = statistics.median(t[1] for t in runs)
-            print(f"{lanes:>6}{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms"
+            print(f"{lanes:>6}{poll:>8}{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms"
                   f"{total / baseline_s:>11.2f}×")  # fmt: skip
         if not_done:
             print(f"{not_done} slice(s) finished other than done (failed or rejected)")

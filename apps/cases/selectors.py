@@ -194,6 +194,15 @@ def case_get(*, user: User, case_id: int) -> Case:
     return case
 
 
+def case_of_clinic(*, user: User, case_id: int) -> Case:
+    """A case of the user's clinic, nothing annotated or prefetched (for answers about the case
+    that show none of its scans); else Http404."""
+    case = Case.objects.for_clinic(user.clinic_id).filter(pk=case_id).first()
+    if case is None:
+        raise Http404("No such case.")
+    return case
+
+
 def case_reading_summary(*, case: Case) -> str:
     """The reviewed per-scan readings as text, to pre-fill the conclusion at sign-off: one line
     per scan (its reading, what the model said, the note)."""

@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from apps.audit.models import AuditAction
 from apps.audit.reads import audit_read, covered_by_page_view
 from apps.audit.services import audit_record
-from apps.cases.selectors import case_get
+from apps.cases.selectors import case_get, case_of_clinic
 from clinic_platform.api import validated_input
 from clinic_platform.errors import error_body
 from clinic_platform.renderers import CsvRenderer
@@ -36,7 +36,7 @@ from .labels import MODEL_LABEL_CHOICES, MODEL_LABELS, READING_CHOICES, READING_
 from .models import Scan, ScanReview
 from .selectors import scan_get, scan_list_for_case, scan_review_history
 from .services import scan_class_heatmap, scan_review, scans_upload
-from .studies import study_progress
+from .studies import study_progress, study_progress_for_case
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -216,7 +216,7 @@ class CaseScansApi(APIView):
         description="One JPEG/PNG scan created and nothing skipped: that scan. Otherwise (several files, "
         "DICOM files, a zipped study): `{scans: [...], skipped: [{name, reason}], studies: [...]}`. DICOM is "
         "checked from its headers only and answered at once: each upload's DICOM is one study in `studies`, "
-        "which a worker unpacks into scans (follow its progress on `GET /api/cases/{id}/`).",
+        "which a worker unpacks into scans (follow its progress on `GET /api/cases/{id}/studies/`).",
     )
     def post(self, request: Request, case_id: int) -> Response:
         case = case_get(user=request.user, case_id=case_id)
@@ -249,6 +249,19 @@ class ScanReviewInputSerializer(serializers.Serializer):
     addendum = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Required once the case is signed: why."
     )
+
+
+class CaseStudiesApi(APIView):
+    @extend_schema(
+        responses=StudyProgressOutputSerializer(many=True),
+        description="The case's DICOM studies and their progress, oldest first (what `GET cases/{id}/` "
+        "carries as `studies`, without the case's scans): the cheap answer to poll while a study is analysed.",
+    )
+    def get(self, request: Request, case_id: int) -> Response:
+        case = case_of_clinic(user=request.user, case_id=case_id)
+        progress = study_progress_for_case(case=case)
+        audit_read(request, case, shown="studies", ids=[line.id for line in progress])
+        return Response(StudyProgressOutputSerializer(progress, many=True).data)
 
 
 def _record_review(request: Request, scan_id: int, *, reading_required: bool = True) -> ScanReview:

@@ -94,6 +94,7 @@ def test_page_and_api_views(north, client):
         ("api:case-detail", north.case, scans),
         ("api:scan-detail", north.scan, ""),
         ("api:case-scans", north.case, scans),
+        ("api:case-studies", north.case, "studies -"),  # progress only: no scan shown
     ):
         kind = type(obj).__name__.lower()
         mark = _mark()

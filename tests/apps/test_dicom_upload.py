@@ -310,6 +310,8 @@ def test_api_takes_repeated_files_and_zips_and_says_what_it_skipped(api, north, 
     studies = api.get(case_url).json()["studies"]
     assert [(s["status"], s["slices_total"], s["slices_done"]) for s in studies] == [("analysing", 1, 0),
                                                                                      ("analysing", 2, 0)]
+    # The cheap answer to poll: the same studies, without the case's scans.
+    assert api.get(reverse("api:case-studies", args=[north.case.pk])).json() == studies
     assert studies[0]["progress"] == "0 of 1 slices analysed."
     dicom_scans = [s for s in api.get(case_url).json()["scans"] if s["format"] == "DICOM"]
     assert sorted(s["instance_number"] for s in dicom_scans) == [1, 2, 3]

@@ -37,6 +37,7 @@ ISOLATION_URLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api:patient-detail": ("patient", ("get",)),
     "api:case-detail": ("case", ("get",)),
     "api:case-scans": ("case", ("get", "post")),
+    "api:case-studies": ("case", ("get",)),
     "api:scan-detail": ("scan", ("get",)),
     "api:scan-review": ("scan", ("post",)),
     "api:scan-reviews": ("scan", ("get", "post")),

@@ -1,4 +1,4 @@
-"""`python -m training <command>`: split, pack, train, head-refit, calibrate, evaluate, robustness,
+"""`python -m training <command>`: split, pack, train, head-refit, top-finetune, calibrate, evaluate, robustness,
 explain-eval, ood, promote."""
 
 from __future__ import annotations
@@ -162,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     from training.head_refit import add_parser as add_head_refit_parser
     from training.ood import add_parser as add_ood_parser
     from training.sequence_probe import add_parser as add_sequence_probe_parser
+    from training.top_finetune import add_parser as add_top_finetune_parser
 
     add_head_refit_parser(commands)
+    add_top_finetune_parser(commands)
     add_ood_parser(commands)
     add_sequence_probe_parser(commands)
 

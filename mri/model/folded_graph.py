@@ -38,7 +38,7 @@ class _Step:
     params: tuple = ()
 
 
-def _input_names(layer: Any) -> tuple[str, ...]:
+def layer_input_names(layer: Any) -> tuple[str, ...]:
     tensors = layer.input if isinstance(layer.input, list) else [layer.input]
     return tuple(t._keras_history[0].name for t in tensors)
 
@@ -51,7 +51,7 @@ def _plan(model: Any) -> list[_Step]:
     consumers: dict[str, list[Any]] = {}
     for layer in layers:
         if not isinstance(layer, keras.layers.InputLayer):
-            for name in _input_names(layer):
+            for name in layer_input_names(layer):
                 consumers.setdefault(name, []).append(layer)
     steps: list[_Step] = []
     for layer in layers:
@@ -59,7 +59,7 @@ def _plan(model: Any) -> list[_Step]:
         if isinstance(layer, keras.layers.InputLayer):
             steps.append(_Step(name, "input", ()))
             continue
-        inputs = _input_names(layer)
+        inputs = layer_input_names(layer)
         config = layer.get_config()
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D)):
             if config.get("activation", "linear") != "linear" or config.get("dilation_rate", (1, 1)) != (1, 1):

@@ -1,0 +1,72 @@
+"""The CPU fine-tune of the exit flow (training/top_finetune.py): the cut is exact (cached block12
+maps through the exit flow give the whole model's logits), training moves only the exit flow
+and the head, and a run resumes after its last finished epoch."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mri.model.preprocessing import model_batch, preprocess_scan
+from training.data import DEFAULT_DATA
+from training.top_finetune import CUT_LAYER, TopFinetuneConfig, exit_flow, fit_exit_flow
+
+pytestmark = pytest.mark.model
+
+SCANS = ("glioma/Tr-glTr_0000.jpg", "meningioma/Tr-me_0010.jpg", "notumor/Tr-no_0010.jpg", "pituitary/Tr-pi_0010.jpg")
+
+
+@pytest.fixture()
+def model_and_maps():
+    import keras
+
+    from mri.model.store import load_classifier
+
+    model, card = load_classifier()  # a fresh copy: the tests train it
+    pixels = model_batch([preprocess_scan((DEFAULT_DATA / key).read_bytes(), card.input_size, card.head_crop)
+                          for key in SCANS])
+    maps = np.asarray(keras.Model(model.inputs, model.get_layer(CUT_LAYER).input).predict_on_batch(pixels))
+    return model, pixels, maps
+
+
+def test_block12_maps_through_the_exit_flow_are_the_whole_models_logits(model_and_maps):
+    model, pixels, maps = model_and_maps
+    whole = np.asarray(model.predict_on_batch(pixels))
+    cut = np.asarray(exit_flow(model).predict_on_batch(maps))
+    np.testing.assert_allclose(cut, whole, atol=1e-3)
+    # Cached in float16, as top-finetune stores them: the same labels.
+    assert (np.asarray(exit_flow(model).predict_on_batch(maps.astype(np.float16).astype(np.float32))).argmax(1)
+            == whole.argmax(1)).all()
+
+
+def test_training_moves_only_the_exit_flow_and_resumes_after_the_last_epoch(model_and_maps, tmp_path):
+    model, _pixels, maps = model_and_maps
+    exit_model = exit_flow(model)
+    names = [layer.name for layer in model.layers]
+    first_trained = names.index(CUT_LAYER)
+    before = [[w.copy() for w in layer.get_weights()] for layer in model.layers]
+    targets = np.eye(4, dtype=np.float32)[[1, 2, 3, 0]]  # each scan pushed to another class
+    weights = np.ones(4, np.float32)
+    config = TopFinetuneConfig(epochs=1, batch_size=2, lr=1e-3)
+
+    log = fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path)
+    assert [row["epoch"] for row in log] == [1]
+    for position, layer in enumerate(model.layers):
+        changed = any(not np.array_equal(a, b) for a, b in zip(before[position], layer.get_weights(), strict=True))
+        frozen = position < first_trained or type(layer).__name__ == "BatchNormalization"
+        assert changed == (bool(layer.get_weights()) and not frozen), layer.name
+    after_one = exit_model.predict_on_batch(maps)
+
+    # A second call with two epochs asked for runs only the second, from the saved weights.
+    exit_model.set_weights([np.zeros_like(w) for w in exit_model.get_weights()])  # loaded back, not kept
+    log = fit_exit_flow(exit_model, maps, targets, weights, replace(config, epochs=2), tmp_path)
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert json.loads((tmp_path / "state.json").read_text())["epochs_done"] == 2
+    after_two = exit_model.predict_on_batch(maps)
+    assert np.isfinite(after_two).all()
+    assert not np.allclose(after_two, after_one)
+    # Nothing left to run: the weights stay as they are.
+    fit_exit_flow(exit_model, maps, targets, weights, replace(config, epochs=2), tmp_path)
+    np.testing.assert_allclose(exit_model.predict_on_batch(maps), after_two, atol=1e-6)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.model
 SCANS = ("glioma/Tr-glTr_0000.jpg", "meningioma/Tr-me_0010.jpg", "notumor/Tr-no_0010.jpg", "pituitary/Tr-pi_0010.jpg")
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_and_maps():
     import keras
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "pack": ["pack", "--out", "x"],
     "train": ["train"],
     "head-refit": ["head-refit", "--model", "m", "--out", "o"],
+    "top-finetune": ["top-finetune", "--model", "m", "--out", "o"],
     "calibrate": ["calibrate", "--model", "m"],
     "evaluate": ["evaluate", "--data", "d", "--out", "o"],
     "robustness": ["robustness", "--out", "o"],

@@ -92,9 +92,11 @@ def study_finished(session, base: str, case_id: int, poll: str = "studies") -> b
     analysed, or when the case has no study upload (JPEG slices: the caller polls the scans
     then); a failed or held study ends the bench."""
     if poll == "case":
-        studies = session.get(f"{base}/api/cases/{case_id}/", timeout=30).json().get("studies", [])
+        answer = session.get(f"{base}/api/cases/{case_id}/", timeout=30)
     else:
-        studies = session.get(f"{base}/api/cases/{case_id}/studies/", timeout=30).json()
+        answer = session.get(f"{base}/api/cases/{case_id}/studies/", timeout=30)
+    answer.raise_for_status()
+    studies = answer.json().get("studies", []) if poll == "case" else answer.json()
     stopped = [s["progress"] for s in studies if s["status"] in ("failed", "held")]
     if stopped:
         raise RuntimeError(f"case {case_id}: {'; '.join(stopped)}")

@@ -1,9 +1,9 @@
 """Which layers should LayerCAM read? Pointing and energy-in-box of several layer sets, on the
 boxed scans of one side of the model's split (docs/heatmaps.md, "One layer, block13").
 
-A set is chosen on the training side (`--part train`, ~1,265 boxed scans the heatmap method
-never saw chosen on) and confirmed on the validation side (`--part val`, the 313 scans that
-`explain-eval` scores). Every set comes from one forward/backward per scan (the union of the
+A set is chosen on the training side (`--part train`, ~1,265 boxed scans) and then checked,
+not tuned, on the validation side (`--part val`, the 313 scans that `explain-eval` scores).
+Every set comes from one forward/backward per scan (the union of the
 layers), through the serving path; what a set costs is `bench/analyze_speed.py --methods`.
 
 usage: python scripts/cam_layers.py --part train|val [--out DIR]
@@ -12,7 +12,6 @@ usage: python scripts/cam_layers.py --part train|val [--out DIR]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mri.card import DEFAULT_MODEL_DIR
 from mri.model.cams import CamSpec
-from training.data import DEFAULT_DATA, samples_from_keys
+from training.commands import DEFAULT_BOXES
+from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.explain_eval import explain_eval
 
 # 14×14 layers (block5-13 and block13's first half) cost a backward pass only down to them;
@@ -48,13 +48,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/cam-layers"))
     args = parser.parse_args()
 
-    split = json.loads((args.model / "split.json").read_text())
-    samples = samples_from_keys(DEFAULT_DATA, split[args.part])
+    samples = samples_from_keys(DEFAULT_DATA, load_split(args.model / "split.json")[args.part])
     methods = {name: CamSpec("layercam", layers) for name, layers in LAYER_SETS.items()}
     report = explain_eval(
         args.model,
         samples,
-        DEFAULT_DATA.parent / "tumor-boxes.csv",
+        DEFAULT_BOXES,
         args.out / args.part,
         methods,
         reference_every=0,

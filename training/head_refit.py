@@ -61,6 +61,20 @@ class HeadRefitConfig:
     seed: int = 0
 
 
+# What a start model's card says of that model only: its measured figures (the pipeline measures
+# the new model again), its own training and notes. A card derived from it drops them.
+START_MODEL_ONLY = (
+    "validation", "check_list", "ood", "sequences", "heatmap_method", "heatmap_localization", "training_history",
+    "history", "temperature", "libraries", "libraries_note", "pack_command", "training_history_note", "recipe",
+    "external_validation", "head_refit_note",
+)  # fmt: skip
+
+
+def derived_card(card: Any) -> dict:
+    """The start model's card less what describes that model only (START_MODEL_ONLY)."""
+    return {key: value for key, value in card.items() if key not in START_MODEL_ONLY}
+
+
 def cell_weights(rows: list[ExternalSlice], total: float) -> np.ndarray:
     """A weight per slice so that each (label, sequence) cell sums to the same share of `total`."""
     cells: dict[tuple[str, str], int] = {}
@@ -107,7 +121,7 @@ def fit_head(
     return head.get_layer("head_dense").get_weights(), head.get_layer("logits").get_weights()
 
 
-def _remapped_loader(path: Path, kind: str, seed: int):
+def remapped_loader(path: Path, kind: str, seed: int):
     def load() -> bytes:
         from PIL import Image
 
@@ -155,7 +169,7 @@ def training_set(
     )
     # A slice's views share its seed (its index in the train part), so the cache keys stay valid.
     items = [
-        (f"{external / r.key}#{kind}", _remapped_loader(external / r.key, kind, index))
+        (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, index))
         for index, r in enumerate(rows)
         for kind in SEQUENCE_REMAPS
     ]
@@ -207,14 +221,7 @@ def head_refit(
     refitted.get_layer("logits").set_weights(logits)
 
     out_dir = Path(out_dir)
-    new_card = {
-        key: value
-        for key, value in card.items()
-        # Figures of the start model do not describe this one: the pipeline measures them again.
-        if key not in ("validation", "check_list", "ood", "sequences", "heatmap_method", "heatmap_localization",
-                       "training_history", "history", "temperature", "libraries", "libraries_note", "pack_command",
-                       "training_history_note")
-    }
+    new_card = derived_card(card)
     now = datetime.now(UTC)
     groups = load_external_split(external_split)["train_groups"]
     new_card.update(

@@ -12,8 +12,9 @@ intensity-remapped views per slice, one-hot, every (label, sequence) cell weight
 external data together `alpha` × the merge. BatchNorm stays frozen (inference statistics).
 No augmentation of the cached maps: the remapped views are the only one.
 
-Run again with the same --out, it resumes after the last finished epoch (the weights and the
-learning-rate schedule; the optimizer's moments start again). `--check` measures the start model
+Run again with the same --out (and the same settings), it resumes after the last finished epoch
+(the weights and the learning-rate schedule; the optimizer's moments start again); `--stop-after
+N` ends a call after N epochs, to fit a session. `--check` measures the start model
 and the candidate fast on cached maps (quick_validation) before the slow pipeline.
 The output is a complete model folder; then, as for any candidate: calibrate, ood fit,
 explain-eval --ship, evaluate --part val --record-card, promote.
@@ -45,7 +46,7 @@ from training.external import (
     load_external_split,
     rows_for_keys,
 )
-from training.head_refit import _remapped_loader, cell_weights
+from training.head_refit import cell_weights, derived_card, remapped_loader
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
@@ -54,7 +55,7 @@ CUT_LAYER = "block13_sepconv1_act"  # its input, block12's output, is cached; it
 
 @dataclass(frozen=True)
 class TopFinetuneConfig:
-    alpha: float = 0.1  # the external train part's total weight, as a share of the merge's
+    alpha: float = 0.05  # the external train part's total weight, as a share of the merge's (v4: 0.05)
     epochs: int = 4
     lr: float = 1e-4  # cosine-decayed to 0 over all epochs
     weight_decay: float = 1e-4
@@ -83,33 +84,39 @@ def exit_flow(model: Any) -> Any:
     return keras.Model(inputs, values[model.layers[-1].name])
 
 
-def cut_maps(model: Any, card: Any, loaders: list, store: Path, batch: int = 16) -> np.ndarray:
-    """block12's output for each image (float16, N × 14 × 14 × 728), cached in `store` (.npy)."""
+def cut_maps(model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16) -> np.ndarray:
+    """block12's output for each (key, loader) image (float16, N × 14 × 14 × 728), cached in
+    `store` (.npy) beside the digest of the keys it holds: another image list recomputes it."""
+    import hashlib
+
     import keras
     from tqdm import tqdm
 
     from mri.model.preprocessing import model_batch, preprocess_scan
 
-    if store.exists():
-        maps = np.load(store, mmap_mode="r")
-        if len(maps) == len(loaders):
-            return maps
+    digest = hashlib.sha256("\n".join(key for key, _ in items).encode()).hexdigest()
+    stamp = store.with_suffix(".sha256")
+    if store.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return np.load(store, mmap_mode="r")
     extractor = keras.Model(model.inputs, model.get_layer(CUT_LAYER).input)
     shape = tuple(int(d) for d in extractor.output.shape[1:])
     store.parent.mkdir(parents=True, exist_ok=True)
     partial = store.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(loaders), *shape))
-    for start in tqdm(range(0, len(loaders), batch), desc=store.stem, unit="batch", mininterval=10):
-        prepared = [preprocess_scan(load(), card.input_size, card.head_crop) for load in loaders[start : start + batch]]
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(items), *shape))
+    for start in tqdm(range(0, len(items), batch), desc=store.stem, unit="batch", mininterval=10):
+        chunk = items[start : start + batch]
+        prepared = [preprocess_scan(load(), card.input_size, card.head_crop) for _key, load in chunk]
         out[start : start + len(prepared)] = np.asarray(extractor.predict_on_batch(model_batch(prepared)))
     out.flush()
     del out
+    stamp.unlink(missing_ok=True)  # no moment where an old digest sits beside new maps
     partial.replace(store)
+    stamp.write_text(digest + "\n")
     return np.load(store, mmap_mode="r")
 
 
-def _file_loaders(paths: list[Path]) -> list:
-    return [lambda p=p: Path(p).read_bytes() for p in paths]
+def _file_items(paths: list[Path]) -> list[tuple[str, Any]]:
+    return [(str(p), lambda p=p: Path(p).read_bytes()) for p in paths]
 
 
 def training_data(
@@ -123,14 +130,25 @@ def training_data(
         raise ValueError("the start model's split has scans on both sides")
     samples = samples_from_keys(data, split["train"])
     cache = CACHE_DIR / card.version
-    merge = cut_maps(model, card, _file_loaders([s.path for s in samples]), cache / "merge-train.npy")
-    # The start model's own logits, from the same cached maps (before any training).
-    logits = exit_flow(model).predict(np.asarray(merge, np.float32), batch_size=64, verbose=0)
+    merge = cut_maps(model, card, _file_items([s.path for s in samples]), cache / "merge-train.npy")
+    # The start model's own logits, from the same cached maps (before any training), a chunk at a time.
+    start = exit_flow(model)
+    logits = np.concatenate(
+        [start.predict(np.asarray(merge[i : i + 256], np.float32), verbose=0) for i in range(0, len(merge), 256)]
+    )
     rows = rows_for_keys(external, load_external_split(external_split)["train"])
-    slices = cut_maps(model, card, _file_loaders([external / r.key for r in rows]), cache / "external-train.npy")
+    slices = cut_maps(model, card, _file_items([external / r.key for r in rows]), cache / "external-train.npy")
     # A slice's views share its seed (its index in the train part), as head_refit's do.
-    view_loaders = [_remapped_loader(external / r.key, kind, i) for i, r in enumerate(rows) for kind in SEQUENCE_REMAPS]
-    views = cut_maps(model, card, view_loaders, cache / "external-train-views.npy")
+    views = cut_maps(
+        model,
+        card,
+        [
+            (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, i))
+            for i, r in enumerate(rows)
+            for kind in SEQUENCE_REMAPS
+        ],
+        cache / "external-train-views.npy",
+    )
     external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
     x = np.concatenate([merge, slices, views])
@@ -141,18 +159,24 @@ def training_data(
 
 def fit_exit_flow(
     exit_model: Any, x: np.ndarray, targets: np.ndarray, weights: np.ndarray, config: TopFinetuneConfig,
-    run_dir: Path,
+    run_dir: Path, run_key: dict | None = None, stop_after: int | None = None,
 ) -> list[dict]:
-    """Epochs of weighted soft-target cross-entropy; after each, the exit flow's weights and a
-    log line are saved in `run_dir`, from which a later call resumes."""
+    """Epochs of weighted soft-target cross-entropy. After each, the exit flow's weights
+    (`epoch-N.weights.h5`) and then the state (`state.json`, replaced whole) are saved in
+    `run_dir`; a later call with the same config and `run_key` resumes after the last finished
+    epoch (another config is refused, not mixed in). `stop_after`: at most this many epochs in
+    this call (a CPU session's budget)."""
     import keras
 
-    state_file, weights_file = run_dir / "state.json", run_dir / "exit_flow.weights.h5"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {"epochs_done": 0, "log": []}
+    state_file = run_dir / "state.json"
+    key = {"config": asdict(config), **(run_key or {})}
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"key": key, "epochs_done": 0, "log": []}
+    if state["key"] != key:
+        raise ValueError(f"{run_dir} holds a run of another configuration ({state['key']}); use another --out")
     if state["epochs_done"]:
-        exit_model.load_weights(weights_file)
+        exit_model.load_weights(run_dir / f"epoch-{state['epochs_done']}.weights.h5")
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
-    schedule = _Shifted(
+    schedule = shifted_schedule(
         keras.optimizers.schedules.CosineDecay(config.lr, steps_per_epoch * config.epochs),
         state["epochs_done"] * steps_per_epoch,
     )
@@ -160,40 +184,45 @@ def fit_exit_flow(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
     )
-    for epoch in range(state["epochs_done"], config.epochs):
+    last = config.epochs if stop_after is None else min(config.epochs, state["epochs_done"] + stop_after)
+    for epoch in range(state["epochs_done"], last):
         started = time.monotonic()
         keras.utils.set_random_seed(config.seed + epoch)  # dropout in the head
         order = np.random.default_rng(config.seed + epoch).permutation(len(x))
         losses = []
         for start in range(0, len(order), config.batch_size):
-            batch = np.sort(order[start : start + config.batch_size])  # sorted: memory-mapped reads
+            batch = order[start : start + config.batch_size]
             loss = exit_model.train_on_batch(np.asarray(x[batch], np.float32), targets[batch], weights[batch])
             losses.append(float(loss))
-        exit_model.save_weights(weights_file)
-        state["epochs_done"] = epoch + 1
+        exit_model.save_weights(run_dir / f"epoch-{epoch + 1}.weights.h5")
         minutes = round((time.monotonic() - started) / 60, 2)
+        state["epochs_done"] = epoch + 1
         state["log"].append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "minutes": minutes})
-        state_file.write_text(json.dumps(state, indent=1) + "\n")
+        temporary = state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=1) + "\n")
+        temporary.replace(state_file)
         print(f"epoch {epoch + 1}/{config.epochs}: loss {state['log'][-1]['loss']} ({minutes} min)", flush=True)
     return state["log"]
 
 
-def _Shifted(inner: Any, offset: int) -> Any:
-    """`inner` (a learning-rate schedule) read `offset` steps later: a resumed run goes on where
-    the interrupted one stopped."""
+def shifted_schedule(inner: Any, offset: int) -> Any:
+    """The learning-rate schedule `inner` read `offset` steps later: a resumed run's optimizer
+    starts at step 0, the schedule where the interrupted run stopped."""
     import keras
 
-    class Shifted(keras.optimizers.schedules.LearningRateSchedule):
+    class ShiftedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step: Any) -> Any:
             return inner(step + offset)
 
-        def get_config(self) -> dict:
-            return {"offset": offset}
+        def get_config(self) -> dict:  # not saved with the model: only weights are
+            return {"inner": keras.optimizers.schedules.serialize(inner), "offset": offset}
 
-    return Shifted()
+    return ShiftedSchedule()
 
 
-def quick_validation(model: Any, card: Any, start_dir: Path, external: Path, external_split: Path) -> dict:
+def quick_validation(
+    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path
+) -> dict:
     """What promote will weigh, measured fast on cached block12 maps of the start model (blocks
     1-12 are the same): the original validation split (temperature fitted on it, as calibrate
     does) and the external validation part's tumour slices called a tumour, per sequence (the
@@ -204,11 +233,11 @@ def quick_validation(model: Any, card: Any, start_dir: Path, external: Path, ext
 
     exit_model = exit_flow(model)
     split = load_split(Path(start_dir) / "split.json")
-    samples = samples_from_keys(DEFAULT_DATA, split["val"])
+    samples = samples_from_keys(data, split["val"])
     cache = CACHE_DIR / card.version
-    val = cut_maps(model, card, _file_loaders([s.path for s in samples]), cache / "merge-val.npy")
+    val = cut_maps(model, card, _file_items([s.path for s in samples]), cache / "merge-val.npy")
     rows = rows_for_keys(external, load_external_split(external_split)["val"])
-    ext = cut_maps(model, card, _file_loaders([external / r.key for r in rows]), cache / "external-val.npy")
+    ext = cut_maps(model, card, _file_items([external / r.key for r in rows]), cache / "external-val.npy")
     true = np.array([s.label for s in samples])
     logits = exit_model.predict(np.asarray(val, np.float32), batch_size=32, verbose=0)
     temperature = fit_temperature(logits, true)
@@ -241,6 +270,7 @@ def top_finetune(
     external_split: Path = EXTERNAL_SPLIT_FILE,
     command: str = "",
     check: bool = False,
+    stop_after: int | None = None,
 ) -> dict:
     from mri.card import write_card
     from mri.model.store import load_classifier, save_weights_fp16
@@ -256,23 +286,21 @@ def top_finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     checks = {}
     if check:
-        checks["start"] = quick_validation(model, card, start_dir, external, external_split)
+        checks["start"] = quick_validation(model, card, start_dir, data, external, external_split)
         print(f"start model {card.version}: {json.dumps(checks['start'])}", flush=True)
     exit_model = exit_flow(model)
-    log = fit_exit_flow(exit_model, x, targets, weights, config, run_dir)
+    log = fit_exit_flow(
+        exit_model, x, targets, weights, config, run_dir, run_key={"start_model": card.version}, stop_after=stop_after
+    )
+    if len(log) < config.epochs:  # a session's budget: resumed by the same command
+        print(f"{len(log)} of {config.epochs} epochs done; run the same command again to go on")
+        return {}
     if check:
-        checks["candidate"] = quick_validation(model, card, start_dir, external, external_split)
+        checks["candidate"] = quick_validation(model, card, start_dir, data, external, external_split)
         print(f"candidate: {json.dumps(checks['candidate'])}", flush=True)
 
     out_dir = Path(out_dir)
-    new_card = {
-        key: value
-        for key, value in card.items()
-        # Figures of the start model do not describe this one: the pipeline measures them again.
-        if key not in ("validation", "check_list", "ood", "sequences", "heatmap_method", "heatmap_localization",
-                       "training_history", "history", "temperature", "libraries", "libraries_note", "pack_command",
-                       "training_history_note", "recipe", "external_validation")
-    }
+    new_card = derived_card(card)
     now = datetime.now(UTC)
     new_card.update(
         {
@@ -325,6 +353,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--check", action="store_true", help="measure the start model and the candidate fast on cached maps"
     )
+    parser.add_argument(
+        "--stop-after", type=int, default=None, metavar="N",
+        help="train at most N epochs in this call (a session's budget); the same command resumes",
+    )
     for name, value in asdict(TopFinetuneConfig()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.set_defaults(func=run)
@@ -337,7 +369,9 @@ def run(args: argparse.Namespace) -> int:
     config = TopFinetuneConfig(**{name: getattr(args, name) for name in asdict(TopFinetuneConfig())})
     card = top_finetune(
         args.model, args.out, config, data=args.data, external=args.external, external_split=args.external_split,
-        command="python -m training " + shlex.join(sys.argv[1:]), check=args.check,
+        command="python -m training " + shlex.join(sys.argv[1:]), check=args.check, stop_after=args.stop_after,
     )
+    if not card:
+        return 0
     print(f"{card['version']}: {card['architecture']} → {args.out} ({card['train_wall_minutes']} min)")
     return 0

@@ -11,7 +11,7 @@ import pytest
 
 from mri.model.preprocessing import model_batch, preprocess_scan
 from training.data import DEFAULT_DATA
-from training.top_finetune import CUT_LAYER, TopFinetuneConfig, exit_flow, fit_exit_flow
+from training.top_finetune import CUT_LAYER, TopFinetuneConfig, exit_flow, fit_exit_flow, shifted_schedule
 
 pytestmark = pytest.mark.model
 
@@ -49,9 +49,10 @@ def test_training_moves_only_the_exit_flow_and_resumes_after_the_last_epoch(mode
     before = [[w.copy() for w in layer.get_weights()] for layer in model.layers]
     targets = np.eye(4, dtype=np.float32)[[1, 2, 3, 0]]  # each scan pushed to another class
     weights = np.ones(4, np.float32)
-    config = TopFinetuneConfig(epochs=1, batch_size=2, lr=1e-3)
+    config = TopFinetuneConfig(epochs=2, batch_size=2, lr=1e-3)
+    key = {"start_model": "v-test"}
 
-    log = fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path)
+    log = fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path, run_key=key, stop_after=1)
     assert [row["epoch"] for row in log] == [1]
     for position, layer in enumerate(model.layers):
         changed = any(not np.array_equal(a, b) for a, b in zip(before[position], layer.get_weights(), strict=True))
@@ -59,14 +60,58 @@ def test_training_moves_only_the_exit_flow_and_resumes_after_the_last_epoch(mode
         assert changed == (bool(layer.get_weights()) and not frozen), layer.name
     after_one = exit_model.predict_on_batch(maps)
 
-    # A second call with two epochs asked for runs only the second, from the saved weights.
-    exit_model.set_weights([np.zeros_like(w) for w in exit_model.get_weights()])  # loaded back, not kept
-    log = fit_exit_flow(exit_model, maps, targets, weights, replace(config, epochs=2), tmp_path)
+    # A new call loads the last finished epoch's weights (not what the model holds now) ...
+    exit_model.set_weights([np.zeros_like(w) for w in exit_model.get_weights()])
+    fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path, run_key=key, stop_after=0)
+    np.testing.assert_allclose(exit_model.predict_on_batch(maps), after_one, atol=1e-6)
+    # ... and runs only the epochs left.
+    log = fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path, run_key=key)
     assert [row["epoch"] for row in log] == [1, 2]
     assert json.loads((tmp_path / "state.json").read_text())["epochs_done"] == 2
     after_two = exit_model.predict_on_batch(maps)
     assert np.isfinite(after_two).all()
     assert not np.allclose(after_two, after_one)
-    # Nothing left to run: the weights stay as they are.
-    fit_exit_flow(exit_model, maps, targets, weights, replace(config, epochs=2), tmp_path)
-    np.testing.assert_allclose(exit_model.predict_on_batch(maps), after_two, atol=1e-6)
+    # Another configuration, or another start model, is not mixed into this run.
+    with pytest.raises(ValueError, match="another configuration"):
+        fit_exit_flow(exit_model, maps, targets, weights, replace(config, lr=1e-4), tmp_path, run_key=key)
+    with pytest.raises(ValueError, match="another configuration"):
+        fit_exit_flow(exit_model, maps, targets, weights, config, tmp_path, run_key={"start_model": "other"})
+
+
+def test_a_resumed_schedule_goes_on_where_it_stopped():
+    import keras
+
+    inner = keras.optimizers.schedules.CosineDecay(1.0, 10)
+    shifted = shifted_schedule(inner, 4)
+    for step in (0, 3, 6):
+        assert float(shifted(step)) == pytest.approx(float(inner(step + 4)))
+
+
+def test_cached_maps_are_recomputed_for_another_image_list(model_and_maps, tmp_path):
+    from mri.card import read_card
+    from training.top_finetune import cut_maps
+
+    model, _pixels, maps = model_and_maps
+    card = read_card()
+    calls: list[str] = []
+
+    def items(keys: tuple[str, ...]) -> list:
+        def loader(key: str):
+            def load() -> bytes:
+                calls.append(key)
+                return (DEFAULT_DATA / key).read_bytes()
+
+            return load
+
+        return [(key, loader(key)) for key in keys]
+
+    store = tmp_path / "maps.npy"
+    first = np.asarray(cut_maps(model, card, items(SCANS[:2]), store))
+    np.testing.assert_allclose(first.astype(np.float32), maps[:2], atol=0.05, rtol=0.01)
+    assert calls == list(SCANS[:2])
+    np.testing.assert_array_equal(np.asarray(cut_maps(model, card, items(SCANS[:2]), store)), first)
+    assert len(calls) == 2  # the same images: read from the cache
+    # As many images, other ones: not the stale maps.
+    other = np.asarray(cut_maps(model, card, items(SCANS[2:]), store))
+    assert calls[2:] == list(SCANS[2:])
+    np.testing.assert_allclose(other.astype(np.float32), maps[2:], atol=0.05, rtol=0.01)

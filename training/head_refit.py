@@ -135,6 +135,50 @@ def remapped_loader(path: Path, kind: str, seed: int):
     return load
 
 
+def remapped_items(external: Path, rows: list[ExternalSlice]) -> list[tuple[str, Any]]:
+    """(key, loader) of every external slice's SEQUENCE_REMAPS views, in slice order. A slice's
+    views share its seed (its index in the train part), so cache keys stay valid."""
+    return [
+        (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, index))
+        for index, r in enumerate(rows)
+        for kind in SEQUENCE_REMAPS
+    ]
+
+
+def candidate_card(
+    start_card: Any, model: Any, out_dir: Path, external_rows: list[ExternalSlice], external_split: Path,
+    **fields: Any,
+) -> dict:
+    """The card of a model trained from `start_card` (head-refit, top-finetune): the start card
+    less what describes that model only, a new version, the weights written to `out_dir`, what
+    it was trained on, and `fields` (recipe, hardware, command, …) on top."""
+    from mri.model.store import save_weights_fp16
+    from training.commands import library_versions
+    from training.train import architecture_of
+
+    now = datetime.now(UTC)
+    used = sorted({row.source for row in external_rows})
+    return {
+        **derived_card(start_card),
+        "version": f"brain-xception-{now:%Y%m%d-%H%M}",
+        "created": now.isoformat(timespec="seconds"),
+        "architecture": architecture_of(model),
+        "weights_sha256": save_weights_fp16(model, out_dir),
+        "temperature": 1.0,
+        "init_model": start_card.version,
+        "libraries": library_versions(),
+        **fields,
+        "data": {
+            **start_card.sources,
+            "trained_on_sources": TRAINING_MERGE_SOURCES
+            + [f"brain-mri-external train part: {SOURCE_TERMS.get(source, source)}" for source in used],
+            "external_train_groups": load_external_split(external_split)["train_groups"],
+            "external_train_slices": len(external_rows) // (1 + len(SEQUENCE_REMAPS)),
+            "external_train_views": list(SEQUENCE_REMAPS),
+        },
+    }
+
+
 def _decoded(found: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     """Features of images the decoder refused are NaN rows: one would make the fit NaN."""
     if not found["decoded"].all():
@@ -167,12 +211,7 @@ def training_set(
         cached_file_features(features, card.version, card.input_size, paths, "external", head_crop=card.head_crop),
         "external slices",
     )
-    # A slice's views share its seed (its index in the train part), so the cache keys stay valid.
-    items = [
-        (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, index))
-        for index, r in enumerate(rows)
-        for kind in SEQUENCE_REMAPS
-    ]
+    items = remapped_items(external, rows)
     views = _decoded(
         cached_features(features, card.version, card.input_size, items, "aug-external", head_crop=card.head_crop),
         "remapped external views",
@@ -198,9 +237,7 @@ def head_refit(
 
     from mri.card import write_card
     from mri.model.definition import build_classifier
-    from mri.model.store import load_classifier, save_weights_fp16
-    from training.commands import library_versions
-    from training.train import architecture_of
+    from mri.model.store import load_classifier
 
     started = time.monotonic()
     model, card = load_classifier(start_dir)
@@ -221,34 +258,18 @@ def head_refit(
     refitted.get_layer("logits").set_weights(logits)
 
     out_dir = Path(out_dir)
-    new_card = derived_card(card)
-    now = datetime.now(UTC)
-    groups = load_external_split(external_split)["train_groups"]
-    new_card.update(
-        {
-            "version": f"brain-xception-{now:%Y%m%d-%H%M}",
-            "created": now.isoformat(timespec="seconds"),
-            "architecture": architecture_of(refitted),
-            "head_units": int(dense[0].shape[1]),
-            "weights_sha256": save_weights_fp16(refitted, out_dir),
-            "temperature": 1.0,
-            "recipe": {"method": "head re-fit on frozen backbone features (training/head_refit.py)", **asdict(config)},
-            "init_model": card.version,
-            "command": command,
-            "hardware": "CPU (the backbone frozen: features cached once, heads fitted on them)",
-            "libraries": library_versions(),
-            "train_wall_minutes": round((time.monotonic() - started) / 60, 2),
-        }
+    new_card = candidate_card(
+        card,
+        refitted,
+        out_dir,
+        external_rows,
+        external_split,
+        head_units=int(dense[0].shape[1]),
+        recipe={"method": "head re-fit on frozen backbone features (training/head_refit.py)", **asdict(config)},
+        command=command,
+        hardware="CPU (the backbone frozen: features cached once, heads fitted on them)",
+        train_wall_minutes=round((time.monotonic() - started) / 60, 2),
     )
-    used = sorted({row.source for row in external_rows})
-    new_card["data"] = {
-        **card.sources,
-        "trained_on_sources": TRAINING_MERGE_SOURCES
-        + [f"brain-mri-external train part: {SOURCE_TERMS.get(source, source)}" for source in used],
-        "external_train_groups": groups,
-        "external_train_slices": len(external_rows) // (1 + len(SEQUENCE_REMAPS)),
-        "external_train_views": list(SEQUENCE_REMAPS),
-    }
     write_card(out_dir, new_card)
     # The validation split it is measured on is the start model's (calibrate and promote read it).
     shutil.copyfile(Path(start_dir) / "split.json", out_dir / "split.json")

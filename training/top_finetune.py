@@ -28,7 +28,6 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,10 @@ from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
     EXTERNAL_SPLIT_FILE,
-    SOURCE_TERMS,
-    TRAINING_MERGE_SOURCES,
     load_external_split,
     rows_for_keys,
 )
-from training.head_refit import cell_weights, derived_card, remapped_loader
+from training.head_refit import candidate_card, cell_weights, remapped_items
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
@@ -138,17 +135,7 @@ def training_data(
     )
     rows = rows_for_keys(external, load_external_split(external_split)["train"])
     slices = cut_maps(model, card, _file_items([external / r.key for r in rows]), cache / "external-train.npy")
-    # A slice's views share its seed (its index in the train part), as head_refit's do.
-    views = cut_maps(
-        model,
-        card,
-        [
-            (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, i))
-            for i, r in enumerate(rows)
-            for kind in SEQUENCE_REMAPS
-        ],
-        cache / "external-train-views.npy",
-    )
+    views = cut_maps(model, card, remapped_items(external, rows), cache / "external-train-views.npy")
     external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
     x = np.concatenate([merge, slices, views])
@@ -273,9 +260,7 @@ def top_finetune(
     stop_after: int | None = None,
 ) -> dict:
     from mri.card import write_card
-    from mri.model.store import load_classifier, save_weights_fp16
-    from training.commands import library_versions
-    from training.train import architecture_of
+    from mri.model.store import load_classifier
 
     started = time.monotonic()
     model, card = load_classifier(start_dir)
@@ -300,38 +285,22 @@ def top_finetune(
         print(f"candidate: {json.dumps(checks['candidate'])}", flush=True)
 
     out_dir = Path(out_dir)
-    new_card = derived_card(card)
-    now = datetime.now(UTC)
-    new_card.update(
-        {
-            "version": f"brain-xception-{now:%Y%m%d-%H%M}",
-            "created": now.isoformat(timespec="seconds"),
-            "architecture": architecture_of(model),
-            "weights_sha256": save_weights_fp16(model, out_dir),
-            "temperature": 1.0,
-            "recipe": {
-                "method": "exit flow (blocks 13-14) and head fine-tuned on cached block12 maps "
-                "(training/top_finetune.py)",
-                **asdict(config),
-                "epochs_log": log,
-                **({"quick_check": checks} if checks else {}),
-            },
-            "init_model": card.version,
-            "command": command,
-            "hardware": "CPU (blocks 1-12 frozen: their output cached once, the exit flow trained on it)",
-            "libraries": library_versions(),
-            "train_wall_minutes": round((time.monotonic() - started) / 60, 2),
-        }
+    new_card = candidate_card(
+        card,
+        model,
+        out_dir,
+        external_rows,
+        external_split,
+        recipe={
+            "method": "exit flow (blocks 13-14) and head fine-tuned on cached block12 maps (training/top_finetune.py)",
+            **asdict(config),
+            "epochs_log": log,
+            **({"quick_check": checks} if checks else {}),
+        },
+        command=command,
+        hardware="CPU (blocks 1-12 frozen: their output cached once, the exit flow trained on it)",
+        train_wall_minutes=round((time.monotonic() - started) / 60, 2),
     )
-    used = sorted({row.source for row in external_rows})
-    new_card["data"] = {
-        **card.sources,
-        "trained_on_sources": TRAINING_MERGE_SOURCES
-        + [f"brain-mri-external train part: {SOURCE_TERMS.get(source, source)}" for source in used],
-        "external_train_groups": load_external_split(external_split)["train_groups"],
-        "external_train_slices": len(external_rows) // (1 + len(SEQUENCE_REMAPS)),
-        "external_train_views": list(SEQUENCE_REMAPS),
-    }
     write_card(out_dir, new_card)
     shutil.copyfile(Path(start_dir) / "split.json", out_dir / "split.json")
     return new_card

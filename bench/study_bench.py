@@ -16,10 +16,12 @@ measures today's intake (the request unpacks and stores the slices)
 and an asynchronous one (the request stores the upload; a job splits it later) alike.
 
     .venv/bin/python bench/study_bench.py [--slices 20] [--kinds dicom jpeg] [--rounds 1]
-                                          [--syntax explicit-le] [--lanes 2] [--database-url URL]
-`--lanes 1 2` runs the rounds once per value of the worker's STUDY_ANALYSIS_LANES (a worker
-started for each, against the same baseline): the figure with one lane is the worker before
-its study tasks analysed slices side by side.
+                                          [--syntax explicit-le] [--lanes 2x4] [--database-url URL]
+`--lanes 1 2 2x4 2x8/16` runs the rounds once per worker setting (a worker started for each,
+against the same baseline): LANES[xPER_CALL][/TASK] sets the worker's STUDY_ANALYSIS_LANES,
+STUDY_LANE_BATCH (slices per `analyze_batch` call on a lane; 1 when not given: the worker
+before its lanes took chunks) and SCAN_BATCH_SIZE (slices per task; the setting's default when
+not given). `1` is the worker before its study tasks analysed slices side by side.
 Redis: REDIS_URL (db 14 is used and flushed) or a redis-server started on a free port.
 """
 from __future__ import annotations
@@ -53,6 +55,22 @@ def baseline_analyze_ms(slices: list[bytes]) -> float:
         analyzer.analyze(data)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def worker_setting(spec: str) -> str:
+    """A `--lanes` value, checked: LANES[xPER_CALL][/TASK], e.g. 2, 2x4, 2x8/16."""
+    worker_env(spec)
+    return spec
+
+
+def worker_env(spec: str) -> dict[str, str]:
+    """The worker's environment for a `--lanes` value."""
+    lanes_per_call, _, task = spec.partition("/")
+    lanes, _, per_call = lanes_per_call.partition("x")
+    env = {"STUDY_ANALYSIS_LANES": str(int(lanes)), "STUDY_LANE_BATCH": str(int(per_call or 1))}
+    if task:
+        env["SCAN_BATCH_SIZE"] = str(int(task))
+    return env
 
 
 def run_study(
@@ -132,7 +150,10 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", choices=("dicom", "jpeg"), default=["dicom", "jpeg"])
     parser.add_argument("--rounds", type=int, default=1, help="studies of each kind, alternated")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
-    parser.add_argument("--lanes", type=int, nargs="+", default=[2], help="worker's STUDY_ANALYSIS_LANES, in turn")
+    parser.add_argument(
+        "--lanes", nargs="+", default=["2x4"], type=worker_setting,
+        help="the worker's LANES[xPER_CALL][/TASK] (STUDY_ANALYSIS_LANES, STUDY_LANE_BATCH, SCAN_BATCH_SIZE), in turn",
+    )
     parser.add_argument(
         "--poll", nargs="+", choices=("studies", "case"), default=["studies"],
         help="what the client polls for a DICOM study's progress, in turn (case: GET /api/cases/{id}/)",
@@ -158,7 +179,7 @@ def main() -> int:
         analyze_ms = baseline_analyze_ms(jpegs)  # before the worker starts: the cores are free
         user_create(clinic=stack.user.clinic, username="study-bench", password=PASSWORD, role=Role.CLINIC_STAFF)
 
-        timings: dict[tuple[int, str, str], list[tuple[float, float]]] = {
+        timings: dict[tuple[str, str, str], list[tuple[float, float]]] = {
             (lanes, poll, kind): [] for lanes in args.lanes for poll in args.poll for kind in args.kinds
         }
         not_done = 0
@@ -173,8 +194,8 @@ def main() -> int:
             patient.raise_for_status()
             patient_id = patient.json()["id"]
             for lanes in args.lanes:
-                env = {**stack.env, "STUDY_ANALYSIS_LANES": str(lanes)}
-                worker = start_worker(env=env, log_dir=stack.tmp, prefix=f"study-bench-{lanes}")
+                env = {**stack.env, **worker_env(lanes)}
+                worker = start_worker(env=env, log_dir=stack.tmp, prefix=f"study-bench-{lanes.replace('/', '-')}")
                 try:
                     # Warm-up, not counted: the worker's pool process imports TensorFlow, loads the model.
                     run_study(session, base, patient_id, studies["jpeg"][:1], 1, args.timeout)
@@ -199,12 +220,12 @@ def main() -> int:
               f"({len(archive) / 2**20:.1f} MB); {args.rounds} round(s)")
         print(f"baseline: one analyze() median {analyze_ms:.0f} ms in this process → {n} × analyze() = "
               f"{baseline_s:.1f} s")
-        print(f"{'lanes':>6}{'poll':>8}{'study':>6}{'upload request':>16}{'→ summary complete':>20}"
+        print(f"{'lanes':>8}{'poll':>8}{'study':>6}{'upload request':>16}{'→ summary complete':>20}"
               f"{'per slice':>11}{'× baseline':>12}")  # fmt: skip
         for (lanes, poll, kind), runs in timings.items():
             requested = statistics.median(t[0] for t in runs)
             total = statistics.median(t[1] for t in runs)
-            print(f"{lanes:>6}{poll:>8}{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms"
+            print(f"{lanes:>8}{poll:>8}{kind:>6}{requested:>15.2f}s{total:>19.1f}s{total / n * 1000:>9.0f}ms"
                   f"{total / baseline_s:>11.2f}×")  # fmt: skip
         if not_done:
             print(f"{not_done} slice(s) finished other than done (failed or rejected)")

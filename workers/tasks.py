@@ -8,8 +8,9 @@ worker shares no disk with the web hosts.
 - `analyze_scan(scan_id)`: one scan, the path every upload and the sweep use;
 - `analyze_scans(scan_ids)`: the slices of one study in one task, published by
   `scans_upload(..., study=True)`; on a GPU worker in one batch (`Analyzer.analyze_batch`: one
-  forward/backward pass), on a CPU worker one slice per call, STUDY_ANALYSIS_LANES slices at a
-  time on threads of the task (the results stored in slice order, by the task's own thread).
+  forward/backward pass), on a CPU worker in chunks of STUDY_LANE_BATCH slices per call,
+  STUDY_ANALYSIS_LANES chunks at a time on threads of the task (the results stored in slice
+  order, by the task's own thread).
 """
 
 import logging
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -30,6 +32,7 @@ from clinic_platform.logcontext import scan_context
 from mri.intake.colour_evidence import with_colour_evidence
 from workers import metrics, task_names
 from workers.celery_policy import inference_task, maintenance_task
+from workers.study_lanes import LaneSlice, chunks, run_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,22 @@ def _text_in(data: bytes) -> str:
             return ""
 
 
+def _texts_in(datas: list[bytes]) -> list[str]:
+    """`_text_in` of several slices (a lane's chunk), with one Tesseract run for all of them."""
+    from mri.intake.burnt_text import burnt_in_texts
+    from mri.intake.decode import decode_gray_bounded
+    from mri.intake.limits import ScanDecodeError
+
+    def gray(data: bytes) -> Any:
+        try:
+            return decode_gray_bounded(data)
+        except ScanDecodeError:  # no text to find: the analysis fails it with its own message
+            return np.zeros((1, 1), np.float32)
+
+    with metrics.stage("text_check", slices=len(datas)):
+        return burnt_in_texts([gray(data) for data in datas])
+
+
 def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> bool:
     """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
     released it; True when held (or lost to another attempt). Just before analysis, in the
@@ -138,21 +157,12 @@ def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> 
     return True
 
 
-def _analysis(data: bytes, text: Future[str] | None) -> Any:
-    """One slice's analysis on a study task's analysis lane: None, without analysing, when the
-    slice's text check (`text`, already started) found text burnt in (the task holds it). No
-    database: the task's own thread reads the result and stores it."""
-    if text is not None and text.result():
-        return None
-    return _get_analyzer().analyze(data)
-
-
 def _analyze_one(
     scan: Scan, data: bytes | None, *, text_checked: bool = False, analysis: Future[Any] | None = None
 ) -> str:
     """Read (unless given), analyse and store one claimed scan, recording every failure on it.
     `text_checked`: the caller already ran the burnt-in text check on `data` (the batch path).
-    `analysis`: the analysis of `data` already started on a lane (`_analysis`); its error, if
+    `analysis`: the analysis of `data` already started on a lane (workers/study_lanes.py); its error, if
     any, is recorded here like one raised on this thread."""
     from mri.intake.limits import ScanDecodeError
 
@@ -212,12 +222,13 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
     analysed as a whole (an unreadable slice, an error), each slice is analysed on its own, so
     one bad slice fails alone with its own message. Returns scan id → outcome.
 
-    The burnt-in text checks run on a thread of their own, in slice order, ahead of the analysis.
-    On a CPU worker the slices are analysed STUDY_ANALYSIS_LANES at a time on lane threads (one
-    analyze() keeps about one core busy; a second slice uses the other), each after its own
-    text check; the task's thread stores the results in slice order as they come, so storing
-    slice i overlaps the analysis of the next ones. The worklist priority of the study's case
-    is refreshed once, at the end of the task, not twice per slice."""
+    On a GPU worker the burnt-in text checks run on a thread of their own, in slice order, ahead
+    of the one pass. On a CPU worker the slices go in chunks of STUDY_LANE_BATCH to
+    STUDY_ANALYSIS_LANES lane threads at once, each chunk checked (one Tesseract run) and then
+    analysed in one `analyze_batch` call (workers/study_lanes.py); the task's thread stores the
+    results in slice order as they come, so storing overlaps the analysis of the next chunks.
+    The worklist priority of the study's case is refreshed once, at the end of the task, not
+    twice per slice."""
     with worklist_priority_deferred():
         return _analyze_batch(scan_ids, _redelivered(self))
 
@@ -249,7 +260,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     data: bytes | None = _read(scan)
                 except Exception:  # read again, and the failure recorded, by _analyze_one
                     data = None
-                if data is not None and not scan.burnt_text_released:
+                if batch_preferred and data is not None and not scan.burnt_text_released:
                     texts[scan.pk] = checks.submit(_text_in, data)
                 claimed.append((scan, data))
 
@@ -287,11 +298,18 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     ids = [s.pk for s, _ in readable]
                     logger.warning("batch of scans %s: analysing one by one", ids, exc_info=True)
             texts.clear()  # every check is done and used
-        analyses: dict[int, Future[Any]] = {}  # one by one: each slice's analysis, in slice order
+        analyses: dict[int, Future[Any]] = {}  # on lanes: each slice's analysis, in slice order
         if results is None:
+            on_lanes = []
             for scan, data in claimed:
-                if data is not None:
-                    analyses[scan.pk] = lanes.submit(_analysis, data, texts.get(scan.pk))
+                if data is not None:  # a GPU's fallback: checked above, and one slice per call
+                    item = LaneSlice(data, checked=not batch_preferred and not scan.burnt_text_released)
+                    analyses[scan.pk] = item.analysis
+                    if item.checked:
+                        texts[scan.pk] = item.text
+                    on_lanes.append(item)
+            for chunk in chunks(on_lanes, 1 if batch_preferred else settings.STUDY_LANE_BATCH):
+                lanes.submit(run_chunk, chunk, _get_analyzer, _texts_in)
         for index, (scan, data) in enumerate(claimed):
             if results is None and scan.pk in texts:
                 held, data = unheld(scan, data)

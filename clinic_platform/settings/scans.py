@@ -28,11 +28,18 @@ STUDY_REQUEUE_AFTER_MINUTES = env.float("STUDY_REQUEUE_AFTER_MINUTES", default=5
 # Replacement UIDs are a keyed hash of the original: the same study gets the same new UIDs in
 # every upload. Unset: derived from DJANGO_SECRET_KEY (rotating that changes new UIDs).
 DICOM_UID_KEY = env.str("DICOM_UID_KEY", default="")
-# Slices of one study analysed in one forward/backward pass (a DICOM series, or scans_upload(study=True)).
-SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=8)
+# Slices of one study in one task (a DICOM series, or scans_upload(study=True)): one forward/backward
+# pass on a GPU worker; on a CPU worker its lanes' chunks, below. 32: a task's start and end (its
+# lanes' chunks finishing together, the last results stored while the cores wait) once per 32
+# slices, not per 8 (the study bench, docs/operations.md).
+SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=32)
 # A CPU worker analyses such a task's slices this many at a time, on threads of its own process
 # (a second slice uses the core one analyze() leaves idle; docs/operations.md, the study bench).
 STUDY_ANALYSIS_LANES = env.int("STUDY_ANALYSIS_LANES", default=2)
+# ...and each lane takes this many slices per call (one Tesseract run for the chunk's text checks,
+# one `analyze_batch`): 8 at a time cost 0.70-0.74 of one at a time per slice on the 2-core hosts
+# measured (bench/analyze_batch.py; 1 gives the lanes of one slice per call of before).
+STUDY_LANE_BATCH = env.int("STUDY_LANE_BATCH", default=8)
 
 # The sweep revives at once a scan left in processing by a worker process of its own host that
 # is gone (killed), instead of after the hard time limit (~6.5 min). On by default with the

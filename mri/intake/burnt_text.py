@@ -5,17 +5,21 @@ for a person's decision instead of analysing and showing it. NumPy/OpenCV only, 
 OCR of a whole 512 px slice costs ~0.5 s (measured), more than analyze() itself, so a cheap
 pre-filter runs first: burnt-in text is thin strokes at the image's extreme contrast, lined up
 in rows of character-sized marks, outside the head (anatomy makes such marks too). Only those
-rows are read, stacked on one page for one Tesseract run; a slice without any (~85% of the
-training scans) costs a few milliseconds. A word counts as text only when Tesseract reads it
-with high confidence and it has 3+ letters or 6+ digits: the noise it reads in anatomy ("ay",
-"¥") and scanner numbers stay below that. Measured: bench/burnt_text.py (docs/platform.md).
-The one function to call: `burnt_in_text(gray) -> str`.
+rows are read, stacked on one page; the pages of several slices (a study's: `burnt_in_texts`)
+in one Tesseract run; a slice without any (~85% of the training scans) costs a few
+milliseconds. A word counts as text only when Tesseract reads it with high confidence and it
+has 3+ letters or 6+ digits: the noise it reads in anatomy ("ay", "¥") and scanner numbers stay
+below that. Measured: bench/burnt_text.py (docs/platform.md).
+The functions to call: `burnt_in_text(gray) -> str`, `burnt_in_texts(grays) -> list[str]`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
+import threading
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -81,11 +85,10 @@ def candidate_lines(mask: np.ndarray, head: np.ndarray | None = None) -> list[tu
     return lines[:MAX_LINES]
 
 
-def _montage(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+def _row_crops(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
     """The candidate rows, the marks only (the anatomy behind them, which Tesseract reads as
     noise, is blanked), dark on white, each scaled to ~32 px high (small print is read
-    better so), stacked on one page: one Tesseract run per slice, not one per row (each run
-    starts a process, ~50 ms)."""
+    better so)."""
     rows = []
     for x, y, w, h in boxes:
         rows_, cols = slice(max(0, y - 2), y + h + 2), slice(max(0, x - 2), x + w + 2)
@@ -98,6 +101,12 @@ def _montage(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, 
         if scale > 1.0:
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         rows.append(crop)
+    return rows
+
+
+def _page(rows: list[np.ndarray]) -> np.ndarray:
+    """One slice's candidate rows stacked on one white page: one page per slice, read in one
+    Tesseract run with the other slices' pages (`_read`)."""
     width = max(row.shape[1] for row in rows) + 32
     page = np.full((sum(row.shape[0] + 24 for row in rows) + 24, width), 255, np.uint8)
     top = 24
@@ -107,35 +116,72 @@ def _montage(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, 
     return page
 
 
-def _read(page: np.ndarray) -> list[str]:
+# pytesseract passes this process's environment to Tesseract: the limit below is set in it for
+# the run only, one run at a time (a study task's lanes check text on threads of their own).
+_TESSERACT = threading.Lock()
+
+
+def _read(pages: list[np.ndarray]) -> list[list[str]]:
+    """The words Tesseract reads with high confidence that look like a name, a date or an ID, per
+    page. One Tesseract process for all the pages (each run starts a process and loads its
+    model, ~100 ms, more than reading a slice's rows): several pages go as files named in a
+    list file, which Tesseract reads page by page, each as if on its own (measured: the same
+    words and confidences as one run per page, in half the time)."""
     import pytesseract  # imported here: only worker processes need it
 
-    # One OpenMP thread for Tesseract (the worker's cores run the model), set for its process
-    # only: this process's TensorFlow must not inherit the limit if it loads later.
-    previous = os.environ.get("OMP_THREAD_LIMIT")
-    os.environ["OMP_THREAD_LIMIT"] = "1"
-    try:
-        data = pytesseract.image_to_data(page, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_THREAD_LIMIT", None)
-        else:
-            os.environ["OMP_THREAD_LIMIT"] = previous
-    return [
-        word.strip()
-        for word, conf in zip(data["text"], data["conf"], strict=True)
-        if float(conf) >= MIN_CONFIDENCE
-        and (len(_LETTER.findall(word)) >= MIN_LETTERS or len(_DIGIT.findall(word)) >= MIN_DIGITS)
-    ]
+    with tempfile.TemporaryDirectory(prefix="burnt-text-") as folder:
+        source: np.ndarray | str = pages[0]
+        if len(pages) > 1:
+            names = []
+            for number, page in enumerate(pages):
+                names.append(os.path.join(folder, f"{number}.png"))
+                cv2.imwrite(names[-1], page)
+            source = os.path.join(folder, "pages.txt")
+            with open(source, "w", encoding="utf-8") as listing:
+                listing.write("\n".join(names) + "\n")
+        # One OpenMP thread for Tesseract (the worker's cores run the model), set for its
+        # process only: this process's TensorFlow must not inherit the limit if it loads later.
+        with _TESSERACT:
+            previous = os.environ.get("OMP_THREAD_LIMIT")
+            os.environ["OMP_THREAD_LIMIT"] = "1"
+            try:
+                data = pytesseract.image_to_data(source, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
+            finally:
+                if previous is None:
+                    os.environ.pop("OMP_THREAD_LIMIT", None)
+                else:
+                    os.environ["OMP_THREAD_LIMIT"] = previous
+    words: list[list[str]] = [[] for _ in pages]
+    for word, conf, number in zip(data["text"], data["conf"], data["page_num"], strict=True):
+        if float(conf) >= MIN_CONFIDENCE and (
+            len(_LETTER.findall(word)) >= MIN_LETTERS or len(_DIGIT.findall(word)) >= MIN_DIGITS
+        ):
+            words[int(number) - 1].append(word.strip())
+    return words
+
+
+def _candidate_rows(gray: np.ndarray) -> list[np.ndarray]:
+    """The cheap pre-filter: the rows of one slice worth reading ([] for ~85% of scans)."""
+    u8 = (np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
+    mask = _stroke_mask(u8)
+    boxes = candidate_lines(mask, _head(u8, mask))
+    return _row_crops(u8, mask, boxes) if boxes else []
+
+
+def burnt_in_texts(grays: Sequence[np.ndarray]) -> list[str]:
+    """`burnt_in_text` of several slices (a study's), with at most one Tesseract run for all of
+    them: each slice's candidate rows on a page of its own, the pages read in one run."""
+    rows = [_candidate_rows(gray) for gray in grays]
+    reading = [index for index, found in enumerate(rows) if found]
+    texts = [""] * len(grays)
+    if reading:
+        for index, words in zip(reading, _read([_page(rows[index]) for index in reading]), strict=True):
+            texts[index] = " ".join(words)
+    return texts
 
 
 def burnt_in_text(gray: np.ndarray) -> str:
     """The text burnt into a gray image (float, [0, 1], any size), words joined by spaces; ""
     when none. The caller decides what to do (the worker holds the scan); never log the text:
     it is usually patient data."""
-    u8 = (np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
-    mask = _stroke_mask(u8)
-    boxes = candidate_lines(mask, _head(u8, mask))
-    if not boxes:
-        return ""
-    return " ".join(_read(_montage(u8, mask, boxes)))
+    return burnt_in_texts([gray])[0]

@@ -83,18 +83,19 @@ def test_the_same_scans_without_text_are_analysed(north, django_capture_on_commi
 def test_a_study_batch_holds_only_the_named_slice(
     batch_preferred, north, django_capture_on_commit_callbacks, analyzer, media_root
 ):
-    """On a CPU worker's lanes too: the named slice is held and never analysed."""
+    """On a CPU worker's lanes too: the named slice is held and never analysed; its chunk's
+    other slices go on in one call."""
     analyzer.batch_preferred = batch_preferred
     with django_capture_on_commit_callbacks(execute=False):
         scans = scans_upload(
             case=north.case, uploaded_by=north.staff,
             uploads=[upload(real_scan_bytes("glioma", 1), "a.jpg"),
-                     upload(with_burnt_text(real_scan_bytes("glioma", 2)), "b.jpg")],
+                     upload(with_burnt_text(real_scan_bytes("glioma", 2)), "b.jpg"),
+                     upload(real_scan_bytes("glioma", 3), "c.jpg")],
         ).scans  # fmt: skip
     outcomes = tasks.analyze_scans([s.pk for s in scans])
-    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "held"}
-    if not batch_preferred:
-        assert (analyzer.calls, analyzer.batch_calls) == (1, 0)
+    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "held", str(scans[2].pk): "done"}
+    assert (analyzer.calls, analyzer.batch_calls) == (0, 1)  # the two clean slices in one pass
 
 
 def test_the_card_and_the_api_show_the_hold(held, north, client):
@@ -179,14 +180,14 @@ def test_a_decision_on_a_held_scan_removed_meanwhile_is_refused_clearly(held, no
 def test_a_study_batch_checks_each_slice_for_text_once(
     batch_preferred, north, django_capture_on_commit_callbacks, analyzer, media_root, monkeypatch
 ):
-    """The batch path checks each slice before analysis; a CPU worker (no batching) then
-    analyses them one by one without running Tesseract's check a second time."""
+    """The batch path checks each slice before analysis; a CPU worker's lanes check each chunk
+    and analyse it, without running Tesseract's check a second time."""
     from mri.intake import burnt_text
 
     analyzer.batch_preferred = batch_preferred
     checked = []
-    real = burnt_text.burnt_in_text
-    monkeypatch.setattr(burnt_text, "burnt_in_text", lambda gray: checked.append(1) or real(gray))
+    real = burnt_text.burnt_in_texts  # burnt_in_text too goes through it
+    monkeypatch.setattr(burnt_text, "burnt_in_texts", lambda grays: checked.extend(grays) or real(grays))
     with django_capture_on_commit_callbacks(execute=False):
         scans = scans_upload(
             case=north.case, uploaded_by=north.staff,

@@ -291,7 +291,7 @@ def test_progress_per_study_only_grows_and_batches_equal_one_by_one(
     Prediction.objects.filter(scan_id__in=ids).delete()
     Scan.objects.filter(pk__in=ids).update(status=ScanStatus.QUEUED, attempts=0)
     single = PixelAnalyzer(label="glioma")
-    single.batch_preferred = False
+    single.batch_preferred, settings.STUDY_LANE_BATCH = False, 1  # a CPU worker's lanes, a slice per call
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: single)
     tasks.analyze_scans(ids)
     assert (single.calls, single.batch_calls) == (6, 0)

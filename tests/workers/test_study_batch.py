@@ -13,7 +13,7 @@ from apps.scans.models import Prediction, Scan, ScanStatus
 from apps.scans.services import scans_upload
 from clinic_platform.logcontext import ScanIdFilter
 from tests.testkit.data import PixelAnalyzer, upload
-from tests.testkit.scans import real_scan_bytes
+from tests.testkit.scans import real_scan_bytes, with_burnt_text
 from workers import tasks
 
 
@@ -53,24 +53,52 @@ def test_the_worker_analyses_a_study_in_one_pass(north, analyzer, broker, django
     assert tasks.analyze_scans(ids) == {str(i): "skipped" for i in ids}
 
 
-def test_a_worker_that_prefers_single_slices_analyses_a_study_one_by_one(
-    north, analyzer, broker, django_capture_on_commit_callbacks
+@pytest.mark.parametrize(("lane_batch", "calls"), [(1, (0, 3)), (2, (1, 1)), (4, (1, 0))])
+def test_a_cpu_worker_analyses_a_study_lane_batch_slices_per_call(
+    north, analyzer, broker, django_capture_on_commit_callbacks, settings, lane_batch, calls
 ):
+    """(batch calls, one-slice calls) for 3 slices: chunks of STUDY_LANE_BATCH, a chunk of one
+    through analyze()."""
+    settings.STUDY_LANE_BATCH = lane_batch
     analyzer.batch_preferred = False  # what a CPU worker's runtime says (workers/runtime.py)
     ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
     assert tasks.analyze_scans(ids) == {str(i): "done" for i in ids}
-    assert (analyzer.batch_calls, analyzer.calls) == (0, 3)
+    assert (analyzer.batch_calls, analyzer.calls) == calls
 
 
-def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them_in_order(
-    north, analyzer, broker, django_capture_on_commit_callbacks, settings, monkeypatch
+def test_a_chunk_whose_text_check_fails_is_checked_again_slice_by_slice(
+    north, analyzer, broker, django_capture_on_commit_callbacks, monkeypatch
 ):
-    """STUDY_ANALYSIS_LANES slices are analysed at once: two analyses meet at a barrier (it
-    breaks, failing the slices, if they ran one after another); the task's thread stores each
-    result, in slice order, under its own scan."""
+    """An error in a lane's text check (Tesseract gone) is not "no text": each slice is checked
+    again on the task's thread, and the named one is still held, never analysed."""
+    analyzer.batch_preferred = False
+    files = [
+        upload(real_scan_bytes("glioma", 1), "a.jpg"),
+        upload(with_burnt_text(real_scan_bytes("glioma", 2)), "b.jpg"),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        scans = scans_upload(case=north.case, uploaded_by=north.staff, uploads=files, study=True).scans
+
+    def broken(datas):
+        raise OSError("tesseract is not installed")
+
+    monkeypatch.setattr(tasks, "_texts_in", broken)
+    outcomes = tasks.analyze_scans([s.pk for s in scans])
+    assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "held"}
+    assert analyzer.calls + analyzer.batch_calls == 1
+
+
+@pytest.mark.parametrize("lane_batch", [1, 2], ids=["a slice per call", "two per call"])
+def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them_in_order(
+    north, analyzer, broker, django_capture_on_commit_callbacks, settings, monkeypatch, lane_batch
+):
+    """STUDY_ANALYSIS_LANES chunks are analysed at once: two analyses meet at a barrier (it
+    breaks, failing the slices, if they ran one after another; the stand-in's analyze_batch
+    analyses its slices one by one); the task's thread stores each result, in slice order,
+    under its own scan."""
     import threading
 
-    settings.STUDY_ANALYSIS_LANES = 2
+    settings.STUDY_ANALYSIS_LANES, settings.STUDY_LANE_BATCH = 2, lane_batch
     analyzer.batch_preferred = False
     ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks, count=4)]
     meet = threading.Barrier(2, timeout=10)
@@ -144,7 +172,7 @@ def test_a_slice_the_gate_rejects_ends_rejected_alone_and_is_counted(
     rejected_before = _sample("clinic_scans_analysed_total", {"status": "rejected"})
     outcomes = tasks.analyze_scans([s.pk for s in scans])
     assert outcomes == {str(scans[0].pk): "done", str(scans[1].pk): "rejected", str(scans[2].pk): "done"}
-    assert analyzer.batch_calls == (1 if batch_preferred else 0)
+    assert analyzer.batch_calls == 1  # one pass, or the lane's one chunk
     middle = Scan.objects.get(pk=scans[1].pk)
     assert middle.status == ScanStatus.REJECTED
     assert middle.error.startswith("This does not look like a brain MRI slice (")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mri.intake.burnt_text import burnt_in_text
+from mri.intake import burnt_text
+from mri.intake.burnt_text import burnt_in_text, burnt_in_texts
 from mri.intake.decode import decode_gray_bounded
 from tests.testkit.scans import real_scan_bytes, with_burnt_text
 
@@ -46,3 +47,36 @@ def test_scanner_numbers_and_orientation_letters_are_not_a_name():
 def test_a_blank_image_costs_no_ocr_and_has_no_text():
     assert burnt_in_text(np.zeros((512, 512), np.float32)) == ""
     assert burnt_in_text(np.ones((64, 64), np.float32)) == ""
+
+
+def test_a_studys_slices_are_read_in_one_tesseract_run_and_each_word_stays_with_its_slice(monkeypatch):
+    """Two names in two slices of one study, clean slices between them: one run, each slice
+    gets its own name (a name given to a neighbour would hold the wrong slice and show the
+    named one), and every slice the same answer as on its own."""
+    slices = [
+        with_burnt_text(real_scan_bytes("glioma", 0)),
+        real_scan_bytes("meningioma", 3),
+        with_burnt_text(real_scan_bytes("pituitary", 5), "SMITH JOHN 12345678", size=16),
+        real_scan_bytes("notumor", 7),
+    ]
+    grays = [decode_gray_bounded(data) for data in slices]
+    alone = [burnt_in_text(gray) for gray in grays]
+    runs = []
+    read = burnt_text._read
+    monkeypatch.setattr(burnt_text, "_read", lambda pages: runs.append(len(pages)) or read(pages))
+    together = burnt_in_texts(grays)
+    assert runs == [2]  # the two slices the pre-filter passes on, in one run
+    assert together == alone
+    assert "DOE" in together[0]
+    assert "SMITH" not in together[0]
+    assert together[1] == together[3] == ""
+    assert "SMITH" in together[2]
+    assert "DOE" not in together[2]
+
+
+def test_a_study_without_candidate_rows_costs_no_tesseract_run(monkeypatch):
+    runs = []
+    monkeypatch.setattr(burnt_text, "_read", lambda page: runs.append(page) or [])
+    assert burnt_in_texts([np.zeros((512, 512), np.float32), np.ones((64, 64), np.float32)]) == ["", ""]
+    assert burnt_in_texts([]) == []
+    assert runs == []

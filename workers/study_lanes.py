@@ -1,0 +1,95 @@
+"""A CPU worker's study lanes: the slices of one `analyze_scans` task cut into chunks of
+STUDY_LANE_BATCH, each chunk run on a lane thread (STUDY_ANALYSIS_LANES of them at once): the
+chunk's burnt-in text checks (one Tesseract run for the chunk), then one `analyze_batch` call
+for its slices that hold no text. A lane never touches the database: it answers each slice's
+two futures, and the task's own thread holds, stores or fails each scan, in slice order.
+
+Why chunks on lanes (docs/operations.md, bench/analyze_batch.py): on the 2-core hosts measured,
+a batch of 4-8 slices costs 0.74-0.81 of one slice at a time per slice, and two lanes side by
+side a little less again (one lane's text checks or the task's storing fill the core the other
+lane's batch leaves idle). Checks run in the lane, before its analysis, so both lanes start at
+once and no slice is analysed before its check says it holds no text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaneSlice:
+    """One slice on a lane. `text`: its burnt-in text check (None: a person released the scan,
+    no check); `analysis`: its AnalysisResult, or None when the check found text (never
+    analysed). Both are answered by the lane; an error is set on the future it belongs to."""
+
+    data: bytes
+    checked: bool
+    text: Future[str] = field(default_factory=Future)
+    analysis: Future[Any] = field(default_factory=Future)
+
+
+def chunks(items: Sequence[LaneSlice], size: int) -> list[list[LaneSlice]]:
+    """`items` in slice order, `size` at a time (the last chunk shorter)."""
+    size = max(1, size)
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def run_chunk(
+    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[bytes]], list[str]]
+) -> None:
+    """Check, then analyse, one chunk (on a lane thread). `get_analyzer`: the process's model (an
+    error loading it is each slice's error). `texts_in`: each slice's burnt-in text
+    ("" when none) for several slices' bytes at once. A slice whose check raised gets that error
+    on both futures (the task checks it again on its own); a slice whose analysis the task
+    cancelled meanwhile is skipped; if the chunk cannot be analysed as a whole (an unreadable
+    slice, an error), each slice is analysed on its own, so one bad slice fails alone."""
+    checking = [item for item in chunk if item.checked and item.text.set_running_or_notify_cancel()]
+    failed: BaseException | None = None
+    if checking:
+        try:
+            found = texts_in([item.data for item in checking])
+        except Exception as exc:  # handed to the task's thread, which records it
+            failed = exc
+            for item in checking:
+                item.text.set_exception(exc)
+        else:
+            for item, text in zip(checking, found, strict=True):
+                item.text.set_result(text)
+    todo = []
+    for item in chunk:
+        if not item.analysis.set_running_or_notify_cancel():
+            continue
+        if item.checked and failed is not None:
+            item.analysis.set_exception(failed)
+        elif item.checked and item.text.result():
+            item.analysis.set_result(None)  # held by the task: never analysed
+        else:
+            todo.append(item)
+    if not todo:
+        return
+    try:
+        analyzer = get_analyzer()
+    except Exception as exc:  # each scan's error (the task retries, then fails it)
+        for item in todo:
+            item.analysis.set_exception(exc)
+        return
+    if len(todo) > 1:
+        try:
+            results = analyzer.analyze_batch([item.data for item in todo])
+        except Exception:  # each slice again on its own, below, so a bad one fails alone
+            logger.warning("a chunk of %d slices: analysing one by one", len(todo), exc_info=True)
+        else:
+            for item, result in zip(todo, results, strict=True):
+                item.analysis.set_result(result)
+            return
+    for item in todo:
+        try:
+            item.analysis.set_result(analyzer.analyze(item.data))
+        except BaseException as exc:  # recorded on its own scan by the task
+            item.analysis.set_exception(exc)

@@ -81,8 +81,9 @@ def main() -> int:
         for name in ("claim", "read", "store"):
             setattr(tasks, f"_{name}", timed(name, getattr(tasks, f"_{name}")))
         tasks._held_for_text = timed("text_check", tasks._held_for_text)
-        if hasattr(tasks, "_text_in"):
-            tasks._text_in = timed("text_work", tasks._text_in)
+        for name in ("_text_in", "_texts_in"):  # one slice's check; a lane's chunk's (per chunk)
+            if hasattr(tasks, name):
+                setattr(tasks, name, timed("text_work", getattr(tasks, name)))
         # Where it is called from: the signals (an older layout imports it there) or worklist.py.
         for module in (case_signals, worklist):
             if hasattr(module, "worklist_priority_refresh"):
@@ -90,9 +91,10 @@ def main() -> int:
 
         uploads = [SimpleUploadedFile("series.zip", archive, "application/zip")]
         (study,) = scans_upload(case=case, uploaded_by=user, uploads=uploads).studies
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         tasks.ingest_study(study.pk)
         unpack_s = time.perf_counter() - started
+        unpack_cores = (time.process_time() - started_cpu) / unpack_s  # CPU time of every thread
         ids = list(Scan.objects.filter(study_upload=study).order_by("pk").values_list("pk", flat=True))
         analyzer.analyze(Scan.objects.get(pk=ids[0]).image.read())  # warm, as a worker is after its first scan
 
@@ -133,7 +135,7 @@ def main() -> int:
         statuses = list(Scan.objects.filter(pk__in=ids).values_list("status", flat=True))
         per = {name: spent[name] * 1000 / len(ids) for name in STEPS}
         print(f"{len(ids)} slices ({statuses.count('done')} done); batches of {size}; {connection.vendor}")
-        print(f"unpack (ingest_study): {unpack_s:.2f} s")
+        print(f"unpack (ingest_study): {unpack_s:.2f} s, {unpack_cores:.2f} cores busy on average")
         print(f"analyze_scans tasks: {tasks_s:.2f} s = {tasks_s * 1000 / len(ids):.0f} ms/slice; "
               f"{len(queries) / len(ids):.1f} SQL queries/slice")
         other = tasks_s * 1000 / len(ids) - sum(per[name] for name in STEPS[:5])

@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LaneSlice:
-    """One slice on a lane. `text`: its burnt-in text check (None: a person released the scan,
-    no check); `analysis`: its AnalysisResult, or None when the check found text (never
-    analysed). Both are answered by the lane; an error is set on the future it belongs to."""
+    """One slice on a lane. `checked`: the lane runs its burnt-in text check (False: a person
+    released the scan, or the task checked it already; `text` is then never answered);
+    `text`: the check's text; `analysis`: its AnalysisResult, or None when the check found text
+    (never analysed). The lane answers both; an error is set on the future it belongs to."""
 
     data: bytes
     checked: bool
@@ -44,17 +45,34 @@ def run_chunk(
     chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[bytes]], list[str]]
 ) -> None:
     """Check, then analyse, one chunk (on a lane thread). `get_analyzer`: the process's model (an
-    error loading it is each slice's error). `texts_in`: each slice's burnt-in text
-    ("" when none) for several slices' bytes at once. A slice whose check raised gets that error
-    on both futures (the task checks it again on its own); a slice whose analysis the task
-    cancelled meanwhile is skipped; if the chunk cannot be analysed as a whole (an unreadable
-    slice, an error), each slice is analysed on its own, so one bad slice fails alone."""
+    error loading it is each slice's error). `texts_in`: each slice's burnt-in text ("" when
+    none) for several slices' bytes at once. A slice whose check raised gets that error on both
+    futures (the task checks it again on its own); a slice whose analysis the task cancelled
+    meanwhile is skipped; if the chunk cannot be analysed as a whole (an unreadable slice, an
+    error), each slice is analysed on its own, so one bad slice fails alone. Whatever happens,
+    every future of the chunk is answered before this returns: the task's thread waits on them."""
+    try:
+        _check_then_analyse(chunk, get_analyzer, texts_in)
+    except BaseException as exc:
+        logger.exception("a lane's chunk of %d slices stopped", len(chunk))
+        for item in chunk:
+            for future in (item.text, item.analysis) if item.checked else (item.analysis,):
+                if not future.done():
+                    future.set_exception(exc)
+        raise
+
+
+def _check_then_analyse(
+    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[bytes]], list[str]]
+) -> None:
     checking = [item for item in chunk if item.checked and item.text.set_running_or_notify_cancel()]
     failed: BaseException | None = None
     if checking:
         try:
             found = texts_in([item.data for item in checking])
-        except Exception as exc:  # handed to the task's thread, which records it
+            if len(found) != len(checking):
+                raise RuntimeError(f"{len(found)} text checks for {len(checking)} slices")
+        except Exception as exc:  # handed to the task's thread, which checks each slice again
             failed = exc
             for item in checking:
                 item.text.set_exception(exc)
@@ -82,6 +100,8 @@ def run_chunk(
     if len(todo) > 1:
         try:
             results = analyzer.analyze_batch([item.data for item in todo])
+            if len(results) != len(todo):
+                raise RuntimeError(f"{len(results)} results for {len(todo)} slices")
         except Exception:  # each slice again on its own, below, so a bad one fails alone
             logger.warning("a chunk of %d slices: analysing one by one", len(todo), exc_info=True)
         else:
@@ -91,5 +111,5 @@ def run_chunk(
     for item in todo:
         try:
             item.analysis.set_result(analyzer.analyze(item.data))
-        except BaseException as exc:  # recorded on its own scan by the task
+        except Exception as exc:  # recorded on its own scan by the task
             item.analysis.set_exception(exc)

@@ -145,8 +145,8 @@ def _texts_in(datas: list[bytes]) -> list[str]:
 def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> bool:
     """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
     released it; True when held (or lost to another attempt). Just before analysis, in the
-    worker, so no upload path can skip it. `text`: the check already started on `data` (a
-    study task's text-check thread); its error, if any, is raised here."""
+    worker, so no upload path can skip it. `text`: the check already started on `data` (a GPU
+    study task's text-check thread, or a CPU study task's lane); its error, if any, is raised here."""
     from apps.scans.holds import scan_hold
 
     if scan.burnt_text_released:
@@ -280,7 +280,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                 return held, data
 
         results = None
-        if batch_preferred and len(claimed) > 1:  # every slice's check first: one pass for the rest
+        if batch_preferred:  # every slice's check first (a lone slice too): one pass for the rest
             checked = [(scan, unheld(scan, data)) for scan, data in claimed]
             claimed = [(scan, data) for scan, (held, data) in checked if not held]
             readable = [(scan, data) for scan, data in claimed if data is not None]
@@ -302,7 +302,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
         if results is None:
             on_lanes = []
             for scan, data in claimed:
-                if data is not None:  # a GPU's fallback: checked above, and one slice per call
+                if data is not None:  # on a GPU worker checked above (held ones gone), one slice per call
                     item = LaneSlice(data, checked=not batch_preferred and not scan.burnt_text_released)
                     analyses[scan.pk] = item.analysis
                     if item.checked:

@@ -30,6 +30,9 @@ MIN_CONFIDENCE = 80  # Tesseract's word confidence (0-100); anatomy read as text
 MIN_LETTERS = 3
 MIN_DIGITS = 6
 MAX_LINES = 12  # rows read per slice at most (the cost bound for a busy image)
+# One Tesseract run (a chunk's pages: well under a second) stopped after this long, its error
+# the check's: a hung run must not keep the lock below, and every later check of the process.
+TESSERACT_TIMEOUT_S = 30
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _DIGIT = re.compile(r"\d")
 
@@ -145,7 +148,9 @@ def _read(pages: list[np.ndarray]) -> list[list[str]]:
             previous = os.environ.get("OMP_THREAD_LIMIT")
             os.environ["OMP_THREAD_LIMIT"] = "1"
             try:
-                data = pytesseract.image_to_data(source, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT)
+                data = pytesseract.image_to_data(
+                    source, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT, timeout=TESSERACT_TIMEOUT_S
+                )
             finally:
                 if previous is None:
                     os.environ.pop("OMP_THREAD_LIMIT", None)

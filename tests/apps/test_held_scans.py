@@ -98,6 +98,21 @@ def test_a_study_batch_holds_only_the_named_slice(
     assert (analyzer.calls, analyzer.batch_calls) == (0, 1)  # the two clean slices in one pass
 
 
+def test_a_gpu_workers_lone_slice_with_text_is_held_and_never_analysed(
+    north, django_capture_on_commit_callbacks, analyzer, media_root
+):
+    """A study task left with one slice (a one-slice study, the rest skipped) takes no batch
+    pass: its check must still come before any analysis."""
+    analyzer.batch_preferred = True
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_upload(
+            case=north.case, uploaded_by=north.staff,
+            uploads=[upload(with_burnt_text(real_scan_bytes("glioma", 2)), "b.jpg")],
+        ).scans  # fmt: skip
+    assert tasks.analyze_scans([scan.pk]) == {str(scan.pk): "held"}
+    assert (analyzer.calls, analyzer.batch_calls) == (0, 0)
+
+
 def test_the_card_and_the_api_show_the_hold(held, north, client):
     client.force_login(north.radiologist)
     html = client.get(reverse("scan_card", args=[held.pk])).content.decode()

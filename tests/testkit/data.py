@@ -93,8 +93,9 @@ class PixelAnalyzer:
 
     def analyze_batch(self, scans: list[bytes]) -> list[AnalysisResult]:
         """The runtime's batch entry point: one call for the slices of a study."""
-        self.batch_calls += 1
-        self.calls -= len(scans)  # `calls` counts slices analysed one by one
+        with self._counting:
+            self.batch_calls += 1
+            self.calls -= len(scans)  # `calls` counts slices analysed one by one
         return [self.analyze(data) for data in scans]
 
     def explain(self, data: bytes, label: str) -> np.ndarray:

@@ -83,3 +83,37 @@ def test_a_model_that_does_not_load_is_each_slices_error():
     with pytest.raises(FileNotFoundError):
         chunk[0].analysis.result()
     assert chunk[1].analysis.result() is None  # held all the same
+
+
+def test_a_batch_with_a_result_missing_is_analysed_one_by_one():
+    analyzer = PixelAnalyzer()
+    whole = analyzer.analyze_batch
+    analyzer.analyze_batch = lambda scans: whole(scans)[:-1]  # a broken batch path
+    chunk = [LaneSlice(real_scan_bytes("glioma", i), checked=True) for i in (1, 2, 3)]
+    run_chunk(chunk, lambda: analyzer, _texts)
+    assert [item.analysis.result().label for item in chunk] == ["glioma"] * 3
+
+
+def test_a_check_with_an_answer_missing_fails_every_check_of_the_chunk():
+    chunk = [LaneSlice(real_scan_bytes("glioma", i), checked=True) for i in (1, 2)]
+    run_chunk(chunk, PixelAnalyzer, lambda datas: [""])
+    for item in chunk:
+        with pytest.raises(RuntimeError, match="1 text checks for 2 slices"):
+            item.analysis.result()
+
+
+def test_whatever_stops_a_lane_every_future_of_its_chunk_is_answered():
+    """The task's thread waits on each future: one left pending would hang the task."""
+
+    class Stop(BaseException):
+        pass
+
+    def stopped(datas):
+        raise Stop
+
+    chunk = [LaneSlice(real_scan_bytes("glioma", 1), checked=True), LaneSlice(b"x", checked=False)]
+    with pytest.raises(Stop):
+        run_chunk(chunk, PixelAnalyzer, stopped)
+    assert all(future.done() for item in chunk for future in (item.analysis, *([item.text] * item.checked)))
+    with pytest.raises(Stop):
+        chunk[1].analysis.result()

@@ -80,3 +80,14 @@ def test_a_study_without_candidate_rows_costs_no_tesseract_run(monkeypatch):
     assert burnt_in_texts([np.zeros((512, 512), np.float32), np.ones((64, 64), np.float32)]) == ["", ""]
     assert burnt_in_texts([]) == []
     assert runs == []
+
+
+def test_a_tesseract_run_past_its_limit_fails_the_check_and_frees_the_next(monkeypatch):
+    """A hung run is stopped, its error the check's (never "no text"), and the lock around
+    Tesseract's runs is free for the next check."""
+    burnt = decode_gray_bounded(with_burnt_text(real_scan_bytes("glioma", 0)))
+    monkeypatch.setattr(burnt_text, "TESSERACT_TIMEOUT_S", 0.001)
+    with pytest.raises(RuntimeError, match="timeout"):
+        burnt_in_text(burnt)
+    monkeypatch.undo()
+    assert "DOE" in burnt_in_text(burnt)

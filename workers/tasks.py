@@ -236,7 +236,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
 def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]:
     outcomes: dict[str, str] = {}
     claimed: list[tuple[Scan, bytes | None]] = []
-    texts: dict[int, Future[str]] = {}  # each slice's text check, started as soon as it is read
+    texts: dict[int, Future[str]] = {}  # each slice's text check (GPU: started once read; CPU: its lane's)
     # Before any check starts: a fresh process loads the model here, not while a Tesseract run
     # has OMP_THREAD_LIMIT set (mri/intake/burnt_text.py).
     batch_preferred = _batch_preferred()

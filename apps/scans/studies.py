@@ -150,6 +150,8 @@ def study_unpack(*, study: StudyUpload) -> str:
                         skipped=skipped,
                         on_slice=store,
                     )
+            # The request listed the zip's passed-over members (a DICOMDIR) and the unpack walks it again.
+            skipped[:] = dict.fromkeys(skipped)
             if not made:
                 raise _NothingDecoded
             rank: dict[str, int] = {}

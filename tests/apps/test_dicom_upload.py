@@ -310,6 +310,8 @@ def test_api_takes_repeated_files_and_zips_and_says_what_it_skipped(api, north, 
     studies = api.get(case_url).json()["studies"]
     assert [(s["status"], s["slices_total"], s["slices_done"]) for s in studies] == [("analysing", 1, 0),
                                                                                      ("analysing", 2, 0)]
+    # The DICOMDIR the request passed over is listed once, not again by the unpack.
+    assert [item["name"].split("/", 1)[1] for item in studies[1]["skipped"]] == ["DICOMDIR"]
     # The cheap answer to poll: the same studies, without the case's scans.
     assert api.get(reverse("api:case-studies", args=[north.case.pk])).json() == studies
     assert studies[0]["progress"] == "0 of 1 slices analysed."

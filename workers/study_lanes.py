@@ -79,7 +79,7 @@ def _check_then_analyse(
         else:
             for item, text in zip(checking, found, strict=True):
                 item.text.set_result(text)
-    todo = []
+    to_analyse = []
     for item in chunk:
         if not item.analysis.set_running_or_notify_cancel():
             continue
@@ -88,27 +88,27 @@ def _check_then_analyse(
         elif item.checked and item.text.result():
             item.analysis.set_result(None)  # held by the task: never analysed
         else:
-            todo.append(item)
-    if not todo:
+            to_analyse.append(item)
+    if not to_analyse:
         return
     try:
         analyzer = get_analyzer()
     except Exception as exc:  # each scan's error (the task retries, then fails it)
-        for item in todo:
+        for item in to_analyse:
             item.analysis.set_exception(exc)
         return
-    if len(todo) > 1:
+    if len(to_analyse) > 1:
         try:
-            results = analyzer.analyze_batch([item.data for item in todo])
-            if len(results) != len(todo):
-                raise RuntimeError(f"{len(results)} results for {len(todo)} slices")
+            results = analyzer.analyze_batch([item.data for item in to_analyse])
+            if len(results) != len(to_analyse):
+                raise RuntimeError(f"{len(results)} results for {len(to_analyse)} slices")
         except Exception:  # each slice again on its own, below, so a bad one fails alone
-            logger.warning("a chunk of %d slices: analysing one by one", len(todo), exc_info=True)
+            logger.warning("a chunk of %d slices: analysing one by one", len(to_analyse), exc_info=True)
         else:
-            for item, result in zip(todo, results, strict=True):
+            for item, result in zip(to_analyse, results, strict=True):
                 item.analysis.set_result(result)
             return
-    for item in todo:
+    for item in to_analyse:
         try:
             item.analysis.set_result(analyzer.analyze(item.data))
         except Exception as exc:  # recorded on its own scan by the task

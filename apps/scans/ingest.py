@@ -42,7 +42,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from mri.intake import dicom
-from mri.intake.decode import decode_gray_bounded, inspect_scan
+from mri.intake.decode import decode_gray_bounded, inspect_header, inspect_scan
 from mri.intake.dicom import deidentify
 from mri.intake.dicom.frames import decoded_size, png16, single_frame
 from mri.intake.image_content import reject_uninformative
@@ -194,7 +194,7 @@ def dicom_slices(data: bytes, *, name: str, uid_key: str) -> list[DicomSlice]:
         else:
             stored, order = single_frame(dataset, frames, index, per_frame), index + 1
         png = png16(gray)
-        inspect_scan(png)  # the same size and content checks as a JPEG/PNG upload
+        inspect_header(png)  # the same size limits as a JPEG/PNG upload (its structure is OpenCV's)
         slices.append(
             DicomSlice(
                 name=name if count == 1 else f"{name} [frame {index + 1}/{count}]",

@@ -7,7 +7,7 @@ burnt in, listed so a person can look), then over copies of some of them with a 
 (wall median/p90/mean, ms, and CPU ms including Tesseract's) for the real scans, and how many
 slices pass the cheap pre-filter on to Tesseract.
 
-`--batch 1 8`: the same, checked N slices at a time (`burnt_in_texts`, one Tesseract run per N
+`--batch 1 8`: the same, checked N slices at a time (`burnt_in_texts`, one Tesseract read per N
 slices, as a study task's lanes do), in turn in the same run: the cost per slice is the call's
 over N. With a name burnt in, the slice goes with N - 1 clean ones of the sample, which must
 not be held for it (each word read goes back to its own slice).
@@ -47,7 +47,7 @@ def _ocr_runs(gray: np.ndarray) -> int:
 
 
 def _cpu_seconds() -> float:
-    """This process's CPU time plus its finished children's (Tesseract runs as a child): less
+    """This process's CPU time (Tesseract reads in it) plus any finished children's: less
     sensitive than the wall clock to a machine shared with other work."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime

@@ -1,6 +1,6 @@
 """A CPU worker's study lanes: the slices of one `analyze_scans` task cut into chunks of
 STUDY_LANE_BATCH, each chunk run on a lane thread (STUDY_ANALYSIS_LANES of them at once): the
-chunk's burnt-in text checks (one Tesseract run for the chunk), then one `analyze_batch` call
+chunk's burnt-in text checks (one Tesseract reader for the chunk's pages), then one `analyze_batch` call
 for its slices that hold no text. A lane never touches the database: it answers each slice's
 two futures, and the task's own thread holds, stores or fails each scan, in slice order.
 

@@ -127,7 +127,7 @@ def _text_in(data: bytes) -> str:
 
 
 def _texts_in(datas: list[bytes]) -> list[str]:
-    """`_text_in` of several slices (a lane's chunk), with one Tesseract run for all of them."""
+    """`_text_in` of several slices (a lane's chunk), read by one Tesseract reader."""
     from mri.intake.burnt_text import burnt_in_texts
     from mri.intake.decode import decode_gray_bounded
     from mri.intake.limits import ScanDecodeError
@@ -224,7 +224,7 @@ def analyze_scans(self: Task, scan_ids: Sequence[int]) -> dict[str, str]:
 
     On a GPU worker the burnt-in text checks run on a thread of their own, in slice order, ahead
     of the one pass. On a CPU worker the slices go in chunks of STUDY_LANE_BATCH to
-    STUDY_ANALYSIS_LANES lane threads at once, each chunk checked (one Tesseract run) and then
+    STUDY_ANALYSIS_LANES lane threads at once, each chunk checked (its pages read by one Tesseract reader) and then
     analysed in one `analyze_batch` call (workers/study_lanes.py); the task's thread stores the
     results in slice order as they come, so storing overlaps the analysis of the next chunks.
     The worklist priority of the study's case is refreshed once, at the end of the task, not
@@ -237,8 +237,6 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     outcomes: dict[str, str] = {}
     claimed: list[tuple[Scan, bytes | None]] = []
     texts: dict[int, Future[str]] = {}  # each slice's text check (GPU: started once read; CPU: its lane's)
-    # Before any check starts: a fresh process loads the model here, not while a Tesseract run
-    # has OMP_THREAD_LIMIT set (mri/intake/burnt_text.py).
     batch_preferred = _batch_preferred()
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
     # A GPU worker's fallback (a batch that failed) stays one slice at a time on the device.

@@ -36,7 +36,7 @@ SCAN_BATCH_SIZE = env.int("SCAN_BATCH_SIZE", default=32)
 # A CPU worker analyses such a task's slices this many at a time, on threads of its own process
 # (a second slice uses the core one analyze() leaves idle; docs/operations.md, the study bench).
 STUDY_ANALYSIS_LANES = env.int("STUDY_ANALYSIS_LANES", default=2)
-# ...and each lane takes this many slices per call (one Tesseract run for the chunk's text checks,
+# ...and each lane takes this many slices per call (one text check of the chunk's pages,
 # one `analyze_batch`): 8 at a time cost 0.70-0.74 of one at a time per slice on the 2-core hosts
 # measured (bench/analyze_batch.py; 1 gives the lanes of one slice per call of before).
 STUDY_LANE_BATCH = env.int("STUDY_LANE_BATCH", default=8)

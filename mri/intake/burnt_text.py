@@ -1,13 +1,16 @@
 """Text burnt into a scan's pixels (a patient's name, a date, an accession number): found by
-Tesseract OCR (Debian's `tesseract-ocr`, through pytesseract) so the worker can hold the scan
-for a person's decision instead of analysing and showing it. NumPy/OpenCV only, no Django.
+Tesseract OCR (libtesseract in this process through tesserocr, reading Debian's
+`tesseract-ocr-eng` model) so the worker can hold the scan for a person's decision instead of
+analysing and showing it. NumPy/OpenCV only, no Django.
 
 OCR of a whole 512 px slice costs ~0.5 s (measured), more than analyze() itself, so a cheap
 pre-filter runs first: burnt-in text is thin strokes at the image's extreme contrast, lined up
 in rows of character-sized marks, outside the head (anatomy makes such marks too). Only those
-rows are read, stacked on one page; the pages of several slices (a study's: `burnt_in_texts`)
-in one Tesseract run; a slice without any (~85% of the training scans) costs a few
-milliseconds. A word counts as text only when Tesseract reads it with high confidence and it
+rows are read, stacked on one page per slice; a slice without any (~85% of the training scans)
+costs a few milliseconds. Tesseract runs in-process: a `tesseract` process per check cost
+~90 ms of start-up and model loading, more than reading a slice's page (~8 ms); the loaded
+readers are kept for the next check, and the GIL is released while one reads.
+A word counts as text only when Tesseract reads it with high confidence and it
 has 3+ letters or 6+ digits: the noise it reads in anatomy ("ay", "¥") and scanner numbers stay
 below that. Measured: bench/burnt_text.py (docs/platform.md).
 The functions to call: `burnt_in_text(gray) -> str`, `burnt_in_texts(grays) -> list[str]`.
@@ -15,14 +18,18 @@ The functions to call: `burnt_in_text(gray) -> str`, `burnt_in_texts(grays) -> l
 
 from __future__ import annotations
 
+import glob
 import os
 import re
-import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 MIN_CONFIDENCE = 80  # Tesseract's word confidence (0-100); anatomy read as text stays under it
 # A word counts with 3+ letters (a name) or 6+ digits (a date, an ID): orientation markers
@@ -30,8 +37,8 @@ MIN_CONFIDENCE = 80  # Tesseract's word confidence (0-100); anatomy read as text
 MIN_LETTERS = 3
 MIN_DIGITS = 6
 MAX_LINES = 12  # rows read per slice at most (the cost bound for a busy image)
-# One Tesseract run (a chunk's pages: well under a second) stopped after this long, its error
-# the check's: a hung run must not keep the lock below, and every later check of the process.
+# One check's reading (a chunk's pages: well under a second) stopped after this long, its error
+# the check's: a hung read must not hold the study task's lane, nor pass a slice unread.
 TESSERACT_TIMEOUT_S = 30
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _DIGIT = re.compile(r"\d")
@@ -108,8 +115,8 @@ def _row_crops(u8: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int
 
 
 def _page(rows: list[np.ndarray]) -> np.ndarray:
-    """One slice's candidate rows stacked on one white page: one page per slice, read in one
-    Tesseract run with the other slices' pages (`_read`)."""
+    """One slice's candidate rows stacked on one white page: one page per slice, read with the
+    other slices' pages of a check (`_read`)."""
     width = max(row.shape[1] for row in rows) + 32
     page = np.full((sum(row.shape[0] + 24 for row in rows) + 24, width), 255, np.uint8)
     top = 24
@@ -119,49 +126,82 @@ def _page(rows: list[np.ndarray]) -> np.ndarray:
     return page
 
 
-# pytesseract passes this process's environment to Tesseract: the limit below is set in it for
-# the run only, one run at a time (a study task's lanes check text on threads of their own).
-_TESSERACT = threading.Lock()
+# Where Debian's tesseract-ocr-eng puts its model (requirements/system.txt); TESSDATA_PREFIX wins.
+_TESSDATA_GLOBS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata")
+# Readers not in use: each loads Tesseract's English model (~90 ms), so they are kept and
+# reused by whichever thread checks next; at most one per thread checking at once.
+_IDLE_READERS: list = []
+_IDLE_LOCK = threading.Lock()
+
+
+def _tessdata() -> str:
+    """The folder holding eng.traineddata: tesserocr's bundled libtesseract looks in "./"."""
+    folders = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
+    folders += sorted((found for pattern in _TESSDATA_GLOBS for found in glob.glob(pattern)), reverse=True)
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, "eng.traineddata")):
+            return folder.rstrip("/") + "/"
+    raise OSError(
+        f"Tesseract's English model (eng.traineddata) is not in {folders or list(_TESSDATA_GLOBS)}: "
+        "install Debian's tesseract-ocr-eng or set TESSDATA_PREFIX"
+    )
+
+
+@contextmanager
+def _reader() -> Iterator[Any]:
+    """A Tesseract instance of this process (libtesseract in-process, through tesserocr: no
+    process to start per check, and the GIL released while it reads), one thread at a time."""
+    import tesserocr  # imported here: only worker processes need it
+
+    with _IDLE_LOCK:
+        reader = _IDLE_READERS.pop() if _IDLE_READERS else None
+    if reader is None:
+        # --psm 6 (one block of text: the page's rows) and the LSTM engine, as the CLI was run.
+        reader = tesserocr.PyTessBaseAPI(
+            path=_tessdata(), lang="eng", psm=tesserocr.PSM.SINGLE_BLOCK, oem=tesserocr.OEM.LSTM_ONLY
+        )
+    try:
+        yield reader
+    finally:
+        with _IDLE_LOCK:
+            _IDLE_READERS.append(reader)
+
+
+def _words(reader: Any) -> list[tuple[str, float]]:
+    """The words of the page just recognised, each with its confidence (0-100)."""
+    from tesserocr import RIL, iterate_level
+
+    iterator = reader.GetIterator()
+    if iterator is None:  # nothing on the page
+        return []
+    found = []
+    for word in iterate_level(iterator, RIL.WORD):
+        text = word.GetUTF8Text(RIL.WORD) if not word.Empty(RIL.WORD) else ""
+        if text.strip():
+            found.append((text.strip(), word.Confidence(RIL.WORD)))
+    return found
 
 
 def _read(pages: list[np.ndarray]) -> list[list[str]]:
     """The words Tesseract reads with high confidence that look like a name, a date or an ID, per
-    page. One Tesseract process for all the pages (each run starts a process and loads its
-    model, ~100 ms, more than reading a slice's rows): several pages go as files named in a
-    list file, which Tesseract reads page by page, each as if on its own (measured: the same
-    words and confidences as one run per page, in half the time)."""
-    import pytesseract  # imported here: only worker processes need it
-
-    with tempfile.TemporaryDirectory(prefix="burnt-text-") as folder:
-        source: np.ndarray | str = pages[0]
-        if len(pages) > 1:
-            names = []
-            for number, page in enumerate(pages):
-                names.append(os.path.join(folder, f"{number}.png"))
-                cv2.imwrite(names[-1], page)
-            source = os.path.join(folder, "pages.txt")
-            with open(source, "w", encoding="utf-8") as listing:
-                listing.write("\n".join(names) + "\n")
-        # One OpenMP thread for Tesseract (the worker's cores run the model), set for its
-        # process only: this process's TensorFlow must not inherit the limit if it loads later.
-        with _TESSERACT:
-            previous = os.environ.get("OMP_THREAD_LIMIT")
-            os.environ["OMP_THREAD_LIMIT"] = "1"
-            try:
-                data = pytesseract.image_to_data(
-                    source, config="--psm 6 --oem 1", output_type=pytesseract.Output.DICT, timeout=TESSERACT_TIMEOUT_S
-                )
-            finally:
-                if previous is None:
-                    os.environ.pop("OMP_THREAD_LIMIT", None)
-                else:
-                    os.environ["OMP_THREAD_LIMIT"] = previous
-    words: list[list[str]] = [[] for _ in pages]
-    for word, conf, number in zip(data["text"], data["conf"], data["page_num"], strict=True):
-        if float(conf) >= MIN_CONFIDENCE and (
-            len(_LETTER.findall(word)) >= MIN_LETTERS or len(_DIGIT.findall(word)) >= MIN_DIGITS
-        ):
-            words[int(number) - 1].append(word.strip())
+    page, each page as if on its own. The pages of one check (a chunk's) share a deadline of
+    TESSERACT_TIMEOUT_S; past it the check fails (RuntimeError), never "no text"."""
+    deadline = time.monotonic() + TESSERACT_TIMEOUT_S
+    words: list[list[str]] = []
+    with _reader() as reader:
+        for page in pages:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            reader.SetImage(Image.fromarray(page))
+            if left_ms < 1 or not reader.Recognize(timeout=left_ms):
+                raise RuntimeError(f"Tesseract stopped reading: past its {TESSERACT_TIMEOUT_S} s timeout, or failed")
+            words.append(
+                [
+                    text
+                    for text, confidence in _words(reader)
+                    if confidence >= MIN_CONFIDENCE
+                    and (len(_LETTER.findall(text)) >= MIN_LETTERS or len(_DIGIT.findall(text)) >= MIN_DIGITS)
+                ]
+            )
     return words
 
 
@@ -174,8 +214,8 @@ def _candidate_rows(gray: np.ndarray) -> list[np.ndarray]:
 
 
 def burnt_in_texts(grays: Sequence[np.ndarray]) -> list[str]:
-    """`burnt_in_text` of several slices (a study's), with at most one Tesseract run for all of
-    them: each slice's candidate rows on a page of its own, the pages read in one run."""
+    """`burnt_in_text` of several slices (a study's chunk): each slice's candidate rows on a page
+    of its own, the pages read by one Tesseract reader under one deadline (`_read`)."""
     rows = [_candidate_rows(gray) for gray in grays]
     reading = [index for index, found in enumerate(rows) if found]
     texts = [""] * len(grays)

@@ -49,8 +49,8 @@ def test_a_blank_image_costs_no_ocr_and_has_no_text():
     assert burnt_in_text(np.ones((64, 64), np.float32)) == ""
 
 
-def test_a_studys_slices_are_read_in_one_tesseract_run_and_each_word_stays_with_its_slice(monkeypatch):
-    """Two names in two slices of one study, clean slices between them: one run, each slice
+def test_a_studys_slices_are_read_in_one_check_and_each_word_stays_with_its_slice(monkeypatch):
+    """Two names in two slices of one study, clean slices between them: one read, each slice
     gets its own name (a name given to a neighbour would hold the wrong slice and show the
     named one), and every slice the same answer as on its own."""
     slices = [
@@ -65,7 +65,7 @@ def test_a_studys_slices_are_read_in_one_tesseract_run_and_each_word_stays_with_
     read = burnt_text._read
     monkeypatch.setattr(burnt_text, "_read", lambda pages: runs.append(len(pages)) or read(pages))
     together = burnt_in_texts(grays)
-    assert runs == [2]  # the two slices the pre-filter passes on, in one run
+    assert runs == [2]  # the two slices the pre-filter passes on, in one read
     assert together == alone
     assert "DOE" in together[0]
     assert "SMITH" not in together[0]
@@ -74,7 +74,7 @@ def test_a_studys_slices_are_read_in_one_tesseract_run_and_each_word_stays_with_
     assert "DOE" not in together[2]
 
 
-def test_a_study_without_candidate_rows_costs_no_tesseract_run(monkeypatch):
+def test_a_study_without_candidate_rows_costs_no_tesseract_read(monkeypatch):
     runs = []
     monkeypatch.setattr(burnt_text, "_read", lambda page: runs.append(page) or [])
     assert burnt_in_texts([np.zeros((512, 512), np.float32), np.ones((64, 64), np.float32)]) == ["", ""]
@@ -82,12 +82,21 @@ def test_a_study_without_candidate_rows_costs_no_tesseract_run(monkeypatch):
     assert runs == []
 
 
-def test_a_tesseract_run_past_its_limit_fails_the_check_and_frees_the_next(monkeypatch):
-    """A hung run is stopped, its error the check's (never "no text"), and the lock around
-    Tesseract's runs is free for the next check."""
+def test_a_tesseract_read_past_its_limit_fails_the_check_and_the_next_check_reads(monkeypatch):
+    """A read that outlasts its deadline is stopped, its error the check's (never "no text"),
+    and the reader goes back for the next check, which reads normally."""
     burnt = decode_gray_bounded(with_burnt_text(real_scan_bytes("glioma", 0)))
-    monkeypatch.setattr(burnt_text, "TESSERACT_TIMEOUT_S", 0.001)
+    monkeypatch.setattr(burnt_text, "TESSERACT_TIMEOUT_S", 0.01)  # a chunk of 8 pages takes ~0.1 s
     with pytest.raises(RuntimeError, match="timeout"):
-        burnt_in_text(burnt)
+        burnt_in_texts([burnt] * 8)
     monkeypatch.undo()
-    assert "DOE" in burnt_in_text(burnt)
+    assert burnt_text._IDLE_READERS  # the stopped reader is back, not lost
+    assert all("DOE" in text for text in burnt_in_texts([burnt] * 8))
+
+
+def test_the_model_is_found_where_debian_puts_it_and_a_missing_one_is_named(monkeypatch, tmp_path):
+    assert burnt_text._tessdata().endswith("/tessdata/")
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    monkeypatch.setattr(burnt_text, "_TESSDATA_GLOBS", (str(tmp_path),))
+    with pytest.raises(OSError, match="tesseract-ocr-eng"):
+        burnt_text._tessdata()

@@ -1,7 +1,7 @@
 """Text burnt into a scan's pixels (a patient's name, a date, an accession number): found by
 Tesseract OCR (libtesseract in this process through tesserocr, reading Debian's
 `tesseract-ocr-eng` model) so the worker can hold the scan for a person's decision instead of
-analysing and showing it. NumPy/OpenCV only, no Django.
+analysing and showing it. NumPy/OpenCV/Pillow only, no Django.
 
 OCR of a whole 512 px slice costs ~0.5 s (measured), more than analyze() itself, so a cheap
 pre-filter runs first: burnt-in text is thin strokes at the image's extreme contrast, lined up
@@ -38,7 +38,10 @@ MIN_LETTERS = 3
 MIN_DIGITS = 6
 MAX_LINES = 12  # rows read per slice at most (the cost bound for a busy image)
 # One check's reading (a chunk's pages: well under a second) stopped after this long, its error
-# the check's: a hung read must not hold the study task's lane, nor pass a slice unread.
+# the check's: a slow read must not hold the study task's lane, nor pass a slice unread.
+# Tesseract looks at its deadline between words: a hang inside libtesseract itself is left to
+# the task's time limits (the old child process could be killed; measured: a 1 ms deadline on a
+# 1476x2598 page raised after 34 ms).
 TESSERACT_TIMEOUT_S = 30
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _DIGIT = re.compile(r"\d")
@@ -126,7 +129,8 @@ def _page(rows: list[np.ndarray]) -> np.ndarray:
     return page
 
 
-# Where Debian's tesseract-ocr-eng puts its model (requirements/system.txt); TESSDATA_PREFIX wins.
+# Where Debian's tesseract-ocr-eng puts its model (requirements/system.txt), unless TESSDATA_PREFIX
+# names the folder (then only that one).
 _TESSDATA_GLOBS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata")
 # Readers not in use: each loads Tesseract's English model (~90 ms), so they are kept and
 # reused by whichever thread checks next; at most one per thread checking at once.
@@ -136,8 +140,10 @@ _IDLE_LOCK = threading.Lock()
 
 def _tessdata() -> str:
     """The folder holding eng.traineddata: tesserocr's bundled libtesseract looks in "./"."""
-    folders = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
-    folders += sorted((found for pattern in _TESSDATA_GLOBS for found in glob.glob(pattern)), reverse=True)
+    if os.environ.get("TESSDATA_PREFIX"):  # set on purpose: a wrong one is an error, not a fallback
+        folders = [os.environ["TESSDATA_PREFIX"]]
+    else:
+        folders = sorted((found for pattern in _TESSDATA_GLOBS for found in glob.glob(pattern)), reverse=True)
     for folder in folders:
         if os.path.isfile(os.path.join(folder, "eng.traineddata")):
             return folder.rstrip("/") + "/"
@@ -172,8 +178,8 @@ def _words(reader: Any) -> list[tuple[str, float]]:
     from tesserocr import RIL, iterate_level
 
     iterator = reader.GetIterator()
-    if iterator is None:  # nothing on the page
-        return []
+    if iterator is None:  # even a blank page has one: no result at all is a failure, not "no text"
+        raise RuntimeError("Tesseract gave no result for a page")
     found = []
     for word in iterate_level(iterator, RIL.WORD):
         text = word.GetUTF8Text(RIL.WORD) if not word.Empty(RIL.WORD) else ""

@@ -95,8 +95,14 @@ def test_a_tesseract_read_past_its_limit_fails_the_check_and_the_next_check_read
 
 
 def test_the_model_is_found_where_debian_puts_it_and_a_missing_one_is_named(monkeypatch, tmp_path):
-    assert burnt_text._tessdata().endswith("/tessdata/")
-    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    debian = burnt_text._tessdata()
+    assert debian.endswith("/tessdata/")
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))  # set on purpose, but no model there
+    with pytest.raises(OSError, match="tesseract-ocr-eng"):
+        burnt_text._tessdata()
+    monkeypatch.setenv("TESSDATA_PREFIX", debian)
+    assert burnt_text._tessdata() == debian
+    monkeypatch.delenv("TESSDATA_PREFIX")
     monkeypatch.setattr(burnt_text, "_TESSDATA_GLOBS", (str(tmp_path),))
     with pytest.raises(OSError, match="tesseract-ocr-eng"):
         burnt_text._tessdata()

@@ -1,5 +1,6 @@
 """A real scan through the real pipeline: HTTP upload to the live server → Redis → a Celery
 worker process running the shipped model → prediction, heatmap and overlay stored and served."""
+
 from __future__ import annotations
 
 import io
@@ -143,3 +144,58 @@ def test_zipped_dicom_series_over_http_is_analysed_slice_by_slice(
         assert "E2E-DCM" not in served.content.decode("latin-1")
         with Image.open(io.BytesIO(session.get(result["overlay_url"], timeout=10).content)) as overlay:
             assert overlay.size == (int(dataset.Columns), int(dataset.Rows))
+
+
+def test_a_slice_with_a_name_burnt_in_is_held_by_the_real_worker_and_its_neighbours_analysed(
+    api: tuple[requests.Session, str], worker: Worker
+) -> None:
+    """The burnt-in text check inside a real worker process (Tesseract loaded in the Celery
+    child, the study task's lanes): of a 4-slice zipped series, the slice with a name drawn into
+    its pixels is held and never analysed, the three others are analysed, and the study says so."""
+    from tests.testkit import dicom as dicomdata
+    from tests.testkit.scans import with_burnt_text
+
+    session, base = api
+    patient = session.post(f"{base}/api/patients/", data={"mrn": "E2E-TXT", "name": "Tex Tual"}, timeout=10)
+    case = session.post(f"{base}/api/cases/", data={"patient": patient.json()["id"]}, timeout=10)
+    jpegs = dicomdata.training_jpegs(4, labels=("glioma", "notumor", "pituitary", "meningioma"))
+    jpegs[1] = with_burnt_text(jpegs[1], "SMITH JOHN 12345678", size=16)
+    study_uid = "1.2.826.0.1.3680043.8.498.77"
+    slices = [
+        dicomdata.mr_slice_from_jpeg(
+            jpeg,
+            identity=dicomdata.Identity(
+                patient_id="E2E-TXT",
+                study_uid=study_uid,
+                series_uid=f"{study_uid}.1",
+                instance=i + 1,
+                position_z=5.0 * i,
+            ),
+        )
+        for i, jpeg in enumerate(jpegs)
+    ]
+    upload = session.post(
+        f"{base}/api/cases/{case.json()['id']}/scans/",
+        files={"file": ("study.zip", dicomdata.series_zip(slices), "application/zip")},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+
+    case_url = f"{base}/api/cases/{case.json()['id']}/"
+    deadline = time.monotonic() + SCAN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        detail = session.get(case_url, timeout=10).json()
+        statuses = [s["status"] for s in detail["scans"]]
+        if len(statuses) == 4 and all(s in ("done", "held", "failed", "rejected") for s in statuses):
+            break
+        time.sleep(0.5)
+    scans = sorted(detail["scans"], key=lambda s: s["instance_number"])
+    assert [s["status"] for s in scans] == ["done", "held", "done", "done"], f"{scans}\n{worker.log_tail()}"
+    held = session.get(f"{base}/api/scans/{scans[1]['id']}/", timeout=10).json()
+    assert held["held"] is True
+    assert held["prediction"] is None
+    assert "text burnt into the image" in held["hold_reason"]
+    assert "SMITH" not in str(held)  # the text is never stored, shown or logged
+    assert "SMITH" not in worker.log.read_text(errors="replace")
+    (study,) = detail["studies"]
+    assert study["status"] == "held", study

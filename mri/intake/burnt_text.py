@@ -182,10 +182,17 @@ def _words(reader: Any) -> list[tuple[str, float]]:
         raise RuntimeError("Tesseract gave no result for a page")
     found = []
     for word in iterate_level(iterator, RIL.WORD):
-        text = word.GetUTF8Text(RIL.WORD) if not word.Empty(RIL.WORD) else ""
-        if text.strip():
-            found.append((text.strip(), word.Confidence(RIL.WORD)))
+        text = "" if word.Empty(RIL.WORD) else word.GetUTF8Text(RIL.WORD).strip()
+        if text:
+            found.append((text, word.Confidence(RIL.WORD)))
     return found
+
+
+def _looks_like_identity(text: str, confidence: float) -> bool:
+    """A word read with high confidence with the letters of a name or the digits of a date/ID."""
+    return confidence >= MIN_CONFIDENCE and (
+        len(_LETTER.findall(text)) >= MIN_LETTERS or len(_DIGIT.findall(text)) >= MIN_DIGITS
+    )
 
 
 def _read(pages: list[np.ndarray]) -> list[list[str]]:
@@ -200,14 +207,7 @@ def _read(pages: list[np.ndarray]) -> list[list[str]]:
             reader.SetImage(Image.fromarray(page))
             if left_ms < 1 or not reader.Recognize(timeout=left_ms):
                 raise RuntimeError(f"Tesseract stopped reading: past its {TESSERACT_TIMEOUT_S} s timeout, or failed")
-            words.append(
-                [
-                    text
-                    for text, confidence in _words(reader)
-                    if confidence >= MIN_CONFIDENCE
-                    and (len(_LETTER.findall(text)) >= MIN_LETTERS or len(_DIGIT.findall(text)) >= MIN_DIGITS)
-                ]
-            )
+            words.append([text for text, confidence in _words(reader) if _looks_like_identity(text, confidence)])
     return words
 
 

@@ -1,0 +1,266 @@
+"""Which layers' statistics make the out-of-distribution gate keep real MRI from other sources
+while it still refuses non-MRI images (issue #16, item 5).
+
+Step 1 (`extract`): the spatial mean and standard deviation of several layers' maps, for the
+training split, the validation split, the external set and the OOD corpus, cached under
+var/gate-layers/<model version>/ (one .npz per set).
+Step 2 (`score`): for each candidate feature set, a class-conditional Mahalanobis gate fitted
+like `ood fit --external-part train` (the training split plus one cluster per (label, sequence)
+cell of the external train part; threshold the 99.5 % quantile of the training split's
+cross-fitted scores), and what it rejects. The choice is made on the development families and on
+the external *train* part scored leave-one-patient-group-out; the held-out families and the
+external validation part are only reported.
+
+    python scripts/gate_layers.py extract
+    python scripts/gate_layers.py score
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mri.card import DEFAULT_MODEL_DIR  # noqa: E402
+from mri.vocabulary import CLASS_NAMES  # noqa: E402
+
+# name → layer; each gives "<name>.mean" and "<name>.std" columns
+LAYERS = {
+    "b1": "block1_conv2_act",
+    "b2": "add",
+    "b3": "add_1",
+    "b4": "add_2",
+    "b8": "add_6",
+    "b12": "add_10",
+    "b13": "block13_sepconv2_act",
+    "sep1": "block14_sepconv1_act",
+}
+OUT = REPO / "var" / "gate-layers"
+
+
+def feature_model(model):
+    import keras
+
+    outputs = []
+    for layer in LAYERS.values():
+        maps = model.get_layer(layer).output
+        outputs.append(keras.ops.mean(maps, axis=(1, 2)))
+        outputs.append(keras.ops.std(maps, axis=(1, 2)))
+    return keras.Model(model.inputs, outputs)
+
+
+def extract_set(features, card, loaders: list, path: Path, batch: int = 16) -> None:
+    from tqdm import tqdm
+
+    from mri.intake.limits import ScanDecodeError
+    from mri.model.preprocessing import model_batch, preprocess_scan
+
+    if path.exists():
+        return
+    columns: dict[str, list] = {f"{n}.{k}": [] for n in LAYERS for k in ("mean", "std")}
+    decoded = []
+    for start in tqdm(range(0, len(loaders), batch), desc=path.stem, mininterval=20):
+        prepared, ok = [], []
+        for load in loaders[start : start + batch]:
+            try:
+                prepared.append(preprocess_scan(load(), card.input_size, card.head_crop))
+                ok.append(True)
+            except ScanDecodeError:
+                ok.append(False)
+        outputs = features.predict_on_batch(model_batch(prepared)) if prepared else None
+        for index, name in enumerate(columns):
+            width = int(features.outputs[index].shape[-1])
+            rows = np.full((len(ok), width), np.nan, dtype=np.float32)
+            if outputs is not None:
+                rows[np.flatnonzero(ok)] = np.asarray(outputs[index], dtype=np.float32)
+            columns[name].append(rows)
+        decoded.extend(ok)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, decoded=np.asarray(decoded), **{k: np.concatenate(v) for k, v in columns.items()})
+
+
+def run_extract(args) -> None:
+    from mri.model.store import load_classifier
+    from training.data import DEFAULT_DATA, load_split, samples_from_keys
+    from training.external import EXTERNAL_DATA, read_manifest
+    from training.ood_corpus import build_corpus, upload_refusal
+
+    model, card = load_classifier(args.model)
+    features = feature_model(model)
+    out = OUT / card.version
+    split = load_split()
+    meta: dict = {}
+    for part in ("val", "train"):
+        samples = samples_from_keys(DEFAULT_DATA, split[part])
+        meta[part] = [s.label for s in samples]
+        extract_set(features, card, [(lambda p=s.path: p.read_bytes()) for s in samples], out / f"{part}.npz")
+    rows = read_manifest(EXTERNAL_DATA)
+    meta["external"] = [
+        {"key": r.key, "label": r.label, "sequence": r.sequence, "group": r.patient_group} for r in rows
+    ]
+    extract_set(features, card, [(lambda p=EXTERNAL_DATA / r.key: p.read_bytes()) for r in rows], out / "external.npz")
+    corpus = build_corpus()
+    meta["corpus"] = [
+        {
+            "family": i.family,
+            "held_out": i.held_out,
+            "refused": upload_refusal(i.data) is not None,
+            "sha": hashlib.sha256(i.data).hexdigest()[:12],
+        }
+        for i in corpus
+    ]
+    extract_set(features, card, [(lambda i=i: i.data) for i in corpus], out / "corpus.npz")
+    (out / "meta.json").write_text(json.dumps(meta))
+
+
+# --- step 2: score ---------------------------------------------------------------------------
+
+
+def _load(out: Path) -> tuple[dict, dict]:
+    sets = {}
+    for name in ("train", "val", "external", "corpus"):
+        with np.load(out / f"{name}.npz") as stored:
+            sets[name] = {k: stored[k] for k in stored.files}
+    return sets, json.loads((out / "meta.json").read_text())
+
+
+def _columns(found: dict, spec: tuple[str, ...]) -> np.ndarray:
+    return np.concatenate([found[c] for c in spec], axis=1).astype(np.float64)
+
+
+def _scorer(features: np.ndarray, labels: np.ndarray, rank: int):
+    from mri.model.ood import MahalanobisScorer
+
+    return MahalanobisScorer.fit(features, labels, rank=rank)
+
+
+def gate_scores(sets: dict, meta: dict, spec: tuple[str, ...], rank: int = 256) -> dict[str, np.ndarray]:
+    """Scores of every set under a gate on `spec`'s columns, fitted as `ood fit --external-part
+    train` does; the training split cross-fitted, the external train part leave-one-group-out."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from training.external import load_external_split
+
+    train = _columns(sets["train"], spec)
+    train_labels = np.asarray(meta["train"])
+    external = _columns(sets["external"], spec)
+    parts = load_external_split()
+    train_keys = set(parts["train"])
+    rows = meta["external"]
+    in_train = np.asarray([r["key"] in train_keys for r in rows])
+    cells = sorted({(r["label"], r["sequence"]) for r, t in zip(rows, in_train, strict=True) if t})
+    cell_labels = np.asarray(
+        [
+            len(CLASS_NAMES) + cells.index((r["label"], r["sequence"])) if t else -1
+            for r, t in zip(rows, in_train, strict=True)
+        ]
+    )
+    groups = np.asarray([r["group"] for r in rows])
+
+    def fit(train_rows: np.ndarray, external_rows: np.ndarray):
+        return _scorer(
+            np.concatenate([train[train_rows], external[external_rows]]),
+            np.concatenate([train_labels[train_rows], cell_labels[external_rows]]),
+            rank,
+        )
+
+    everything = np.ones(len(train), bool)
+    cross = np.zeros(len(train))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=1337)
+    for fit_rows, score_rows in folds.split(train, train_labels):
+        mask = np.zeros(len(train), bool)
+        mask[fit_rows] = True
+        cross[score_rows] = fit(mask, in_train).scores(train[score_rows])
+    full = fit(everything, in_train)
+    logo = np.full(len(rows), np.nan)
+    for group in sorted(set(groups[in_train])):
+        held = in_train & (groups == group)
+        logo[held] = fit(everything, in_train & ~held).scores(external[held])
+    return {
+        "train": cross,
+        "val": full.scores(_columns(sets["val"], spec)),
+        "external": np.where(in_train, logo, full.scores(external)),
+        "corpus": full.scores(np.nan_to_num(_columns(sets["corpus"], spec))),
+        "in_train": in_train,
+    }
+
+
+def figures(scores: dict, meta: dict, threshold: float) -> dict:
+    corpus = meta["corpus"]
+    refused = np.asarray([c["refused"] for c in corpus])
+    held = np.asarray([c["held_out"] for c in corpus])
+    out = scores["corpus"] > threshold
+    rows = meta["external"]
+    seq = np.asarray([r["sequence"] for r in rows])
+    external = scores["external"] > threshold
+    in_train = scores["in_train"]
+    result = {
+        "val": float((scores["val"] > threshold).mean()),
+        "ext_train_logo": float(external[in_train].mean()),
+        "ext_val": float(external[~in_train].mean()),
+        "dev": float((out | refused)[~held].mean()),
+        "held": float((out | refused)[held].mean()),
+        "dev_gate": float(out[~held & ~refused].mean()),
+        "held_gate": float(out[held & ~refused].mean()),
+    }
+    for s in sorted(set(seq)):
+        result[f"ext_val_{s}"] = float(external[~in_train & (seq == s)].mean())
+    families = sorted({c["family"] for c in corpus})
+    fam = np.asarray([c["family"] for c in corpus])
+    for f in families:
+        result[f"fam_{f}"] = float((out | refused)[fam == f].mean())
+    return result
+
+
+CANDIDATES = {
+    "sep1 (served)": ("sep1.mean",),
+    "sep1 mean+std": ("sep1.mean", "sep1.std"),
+    "b13 mean": ("b13.mean",),
+    "b13 mean+std": ("b13.mean", "b13.std"),
+    "b12 mean": ("b12.mean",),
+    "b12 mean+std": ("b12.mean", "b12.std"),
+    "b8 mean+std": ("b8.mean", "b8.std"),
+    "b4 mean+std": ("b4.mean", "b4.std"),
+    "b3 mean+std": ("b3.mean", "b3.std"),
+    "b2 mean+std": ("b2.mean", "b2.std"),
+    "b1 mean+std": ("b1.mean", "b1.std"),
+}
+
+
+def run_score(args) -> None:
+    from mri.card import read_card
+
+    card = read_card(args.model)
+    sets, meta = _load(OUT / card.version)
+    table = {}
+    all_scores = {}
+    for name, spec in CANDIDATES.items():
+        scores = gate_scores(sets, meta, spec)
+        all_scores[name] = scores
+        threshold = float(np.quantile(scores["train"], 0.995))
+        table[name] = figures(scores, meta, threshold)
+        print(name, json.dumps({k: round(v, 4) for k, v in table[name].items()}), flush=True)
+    (OUT / card.version / "scores.npz").parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        OUT / card.version / "scores.npz",
+        **{f"{n}|{k}": v for n, s in all_scores.items() for k, v in s.items()},
+    )
+    (OUT / card.version / "table.json").write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["extract", "score"])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    args = parser.parse_args()
+    if args.step == "extract":
+        run_extract(args)
+    else:
+        run_score(args)

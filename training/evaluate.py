@@ -112,7 +112,7 @@ def evaluate_by_sequence(
     )
     probabilities = calibrated_probabilities(found["logits"], card.temperature)
     gate = load_gate(model_dir, card)
-    scores = gate.scorer.scores(found["sep1"]) if gate else np.full(len(rows), np.nan)
+    scores = gate.scorer.scores(found[gate.input_name]) if gate else np.full(len(rows), np.nan)
     rejected = np.asarray([gate.is_out_of_distribution(s) for s in scores]) if gate else np.zeros(len(rows), bool)
     true = np.array([CLASS_NAMES.index(r.label) for r in rows])
     metrics = summarize(probabilities, true, CLASS_NAMES)

@@ -25,7 +25,7 @@ import numpy as np
 
 from mri.card import DEFAULT_MODEL_DIR, ModelCard, write_card
 from mri.intake.decode import decode_gray
-from mri.model.ood import OOD_LAYER, RANK, STATISTICS_FILE, MahalanobisScorer
+from mri.model.ood import FIT_INPUT, GATE_INPUTS, RANK, STATISTICS_FILE, MahalanobisScorer
 from mri.model.store import sha256_file
 from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
@@ -35,7 +35,9 @@ FOLDS = 5
 # Share of in-distribution scans the threshold lets through: its quantile of cross-fitted
 # training scores. Validation shows what that costs on scans the fit never saw.
 THRESHOLD_QUANTILE = 0.995
-SERVED = "mahalanobis_sep1_r256"
+SERVED = "mahalanobis_entry_r256"  # what `ood fit` fits (FIT_INPUT, RANK)
+# What a refit keeps of the gate it replaces (the card's `ood.replaces`).
+REPLACED_KEYS = ("features", "threshold", "validation_rejected_count", "fitted", "command")
 
 
 # --- candidate scores ----------------------------------------------------------------------
@@ -67,6 +69,8 @@ CANDIDATES: dict[str, Callable[[Features, np.ndarray], Scorer]] = {
     "mahalanobis_pool": _mahalanobis("pool"),
     "mahalanobis_sep1": _mahalanobis("sep1"),
     "mahalanobis_sep1_r256": _mahalanobis("sep1", RANK),
+    "mahalanobis_entry": _mahalanobis("entry"),
+    "mahalanobis_entry_r256": _mahalanobis("entry", RANK),
     "mahalanobis_dense": _mahalanobis("dense"),
     "energy": _no_fit(lambda f: -_logsumexp(f["logits"].astype(np.float64))),
     "max_logit": _no_fit(lambda f: -f["logits"].max(axis=1).astype(np.float64)),
@@ -141,7 +145,7 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
 def external_clusters(
     part: str, features: object, card: ModelCard, split_file: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """sep1 features of one part of the external set's patient-group split, each labelled with a
+    """Gate features (FIT_INPUT) of one part of the external set's patient-group split, each labelled with a
     cluster of its own per (label, sequence) cell (numbered after the 4 classes): real MRI from
     other sources and sequences, which the gate must keep, becomes in-distribution as itself
     rather than stretching the training classes' means."""
@@ -154,30 +158,33 @@ def external_clusters(
     if not found["decoded"].all():
         raise ValueError(f"{int((~found['decoded']).sum())} external slices could not be decoded")
     cells = sorted({r.cell for r in rows})
-    return found["sep1"], np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
+    return found[FIT_INPUT], np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
 
 
 def run_fit(args: argparse.Namespace) -> int:
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
-    fit_features, fit_labels = sets.train["sep1"], sets.train_labels
+    fit_features, fit_labels = sets.train[FIT_INPUT], sets.train_labels
     if args.external_part:
         extra, extra_labels = external_clusters(args.external_part, features, card, args.external_split)
         fit_features = np.concatenate([fit_features, extra])
         fit_labels = np.concatenate([fit_labels, extra_labels])
-    oof = cross_fitted_scores(CANDIDATES[SERVED], {"sep1": fit_features}, fit_labels)
+    oof = cross_fitted_scores(CANDIDATES[SERVED], {FIT_INPUT: fit_features}, fit_labels)
     # The threshold: the quantile of the training merge's scans only (the external slices are few
     # and would set it by themselves).
     threshold = float(np.quantile(oof[: len(sets.train_labels)], THRESHOLD_QUANTILE))
     scorer = MahalanobisScorer.fit(fit_features, fit_labels, RANK)
+    gate_input = GATE_INPUTS[FIT_INPUT]
     path = Path(args.model) / STATISTICS_FILE
     scorer.save(path)
-    val_scores = scorer.scores(sets.val["sep1"])
+    val_scores = scorer.scores(sets.val[FIT_INPUT])
     val_rejected = val_scores > threshold
+    previous = card.get("ood")
     card["ood"] = {
         "method": "class-conditional Mahalanobis distance (shared Ledoit-Wolf covariance, its "
-        f"{RANK} leading directions plus one variance for the rest) of the spatially averaged {OOD_LAYER} "
-        "maps to the nearest class mean, per dimension",
-        "features": f"{OOD_LAYER}, spatial average (1536)",
+        f"{RANK} leading directions plus one variance for the rest) of {gate_input.describe()} pooled over "
+        f"space ({gate_input.pooling} per channel) to the nearest class mean, per dimension",
+        "input": FIT_INPUT,
+        "features": f"{gate_input.describe()}, spatial {gate_input.pooling} ({fit_features.shape[1]})",
         "statistics_file": STATISTICS_FILE,
         "statistics_sha256": sha256_file(path),
         "threshold": round(threshold, 6),
@@ -201,6 +208,8 @@ def run_fit(args: argparse.Namespace) -> int:
         + (f" --external-split {args.external_split}" if args.external_split else ""),
         "fitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if previous:  # the gate this one replaces, in one line of history
+        card["ood"]["replaces"] = {key: previous.get(key) for key in REPLACED_KEYS}
     write_card(args.model, card)
     print(
         f"threshold {threshold:.4f} ({THRESHOLD_QUANTILE:.1%} of cross-fitted training scores); validation scans "
@@ -279,12 +288,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("\nthe model card has no `ood` section: run `python -m training ood fit` first")
         _write(args.out, report)
         return 1
-    val_scores = gate.scorer.scores(sets.val["sep1"])
-    ood_scores = gate.scorer.scores(np.nan_to_num(ood["sep1"]))
+    val_scores = gate.scorer.scores(sets.val[gate.input_name])
+    ood_scores = gate.scorer.scores(np.nan_to_num(ood[gate.input_name]))
     ood_scores[~ood["decoded"]] = np.inf
     served = gate_figures(gate.threshold, val_scores, ood_scores, held_out, refused)
     report["served"] = served.__dict__
-    print(f"\nserved ({SERVED}, threshold from the card):")
+    print(f"\nserved (Mahalanobis on {gate.input_name}, threshold from the card):")
     print(header)
     print(_row(SERVED, served))
 
@@ -353,7 +362,7 @@ def external_mri_scores(gate: object, features: object, card: ModelCard) -> dict
         desc="external",
         head_crop=card.head_crop,
     )
-    scores = gate.scorer.scores(found["sep1"])  # type: ignore[attr-defined]
+    scores = gate.scorer.scores(found[gate.input_name])  # type: ignore[attr-defined]
     return {name: float(s) for name, s in zip(images, scores, strict=True)}
 
 

@@ -1,8 +1,9 @@
 """Features the out-of-distribution gate works on, computed exactly as the serving path does.
 
-For each image: the logits and the global average of the `block14_sepconv2_act` maps (the
-Grad-CAM maps the runtime's forward pass already returns), plus two candidates measured but
-not served (the head's Dense activations and the pooled `block14_sepconv1_act` maps).
+For each image: the logits, the pooled maps of every gate input (mri.model.ood.GATE_INPUTS:
+the entry flow's output, mean and standard deviation, which gates fit now; `block14_sepconv1_act`'s
+mean, which earlier gates read), and two candidates measured but not served (the global average
+of `block14_sepconv2_act` and the head's Dense activations).
 Features of the 5,712 scans take minutes on a CPU, so they are cached under var/ood/, per model
 version and per image.
 """
@@ -16,28 +17,32 @@ from typing import Any
 import numpy as np
 
 from mri.intake.limits import ScanDecodeError
+from mri.model.ood import GATE_INPUTS, GateInput
 from mri.model.preprocessing import model_batch, preprocess_scan
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "ood"
-# name → layer whose output (pooled over space when 4-D) is kept
-FEATURE_LAYERS = {
-    "pool": "block14_sepconv2_act",
-    "sep1": "block14_sepconv1_act",
-    "dense": "head_dense",
-    "logits": "logits",
+# name → layer whose output is kept, pooled over space when 4-D (a 2-D output is kept as is)
+FEATURE_LAYERS: dict[str, GateInput] = {
+    "pool": GateInput("block14_sepconv2_act", "mean"),
+    **GATE_INPUTS,
+    "dense": GateInput("head_dense", "mean"),
+    "logits": GateInput("logits", "mean"),
 }
 
 
 def feature_model(model: Any) -> Any:
-    """A Keras model returning the FEATURE_LAYERS outputs, spatially averaged."""
+    """A Keras model returning the FEATURE_LAYERS outputs, pooled as each says."""
     import keras
 
     outputs = []
-    for layer in FEATURE_LAYERS.values():
-        tensor = model.get_layer(layer).output
+    for spec in FEATURE_LAYERS.values():
+        tensor = model.get_layer(spec.layer_name(model)).output
         if len(tensor.shape) == 4:
-            tensor = keras.layers.GlobalAveragePooling2D()(tensor)
+            pooled = [keras.ops.mean(tensor, axis=(1, 2))]
+            if spec.pooling == "mean+std":
+                pooled.append(keras.ops.std(tensor, axis=(1, 2)))
+            tensor = keras.ops.concatenate(pooled, axis=1) if len(pooled) > 1 else pooled[0]
         outputs.append(tensor)
     return keras.Model(model.inputs, outputs)
 
@@ -123,11 +128,14 @@ def cached_features(
 
 
 def _read_store(path: Path) -> dict:
+    empty: dict = {"keys": [], "index": {}, "columns": {}}
     if not path.exists():
-        return {"keys": [], "index": {}, "columns": {}}
+        return empty
     with np.load(path) as stored:
         keys = [str(k) for k in stored["keys"]]
         columns = {name: stored[name] for name in stored.files if name != "keys"}
+    if set(columns) != {*FEATURE_LAYERS, "decoded"}:
+        return empty  # written when other features were kept: computed again, then replaced
     return {"keys": keys, "index": {k: i for i, k in enumerate(keys)}, "columns": columns}
 
 

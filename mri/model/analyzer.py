@@ -6,8 +6,8 @@ once and, in that same pass, takes the gradient of the predicted class's logit w
 the layers the heatmap method reads (mri.model.cams; the app we replace rebuilt a gradient model
 and ran the network twice per request). `analyze_batch` does several slices in one pass;
 `explain(data, label)` gives any class's heatmap. Probabilities are temperature-calibrated.
-The out-of-distribution score (mri/model/ood.py) comes from the same pass: the spatial mean of
-an earlier layer's maps, for every slice of a batch. TensorFlow is imported here only,
+The out-of-distribution score (mri/model/ood.py) comes from the same pass: an earlier layer's
+maps pooled over space (the gate's input), for every slice of a batch. TensorFlow is imported here only,
 lazily: the web process never loads it.
 """
 
@@ -26,7 +26,7 @@ from mri.card import DEFAULT_MODEL_DIR
 from mri.intake.decode import decode_gray_bounded
 from mri.model.cams import CamSpec, combine, flip_average, parse_method
 from mri.model.folded_graph import default_compute_dtype, folded_call
-from mri.model.ood import OOD_LAYER, OodGate, load_gate
+from mri.model.ood import FIT_INPUT, GATE_INPUTS, OodGate, load_gate
 from mri.model.overlays import overlay_png
 from mri.model.preprocessing import Prepared, map_to_scan, prepare, to_model_input
 from mri.model.probabilities import calibrated_probabilities
@@ -83,7 +83,9 @@ class Analyzer:
         self.ood_gate: OodGate | None = load_gate(Path(model_dir), card)
         self._model = model
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-        outputs = [*self.layer_names, model.layers[-1].name, OOD_LAYER]
+        gate_input = self.ood_gate.input if self.ood_gate else GATE_INPUTS[FIT_INPUT]
+        with_std = gate_input.pooling == "mean+std"
+        outputs = [*self.layer_names, model.layers[-1].name, gate_input.layer_name(model)]
         if graph == "folded":  # BatchNorm folded into the convolutions (mri/model/folded_graph.py)
             self.precision: str = precision or default_compute_dtype(self.device)
             network = folded_call(model, outputs, self.precision)
@@ -115,10 +117,14 @@ class Analyzer:
                 score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
             # Only the paths from the logit down to the deepest CAM layer are differentiated (the
             # traced function keeps only what its outputs need). The OOD features are an earlier
-            # layer of the same pass, averaged over space (per row).
+            # layer of the same pass, pooled over space (per row) as GateInput.pool does.
             gradients = tape.gradient(score, features)
             as_float = [tf.cast(t, tf.float32) for t in features], [tf.cast(g, tf.float32) for g in gradients]
-            return *as_float, logits, tf.reduce_mean(tf.cast(ood_maps, tf.float32), axis=[1, 2])
+            ood_maps = tf.cast(ood_maps, tf.float32)
+            pooled = tf.reduce_mean(ood_maps, axis=[1, 2])
+            if with_std:
+                pooled = tf.concat([pooled, tf.math.reduce_std(ood_maps, axis=[1, 2])], axis=1)
+            return *as_float, logits, pooled
 
         self._forward = forward
         self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
@@ -136,7 +142,7 @@ class Analyzer:
         self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool
     ) -> tuple[np.ndarray, list, list, np.ndarray]:
         """Logits of the scans, per layer the activations and class-score gradients, and the
-        scans' pooled OOD_LAYER features; with `flip`, the mirrored scans follow as rows
+        scans' pooled OOD-gate features; with `flip`, the mirrored scans follow as rows
         n..2n-1 of the layers, each explaining its original's class."""
         pixels = to_model_input(np.stack([p.pixels for p in prepared]))
         rows = list(targets)

@@ -1,17 +1,24 @@
 """The out-of-distribution gate: how unlike the brain MRI slices the model was trained on a
 scan is, from features the runtime's one forward pass already computes.
 
-The score is the class-conditional Mahalanobis distance (Lee et al., 2018) of the scan's
-spatially averaged `block14_sepconv1_act` maps (1,536 values; the layer before the Grad-CAM
-layer, which scored better: README, "Knowing what is not a brain MRI") to the nearest class
-mean, with one covariance shared by the classes, fitted on the training split with
-Ledoit-Wolf shrinkage: score = min over classes c of (z - μ_c)ᵀ Σ⁻¹ (z - μ_c), divided by the
-number of dimensions. Higher means less like the training scans. A scan whose score is above
-the threshold the model card holds is out of distribution: no tumour label is given.
+The score is the class-conditional Mahalanobis distance (Lee et al., 2018) of the scan's pooled
+maps of one layer (the gate's `GateInput`) to the nearest class mean, with one covariance shared
+by the classes, fitted on the training split with Ledoit-Wolf shrinkage: score = min over
+classes c of (z - μ_c)ᵀ Σ⁻¹ (z - μ_c), divided by the number of dimensions. Higher means less
+like the training scans. A scan whose score is above the threshold the model card holds is out
+of distribution: no tumour label is given.
 
-Statistics live beside the weights (`ood.npz`: class means, the leading eigen-directions of Σ,
-1.6 MB) and are sha256-checked against the card like the weights; the card's `ood` section
-holds the threshold and how it was chosen (`python -m training ood fit`). Scoring is a few
+Which layer: gates fitted since 2026-12-07 read the entry flow's output (the end of block 4,
+which block 5 reads), pooled as the spatial mean and standard deviation of each channel: how the image's
+local texture and contrast look, which real MRI from other scanners and sequences shares and
+photos, charts and ultrasound do not (scripts/gate_layers.py compared eight layers; docs/ood.md).
+Earlier cards' gates read `block14_sepconv1_act`'s mean, a semantic layer that also rejected
+real slices unlike the training ones in content (skull base, skull-stripped); a card whose `ood`
+section names no input is read that way.
+
+Statistics live beside the weights (`ood.npz`: class means, the leading eigen-directions of Σ)
+and are sha256-checked against the card like the weights; the card's `ood` section holds the
+input, the threshold and how it was chosen (`python -m training ood fit`). Scoring is a few
 small matrix products per scan, well under a millisecond.
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +34,49 @@ from mri.card import ModelCard, ModelIntegrityError
 from mri.model.store import sha256_file
 
 STATISTICS_FILE = "ood.npz"
-# The layer whose spatially averaged maps the gate scores, and how many leading covariance
-# directions it keeps (`python -m training ood evaluate` compares layers and ranks).
-OOD_LAYER = "block14_sepconv1_act"
+# How many leading covariance directions the gate keeps (`python -m training ood evaluate`
+# compares ranks).
 RANK = 256
+
+
+@dataclass(frozen=True)
+class GateInput:
+    """The maps the gate scores (`layer`'s output, or with `input_of` the maps entering it), and
+    how they are pooled over space."""
+
+    layer: str
+    pooling: str  # "mean" | "mean+std": each channel's spatial mean (and standard deviation)
+    # Read the maps entering `layer`: Keras names the residual Add layers that make them by a
+    # per-process counter (`add_2` in one process is `add_14` after another model was built).
+    input_of: bool = False
+
+    def describe(self) -> str:
+        return f"the maps entering {self.layer}" if self.input_of else self.layer
+
+    def layer_name(self, model: Any) -> str:
+        """The name, in this process's `model`, of the layer whose output holds the maps."""
+        if not self.input_of:
+            return self.layer
+        inputs = model.get_layer(self.layer).input
+        (source,) = inputs if isinstance(inputs, list) else [inputs]
+        return source._keras_history[0].name
+
+    def pool(self, maps: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) maps → (N, C) or (N, 2C) features (the runtime does the same in-graph)."""
+        maps = np.asarray(maps, dtype=np.float32)
+        pooled = [maps.mean(axis=(1, 2))]
+        if self.pooling == "mean+std":
+            pooled.append(maps.std(axis=(1, 2)))
+        return np.concatenate(pooled, axis=1)
+
+
+GATE_INPUTS = {
+    "sep1": GateInput("block14_sepconv1_act", "mean"),  # gates fitted until 2026-12-07 (1,536)
+    # The entry flow's output: block 4's residual sum, which block 5 reads (2 × 728).
+    "entry": GateInput("block5_sepconv1_act", "mean+std", input_of=True),
+}
+LEGACY_INPUT = "sep1"  # a card's `ood` section that names no input was fitted on this
+FIT_INPUT = "entry"  # what `python -m training ood fit` fits now
 
 
 @dataclass(frozen=True)
@@ -112,9 +159,14 @@ class MahalanobisScorer:
 class OodGate:
     scorer: MahalanobisScorer
     threshold: float
+    input_name: str = LEGACY_INPUT  # a GATE_INPUTS key
+
+    @property
+    def input(self) -> GateInput:
+        return GATE_INPUTS[self.input_name]
 
     def score(self, pooled: np.ndarray) -> float:
-        """One scan's spatially averaged OOD_LAYER maps (1536,) → its score."""
+        """One scan's pooled features (self.input) → its score."""
         return float(self.scorer.scores(pooled[None])[0])
 
     def is_out_of_distribution(self, score: float) -> bool:
@@ -136,4 +188,9 @@ def load_gate(model_dir: Path, card: dict) -> OodGate | None:
             f"OOD statistics {path} have sha256 {actual}, but the model card expects "
             f"{section.get('statistics_sha256')}: rerun `python -m training ood fit` or restore the file."
         )
-    return OodGate(MahalanobisScorer.load(path), float(section["threshold"]))
+    input_name = section.get("input", LEGACY_INPUT)
+    if input_name not in GATE_INPUTS:
+        raise ModelIntegrityError(
+            f"the model card's OOD gate reads {input_name!r}, which this code does not know ({', '.join(GATE_INPUTS)})."
+        )
+    return OodGate(MahalanobisScorer.load(path), float(section["threshold"]), input_name)

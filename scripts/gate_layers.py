@@ -29,18 +29,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mri.card import DEFAULT_MODEL_DIR  # noqa: E402
+from mri.model.ood import GateInput  # noqa: E402
 from mri.vocabulary import CLASS_NAMES  # noqa: E402
 
-# name → layer; each gives "<name>.mean" and "<name>.std" columns
+# name → the maps read; each gives "<name>.mean" and "<name>.std" columns. The residual sums are
+# named by the block that reads them: Keras numbers Add layers per process.
 LAYERS = {
-    "b1": "block1_conv2_act",
-    "b2": "add",
-    "b3": "add_1",
-    "b4": "add_2",
-    "b8": "add_6",
-    "b12": "add_10",
-    "b13": "block13_sepconv2_act",
-    "sep1": "block14_sepconv1_act",
+    "b1": GateInput("block1_conv2_act", "mean+std"),
+    "b2": GateInput("block3_sepconv1_act", "mean+std", input_of=True),
+    "b3": GateInput("block4_sepconv1_act", "mean+std", input_of=True),
+    "b4": GateInput("block5_sepconv1_act", "mean+std", input_of=True),  # served: GATE_INPUTS["entry"]
+    "b8": GateInput("block9_sepconv1_act", "mean+std", input_of=True),
+    "b12": GateInput("block13_sepconv1_act", "mean+std", input_of=True),
+    "b13": GateInput("block13_sepconv2_act", "mean+std"),
+    "sep1": GateInput("block14_sepconv1_act", "mean+std"),
 }
 OUT = REPO / "var" / "gate-layers"
 
@@ -49,8 +51,8 @@ def feature_model(model):
     import keras
 
     outputs = []
-    for layer in LAYERS.values():
-        maps = model.get_layer(layer).output
+    for spec in LAYERS.values():
+        maps = model.get_layer(spec.layer_name(model)).output
         outputs.append(keras.ops.mean(maps, axis=(1, 2)))
         outputs.append(keras.ops.std(maps, axis=(1, 2)))
     return keras.Model(model.inputs, outputs)
@@ -196,7 +198,7 @@ def figures(scores: dict, meta: dict, threshold: float) -> dict:
     corpus = meta["corpus"]
     refused = np.asarray([c["refused"] for c in corpus])
     held = np.asarray([c["held_out"] for c in corpus])
-    out = scores["corpus"] > threshold
+    out = ~(scores["corpus"] <= threshold)  # NaN is out, as the runtime has it
     rows = meta["external"]
     seq = np.asarray([r["sequence"] for r in rows])
     external = scores["external"] > threshold

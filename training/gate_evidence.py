@@ -48,7 +48,7 @@ def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external:
     found = cached_file_features(
         features, card.version, card.input_size, paths, "external", head_crop=card.head_crop
     )
-    scored = gate.scorer.scores(found[gate.input_name]) > gate.threshold if gate else np.zeros(len(rows), bool)
+    scored = ~(gate.scorer.scores(found[gate.input_name]) <= gate.threshold) if gate else np.zeros(len(rows), bool)
     report["external_mri"] = {
         "colour": _rate(colour),
         "gate": _rate(scored),
@@ -64,7 +64,8 @@ def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external:
     # Non-MRI images, per family.
     corpus, corpus_found, refused = corpus_features(features, card)
     colour = np.asarray([coloured_share(i.data) > MAX_COLOURED_SHARE for i in corpus])
-    scored = gate.scorer.scores(corpus_found[gate.input_name]) > gate.threshold if gate else np.zeros(len(corpus), bool)
+    scores = gate.scorer.scores(corpus_found[gate.input_name]) if gate else np.full(len(corpus), -np.inf)
+    scored = ~(scores <= gate.threshold) if gate else np.zeros(len(corpus), bool)
     families = {}
     for family in sorted({i.family for i in corpus}):
         members = np.asarray([i.family == family for i in corpus])

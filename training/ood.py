@@ -25,7 +25,7 @@ import numpy as np
 
 from mri.card import DEFAULT_MODEL_DIR, ModelCard, write_card
 from mri.intake.decode import decode_gray
-from mri.model.ood import FIT_INPUT, GATE_INPUTS, RANK, STATISTICS_FILE, MahalanobisScorer
+from mri.model.ood import FIT_INPUT, GATE_INPUTS, LEGACY_INPUT, RANK, STATISTICS_FILE, MahalanobisScorer
 from mri.model.store import sha256_file
 from mri.vocabulary import CLASS_NAMES
 from training.data import DEFAULT_DATA, SPLIT_FILE, load_split, samples_from_keys
@@ -37,7 +37,9 @@ FOLDS = 5
 THRESHOLD_QUANTILE = 0.995
 SERVED = "mahalanobis_entry_r256"  # what `ood fit` fits (FIT_INPUT, RANK)
 # What a refit keeps of the gate it replaces (the card's `ood.replaces`).
-REPLACED_KEYS = ("features", "threshold", "validation_rejected_count", "fitted", "command")
+REPLACED_KEYS = (
+    "input", "features", "statistics_sha256", "threshold", "validation_rejected_count", "fitted", "command"
+)
 
 
 # --- candidate scores ----------------------------------------------------------------------
@@ -209,7 +211,9 @@ def run_fit(args: argparse.Namespace) -> int:
         "fitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if previous:  # the gate this one replaces, in one line of history
-        card["ood"]["replaces"] = {key: previous.get(key) for key in REPLACED_KEYS}
+        card["ood"]["replaces"] = {key: previous.get(key) for key in REPLACED_KEYS} | {
+            "input": previous.get("input", LEGACY_INPUT)
+        }
     write_card(args.model, card)
     print(
         f"threshold {threshold:.4f} ({THRESHOLD_QUANTILE:.1%} of cross-fitted training scores); validation scans "
@@ -295,7 +299,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report["served"] = served.__dict__
     print(f"\nserved (Mahalanobis on {gate.input_name}, threshold from the card):")
     print(header)
-    print(_row(SERVED, served))
+    print(_row(f"served ({gate.input_name})", served))
 
     accepted = val_scores <= gate.threshold
     predicted = sets.val["logits"].argmax(axis=1)

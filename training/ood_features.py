@@ -121,10 +121,16 @@ def cached_features(
         table = _append(table, [key for key, _ in part], found)
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp.npz")
-        np.savez(temporary, keys=np.asarray(table["keys"]), **table["columns"])
+        np.savez(temporary, keys=np.asarray(table["keys"]), layout=np.asarray(_layout()), **table["columns"])
         temporary.replace(path)
     rows = np.asarray([table["index"][key] for key, _ in items], dtype=np.int64)
     return {name: column[rows] for name, column in table["columns"].items()}
+
+
+def _layout() -> str:
+    """What the stored columns are (names, layers, pooling): a store written under another
+    layout is not reused."""
+    return repr(sorted((name, spec.layer, spec.pooling, spec.input_of) for name, spec in FEATURE_LAYERS.items()))
 
 
 def _read_store(path: Path) -> dict:
@@ -134,7 +140,7 @@ def _read_store(path: Path) -> dict:
     with np.load(path) as stored:
         keys = [str(k) for k in stored["keys"]]
         columns = {name: stored[name] for name in stored.files if name != "keys"}
-    if set(columns) != {*FEATURE_LAYERS, "decoded"}:
+    if str(columns.pop("layout", "")) != _layout():
         return empty  # written when other features were kept: computed again, then replaced
     return {"keys": keys, "index": {k: i for i, k in enumerate(keys)}, "columns": columns}
 

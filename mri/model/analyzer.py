@@ -84,6 +84,8 @@ class Analyzer:
         self._model = model
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         gate_input = self.ood_gate.input if self.ood_gate else GATE_INPUTS[FIT_INPUT]
+        if self.ood_gate:
+            self.ood_gate.check_width(gate_input.width(model))
         with_std = gate_input.pooling == "mean+std"
         outputs = [*self.layer_names, model.layers[-1].name, gate_input.layer_name(model)]
         if graph == "folded":  # BatchNorm folded into the convolutions (mri/model/folded_graph.py)

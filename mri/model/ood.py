@@ -53,6 +53,11 @@ class GateInput:
     def describe(self) -> str:
         return f"the maps entering {self.layer}" if self.input_of else self.layer
 
+    def width(self, model: Any) -> int:
+        """How many features this input gives for `model`."""
+        channels = int(model.get_layer(self.layer_name(model)).output.shape[-1])
+        return 2 * channels if self.pooling == "mean+std" else channels
+
     def layer_name(self, model: Any) -> str:
         """The name, in this process's `model`, of the layer whose output holds the maps."""
         if not self.input_of:
@@ -164,6 +169,17 @@ class OodGate:
     @property
     def input(self) -> GateInput:
         return GATE_INPUTS[self.input_name]
+
+    def check_width(self, width: int) -> None:
+        """Statistics fitted on other features than the input the card names (a card and an
+        ood.npz from different fits, or code older than the card) would score every scan wrongly:
+        refuse them at load instead."""
+        fitted = int(self.scorer.means.shape[1])
+        if fitted != width:
+            raise ModelIntegrityError(
+                f"the OOD statistics hold {fitted} features, but the card's gate input {self.input_name!r} "
+                f"gives {width}: rerun `python -m training ood fit` or restore the card and ood.npz together."
+            )
 
     def score(self, pooled: np.ndarray) -> float:
         """One scan's pooled features (self.input) → its score."""

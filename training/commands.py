@@ -277,7 +277,8 @@ def run_robustness(args: argparse.Namespace) -> int:
         samples = [s for label in range(len(CLASS_NAMES)) for s in [x for x in samples if x.label == label][:per_class]]
     report = robustness_report(model_dir, samples, args.out)
     for name, row in report.items():
-        print(f"{name:>24}: accuracy {row['accuracy']:.4f}  notumor recall {row['recall']['notumor']:.4f}")
+        rejected = f"  gate rejected {row['gate_rejected_count']}" if "gate_rejected" in row else ""
+        print(f"{name:>24}: accuracy {row['accuracy']:.4f}  notumor recall {row['recall']['notumor']:.4f}{rejected}")
     return 0
 
 

@@ -36,9 +36,20 @@ FOLDS = 5
 # training scores. Validation shows what that costs on scans the fit never saw.
 THRESHOLD_QUANTILE = 0.995
 SERVED = "mahalanobis_entry_r256"  # what `ood fit` fits (FIT_INPUT, RANK)
+# Every EXPORT_VIEW_EVERY-th training scan is also fitted as exported with another display
+# mapping, black + gain · gray^gamma (run_fit): air shown grey, dimmer, another gamma.
+EXPORT_VIEW_EVERY = 2
+EXPORT_VIEW_RANGES = {"black": (0.0, 0.25), "gain": (0.55, 1.0), "gamma": (0.7, 1.4)}
+VIEW_SEED = 7
 # What a refit keeps of the gate it replaces (the card's `ood.replaces`).
 REPLACED_KEYS = (
-    "input", "features", "statistics_sha256", "threshold", "validation_rejected_count", "fitted", "command"
+    "input",
+    "features",
+    "statistics_sha256",
+    "threshold",
+    "validation_rejected_count",
+    "fitted",
+    "command",
 )
 
 
@@ -146,11 +157,11 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
 
 def external_clusters(
     part: str, features: object, card: ModelCard, split_file: Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gate features (FIT_INPUT) of one part of the external set's patient-group split, each labelled with a
     cluster of its own per (label, sequence) cell (numbered after the 4 classes): real MRI from
     other sources and sequences, which the gate must keep, becomes in-distribution as itself
-    rather than stretching the training classes' means."""
+    rather than stretching the training classes' means. Also each slice's patient group."""
     from training.external import EXTERNAL_DATA, EXTERNAL_SPLIT_FILE, load_external_split, rows_for_keys
     from training.ood_features import cached_file_features
 
@@ -160,26 +171,112 @@ def external_clusters(
     if not found["decoded"].all():
         raise ValueError(f"{int((~found['decoded']).sum())} external slices could not be decoded")
     cells = sorted({r.cell for r in rows})
-    return found[FIT_INPUT], np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
+    clusters = np.asarray([len(CLASS_NAMES) + cells.index(r.cell) for r in rows])
+    return found[FIT_INPUT], clusters, np.asarray([r.patient_group for r in rows])
+
+
+def export_views(features: object, card: ModelCard, paths: list[Path]) -> np.ndarray:
+    """Gate features (FIT_INPUT) of these scans exported with another display mapping, one view
+    each (training.robustness.re_exported; black, gain and gamma drawn from EXPORT_VIEW_RANGES
+    with a fixed seed, gamma log-uniform)."""
+    from training.ood_features import cached_features
+    from training.robustness import re_exported
+
+    rng = np.random.default_rng(VIEW_SEED)
+    (b0, b1), (g0, g1), (e0, e1) = (EXPORT_VIEW_RANGES[k] for k in ("black", "gain", "gamma"))
+    drawn = zip(
+        rng.uniform(b0, b1, len(paths)),
+        rng.uniform(g0, g1, len(paths)),
+        np.exp(rng.uniform(np.log(e0), np.log(e1), len(paths))),
+        strict=True,
+    )
+    items = [
+        (
+            f"{path}#export-{black:.5f}-{gain:.5f}-{gamma:.5f}",
+            lambda path=path, black=black, gain=gain, gamma=gamma: re_exported(path.read_bytes(), black, gain, gamma),
+        )
+        for path, (black, gain, gamma) in zip(paths, drawn, strict=True)
+    ]
+    found = cached_features(features, card.version, card.input_size, items, "export-views", head_crop=card.head_crop)
+    return found[FIT_INPUT]
+
+
+def left_out_rejections(
+    fitted: np.ndarray, fitted_labels: np.ndarray, extra: np.ndarray, extra_labels, groups: np.ndarray, threshold: float
+) -> dict:
+    """Each patient group of the external part scored by a gate fitted without it (the rest as
+    served): the honest estimate of what the gate does to real MRI from a source it never saw."""
+    rejected = np.zeros(len(extra), bool)
+    for group in np.unique(groups):
+        held = groups == group
+        scorer = MahalanobisScorer.fit(
+            np.concatenate([fitted, extra[~held]]), np.concatenate([fitted_labels, extra_labels[~held]]), RANK
+        )
+        rejected[held] = ~(scorer.scores(extra[held]) <= threshold)
+    return {
+        "groups": len(np.unique(groups)),
+        "slices": len(extra),
+        "rejected": int(rejected.sum()),
+        "rate": round(float(rejected.mean()), 5) if len(extra) else None,
+    }
+
+
+def cross_fitted_gate(
+    train: np.ndarray, labels: np.ndarray, views: np.ndarray, view_rows: np.ndarray, extra: np.ndarray, extra_labels
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each training scan, and each export view, scored by a gate fitted without its scan's fold
+    (a view goes with the scan it was made from; the external slices are in every fit)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores, view_scores = np.zeros(len(labels)), np.zeros(len(view_rows))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=1337)
+    for fit_rows, score_rows in folds.split(np.zeros(len(labels)), labels):
+        fitted = np.zeros(len(labels), bool)
+        fitted[fit_rows] = True
+        in_fit = fitted[view_rows]
+        scorer = MahalanobisScorer.fit(
+            np.concatenate([train[fitted], views[in_fit], extra]),
+            np.concatenate([labels[fitted], labels[view_rows][in_fit], extra_labels]),
+            RANK,
+        )
+        scores[score_rows] = scorer.scores(train[score_rows])
+        view_scores[~in_fit] = scorer.scores(views[~in_fit])
+    return scores, view_scores
 
 
 def run_fit(args: argparse.Namespace) -> int:
     sets, features, card = split_features(args.model, args.data, args.split, args.every)
-    fit_features, fit_labels = sets.train[FIT_INPUT], sets.train_labels
+    train, labels = sets.train[FIT_INPUT], sets.train_labels
+    extra, extra_labels = np.zeros((0, train.shape[1])), np.zeros(0, dtype=labels.dtype)
+    groups = np.zeros(0, dtype=str)
     if args.external_part:
-        extra, extra_labels = external_clusters(args.external_part, features, card, args.external_split)
-        fit_features = np.concatenate([fit_features, extra])
-        fit_labels = np.concatenate([fit_labels, extra_labels])
-    oof = cross_fitted_scores(CANDIDATES[SERVED], {FIT_INPUT: fit_features}, fit_labels)
-    # The threshold: the quantile of the training merge's scans only (the external slices are few
-    # and would set it by themselves).
-    threshold = float(np.quantile(oof[: len(sets.train_labels)], THRESHOLD_QUANTILE))
+        extra, extra_labels, groups = external_clusters(args.external_part, features, card, args.external_split)
+    # Real slices exported with air shown grey must not look like non-MRI to a gate that reads
+    # texture (`python -m training robustness`: 24 % of low-contrast exports were rejected
+    # without these views).
+    samples = samples_from_keys(args.data, load_split(args.split)["train"])[:: args.every]
+    view_rows = np.arange(0, len(samples), EXPORT_VIEW_EVERY)
+    views = export_views(features, card, [samples[i].path for i in view_rows])
+    oof, view_oof = cross_fitted_gate(train, labels, views, view_rows, extra, extra_labels)
+    # The threshold: the quantile of the training merge's scans and their export views (the
+    # external slices are few and would set it by themselves).
+    threshold = float(np.quantile(np.concatenate([oof, view_oof]), THRESHOLD_QUANTILE))
+    fit_features = np.concatenate([train, views, extra])
+    fit_labels = np.concatenate([labels, labels[view_rows], extra_labels])
     scorer = MahalanobisScorer.fit(fit_features, fit_labels, RANK)
     gate_input = GATE_INPUTS[FIT_INPUT]
     path = Path(args.model) / STATISTICS_FILE
     scorer.save(path)
     val_scores = scorer.scores(sets.val[FIT_INPUT])
-    val_rejected = val_scores > threshold
+    val_rejected = ~(val_scores <= threshold)
+    left_out = left_out_rejections(
+        np.concatenate([train, views]),
+        np.concatenate([labels, labels[view_rows]]),
+        extra,
+        extra_labels,
+        groups,
+        threshold,
+    )
     previous = card.get("ood")
     card["ood"] = {
         "method": "class-conditional Mahalanobis distance (shared Ledoit-Wolf covariance, its "
@@ -190,11 +287,19 @@ def run_fit(args: argparse.Namespace) -> int:
         "statistics_file": STATISTICS_FILE,
         "statistics_sha256": sha256_file(path),
         "threshold": round(threshold, 6),
-        "threshold_rule": f"{THRESHOLD_QUANTILE:.1%} quantile of training-split scores, each from a fit on the "
-        f"other {FOLDS - 1} of {FOLDS} folds",
-        "fitted_on": f"training split, every {args.every} scan(s) in class order ({len(sets.train_labels)} scans)"
+        "threshold_rule": f"{THRESHOLD_QUANTILE:.1%} quantile of the training-split scans' and their export views' "
+        f"scores, each from a fit on the other {FOLDS - 1} of {FOLDS} folds",
+        "export_views": {
+            "every": EXPORT_VIEW_EVERY,
+            "count": len(view_rows),
+            "what": "black + gain · gray^gamma (training.robustness.re_exported), drawn from "
+            + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in EXPORT_VIEW_RANGES.items()),
+            "seed": VIEW_SEED,
+        },
+        "fitted_on": f"training split, every {args.every} scan(s) in class order ({len(labels)} scans, "
+        f"{len(view_rows)} of them also as an export view)"
         + (
-            f" + the external set's {args.external_part} part ({len(fit_labels) - len(sets.train_labels)} slices, "
+            f" + the external set's {args.external_part} part ({len(extra_labels)} slices, "
             "one cluster per (label, sequence) cell)"
             if args.external_part
             else ""
@@ -204,6 +309,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "validation_rejected": round(float(val_rejected.mean()), 5),
         "validation_rejected_count": int(val_rejected.sum()),
         "validation_scans": len(sets.val_labels),
+        "external_left_out": left_out,
         "command": "python -m training ood fit"
         + (f" --every {args.every}" if args.every != 1 else "")
         + (f" --external-part {args.external_part}" if args.external_part else "")
@@ -217,7 +323,9 @@ def run_fit(args: argparse.Namespace) -> int:
     write_card(args.model, card)
     print(
         f"threshold {threshold:.4f} ({THRESHOLD_QUANTILE:.1%} of cross-fitted training scores); validation scans "
-        f"rejected: {int(val_rejected.sum())} of {len(val_rejected)} ({val_rejected.mean():.2%}) → {path.name}, card"
+        f"rejected: {int(val_rejected.sum())} of {len(val_rejected)} ({val_rejected.mean():.2%}); external slices "
+        f"rejected with their patient group left out of the fit: {left_out['rejected']} of {left_out['slices']} "
+        f"→ {path.name}, card"
     )
     return 0
 

@@ -1,8 +1,11 @@
-"""Validation accuracy when the same scans are exported differently.
+"""Validation accuracy, and how many scans the out-of-distribution gate turns away, when the
+same scans are exported differently.
 
 Each perturbation rewrites the original file (brightness, contrast, gamma, sharpening, blur,
 JPEG quality, resolution, bit depth) before the serving path sees it. A model that keys on
-"small, soft image → no tumor" drops sharply on `upscale_512_sharp`.
+"small, soft image → no tumor" drops sharply on `upscale_512_sharp`; a gate that reads texture
+(mri/model/ood.py) must not take a blurred, recompressed or low-resolution export of a real
+slice for something that is not an MRI.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from mri.model.ood import load_gate
 from mri.model.probabilities import calibrated_probabilities
 from mri.model.store import load_classifier
 from mri.vocabulary import CLASS_NAMES
 from training.metrics import summarize
-from training.scoring import scan_logits
+from training.ood_features import extract, feature_model
 
 
 def _gray(data: bytes) -> np.ndarray:
@@ -40,6 +44,14 @@ def _jpeg(gray: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray((np.clip(gray, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def re_exported(data: bytes, black: float, gain: float, gamma: float) -> bytes:
+    """The same slice exported with another display mapping: black + gain · gray^gamma, as an
+    8-bit PNG. Preprocessing rescales brightness but keeps the black level, so with black > 0
+    the model and the gate see air shown grey inside the head's box (a display window whose
+    floor sits below air)."""
+    return _png(black + gain * _gray(data) ** gamma)
 
 
 def _resize_long_side(gray: np.ndarray, side: int) -> np.ndarray:
@@ -66,6 +78,7 @@ PERTURBATIONS: dict[str, Callable[[bytes], bytes]] = {
     "upscale_512_sharp": lambda b: _png(_sharpen(_resize_long_side(_gray(b), 512), 0.8, 1.0)),
     "upscale_1024": lambda b: _png(_resize_long_side(_gray(b), 1024)),
     "downscale_half": lambda b: _png(_resize_long_side(_gray(b), max(128, max(_gray(b).shape) // 2))),
+    "downscale_128": lambda b: _png(_resize_long_side(_gray(b), 128)),  # a DWI/perfusion-sized matrix
     "png_16bit": lambda b: _png(_gray(b), bits=16),
     "rgb_jpeg": lambda b: _rgb_jpeg(b),
 }
@@ -78,23 +91,34 @@ def _rgb_jpeg(data: bytes) -> bytes:
 
 
 def robustness_report(model_dir: Path, samples: list, out_dir: Path) -> dict:
-    """Accuracy and per-class recall under each perturbation; writes robustness.json/.png."""
+    """Accuracy, per-class recall and the gate's rejections under each perturbation (accuracy
+    over all scans, as if the gate were not there); writes robustness.json/.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, card = load_classifier(model_dir)
+    gate = load_gate(Path(model_dir), card)
+    features = feature_model(model)
     true = np.array([s.label for s in samples])
     report = {}
     for name, transform in PERTURBATIONS.items():
         print(f"perturbation {name}", flush=True)
-        logits = scan_logits(
-            model, [s.path for s in samples], card.input_size, transform=transform, head_crop=card.head_crop
+        found = extract(
+            features,
+            [lambda p=s.path, t=transform: t(Path(p).read_bytes()) for s in samples],
+            card.input_size,
+            desc=name,
+            head_crop=card.head_crop,
         )
-        metrics = summarize(calibrated_probabilities(logits, card.temperature), true, CLASS_NAMES)
+        metrics = summarize(calibrated_probabilities(found["logits"], card.temperature), true, CLASS_NAMES)
         report[name] = {
             "accuracy": metrics["accuracy"],
             "ece_15": metrics["ece_15"],
             "recall": {k: v["recall"] for k, v in metrics["per_class"].items()},
         }
+        if gate is not None:  # NaN (a file the decoder refused) counts as rejected, as served
+            rejected = ~(gate.scorer.scores(found[gate.input_name]) <= gate.threshold)
+            report[name]["gate_rejected"] = round(float(rejected.mean()), 5)
+            report[name]["gate_rejected_count"] = int(rejected.sum())
     (out_dir / "robustness.json").write_text(json.dumps({"n": len(samples), "results": report}, indent=2) + "\n")
     _plot(report, out_dir / "robustness.png", len(samples))
     return report

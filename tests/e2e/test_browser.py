@@ -112,7 +112,7 @@ def test_dicom_study_upload_shows_the_study_summary(live_server, page, worker: W
     # Slice 1 (Training/notumor/Tr-noTr_0000.jpg) is a real axial slice at the skull base, the
     # orbits in view. v1's gate rejected it (3.61 over 3.32); v3's gate (fitted with real MRI
     # from other sources too, docs/ood.md) scores it 1.98 under 2.77 and keeps it (v4's: 1.85
-    # under 2.68; the entry-flow gate's: 1.26 under 2.33): every slice is ranked, none is named
+    # under 2.68; the entry-flow gate's: 1.33 under 2.27): every slice is ranked, none is named
     # as rejected (the rejected note itself: tests/web/test_pages.py).
     assert summary.locator("#study-rejected").count() == 0, worker.log_tail()
     ranked = summary.locator(".slice-rank li")

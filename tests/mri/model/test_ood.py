@@ -208,3 +208,19 @@ def test_card_reports_the_validation_false_rejections() -> None:
     assert section["validation_scans"] == len(load_split()["val"])
     assert 0 <= section["validation_rejected"] <= 0.02
     json.dumps(section)  # plain JSON, as written by the fit command
+
+
+def test_an_export_view_is_cross_fitted_with_the_scan_it_was_made_from() -> None:
+    """`ood fit` scores each training scan and each export view by a gate fitted without its
+    fold; a view in another fold than its scan would be scored by a fit that has seen the scan."""
+    from training.ood import cross_fitted_gate
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 200)
+    train = rng.normal(0, 1, (400, 5)) + labels[:, None] * 4.0
+    view_rows = np.arange(0, 400, 2)
+    views = train[view_rows].copy()  # a view identical to its scan: the same fit must score both
+    extra, extra_labels = rng.normal(10, 1, (20, 5)), np.full(20, 4)
+    scores, view_scores = cross_fitted_gate(train, labels, views, view_rows, extra, extra_labels)
+    np.testing.assert_allclose(view_scores, scores[view_rows])
+    assert np.all(scores > 0)

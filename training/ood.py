@@ -37,10 +37,12 @@ FOLDS = 5
 THRESHOLD_QUANTILE = 0.995
 SERVED = "mahalanobis_entry_r256"  # what `ood fit` fits (FIT_INPUT, RANK)
 # Every EXPORT_VIEW_EVERY-th training scan is also fitted as exported with another display
-# mapping, black + gain · gray^gamma (run_fit): air shown grey, dimmer, another gamma.
+# mapping, black + gain · gray^gamma clipped to [0, 1] (run_fit): air shown grey, another
+# contrast, another gamma.
 EXPORT_VIEW_EVERY = 2
 EXPORT_VIEW_RANGES = {"black": (0.0, 0.25), "gain": (0.55, 1.0), "gamma": (0.7, 1.4)}
 VIEW_SEED = 7
+VIEW_RECIPE = "re-exported-v1"  # in the views' cache keys: change it when re_exported changes
 # What a refit keeps of the gate it replaces (the card's `ood.replaces`).
 REPLACED_KEYS = (
     "input",
@@ -192,12 +194,14 @@ def export_views(features: object, card: ModelCard, paths: list[Path]) -> np.nda
     )
     items = [
         (
-            f"{path}#export-{black:.5f}-{gain:.5f}-{gamma:.5f}",
+            f"{path}#{VIEW_RECIPE}-{black:.5f}-{gain:.5f}-{gamma:.5f}",
             lambda path=path, black=black, gain=gain, gamma=gamma: re_exported(path.read_bytes(), black, gain, gamma),
         )
         for path, (black, gain, gamma) in zip(paths, drawn, strict=True)
     ]
     found = cached_features(features, card.version, card.input_size, items, "export-views", head_crop=card.head_crop)
+    if not found["decoded"].all():
+        raise ValueError(f"{int((~found['decoded']).sum())} export views could not be decoded")
     return found[FIT_INPUT]
 
 

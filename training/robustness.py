@@ -47,8 +47,8 @@ def _jpeg(gray: np.ndarray, quality: int) -> bytes:
 
 
 def re_exported(data: bytes, black: float, gain: float, gamma: float) -> bytes:
-    """The same slice exported with another display mapping: black + gain · gray^gamma, as an
-    8-bit PNG. Preprocessing rescales brightness but keeps the black level, so with black > 0
+    """The same slice exported with another display mapping: black + gain · gray^gamma, clipped
+    to [0, 1], as an 8-bit PNG. Preprocessing rescales brightness but keeps the black level, so with black > 0
     the model and the gate see air shown grey inside the head's box (a display window whose
     floor sits below air)."""
     return _png(black + gain * _gray(data) ** gamma)

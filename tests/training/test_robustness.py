@@ -24,8 +24,10 @@ def test_every_export_is_scored_by_the_classifier_and_the_gate(tmp_path: Path) -
     for name, row in report.items():
         assert 0 <= row["gate_rejected_count"] <= len(picked), name
         assert set(row["recall"]) == set(CLASS_NAMES)
-    # Two validation scans of each class, as exported: all accepted, nearly all right.
-    assert report["clean"]["gate_rejected_count"] == 0
+    # Two validation scans of each class: accepted however they were exported (the block-4 gate
+    # before its export views rejected a quarter of the low-contrast exports), nearly all right.
+    rejected = {name: row["gate_rejected_count"] for name, row in report.items() if row["gate_rejected_count"]}
+    assert not rejected, rejected
     assert report["clean"]["accuracy"] >= 0.75
     written = json.loads((tmp_path / "robustness.json").read_text())
     assert written["n"] == len(picked)

@@ -212,15 +212,19 @@ def test_card_reports_the_validation_false_rejections() -> None:
 
 def test_an_export_view_is_cross_fitted_with_the_scan_it_was_made_from() -> None:
     """`ood fit` scores each training scan and each export view by a gate fitted without its
-    fold; a view in another fold than its scan would be scored by a fit that has seen the scan."""
+    fold. A scan far from the rest, whose view is its copy: if the view leaked into the fit
+    that scores the scan, the scan would look ordinary."""
     from training.ood import cross_fitted_gate
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1], 200)
     train = rng.normal(0, 1, (400, 5)) + labels[:, None] * 4.0
+    train[0] += 40.0  # the outlier, with a view (row 0 is in view_rows)
     view_rows = np.arange(0, 400, 2)
-    views = train[view_rows].copy()  # a view identical to its scan: the same fit must score both
+    views = train[view_rows].copy()
     extra, extra_labels = rng.normal(10, 1, (20, 5)), np.full(20, 4)
     scores, view_scores = cross_fitted_gate(train, labels, views, view_rows, extra, extra_labels)
-    np.testing.assert_allclose(view_scores, scores[view_rows])
-    assert np.all(scores > 0)
+    alone, _ = cross_fitted_gate(train, labels, views[:0], view_rows[:0], extra, extra_labels)
+    np.testing.assert_allclose(view_scores, scores[view_rows])  # a view is scored by its scan's fit
+    assert alone[0] > 100
+    assert scores[0] > 0.5 * alone[0], (scores[0], alone[0])  # its own view was not in that fit

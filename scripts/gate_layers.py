@@ -47,45 +47,19 @@ LAYERS = {
 OUT = REPO / "var" / "gate-layers"
 
 
-def feature_model(model):
-    import keras
-
-    outputs = []
-    for spec in LAYERS.values():
-        maps = model.get_layer(spec.layer_name(model)).output
-        outputs.append(keras.ops.mean(maps, axis=(1, 2)))
-        outputs.append(keras.ops.std(maps, axis=(1, 2)))
-    return keras.Model(model.inputs, outputs)
-
-
-def extract_set(features, card, loaders: list, path: Path, batch: int = 16) -> None:
-    from tqdm import tqdm
-
-    from mri.intake.limits import ScanDecodeError
-    from mri.model.preprocessing import model_batch, preprocess_scan
+def extract_set(features, card, loaders: list, path: Path) -> None:
+    """Each LAYERS entry's mean and std columns for these images, saved to `path` once."""
+    from training.ood_features import extract
 
     if path.exists():
         return
-    columns: dict[str, list] = {f"{n}.{k}": [] for n in LAYERS for k in ("mean", "std")}
-    decoded = []
-    for start in tqdm(range(0, len(loaders), batch), desc=path.stem, mininterval=20):
-        prepared, ok = [], []
-        for load in loaders[start : start + batch]:
-            try:
-                prepared.append(preprocess_scan(load(), card.input_size, card.head_crop))
-                ok.append(True)
-            except ScanDecodeError:
-                ok.append(False)
-        outputs = features.predict_on_batch(model_batch(prepared)) if prepared else None
-        for index, name in enumerate(columns):
-            width = int(features.outputs[index].shape[-1])
-            rows = np.full((len(ok), width), np.nan, dtype=np.float32)
-            if outputs is not None:
-                rows[np.flatnonzero(ok)] = np.asarray(outputs[index], dtype=np.float32)
-            columns[name].append(rows)
-        decoded.extend(ok)
+    found = extract(features, loaders, card.input_size, desc=path.stem, head_crop=card.head_crop, names=list(LAYERS))
+    columns = {}
+    for name in LAYERS:
+        half = found[name].shape[1] // 2  # mean+std pooling: the means, then the spreads
+        columns[f"{name}.mean"], columns[f"{name}.std"] = found[name][:, :half], found[name][:, half:]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, decoded=np.asarray(decoded), **{k: np.concatenate(v) for k, v in columns.items()})
+    np.savez(path, decoded=found["decoded"], **columns)
 
 
 def run_extract(args) -> None:
@@ -93,9 +67,10 @@ def run_extract(args) -> None:
     from training.data import DEFAULT_DATA, load_split, samples_from_keys
     from training.external import EXTERNAL_DATA, read_manifest
     from training.ood_corpus import build_corpus, upload_refusal
+    from training.ood_features import feature_model
 
     model, card = load_classifier(args.model)
-    features = feature_model(model)
+    features = feature_model(model, LAYERS)
     out = OUT / card.version
     split = load_split()
     meta: dict = {}
@@ -137,18 +112,18 @@ def _columns(found: dict, spec: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([found[c] for c in spec], axis=1).astype(np.float64)
 
 
-def _scorer(features: np.ndarray, labels: np.ndarray, rank: int):
-    from mri.model.ood import MahalanobisScorer
+def _scorer(features: np.ndarray, labels: np.ndarray):
+    from mri.model.ood import RANK, MahalanobisScorer
 
-    return MahalanobisScorer.fit(features, labels, rank=rank)
+    return MahalanobisScorer.fit(features, labels, rank=RANK)
 
 
-def gate_scores(sets: dict, meta: dict, spec: tuple[str, ...], rank: int = 256) -> dict[str, np.ndarray]:
+def gate_scores(sets: dict, meta: dict, spec: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Scores of every set under a gate on `spec`'s columns, fitted as `ood fit --external-part
-    train` does; the training split cross-fitted, the external train part leave-one-group-out."""
-    from sklearn.model_selection import StratifiedKFold
-
+    train` does (without its export views); the training split cross-fitted, the external train
+    part leave-one-group-out."""
     from training.external import load_external_split
+    from training.ood import cross_fitted_gate
 
     train = _columns(sets["train"], spec)
     train_labels = np.asarray(meta["train"])
@@ -170,16 +145,11 @@ def gate_scores(sets: dict, meta: dict, spec: tuple[str, ...], rank: int = 256) 
         return _scorer(
             np.concatenate([train[train_rows], external[external_rows]]),
             np.concatenate([train_labels[train_rows], cell_labels[external_rows]]),
-            rank,
         )
 
+    no_views = np.zeros((0, train.shape[1])), np.zeros(0, dtype=int)
+    cross, _ = cross_fitted_gate(train, train_labels, *no_views, external[in_train], cell_labels[in_train])
     everything = np.ones(len(train), bool)
-    cross = np.zeros(len(train))
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=1337)
-    for fit_rows, score_rows in folds.split(train, train_labels):
-        mask = np.zeros(len(train), bool)
-        mask[fit_rows] = True
-        cross[score_rows] = fit(mask, in_train).scores(train[score_rows])
     full = fit(everything, in_train)
     logo = np.full(len(rows), np.nan)
     for group in sorted(set(groups[in_train])):

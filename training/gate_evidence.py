@@ -64,8 +64,9 @@ def colour_evidence_report(model_dir: Path, data: Path = DEFAULT_DATA, external:
     # Non-MRI images, per family.
     corpus, corpus_found, refused = corpus_features(features, card)
     colour = np.asarray([coloured_share(i.data) > MAX_COLOURED_SHARE for i in corpus])
-    scores = gate.scorer.scores(corpus_found[gate.input_name]) if gate else np.full(len(corpus), -np.inf)
-    scored = ~(scores <= gate.threshold) if gate else np.zeros(len(corpus), bool)
+    scored = (
+        ~(gate.scorer.scores(corpus_found[gate.input_name]) <= gate.threshold) if gate else np.zeros(len(corpus), bool)
+    )
     families = {}
     for family in sorted({i.family for i in corpus}):
         members = np.asarray([i.family == family for i in corpus])

@@ -126,6 +126,7 @@ class Sets:
     val: Features
     val_labels: np.ndarray
     model_version: str
+    train_paths: list[Path]  # the files of `train`'s rows
 
 
 def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1) -> tuple[Sets, object, dict]:
@@ -149,8 +150,8 @@ def split_features(model_dir: Path, data: Path, split_file: Path, every: int = 1
             f"scans-{part}",
             head_crop=card.head_crop,
         )
-        parts[part] = (found, np.asarray([s.label for s in samples]))
-    sets = Sets(parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], card.version)
+        parts[part] = (found, np.asarray([s.label for s in samples]), [s.path for s in samples])
+    sets = Sets(parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], card.version, parts["train"][2])
     return sets, features, card
 
 
@@ -258,29 +259,21 @@ def run_fit(args: argparse.Namespace) -> int:
     # Real slices exported with air shown grey must not look like non-MRI to a gate that reads
     # texture (`python -m training robustness`: 24 % of low-contrast exports were rejected
     # without these views).
-    samples = samples_from_keys(args.data, load_split(args.split)["train"])[:: args.every]
-    view_rows = np.arange(0, len(samples), EXPORT_VIEW_EVERY)
-    views = export_views(features, card, [samples[i].path for i in view_rows])
+    view_rows = np.arange(0, len(labels), EXPORT_VIEW_EVERY)
+    views = export_views(features, card, [sets.train_paths[i] for i in view_rows])
     oof, view_oof = cross_fitted_gate(train, labels, views, view_rows, extra, extra_labels)
     # The threshold: the quantile of the training merge's scans and their export views (the
     # external slices are few and would set it by themselves).
     threshold = float(np.quantile(np.concatenate([oof, view_oof]), THRESHOLD_QUANTILE))
-    fit_features = np.concatenate([train, views, extra])
-    fit_labels = np.concatenate([labels, labels[view_rows], extra_labels])
-    scorer = MahalanobisScorer.fit(fit_features, fit_labels, RANK)
+    merge, merge_labels = np.concatenate([train, views]), np.concatenate([labels, labels[view_rows]])
+    fit_features = np.concatenate([merge, extra])
+    scorer = MahalanobisScorer.fit(fit_features, np.concatenate([merge_labels, extra_labels]), RANK)
     gate_input = GATE_INPUTS[FIT_INPUT]
     path = Path(args.model) / STATISTICS_FILE
     scorer.save(path)
     val_scores = scorer.scores(sets.val[FIT_INPUT])
     val_rejected = ~(val_scores <= threshold)
-    left_out = left_out_rejections(
-        np.concatenate([train, views]),
-        np.concatenate([labels, labels[view_rows]]),
-        extra,
-        extra_labels,
-        groups,
-        threshold,
-    )
+    left_out = left_out_rejections(merge, merge_labels, extra, extra_labels, groups, threshold)
     previous = card.get("ood")
     card["ood"] = {
         "method": "class-conditional Mahalanobis distance (shared Ledoit-Wolf covariance, its "

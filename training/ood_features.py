@@ -10,7 +10,7 @@ version and per image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,12 @@ FEATURE_LAYERS: dict[str, GateInput] = {
 }
 
 
-def feature_model(model: Any) -> Any:
-    """A Keras model returning the FEATURE_LAYERS outputs, pooled as each says."""
+def feature_model(model: Any, specs: Mapping[str, GateInput] = FEATURE_LAYERS) -> Any:
+    """A Keras model returning the `specs` layers' outputs in their order, pooled as each says."""
     import keras
 
     outputs = []
-    for spec in FEATURE_LAYERS.values():
+    for spec in specs.values():
         tensor = model.get_layer(spec.layer_name(model)).output
         if len(tensor.shape) == 4:
             pooled = [keras.ops.mean(tensor, axis=(1, 2))]
@@ -54,13 +54,15 @@ def extract(
     batch_size: int = 16,
     desc: str = "features",
     head_crop: str = "v1",
+    names: Sequence[str] = tuple(FEATURE_LAYERS),
 ) -> dict[str, np.ndarray]:
     """Feature arrays for images given as byte loaders; an image the decoder refuses gets NaN
     rows (and `decoded` False): the upload check stops it before the model ever sees it.
-    `head_crop`: the model card's (mri.card.head_crop_of), as the runtime uses."""
+    `head_crop`: the model card's (mri.card.head_crop_of), as the runtime uses. `names`: the
+    features model's outputs in order (those of feature_model's `specs`)."""
     from tqdm import tqdm
 
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in FEATURE_LAYERS}
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
     decoded: list[bool] = []
     bar = tqdm(total=len(blobs), desc=desc, unit="img", mininterval=10)
     for start in range(0, len(blobs), batch_size):
@@ -72,7 +74,7 @@ def extract(
             except ScanDecodeError:
                 ok.append(False)
         outputs = features.predict_on_batch(model_batch(prepared)) if prepared else None
-        for index, name in enumerate(FEATURE_LAYERS):
+        for index, name in enumerate(names):
             width = int(features.outputs[index].shape[-1])
             rows = np.full((len(ok), width), np.nan, dtype=np.float32)
             if outputs is not None:

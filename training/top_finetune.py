@@ -36,6 +36,7 @@ import numpy as np
 from mri.model.probabilities import calibrated_probabilities
 from mri.vocabulary import CLASS_NAMES
 from training.augment import SEQUENCE_REMAPS
+from training.cam_loss import CAM_LAYER, box_cells, localised_step
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
@@ -44,6 +45,7 @@ from training.external import (
     rows_for_keys,
 )
 from training.head_refit import candidate_card, cell_weights, remapped_items
+from training.localization import read_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
@@ -58,11 +60,16 @@ class TopFinetuneConfig:
     weight_decay: float = 1e-4
     batch_size: int = 32
     seed: int = 0
+    # The weight of the localisation term (training/cam_loss.py) on the external train part's
+    # boxed glioma slices; 0 = none (v4). `localization_batch` boxed slices per step.
+    localization: float = 0.0
+    localization_batch: int = 8
 
 
-def exit_flow(model: Any) -> Any:
+def exit_flow(model: Any, with_cam: bool = False) -> Any:
     """A Keras model block12's output → logits that shares the classifier's own layers (training
-    it trains them), with those layers trainable and every BatchNorm frozen."""
+    it trains them), with those layers trainable and every BatchNorm frozen. `with_cam`: its
+    outputs are [the served heatmap layer's maps, logits] (training/cam_loss.py)."""
     import keras
 
     from mri.model.folded_graph import layer_input_names
@@ -78,7 +85,8 @@ def exit_flow(model: Any) -> Any:
         args = [values[name] for name in layer_input_names(layer)]
         values[layer.name] = layer(args if len(args) > 1 else args[0])
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-    return keras.Model(inputs, values[model.layers[-1].name])
+    logits = values[model.layers[-1].name]
+    return keras.Model(inputs, [values[CAM_LAYER], logits] if with_cam else logits)
 
 
 def cut_maps(model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16) -> np.ndarray:
@@ -116,12 +124,45 @@ def _file_items(paths: list[Path]) -> list[tuple[str, Any]]:
     return [(str(p), lambda p=p: Path(p).read_bytes()) for p in paths]
 
 
+@dataclass(frozen=True)
+class BoxedSlices:
+    """The localisation term's data (training/cam_loss.py): which rows of the training maps are
+    boxed slices, each box's share of every cell of the heatmap's grid, and the slice's class."""
+
+    rows: np.ndarray  # indices into the training maps
+    inside: np.ndarray  # (n, grid, grid) float32
+    classes: np.ndarray  # class indices (CLASS_NAMES)
+
+
+def boxed_slices(
+    card: Any, items: list[tuple[str, Any]], rows: list, boxes: dict, offset: int, grid: int
+) -> BoxedSlices:
+    """The boxed ones among the external (key, loader) items (slices, then views: a view has its
+    slice's box, mapped through its own head crop), as rows `offset` + their index."""
+    from mri.model.preprocessing import preprocess_scan
+    from training.localization import Box
+
+    picked, inside, classes = [], [], []
+    for index, ((_key, load), row) in enumerate(zip(items, rows, strict=True)):
+        if row.key not in boxes:
+            continue
+        prepared = preprocess_scan(load(), card.input_size, card.head_crop)
+        height, width = prepared.original_shape
+        b = boxes[row.key]
+        cells = box_cells(prepared, Box.from_yolo(b.xc, b.yc, b.w, b.h, width, height), grid)
+        picked.append(offset + index)
+        inside.append(cells)
+        classes.append(CLASS_NAMES.index(row.label))
+    return BoxedSlices(np.array(picked, np.int64), np.array(inside, np.float32), np.array(classes, np.int64))
+
+
 def training_data(
-    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, alpha: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """(block12 maps, soft targets, sample weights, external rows): the merge's training split
-    (targets: the start model's calibrated probabilities), then the external train part, then
-    its remapped views (one-hot)."""
+    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, alpha: float,
+    boxed: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, BoxedSlices | None]:
+    """(block12 maps, soft targets, sample weights, external rows, boxed slices if asked): the
+    merge's training split (targets: the start model's calibrated probabilities), then the
+    external train part, then its remapped views (one-hot)."""
     split = load_split(Path(start_dir) / "split.json")
     if set(split["train"]) & set(split["val"]):
         raise ValueError("the start model's split has scans on both sides")
@@ -134,21 +175,30 @@ def training_data(
         [start.predict(np.asarray(merge[i : i + 256], np.float32), verbose=0) for i in range(0, len(merge), 256)]
     )
     rows = rows_for_keys(external, load_external_split(external_split)["train"])
-    slices = cut_maps(model, card, _file_items([external / r.key for r in rows]), cache / "external-train.npy")
-    views = cut_maps(model, card, remapped_items(external, rows), cache / "external-train-views.npy")
+    slice_items, view_items = _file_items([external / r.key for r in rows]), remapped_items(external, rows)
+    slices = cut_maps(model, card, slice_items, cache / "external-train.npy")
+    views = cut_maps(model, card, view_items, cache / "external-train-views.npy")
     external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
     x = np.concatenate([merge, slices, views])
     targets = np.concatenate([calibrated_probabilities(logits, card.temperature), one_hot]).astype(np.float32)
     weights = np.concatenate([np.ones(len(samples)), cell_weights(external_rows, alpha * len(samples))])
-    return x, targets, (weights / weights.mean()).astype(np.float32), external_rows
+    located = None
+    if boxed:
+        located = boxed_slices(
+            card, slice_items + view_items, external_rows, read_boxes(external / "boxes.csv"), len(samples),
+            grid=int(exit_flow(model, with_cam=True).outputs[0].shape[1]),
+        )
+    return x, targets, (weights / weights.mean()).astype(np.float32), external_rows, located
 
 
 def fit_exit_flow(
     exit_model: Any, x: np.ndarray, targets: np.ndarray, weights: np.ndarray, config: TopFinetuneConfig,
-    run_dir: Path, run_key: dict | None = None, stop_after: int | None = None,
+    run_dir: Path, run_key: dict | None = None, stop_after: int | None = None, boxed: BoxedSlices | None = None,
 ) -> list[dict]:
-    """Epochs of weighted soft-target cross-entropy. After each, the exit flow's weights
+    """Epochs of weighted soft-target cross-entropy (with `config.localization` > 0, plus the
+    localisation term on `boxed`; `exit_model` then is `exit_flow(model, with_cam=True)`).
+    After each, the exit flow's weights
     (`epoch-N.weights.h5`) and then the state (`state.json`, replaced whole) are saved in
     `run_dir`; a later call with the same config and `run_key` resumes after the last finished
     epoch (another config is refused, not mixed in). `stop_after`: at most this many epochs in
@@ -167,24 +217,39 @@ def fit_exit_flow(
         keras.optimizers.schedules.CosineDecay(config.lr, steps_per_epoch * config.epochs),
         state["epochs_done"] * steps_per_epoch,
     )
-    exit_model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    if config.localization:
+        if boxed is None or not len(boxed.rows) or len(exit_model.outputs) != 2:
+            raise ValueError("the localisation term needs boxed slices and exit_flow(model, with_cam=True)")
+        optimizer.build(exit_model.trainable_variables)
+        step = localised_step(exit_model, optimizer, config.localization)
+    else:
+        exit_model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     last = config.epochs if stop_after is None else min(config.epochs, state["epochs_done"] + stop_after)
     for epoch in range(state["epochs_done"], last):
         started = time.monotonic()
         keras.utils.set_random_seed(config.seed + epoch)  # dropout in the head
         order = np.random.default_rng(config.seed + epoch).permutation(len(x))
-        losses = []
+        picks = np.random.default_rng(10_000 + config.seed + epoch)
+        losses, outside = [], []
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
-            loss = exit_model.train_on_batch(np.asarray(x[batch], np.float32), targets[batch], weights[batch])
-            losses.append(float(loss))
+            inputs = np.asarray(x[batch], np.float32)
+            if not config.localization:
+                losses.append(float(exit_model.train_on_batch(inputs, targets[batch], weights[batch])))
+                continue
+            pick = picks.choice(len(boxed.rows), size=min(config.localization_batch, len(boxed.rows)), replace=False)
+            cross_entropy, share = step(
+                inputs, targets[batch], weights[batch], np.asarray(x[boxed.rows[pick]], np.float32),
+                boxed.inside[pick], boxed.classes[pick],
+            )
+            losses.append(float(cross_entropy) + config.localization * float(share))
+            outside.append(float(share))
         exit_model.save_weights(run_dir / f"epoch-{epoch + 1}.weights.h5")
         minutes = round((time.monotonic() - started) / 60, 2)
         state["epochs_done"] = epoch + 1
-        state["log"].append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "minutes": minutes})
+        state["log"].append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "minutes": minutes,
+                             **({"outside_box": round(float(np.mean(outside)), 4)} if outside else {})})
         temporary = state_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=1) + "\n")
         temporary.replace(state_file)
@@ -264,8 +329,8 @@ def top_finetune(
 
     started = time.monotonic()
     model, card = load_classifier(start_dir)
-    x, targets, weights, external_rows = training_data(
-        model, card, start_dir, data, external, external_split, config.alpha
+    x, targets, weights, external_rows, boxed = training_data(
+        model, card, start_dir, data, external, external_split, config.alpha, boxed=config.localization > 0
     )
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -273,9 +338,10 @@ def top_finetune(
     if check:
         checks["start"] = quick_validation(model, card, start_dir, data, external, external_split)
         print(f"start model {card.version}: {json.dumps(checks['start'])}", flush=True)
-    exit_model = exit_flow(model)
+    exit_model = exit_flow(model, with_cam=config.localization > 0)
     log = fit_exit_flow(
-        exit_model, x, targets, weights, config, run_dir, run_key={"start_model": card.version}, stop_after=stop_after
+        exit_model, x, targets, weights, config, run_dir, run_key={"start_model": card.version},
+        stop_after=stop_after, boxed=boxed,
     )
     if len(log) < config.epochs:  # a session's budget: resumed by the same command
         print(f"{len(log)} of {config.epochs} epochs done; run the same command again to go on")

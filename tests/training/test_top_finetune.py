@@ -115,3 +115,65 @@ def test_cached_maps_are_recomputed_for_another_image_list(model_and_maps, tmp_p
     other = np.asarray(cut_maps(model, card, items(SCANS[2:]), store))
     assert calls[2:] == list(SCANS[2:])
     np.testing.assert_allclose(other.astype(np.float32), maps[2:], atol=0.05, rtol=0.01)
+
+
+def test_a_box_on_the_heatmap_grid_lands_where_map_to_scan_puts_the_grid():
+    """box_cells is map_to_scan's inverse: the cells it marks, mapped back onto the scan, cover
+    the box and little else (a slice whose head crop is not the whole image, padded to a square)."""
+    from mri.intake.decode import decode_gray_bounded
+    from mri.model.preprocessing import map_to_scan, prepare
+    from training.cam_loss import box_cells
+    from training.localization import Box
+
+    gray = decode_gray_bounded((DEFAULT_DATA / "glioma/Tr-glTr_0000.jpg").read_bytes())
+    prepared = prepare(gray, 224, "v1")
+    crop = prepared.crop
+    assert (crop.y1 - crop.y0, crop.x1 - crop.x0) != gray.shape  # the mapping has work to do
+    side = max(crop.y1 - crop.y0, crop.x1 - crop.x0)
+    cell = side / 14  # a grid cell, in scan pixels
+    box = Box(crop.x0 + 2.3 * cell, crop.y0 + 3.6 * cell, crop.x0 + 8.3 * cell, crop.y0 + 8.1 * cell)
+    cells = box_cells(prepared, box, 14)
+    assert cells.min() >= 0
+    assert cells.max() == pytest.approx(1.0)
+    back = map_to_scan(cells, prepared)
+    margin = int(np.ceil(cell))
+    assert back[int(box.y0) + margin : int(box.y1) - margin, int(box.x0) + margin : int(box.x1) - margin].min() > 0.9
+    outside, near = back.copy(), 2 * margin
+    outside[int(box.y0) - near : int(box.y1) + near, int(box.x0) - near : int(box.x1) + near] = 0
+    assert outside.max() == 0
+    # The box's area, in cells: its area in scan pixels at the grid's scale.
+    assert cells.sum() == pytest.approx(6.0 * 4.5, rel=1e-4)
+
+
+def test_the_localisation_term_pulls_the_glioma_map_into_its_box(model_and_maps, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from training.cam_loss import layercam, outside_share
+    from training.top_finetune import BoxedSlices
+
+    model, pixels, maps = model_and_maps
+    cam_model = exit_flow(model, with_cam=True)
+    np.testing.assert_allclose(cam_model.predict_on_batch(maps)[1], model.predict_on_batch(pixels), atol=1e-3)
+    inside = np.zeros((1, 14, 14), np.float32)
+    inside[0, 8:13, 2:7] = 1.0  # a box off the map's peak
+
+    def outside() -> float:
+        with tf.GradientTape() as tape:
+            activations, logits = cam_model(maps[:1], training=False)
+            score = tf.reduce_sum(logits[:, 0])
+        return float(outside_share(layercam(activations, tape.gradient(score, activations)), inside)[0])
+
+    targets = np.asarray(keras.ops.softmax(model.predict_on_batch(pixels)), np.float32)
+    weights = np.ones(4, np.float32)
+    boxed = BoxedSlices(np.array([0]), inside, np.array([0]))  # the glioma scan, its class
+    config = TopFinetuneConfig(epochs=6, batch_size=4, lr=1e-3, localization=5.0, localization_batch=1)
+    with pytest.raises(ValueError, match="boxed slices"):
+        fit_exit_flow(exit_flow(model), maps, targets, weights, config, tmp_path / "no-cam", boxed=boxed)
+    before = outside()
+    log = fit_exit_flow(cam_model, maps, targets, weights, config, tmp_path, boxed=boxed)
+    assert [row["epoch"] for row in log] == list(range(1, 7))
+    assert all("outside_box" in row for row in log)
+    assert outside() < before - 0.05
+    # The classifier's calls are kept (the cross-entropy on the soft targets is still trained).
+    assert (cam_model.predict_on_batch(maps)[1].argmax(1) == targets.argmax(1)).all()

@@ -6,7 +6,10 @@ two splits (issue 16: a model must hold beyond its training data):
   accuracy at most 0.2 points below the shipped model's and ECE at most 1 %;
 - the external set's validation part (patient groups it never trained on; `evaluate --part val
   --record-card` wrote the card's `sequences` figures): better, i.e. tumour sensitivity no
-  lower on any sequence with tumour slices, and higher on at least one.
+  lower on any sequence with tumour slices, and higher on at least one;
+- where both cards measured it (`explain-eval --ship`), the heatmap's pointing on the boxed
+  validation scans at most 1 point below the shipped model's: a model that classifies better
+  but points worse costs the radiologist's trust.
 It must also be complete for
 serving: its own out-of-distribution statistics (`ood fit`: they are per model) and heatmap
 method (`explain-eval --ship`). Then its files replace the shipped ones and its card carries
@@ -26,9 +29,11 @@ from mri.model.store import verified_weights
 # The original validation split: non-inferiority margins.
 ACCURACY_MARGIN = 0.002  # 0.2 points
 MAX_ECE = 0.01
+POINTING_MARGIN = 0.01  # the heatmap's pointing on the boxed validation scans (3 of 313)
 RULE_TEXT = (
     f"original validation split: accuracy within {ACCURACY_MARGIN * 100:.1f} points of the shipped model's and "
-    f"ECE ≤ {MAX_ECE:.0%}; external validation part: tumour sensitivity no lower on any sequence, higher on one"
+    f"ECE ≤ {MAX_ECE:.0%}; external validation part: tumour sensitivity no lower on any sequence, higher on one; "
+    f"heatmap pointing on the boxed validation scans within {POINTING_MARGIN * 100:.0f} point of the shipped model's"
 )
 # What an earlier card keeps in the new card's history: enough to say what it was and how good.
 SUMMARY_KEYS = (
@@ -85,7 +90,20 @@ def compare(candidate: dict, shipped: dict) -> dict:
         "rule": "≥ 1 sequence (external validation part)",
         "passes": bool(gained),
     }
+    new_pointing, old_pointing = _pointing(candidate), _pointing(shipped)
+    if new_pointing is not None and old_pointing is not None:
+        rows["heatmap pointing"] = {
+            "candidate": new_pointing,
+            "shipped": old_pointing,
+            "rule": f"≥ shipped − {POINTING_MARGIN} (boxed validation scans)",
+            "passes": new_pointing >= old_pointing - POINTING_MARGIN - 1e-12,
+        }
     return rows
+
+
+def _pointing(card: dict) -> float | None:
+    value = (card.get("heatmap_localization") or {}).get("pointing")
+    return None if value is None else float(value)
 
 
 def card_summary(card: dict) -> dict:

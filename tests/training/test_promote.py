@@ -117,6 +117,24 @@ def test_a_candidate_worse_on_either_split_does_not_ship(
     assert recorded["comparison"][failed[0]]["passes"] is False
 
 
+def test_a_candidate_whose_heatmap_points_worse_does_not_ship(tmp_path: Path) -> None:
+    def localization(pointing: float) -> dict:
+        return {"heatmap_localization": {"method": "layercam-13", "scans": 313, "pointing": pointing}}
+
+    shipped = model_folder(
+        tmp_path / "shipped", "v1", 0.988, 0.9876, 0.0043, external=SHIPPED_EXTERNAL, **localization(0.933)
+    )
+    # Better on both splits, but its heatmap's peak misses 2 points more of the boxed tumours.
+    worse = model_folder(tmp_path / "worse", "v2", 0.991, 0.99, 0.004, seed=1, **localization(0.913))
+    decision = promote(worse, shipped)
+    assert decision["promoted"] is False
+    assert [m for m, row in decision["comparison"].items() if not row["passes"]] == ["heatmap pointing"]
+    # Within one point (3 of 313 scans) it ships.
+    within = model_folder(tmp_path / "within", "v3", 0.991, 0.99, 0.004, seed=2, **localization(0.9234))
+    assert promote(within, shipped)["comparison"]["heatmap pointing"]["passes"] is True
+    assert read_card(shipped)["version"] == "v3"
+
+
 def test_a_candidate_without_external_figures_is_refused_with_the_command(tmp_path: Path, shipped: Path) -> None:
     candidate = model_folder(tmp_path / "candidate", "v2", 0.991, 0.9905, 0.0040, seed=1)
     card = read_card(candidate)

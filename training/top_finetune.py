@@ -10,7 +10,9 @@ Same data and weighting as head_refit: the start model's training split with its
 probabilities as targets (distillation), the external set's **train part** with three
 intensity-remapped views per slice, one-hot, every (label, sequence) cell weighted alike and the
 external data together `alpha` × the merge. BatchNorm stays frozen (inference statistics).
-No augmentation of the cached maps: the remapped views are the only one.
+No augmentation of the cached maps: the remapped views are the only one. `--localization W`
+adds training/cam_loss.py's term: the served heatmap of the external train part's boxed glioma
+slices pulled into their boxes (model v5, W = 1).
 
 Run again with the same --out (and the same settings), it resumes after the last finished epoch
 (the weights and the learning-rate schedule; the optimizer's moments start again); `--stop-after

@@ -28,20 +28,29 @@ CAM_LAYER = LAYER_ALIASES["block13"]  # the served map's layer (14×14 at 224 px
 
 def box_cells(prepared: Prepared, box: Box, grid: int) -> np.ndarray:
     """The share of each cell of a grid × grid map over the model input that the box (in the
-    scan's pixels) covers: the inverse of mri.model.preprocessing.map_to_scan."""
+    scan's pixels) covers: the inverse of mri.model.preprocessing.map_to_scan. The part of the
+    box outside the head crop is not on the model input: it is left out (never put on the
+    square's black padding)."""
     crop = prepared.crop
     side = max(crop.y1 - crop.y0, crop.x1 - crop.x0)
     scale = grid / side
 
-    def coverage(start: float, end: float, origin: int, pad: int) -> np.ndarray:
-        low = np.clip((start - origin + pad) * scale, 0, grid)
-        high = np.clip((end - origin + pad) * scale, 0, grid)
+    def coverage(start: float, end: float, origin: int, pad: int, extent: int) -> np.ndarray:
+        low = np.clip((start - origin + pad) * scale, pad * scale, (pad + extent) * scale)
+        high = np.clip((end - origin + pad) * scale, pad * scale, (pad + extent) * scale)
         cells = np.arange(grid)
         return np.clip(np.minimum(cells + 1, high) - np.maximum(cells, low), 0, 1)
 
-    rows = coverage(box.y0, box.y1, crop.y0, prepared.pad_top)
-    columns = coverage(box.x0, box.x1, crop.x0, prepared.pad_left)
+    rows = coverage(box.y0, box.y1, crop.y0, prepared.pad_top, crop.y1 - crop.y0)
+    columns = coverage(box.x0, box.x1, crop.x0, prepared.pad_left, crop.x1 - crop.x0)
     return np.outer(rows, columns).astype(np.float32)
+
+
+def box_area_on_grid(prepared: Prepared, box: Box, grid: int) -> float:
+    """The whole box's area in grid cells (what box_cells would cover if none of it were cropped)."""
+    crop = prepared.crop
+    scale = grid / max(crop.y1 - crop.y0, crop.x1 - crop.x0)
+    return max(0.0, box.x1 - box.x0) * max(0.0, box.y1 - box.y0) * scale**2
 
 
 def outside_share(cam: Any, inside: Any) -> Any:

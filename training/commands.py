@@ -305,6 +305,10 @@ def run_explain_eval(args: argparse.Namespace) -> int:
 
     if args.layers and (not args.method or len(args.method) != 1):
         raise SystemExit("--layers applies to one --method")
+    if args.ship and (args.limit or args.part or (Path(args.data) / "manifest.csv").exists()):
+        # The card's figures are what promote compares between models: always the same scans.
+        raise SystemExit("--ship records figures on every boxed validation scan of the training merge: "
+                         "no --limit, no external --data")
     names = args.method or list(CAM_METHODS)
     methods = {name: parse_method(name, args.layers) for name in names}
     model_dir = args.model or DEFAULT_MODEL_DIR

@@ -106,6 +106,11 @@ def _pointing(card: dict) -> float | None:
     return None if value is None else float(value)
 
 
+def _pointing_basis(card: dict) -> tuple:
+    localization = card["heatmap_localization"]
+    return localization.get("scans"), localization.get("measured_with"), localization.get("pointing_tolerance_px")
+
+
 def card_summary(card: dict) -> dict:
     typed = ModelCard.of(card)
     summary = {key: card[key] for key in SUMMARY_KEYS if key in card}
@@ -170,6 +175,12 @@ def promote(candidate_dir: Path, shipped_dir: Path = DEFAULT_MODEL_DIR, dry_run:
         raise PromotionRefused(
             f"the candidate trained on external patient groups it is measured on ({', '.join(leaked)}): "
             "its external figures are not a measurement"
+        )
+    measured = _pointing(candidate) is not None and _pointing(shipped) is not None
+    if measured and _pointing_basis(candidate) != _pointing_basis(shipped):
+        raise PromotionRefused(
+            "the heatmaps were measured on other scans or boxes than the shipped model's: not comparable "
+            "(python -m training explain-eval --model DIR --ship METHOD, on every boxed validation scan)"
         )
     rows = compare(candidate, shipped)
     better = all(row["passes"] for row in rows.values())

@@ -38,7 +38,7 @@ import numpy as np
 from mri.model.probabilities import calibrated_probabilities
 from mri.vocabulary import CLASS_NAMES
 from training.augment import SEQUENCE_REMAPS
-from training.cam_loss import CAM_LAYER, box_cells, localised_step
+from training.cam_loss import CAM_LAYER, box_area_on_grid, box_cells, localised_step
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
@@ -129,33 +129,51 @@ def _file_items(paths: list[Path]) -> list[tuple[str, Any]]:
 @dataclass(frozen=True)
 class BoxedSlices:
     """The localisation term's data (training/cam_loss.py): which rows of the training maps are
-    boxed slices, each box's share of every cell of the heatmap's grid, and the slice's class."""
+    boxed slices, each box's share of every cell of the heatmap's grid, and the slice's class;
+    `left_out`: boxed items whose box is not on the model input (see boxed_slices)."""
 
     rows: np.ndarray  # indices into the training maps
     inside: np.ndarray  # (n, grid, grid) float32
     classes: np.ndarray  # class indices (CLASS_NAMES)
+    left_out: int = 0
+
+
+MIN_BOX_KEPT = 0.5  # a boxed item is a target only if at least half its box is on the model input
 
 
 def boxed_slices(
     card: Any, items: list[tuple[str, Any]], rows: list, boxes: dict, offset: int, grid: int
 ) -> BoxedSlices:
     """The boxed ones among the external (key, loader) items (slices, then views: a view has its
-    slice's box, mapped through its own head crop), as rows `offset` + their index."""
-    from mri.model.preprocessing import preprocess_scan
+    slice's box, mapped through its own head crop), as rows `offset` + their index. Left out: an
+    item whose head crop keeps less than MIN_BOX_KEPT of the box, or whose box holds no signal
+    (a remapped view's head mask can blank a tumour at the brain's edge): its target would ask
+    the map to sit on black."""
+    from mri.intake.decode import decode_gray_bounded
+    from mri.model.preprocessing import prepare
     from training.localization import Box
 
-    picked, inside, classes = [], [], []
+    picked, inside, classes, left_out = [], [], [], 0
     for index, ((_key, load), row) in enumerate(zip(items, rows, strict=True)):
         if row.key not in boxes:
             continue
-        prepared = preprocess_scan(load(), card.input_size, card.head_crop)
-        height, width = prepared.original_shape
+        gray = decode_gray_bounded(load())
+        prepared = prepare(gray, card.input_size, card.head_crop)
+        height, width = gray.shape
         b = boxes[row.key]
-        cells = box_cells(prepared, Box.from_yolo(b.xc, b.yc, b.w, b.h, width, height), grid)
+        box = Box.from_yolo(b.xc, b.yc, b.w, b.h, width, height)
+        cells = box_cells(prepared, box, grid)
+        region = gray[max(0, int(box.y0)) : int(np.ceil(box.y1)), max(0, int(box.x0)) : int(np.ceil(box.x1))]
+        if cells.sum() < MIN_BOX_KEPT * box_area_on_grid(prepared, box, grid) or not np.any(region > 0):
+            left_out += 1
+            continue
         picked.append(offset + index)
         inside.append(cells)
         classes.append(CLASS_NAMES.index(row.label))
-    return BoxedSlices(np.array(picked, np.int64), np.array(inside, np.float32), np.array(classes, np.int64))
+    return BoxedSlices(
+        np.array(picked, np.int64), np.array(inside, np.float32).reshape(-1, grid, grid),
+        np.array(classes, np.int64), left_out,
+    )
 
 
 def training_data(
@@ -210,6 +228,8 @@ def fit_exit_flow(
     state_file = run_dir / "state.json"
     key = {"config": asdict(config), **(run_key or {})}
     state = json.loads(state_file.read_text()) if state_file.exists() else {"key": key, "epochs_done": 0, "log": []}
+    # A run started before a config field existed ran with its default (e.g. no localisation term).
+    state["key"]["config"] = {**asdict(TopFinetuneConfig()), **state["key"].get("config", {})}
     if state["key"] != key:
         raise ValueError(f"{run_dir} holds a run of another configuration ({state['key']}); use another --out")
     if state["epochs_done"]:
@@ -334,6 +354,8 @@ def top_finetune(
     x, targets, weights, external_rows, boxed = training_data(
         model, card, start_dir, data, external, external_split, config.alpha, boxed=config.localization > 0
     )
+    if boxed is not None:
+        print(f"localisation term: {len(boxed.rows)} boxed items, {boxed.left_out} left out (box off the input)")
     run_dir = Path(out_dir).with_name(Path(out_dir).name + ".run")
     run_dir.mkdir(parents=True, exist_ok=True)
     checks = {}
@@ -363,6 +385,7 @@ def top_finetune(
             "method": "exit flow (blocks 13-14) and head fine-tuned on cached block12 maps (training/top_finetune.py)",
             **asdict(config),
             "epochs_log": log,
+            **({"boxed_items": len(boxed.rows), "boxed_left_out": boxed.left_out} if boxed is not None else {}),
             **({"quick_check": checks} if checks else {}),
         },
         command=command,

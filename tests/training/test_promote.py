@@ -118,8 +118,8 @@ def test_a_candidate_worse_on_either_split_does_not_ship(
 
 
 def test_a_candidate_whose_heatmap_points_worse_does_not_ship(tmp_path: Path) -> None:
-    def localization(pointing: float) -> dict:
-        return {"heatmap_localization": {"method": "layercam-13", "scans": 313, "pointing": pointing}}
+    def localization(pointing: float, scans: int = 313) -> dict:
+        return {"heatmap_localization": {"method": "layercam-13", "scans": scans, "pointing": pointing}}
 
     shipped = model_folder(
         tmp_path / "shipped", "v1", 0.988, 0.9876, 0.0043, external=SHIPPED_EXTERNAL, **localization(0.933)
@@ -133,6 +133,14 @@ def test_a_candidate_whose_heatmap_points_worse_does_not_ship(tmp_path: Path) ->
     within = model_folder(tmp_path / "within", "v3", 0.991, 0.99, 0.004, seed=2, **localization(0.9234))
     assert promote(within, shipped)["comparison"]["heatmap pointing"]["passes"] is True
     assert read_card(shipped)["version"] == "v3"
+    # Measured on 90 of the scans: not comparable, refused before any comparison.
+    other_scans = model_folder(tmp_path / "other", "v4", 0.991, 0.99, 0.004, seed=3, **localization(0.99, scans=90))
+    with pytest.raises(PromotionRefused, match="other scans"):
+        promote(other_scans, shipped)
+    # A shipped card from before the rule (no figures): the rule is not applied.
+    del (card := read_card(shipped))["heatmap_localization"]
+    write_card(shipped, card)
+    assert "heatmap pointing" not in promote(other_scans, shipped, dry_run=True)["comparison"]
 
 
 def test_a_candidate_without_external_figures_is_refused_with_the_command(tmp_path: Path, shipped: Path) -> None:

@@ -143,6 +143,39 @@ def test_a_box_on_the_heatmap_grid_lands_where_map_to_scan_puts_the_grid():
     assert outside.max() == 0
     # The box's area, in cells: its area in scan pixels at the grid's scale.
     assert cells.sum() == pytest.approx(6.0 * 4.5, rel=1e-4)
+    # A box off the head crop is not on the model input: nothing of it lands on the padding.
+    assert prepared.pad_left > 0  # the crop is taller than wide: black columns left and right
+    left_of_crop = Box(0.0, crop.y0 + 2 * cell, float(crop.x0), crop.y0 + 6 * cell)
+    assert box_cells(prepared, left_of_crop, 14).sum() == 0
+    straddling = Box(crop.x0 - 2 * cell, crop.y0 + 2 * cell, crop.x0 + 3 * cell, crop.y0 + 6 * cell)
+    assert box_cells(prepared, straddling, 14).sum() == pytest.approx(3 * 4, rel=1e-4)
+
+
+def test_boxed_items_are_the_rows_of_the_training_maps_and_a_box_off_the_input_is_left_out():
+    """boxed_slices: slices then views, each boxed one at offset + its index; a remapped view whose
+    head mask blanks the tumour (pat0001's slice 033) is left out, its slice is kept."""
+    from types import SimpleNamespace
+
+    from training.augment import SEQUENCE_REMAPS
+    from training.external import EXTERNAL_DATA, read_manifest
+    from training.head_refit import remapped_items
+    from training.localization import read_boxes
+    from training.top_finetune import _file_items, boxed_slices
+
+    by_key = {r.key: r for r in read_manifest(EXTERNAL_DATA)}
+    rows = [by_key[k] for k in ("glioma/deepmedic_brats-2013-pat0001-1_flair_033.png",
+                                "notumor/deepmedic_brats-2013-pat0001-1_flair_112.png")]
+    items = _file_items([EXTERNAL_DATA / r.key for r in rows]) + remapped_items(EXTERNAL_DATA, rows)
+    external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
+    card = SimpleNamespace(input_size=224, head_crop="v1")
+    boxed = boxed_slices(card, items, external_rows, read_boxes(EXTERNAL_DATA / "boxes.csv"), offset=100, grid=14)
+    # Rows 100-101: the two slices; 102-104 the glioma's views (blanked: left out); 105-107 the
+    # tumour-free slice's (no box).
+    assert boxed.rows.tolist() == [100]
+    assert boxed.left_out == len(SEQUENCE_REMAPS)
+    assert boxed.classes.tolist() == [0]
+    assert boxed.inside.shape == (1, 14, 14)
+    assert boxed.inside.sum() > 1
 
 
 def test_the_localisation_term_pulls_the_glioma_map_into_its_box(model_and_maps, tmp_path):
@@ -170,6 +203,17 @@ def test_the_localisation_term_pulls_the_glioma_map_into_its_box(model_and_maps,
     config = TopFinetuneConfig(epochs=6, batch_size=4, lr=1e-3, localization=5.0, localization_batch=1)
     with pytest.raises(ValueError, match="boxed slices"):
         fit_exit_flow(exit_flow(model), maps, targets, weights, config, tmp_path / "no-cam", boxed=boxed)
+    # The term reaches the head only through the map's gradient G = dS/dA (A is computed below
+    # the head): a second-order path, which a term taken with G held constant would not have.
+    kernel = model.get_layer("head_dense").kernel
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as tape:
+            activations, logits = cam_model(maps[:1], training=False)
+            score = tf.reduce_sum(logits[:, 0])
+        share = outside_share(layercam(activations, tape.gradient(score, activations)), inside)
+    through_gradient = outer.gradient(share, kernel)
+    assert through_gradient is not None
+    assert float(tf.reduce_max(tf.abs(through_gradient))) > 0
     before = outside()
     log = fit_exit_flow(cam_model, maps, targets, weights, config, tmp_path, boxed=boxed)
     assert [row["epoch"] for row in log] == list(range(1, 7))

@@ -84,13 +84,22 @@ def center(image: np.ndarray, size: int) -> np.ndarray:
 SEQUENCE_REMAPS = ("invert", "curve", "gamma")
 
 
+# Names the views' recipe in their cache keys (training.head_refit.remapped_items): a change to
+# head_mask or sequence_remap must change it, or cached maps of the old views are reused.
+SEQUENCE_REMAP_RECIPE = "parts2"
+
+
 def head_mask(gray: np.ndarray) -> np.ndarray:
-    """The head: the largest bright component (threshold a third of Otsu's), holes filled."""
+    """The head: the bright components (threshold a third of Otsu's) of at least 2 % of the
+    largest one's area, holes filled. Not the largest alone: a skull-stripped slice near the
+    vertex falls apart into pieces, and a tumour at the brain's edge can be one of them (it was
+    blanked in the views of brats-2013-pat0001's slices 033-041 until 2026-12-07)."""
     otsu, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = (gray > max(8.0, otsu * 0.35)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     if count > 1:
-        mask = (labels == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])).astype(np.uint8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        mask = np.isin(labels, 1 + np.flatnonzero(areas >= 0.02 * areas.max())).astype(np.uint8)
     # Holes are what the outside cannot reach: flood from a one-pixel frame around the image,
     # so a head touching a corner or an edge does not stop the fill.
     outside = np.pad(mask, 1)

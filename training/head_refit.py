@@ -34,7 +34,7 @@ import numpy as np
 
 from mri.model.probabilities import calibrated_probabilities
 from mri.vocabulary import CLASS_NAMES
-from training.augment import SEQUENCE_REMAPS
+from training.augment import SEQUENCE_REMAP_RECIPE, SEQUENCE_REMAPS
 from training.data import DEFAULT_DATA, load_split, samples_from_keys
 from training.external import (
     EXTERNAL_DATA,
@@ -139,7 +139,7 @@ def remapped_items(external: Path, rows: list[ExternalSlice]) -> list[tuple[str,
     """(key, loader) of every external slice's SEQUENCE_REMAPS views, in slice order. A slice's
     views share its seed (its index in the train part), so cache keys stay valid."""
     return [
-        (f"{external / r.key}#{kind}", remapped_loader(external / r.key, kind, index))
+        (f"{external / r.key}#{kind}:{SEQUENCE_REMAP_RECIPE}", remapped_loader(external / r.key, kind, index))
         for index, r in enumerate(rows)
         for kind in SEQUENCE_REMAPS
     ]

@@ -80,6 +80,21 @@ def test_the_head_mask_of_a_head_touching_the_corner_keeps_the_background_out_an
     assert not sequence_remap(image, "invert", np.random.default_rng(0))[120, 120]
 
 
+def test_the_head_mask_keeps_every_part_of_a_brain_that_falls_apart_but_not_specks():
+    """A skull-stripped slice near the vertex is several pieces; a tumour can be one of them
+    (brats-2013-pat0001, slice 033: its views had the tumour blanked). Specks stay out."""
+    yy, xx = np.mgrid[:128, :128]
+    image = np.zeros((128, 128), np.uint8)
+    image[(yy - 60) ** 2 + (xx - 45) ** 2 < 30**2] = 120  # the larger piece
+    image[(yy - 60) ** 2 + (xx - 100) ** 2 < 12**2] = 200  # a separate piece: the bright tumour
+    image[5:7, 120:122] = 120  # a 4-pixel speck (0.1 % of the larger piece)
+    mask = head_mask(image)
+    assert mask[60, 45]
+    assert mask[60, 100]
+    assert not mask[5, 120]
+    assert sequence_remap(image, "gamma", np.random.default_rng(0))[60, 100] > 0  # kept, not blanked
+
+
 @pytest.mark.model
 def test_a_wider_head_survives_the_model_folders_round_trip(tmp_path: Path):
     from mri.card import write_card

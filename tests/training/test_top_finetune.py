@@ -152,14 +152,18 @@ def test_a_box_on_the_heatmap_grid_lands_where_map_to_scan_puts_the_grid():
 
 
 def test_boxed_items_are_the_rows_of_the_training_maps_and_a_box_off_the_input_is_left_out():
-    """boxed_slices: slices then views, each boxed one at offset + its index; a remapped view whose
-    head mask blanks the tumour (pat0001's slice 033) is left out, its slice is kept."""
+    """boxed_slices: slices then views, each boxed one at offset + its index (the views of an edge
+    tumour that falls into its own piece, brats-2013-pat0001's slice 033, keep their tumour); an
+    item whose box is off the head crop is left out, not put on the input's black padding."""
+    import io
     from types import SimpleNamespace
+
+    from PIL import Image
 
     from training.augment import SEQUENCE_REMAPS
     from training.external import EXTERNAL_DATA, read_manifest
     from training.head_refit import remapped_items
-    from training.localization import read_boxes
+    from training.localization import BoxRow, read_boxes
     from training.top_finetune import _file_items, boxed_slices
 
     by_key = {r.key: r for r in read_manifest(EXTERNAL_DATA)}
@@ -168,14 +172,26 @@ def test_boxed_items_are_the_rows_of_the_training_maps_and_a_box_off_the_input_i
     items = _file_items([EXTERNAL_DATA / r.key for r in rows]) + remapped_items(EXTERNAL_DATA, rows)
     external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
     card = SimpleNamespace(input_size=224, head_crop="v1")
-    boxed = boxed_slices(card, items, external_rows, read_boxes(EXTERNAL_DATA / "boxes.csv"), offset=100, grid=14)
-    # Rows 100-101: the two slices; 102-104 the glioma's views (blanked: left out); 105-107 the
-    # tumour-free slice's (no box).
-    assert boxed.rows.tolist() == [100]
-    assert boxed.left_out == len(SEQUENCE_REMAPS)
-    assert boxed.classes.tolist() == [0]
-    assert boxed.inside.shape == (1, 14, 14)
-    assert boxed.inside.sum() > 1
+    boxes = read_boxes(EXTERNAL_DATA / "boxes.csv")
+    boxed = boxed_slices(card, items, external_rows, boxes, offset=100, grid=14)
+    # Rows 100-101: the two slices; 102-104 the glioma's views; 105-107 the tumour-free slice's.
+    assert boxed.rows.tolist() == [100, 102, 103, 104]
+    assert boxed.left_out == 0
+    assert boxed.classes.tolist() == [0] * 4
+    assert boxed.inside.shape == (4, 14, 14)
+    assert (boxed.inside.sum(axis=(1, 2)) > 1).all()
+
+    # A head in the middle of the image, its "tumour box" in the empty corner: left out.
+    yy, xx = np.mgrid[:256, :256]
+    head = np.where((yy - 128) ** 2 + (xx - 128) ** 2 < 70**2, 140, 0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(head).save(buffer, format="PNG")
+    corner = SimpleNamespace(key="glioma/corner.png", label="glioma")
+    far = {"glioma/corner.png": BoxRow("glioma/corner.png", "glioma", 0.06, 0.06, 0.1, 0.1)}
+    item = [("corner", lambda: buffer.getvalue())]
+    assert boxed_slices(card, item, [corner], far, offset=0, grid=14).left_out == 1
+    near = {"glioma/corner.png": BoxRow("glioma/corner.png", "glioma", 0.5, 0.5, 0.1, 0.1)}
+    assert boxed_slices(card, item, [corner], near, offset=0, grid=14).rows.tolist() == [0]
 
 
 def test_the_localisation_term_pulls_the_glioma_map_into_its_box(model_and_maps, tmp_path):

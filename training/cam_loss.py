@@ -32,8 +32,7 @@ def box_cells(prepared: Prepared, box: Box, grid: int) -> np.ndarray:
     box outside the head crop is not on the model input: it is left out (never put on the
     square's black padding)."""
     crop = prepared.crop
-    side = max(crop.y1 - crop.y0, crop.x1 - crop.x0)
-    scale = grid / side
+    scale = _grid_scale(prepared, grid)
 
     def coverage(start: float, end: float, origin: int, pad: int, extent: int) -> np.ndarray:
         low = np.clip((start - origin + pad) * scale, pad * scale, (pad + extent) * scale)
@@ -48,9 +47,13 @@ def box_cells(prepared: Prepared, box: Box, grid: int) -> np.ndarray:
 
 def box_area_on_grid(prepared: Prepared, box: Box, grid: int) -> float:
     """The whole box's area in grid cells (what box_cells would cover if none of it were cropped)."""
+    return max(0.0, box.x1 - box.x0) * max(0.0, box.y1 - box.y0) * _grid_scale(prepared, grid) ** 2
+
+
+def _grid_scale(prepared: Prepared, grid: int) -> float:
+    """Grid cells per scan pixel: the head crop, padded to a square, spans the whole grid."""
     crop = prepared.crop
-    scale = grid / max(crop.y1 - crop.y0, crop.x1 - crop.x0)
-    return max(0.0, box.x1 - box.x0) * max(0.0, box.y1 - box.y0) * scale**2
+    return grid / max(crop.y1 - crop.y0, crop.x1 - crop.x0)
 
 
 def outside_share(cam: Any, inside: Any) -> Any:

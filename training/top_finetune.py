@@ -47,7 +47,7 @@ from training.external import (
     rows_for_keys,
 )
 from training.head_refit import candidate_card, cell_weights, remapped_items
-from training.localization import read_boxes
+from training.localization import Box, read_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
@@ -151,7 +151,6 @@ def boxed_slices(
     the map to sit on black."""
     from mri.intake.decode import decode_gray_bounded
     from mri.model.preprocessing import prepare
-    from training.localization import Box
 
     picked, inside, classes, left_out = [], [], [], 0
     for index, ((_key, load), row) in enumerate(zip(items, rows, strict=True)):
@@ -207,7 +206,7 @@ def training_data(
     if boxed:
         located = boxed_slices(
             card, slice_items + view_items, external_rows, read_boxes(external / "boxes.csv"), len(samples),
-            grid=int(exit_flow(model, with_cam=True).outputs[0].shape[1]),
+            grid=int(model.get_layer(CAM_LAYER).output.shape[1]),
         )
     return x, targets, (weights / weights.mean()).astype(np.float32), external_rows, located
 

@@ -12,7 +12,9 @@ intensity-remapped views per slice, one-hot, every (label, sequence) cell weight
 external data together `alpha` × the merge. BatchNorm stays frozen (inference statistics).
 No augmentation of the cached maps: the remapped views are the only one. `--localization W`
 adds training/cam_loss.py's term: the served heatmap of the external train part's boxed glioma
-slices pulled into their boxes (model v5, W = 1).
+slices pulled into their boxes (model v5, W = 1). `--first-block N` (13 by default) moves the
+cut lower: blocks N-14 train on cached block(N-1) maps (a cache folder of its own), at a higher
+cost per epoch.
 
 Run again with the same --out (and the same settings), it resumes after the last finished epoch
 (the weights and the learning-rate schedule; the optimizer's moments start again); `--stop-after
@@ -52,6 +54,20 @@ from training.localization import Box, read_boxes
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
 CUT_LAYER = "block13_sepconv1_act"  # its input, block12's output, is cached; it and all after it train
+FIRST_BLOCKS = range(5, 14)  # Xception blocks that open with a ReLU on the previous block's output
+
+
+def cut_layer(first_block: int = 13) -> str:
+    """The layer whose input is cached and which, with every layer after it, trains: the first
+    layer of Xception block `first_block` (13: the exit flow, v4's and v5's recipe)."""
+    if first_block not in FIRST_BLOCKS:
+        raise ValueError(f"first_block must be one of {FIRST_BLOCKS.start}-{FIRST_BLOCKS.stop - 1}, not {first_block}")
+    return f"block{first_block}_sepconv1_act"
+
+
+def cache_dir(card: Any, first_block: int = 13) -> Path:
+    """Where the maps of `card`'s model cut before `first_block` are cached (v4's folder for 13)."""
+    return CACHE_DIR / (card.version if first_block == 13 else f"{card.version}-before-block{first_block}")
 
 
 @dataclass(frozen=True)
@@ -66,19 +82,22 @@ class TopFinetuneConfig:
     # boxed glioma slices; 0 = none (v4). `localization_batch` boxed slices per step.
     localization: float = 0.0
     localization_batch: int = 8
+    # The first Xception block trained (13: the exit flow); blocks before it stay frozen and
+    # their output is cached once. Lower trains more of the backbone at a higher cost per epoch.
+    first_block: int = 13
 
 
-def exit_flow(model: Any, with_cam: bool = False) -> Any:
-    """A Keras model block12's output → logits that shares the classifier's own layers (training
-    it trains them), with those layers trainable and every BatchNorm frozen. `with_cam`: its
-    outputs are [the served heatmap layer's maps, logits] (training/cam_loss.py)."""
+def exit_flow(model: Any, with_cam: bool = False, first_block: int = 13) -> Any:
+    """A Keras model block(`first_block` - 1)'s output → logits that shares the classifier's own
+    layers (training it trains them), with those layers trainable and every BatchNorm frozen.
+    `with_cam`: its outputs are [the served heatmap layer's maps, logits] (training/cam_loss.py)."""
     import keras
 
     from mri.model.folded_graph import layer_input_names
 
-    source = model.get_layer(CUT_LAYER).input
+    source = model.get_layer(cut_layer(first_block)).input
     source_name = source._keras_history[0].name
-    inputs = keras.Input(tuple(source.shape[1:]), name="block12_output")
+    inputs = keras.Input(tuple(source.shape[1:]), name=f"block{first_block - 1}_output")
     values: dict[str, Any] = {source_name: inputs}
     names = [layer.name for layer in model.layers]
     for layer in model.layers:
@@ -91,9 +110,11 @@ def exit_flow(model: Any, with_cam: bool = False) -> Any:
     return keras.Model(inputs, [values[CAM_LAYER], logits] if with_cam else logits)
 
 
-def cut_maps(model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16) -> np.ndarray:
-    """block12's output for each (key, loader) image (float16, N × 14 × 14 × 728), cached in
-    `store` (.npy) beside the digest of the keys it holds: another image list recomputes it."""
+def cut_maps(
+    model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16, first_block: int = 13
+) -> np.ndarray:
+    """block(`first_block` - 1)'s output for each (key, loader) image (float16, N × 14 × 14 × 728),
+    cached in `store` (.npy) beside the digest of the keys it holds: another image list recomputes it."""
     import hashlib
 
     import keras
@@ -105,7 +126,7 @@ def cut_maps(model: Any, card: Any, items: list[tuple[str, Any]], store: Path, b
     stamp = store.with_suffix(".sha256")
     if store.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return np.load(store, mmap_mode="r")
-    extractor = keras.Model(model.inputs, model.get_layer(CUT_LAYER).input)
+    extractor = keras.Model(model.inputs, model.get_layer(cut_layer(first_block)).input)
     shape = tuple(int(d) for d in extractor.output.shape[1:])
     store.parent.mkdir(parents=True, exist_ok=True)
     partial = store.with_suffix(".partial.npy")
@@ -177,7 +198,7 @@ def boxed_slices(
 
 def training_data(
     model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, alpha: float,
-    boxed: bool = False,
+    boxed: bool = False, first_block: int = 13,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, BoxedSlices | None]:
     """(block12 maps, soft targets, sample weights, external rows, boxed slices if asked): the
     merge's training split (targets: the start model's calibrated probabilities), then the
@@ -186,17 +207,19 @@ def training_data(
     if set(split["train"]) & set(split["val"]):
         raise ValueError("the start model's split has scans on both sides")
     samples = samples_from_keys(data, split["train"])
-    cache = CACHE_DIR / card.version
-    merge = cut_maps(model, card, _file_items([s.path for s in samples]), cache / "merge-train.npy")
+    cache = cache_dir(card, first_block)
+    merge = cut_maps(
+        model, card, _file_items([s.path for s in samples]), cache / "merge-train.npy", first_block=first_block
+    )
     # The start model's own logits, from the same cached maps (before any training), a chunk at a time.
-    start = exit_flow(model)
+    start = exit_flow(model, first_block=first_block)
     logits = np.concatenate(
         [start.predict(np.asarray(merge[i : i + 256], np.float32), verbose=0) for i in range(0, len(merge), 256)]
     )
     rows = rows_for_keys(external, load_external_split(external_split)["train"])
     slice_items, view_items = _file_items([external / r.key for r in rows]), remapped_items(external, rows)
-    slices = cut_maps(model, card, slice_items, cache / "external-train.npy")
-    views = cut_maps(model, card, view_items, cache / "external-train-views.npy")
+    slices = cut_maps(model, card, slice_items, cache / "external-train.npy", first_block=first_block)
+    views = cut_maps(model, card, view_items, cache / "external-train-views.npy", first_block=first_block)
     external_rows = rows + [r for r in rows for _ in SEQUENCE_REMAPS]
     one_hot = np.eye(len(CLASS_NAMES))[[CLASS_NAMES.index(r.label) for r in external_rows]]
     x = np.concatenate([merge, slices, views])
@@ -294,7 +317,7 @@ def shifted_schedule(inner: Any, offset: int) -> Any:
 
 
 def quick_validation(
-    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path
+    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, first_block: int = 13
 ) -> dict:
     """What promote will weigh, measured fast on cached block12 maps of the start model (blocks
     1-12 are the same): the original validation split (temperature fitted on it, as calibrate
@@ -304,13 +327,17 @@ def quick_validation(
     from training.external import SEQUENCE_NAMES
     from training.metrics import summarize
 
-    exit_model = exit_flow(model)
+    exit_model = exit_flow(model, first_block=first_block)
     split = load_split(Path(start_dir) / "split.json")
     samples = samples_from_keys(data, split["val"])
-    cache = CACHE_DIR / card.version
-    val = cut_maps(model, card, _file_items([s.path for s in samples]), cache / "merge-val.npy")
+    cache = cache_dir(card, first_block)
+    val = cut_maps(
+        model, card, _file_items([s.path for s in samples]), cache / "merge-val.npy", first_block=first_block
+    )
     rows = rows_for_keys(external, load_external_split(external_split)["val"])
-    ext = cut_maps(model, card, _file_items([external / r.key for r in rows]), cache / "external-val.npy")
+    ext = cut_maps(
+        model, card, _file_items([external / r.key for r in rows]), cache / "external-val.npy", first_block=first_block
+    )
     true = np.array([s.label for s in samples])
     logits = exit_model.predict(np.asarray(val, np.float32), batch_size=32, verbose=0)
     temperature = fit_temperature(logits, true)
@@ -351,7 +378,8 @@ def top_finetune(
     started = time.monotonic()
     model, card = load_classifier(start_dir)
     x, targets, weights, external_rows, boxed = training_data(
-        model, card, start_dir, data, external, external_split, config.alpha, boxed=config.localization > 0
+        model, card, start_dir, data, external, external_split, config.alpha, boxed=config.localization > 0,
+        first_block=config.first_block,
     )
     if boxed is not None:
         print(f"localisation term: {len(boxed.rows)} boxed items, {boxed.left_out} left out (box off the input)")
@@ -359,9 +387,11 @@ def top_finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     checks = {}
     if check:
-        checks["start"] = quick_validation(model, card, start_dir, data, external, external_split)
+        checks["start"] = quick_validation(
+            model, card, start_dir, data, external, external_split, config.first_block
+        )
         print(f"start model {card.version}: {json.dumps(checks['start'])}", flush=True)
-    exit_model = exit_flow(model, with_cam=config.localization > 0)
+    exit_model = exit_flow(model, with_cam=config.localization > 0, first_block=config.first_block)
     log = fit_exit_flow(
         exit_model, x, targets, weights, config, run_dir, run_key={"start_model": card.version},
         stop_after=stop_after, boxed=boxed,
@@ -370,7 +400,9 @@ def top_finetune(
         print(f"{len(log)} of {config.epochs} epochs done; run the same command again to go on")
         return {}
     if check:
-        checks["candidate"] = quick_validation(model, card, start_dir, data, external, external_split)
+        checks["candidate"] = quick_validation(
+            model, card, start_dir, data, external, external_split, config.first_block
+        )
         print(f"candidate: {json.dumps(checks['candidate'])}", flush=True)
 
     out_dir = Path(out_dir)
@@ -381,14 +413,15 @@ def top_finetune(
         external_rows,
         external_split,
         recipe={
-            "method": "exit flow (blocks 13-14) and head fine-tuned on cached block12 maps (training/top_finetune.py)",
+            "method": f"blocks {config.first_block}-14 and head fine-tuned on cached block{config.first_block - 1} "
+            "maps (training/top_finetune.py)",
             **asdict(config),
             "epochs_log": log,
             **({"boxed_items": len(boxed.rows), "boxed_left_out": boxed.left_out} if boxed is not None else {}),
             **({"quick_check": checks} if checks else {}),
         },
         command=command,
-        hardware="CPU (blocks 1-12 frozen: their output cached once, the exit flow trained on it)",
+        hardware=f"CPU (blocks 1-{config.first_block - 1} frozen: their output cached once, the rest trained on it)",
         train_wall_minutes=round((time.monotonic() - started) / 60, 2),
     )
     write_card(out_dir, new_card)

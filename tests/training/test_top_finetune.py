@@ -41,6 +41,28 @@ def test_block12_maps_through_the_exit_flow_are_the_whole_models_logits(model_an
             == whole.argmax(1)).all()
 
 
+def test_a_lower_cut_is_exact_too_and_trains_from_its_own_block(model_and_maps):
+    import keras
+
+    from mri.card import read_card
+    from training.top_finetune import cache_dir, cut_layer
+
+    model, pixels, _maps = model_and_maps
+    maps = np.asarray(keras.Model(model.inputs, model.get_layer(cut_layer(11)).input).predict_on_batch(pixels))
+    lower = exit_flow(model, first_block=11)
+    np.testing.assert_allclose(lower.predict_on_batch(maps), model.predict_on_batch(pixels), atol=1e-3)
+    trained = {layer.name for layer in lower.layers if layer.trainable_weights}
+    assert {"block11_sepconv1", "block12_sepconv3", "block13_sepconv1", model.layers[-1].name} <= trained
+    assert not any(name.startswith("block10") for name in trained)
+    # Its cached maps live apart from the exit flow's: the same image list, other maps.
+    card = read_card()
+    assert cache_dir(card, 11) != cache_dir(card)
+    assert cache_dir(card, 11).parent == cache_dir(card).parent
+    for outside in (4, 14):
+        with pytest.raises(ValueError, match="first_block"):
+            cut_layer(outside)
+
+
 def test_training_moves_only_the_exit_flow_and_resumes_after_the_last_epoch(model_and_maps, tmp_path):
     model, _pixels, maps = model_and_maps
     exit_model = exit_flow(model)

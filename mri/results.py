@@ -29,6 +29,11 @@ class AnalysisResult:
     # when the model card has no fitted gate. Out of distribution: above the card's threshold.
     ood_score: float = float("nan")
     out_of_distribution: bool = False
+    # Which gate judged the score: the threshold it was held against and the sha256 of the gate's
+    # statistics (the card's `ood`), kept with the score, since a gate can be refitted under one
+    # model version. NaN and "" without a gate.
+    ood_threshold: float = float("nan")
+    ood_gate: str = ""
     # Why, when the evidence is not the score (mri/intake/colour_evidence.py: a colour image); "".
     ood_reason: str = ""
 

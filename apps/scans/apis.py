@@ -82,6 +82,13 @@ class ScanOutputSerializer(serializers.Serializer):
     ood_score = serializers.FloatField(
         allow_null=True, help_text="how unlike the brain MRI slices the model was trained on (higher: less alike)"
     )
+    ood_threshold = serializers.FloatField(
+        allow_null=True, help_text="the gate's threshold that score was judged against: above it, the scan is rejected"
+    )
+    ood_gate = serializers.CharField(
+        help_text="which fitted gate judged the score: the sha256 of its statistics (the model card's "
+        "`ood.statistics_sha256`); empty for a model without a gate or a scan not analysed yet"
+    )
     sequence = serializers.ChoiceField(
         choices=Scan._meta.get_field("sequence").choices, help_text="the MRI sequence the slice is believed to be"
     )

@@ -168,6 +168,10 @@ class Scan(models.Model):
     # How unlike the training scans this one is (mri/model/ood.py; higher = less like them). Set
     # when analysed, for done and rejected scans; null before, or for a model without a gate.
     ood_score = models.FloatField(null=True, blank=True)
+    # The gate that judged that score (a gate can be refitted under one model version): the
+    # threshold it held the score against and the sha256 of its statistics (the card's `ood`).
+    ood_threshold = models.FloatField(null=True, blank=True)
+    ood_gate = models.CharField(max_length=64, blank=True)
     # The MRI sequence the slice is (mri/intake/sequence.py) and how it is known: from the DICOM
     # attributes at upload, else unknown. A result is validated only on the sequences the model
     # card lists (Prediction.validated).

@@ -222,6 +222,8 @@ class Analyzer:
                     timings_ms=clock.laps(),
                     ood_score=ood_score,
                     out_of_distribution=self.ood_gate is not None and self.ood_gate.is_out_of_distribution(ood_score),
+                    ood_threshold=self.ood_gate.threshold if self.ood_gate else float("nan"),
+                    ood_gate=self.ood_gate.statistics_sha256 if self.ood_gate else "",
                 )
             )
         return results

@@ -165,6 +165,7 @@ class OodGate:
     scorer: MahalanobisScorer
     threshold: float
     input_name: str = LEGACY_INPUT  # a GATE_INPUTS key
+    statistics_sha256: str = ""  # which fit: names the gate beside each score it judged
 
     @property
     def input(self) -> GateInput:
@@ -209,4 +210,4 @@ def load_gate(model_dir: Path, card: dict) -> OodGate | None:
         raise ModelIntegrityError(
             f"the model card's OOD gate reads {input_name!r}, which this code does not know ({', '.join(GATE_INPUTS)})."
         )
-    return OodGate(MahalanobisScorer.load(path), float(section["threshold"]), input_name)
+    return OodGate(MahalanobisScorer.load(path), float(section["threshold"]), input_name, actual)

@@ -79,8 +79,11 @@ def test_a_rejected_scan_stores_no_label_and_says_why(rejected):
     assert rejected.status == ScanStatus.REJECTED
     assert rejected.is_finished
     assert rejected.error.startswith("This does not look like a brain MRI slice (")
-    assert "41.5" in rejected.error
+    assert "41.5, above the gate's threshold of 2.5," in rejected.error
     assert rejected.ood_score == pytest.approx(41.5)
+    # The gate that judged it is kept with the score: a refitted gate does not rewrite history.
+    assert rejected.ood_threshold == pytest.approx(PixelAnalyzer.ood_threshold)
+    assert rejected.ood_gate == PixelAnalyzer.ood_gate
     assert not Prediction.objects.filter(scan=rejected).exists()
 
 
@@ -90,6 +93,8 @@ def test_api_shows_a_rejected_scan_with_a_null_prediction(api, rejected):
     assert body["prediction"] is None
     assert body["error"].startswith("This does not look like a brain MRI slice")
     assert body["ood_score"] == pytest.approx(41.5)
+    assert body["ood_threshold"] == pytest.approx(PixelAnalyzer.ood_threshold)
+    assert body["ood_gate"] == PixelAnalyzer.ood_gate
     assert body["overlay_url"] is None
     assert body["heatmap_url"] is None
 
@@ -101,7 +106,9 @@ def test_an_accepted_scan_keeps_its_score(north, monkeypatch, django_capture_on_
         ).scans
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: PixelAnalyzer())
     assert tasks.analyze_scan(scan.pk) == "done"
-    assert Scan.objects.get(pk=scan.pk).ood_score == pytest.approx(0.8)
+    done = Scan.objects.get(pk=scan.pk)
+    assert done.ood_score == pytest.approx(0.8)
+    assert (done.ood_threshold, done.ood_gate) == (pytest.approx(PixelAnalyzer.ood_threshold), PixelAnalyzer.ood_gate)
 
 
 def test_case_status_and_history_filter_know_rejected_scans(north, rejected, api):

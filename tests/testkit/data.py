@@ -56,6 +56,8 @@ class PixelAnalyzer:
     the rest is shared by the other classes. It is not the thing under test."""
 
     model_version = "pixel-test-1"
+    ood_threshold = 2.5  # what its pretend gate holds the score against, and that gate's name
+    ood_gate = "0123456789abcdef" * 4
 
     def __init__(
         self,
@@ -89,6 +91,8 @@ class PixelAnalyzer:
             timings_ms={"decode": 1.0, "inference": 2.0, "gradcam_and_overlay": 1.0},  # the runtime's keys
             ood_score=41.5 if self.out_of_distribution else 0.8,
             out_of_distribution=self.out_of_distribution,
+            ood_threshold=self.ood_threshold,
+            ood_gate=self.ood_gate,
         )
 
     def analyze_batch(self, scans: list[bytes]) -> list[AnalysisResult]:

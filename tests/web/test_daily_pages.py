@@ -11,7 +11,7 @@ from apps.cases.models import CaseStatus
 from apps.cases.selectors import case_get
 from apps.cases.services import case_create
 from apps.scans.services import scans_upload
-from tests.testkit.data import case_with_results, finish_scan, png_upload
+from tests.testkit.data import PixelAnalyzer, case_with_results, finish_scan, png_upload
 from tests.testkit.documents import pdf_text
 
 
@@ -182,6 +182,9 @@ def test_cards_say_it_in_words_and_hide_the_engineering(
     assert '<span class="badge done">Analysed</span>' in card
     details = card[card.index('<details class="tech small">') :]
     assert "Running the model" in details  # the timings, in words, behind the toggle
+    # The score beside the threshold it was held against, and which gate judged it.
+    assert "(higher is less like them; rejected above 2.5)" in details
+    assert PixelAnalyzer.ood_gate[:12] in details
     assert "Gradcam" not in card
     assert "Inference" not in card
     rejected, _ = case_with_results(world, django_capture_on_commit_callbacks, ["rejected"])

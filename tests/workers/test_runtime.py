@@ -134,6 +134,9 @@ def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
         assert together.ood_score == pytest.approx(alone.ood_score, rel=1e-3, abs=1e-3)
         assert together.out_of_distribution == alone.out_of_distribution
     assert {r.label for r in batch} >= {"glioma", "meningioma", "notumor", "pituitary"}
+    # Each score names the gate that judged it: the card's threshold and statistics.
+    gate = read_card().ood
+    assert {(r.ood_threshold, r.ood_gate) for r in batch} == {(gate["threshold"], gate["statistics_sha256"])}
     assert analyzer.analyze_batch([]) == []
     # A CPU worker analyses a study's slices on parallel lanes instead (bench/analyze_batch.py).
     assert analyzer.batch_preferred == (analyzer.device == "GPU")

@@ -156,22 +156,37 @@ def scan_complete(*, scan: Scan, result: AnalysisResult) -> Prediction | None:
         written.append(prediction.overlay.name)
         prediction.save()
         current.status, current.finished_at, current.error = ScanStatus.DONE, timezone.now(), ""
-        current.ood_score = _ood_score(result)
-        current.save(update_fields=["status", "finished_at", "error", "ood_score"])
+        for name, value in _gate_record(result).items():
+            setattr(current, name, value)
+        current.save(update_fields=["status", "finished_at", "error", *GATE_FIELDS])
     return prediction
 
 
-def _ood_score(result: AnalysisResult) -> float | None:
-    score = getattr(result, "ood_score", None)
-    return float(score) if score is not None and math.isfinite(score) else None
+GATE_FIELDS = ("ood_score", "ood_threshold", "ood_gate")
+
+
+def _gate_record(result: AnalysisResult) -> dict[str, float | str | None]:
+    """The score and the gate that judged it (threshold, statistics sha256), for the scan's row;
+    None and "" where the model has no gate."""
+    return {
+        "ood_score": _finite(getattr(result, "ood_score", None)),
+        "ood_threshold": _finite(getattr(result, "ood_threshold", None)),
+        "ood_gate": str(getattr(result, "ood_gate", "") or ""),
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def rejection_message(result: AnalysisResult) -> str:
     if getattr(result, "ood_reason", ""):
         return result.ood_reason
+    threshold = _finite(getattr(result, "ood_threshold", None))
+    above = f", above the gate's threshold of {threshold:.1f}" if threshold is not None else ""
     return (
         "This does not look like a brain MRI slice (its out-of-distribution score is "
-        f"{result.ood_score:.1f}, beyond what the brain MRI slices the model was trained on reach): "
+        f"{result.ood_score:.1f}{above}, beyond what the brain MRI slices the model was trained on reach): "
         "no tumour label is given."
     )
 
@@ -184,8 +199,8 @@ def scan_reject(*, scan: Scan, result: AnalysisResult) -> bool:
         scan,
         status=ScanStatus.REJECTED,
         error=rejection_message(result),
-        ood_score=_ood_score(result),
         finished_at=timezone.now(),
+        **_gate_record(result),
     )
     return bool(updated)
 

@@ -298,6 +298,18 @@ class Prediction(models.Model):
         """(label, probability) pairs, most likely first, for bars on the page."""
         return sorted(((k, float(v)) for k, v in self.probabilities.items()), key=lambda kv: -kv[1])
 
+    @property
+    def heatmap_label(self) -> str:
+        """The class whose heatmap the card opens on: the predicted one, except a "No tumour"
+        that is no reassurance (low confidence, or a sequence the model is not validated for).
+        Then the most likely tumour class: a "No tumour" map shows nothing a reader can check,
+        the tumour class's map shows where a missed tumour would be (the maps measured on
+        outside gliomas, docs/model.md, are the true class's)."""
+        if self.label != NO_TUMOUR or not (self.is_low_confidence or self.not_validated):
+            return self.label
+        tumours = [(float(p), k) for k, p in self.probabilities.items() if k != NO_TUMOUR]
+        return max(tumours)[1] if tumours else self.label
+
 
 class ScanReview(models.Model):
     """A radiologist's reading of an analysed scan: agrees with the model, or the label the scan

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from apps.cases.reports import case_report_export
 from apps.cases.services import case_create
 from apps.cases.worklist import Priority, WorklistFilters, case_worklist
-from apps.scans.models import Scan
+from apps.scans.models import Prediction, Scan
 from apps.scans.services import scans_upload
 from mri.card import read_card
 from tests.testkit import dicom as dicomdata
@@ -80,6 +80,29 @@ def test_scan_card_and_study_summary_say_not_validated(client, north, t2_study) 
     card = client.get(reverse("scan_card", args=[t2_study[0].pk])).content.decode()
     assert "Not validated for T2." in card
     assert "no reassurance" in card
+
+
+def test_an_unreassuring_no_tumour_opens_on_the_likeliest_tumours_heatmap(client, north, t2_study) -> None:
+    def opens_on(label: str, glioma: float, meningioma: float, validated: bool | None) -> str:
+        rest = 1.0 - glioma - meningioma
+        probabilities = {"glioma": glioma, "meningioma": meningioma, "notumor": rest * 0.99, "pituitary": rest * 0.01}
+        return Prediction(label=label, probabilities=probabilities, validated=validated).heatmap_label
+
+    assert opens_on("notumor", 0.01, 0.005, None) == "notumor"  # confident, sequence unknown: its own map
+    assert opens_on("notumor", 0.01, 0.005, True) == "notumor"
+    assert opens_on("notumor", 0.01, 0.02, False) == "meningioma"  # not validated: the likeliest tumour
+    assert opens_on("notumor", 0.25, 0.1, None) == "glioma"  # low confidence
+    assert opens_on("glioma", 0.5, 0.3, False) == "glioma"  # a tumour call keeps its own map
+    # On the card: the select opens on that class and says why.
+    client.login(username=north.staff.username, password=PASSWORD)
+    prediction = t2_study[0].prediction
+    assert prediction.label == "notumor"
+    expected = prediction.heatmap_label
+    assert expected != "notumor"
+    card = client.get(reverse("scan_card", args=[t2_study[0].pk])).content.decode()
+    assert f'<option value="{expected}" selected>' in card
+    assert '<option value="notumor" selected>' not in card
+    assert "data-heatmap-why>Opened on " in card
 
 
 def test_worklist_ranks_it_with_low_confidence_tumours(north, t2_study) -> None:

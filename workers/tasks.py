@@ -101,6 +101,8 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
         services.scan_fail(scan=scan, error="The model returned an unusable result; the team has been notified.")
         logger.exception("scan %s: failed, model output outside the contract", scan.pk)
         return "failed"
+    if prediction is not None and prediction.heatmap_label != prediction.label:
+        _store_opening_heatmap(prediction, data)
     metrics.observe_timings(result.timings_ms)
     metrics.model_version(str(result.model_version))
     outcome = "done" if prediction is not None else "superseded"
@@ -109,6 +111,24 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
         extra={"scan_id": scan.pk, "timings_ms": dict(result.timings_ms or {})},
     )  # fmt: skip
     return outcome
+
+
+def _store_opening_heatmap(prediction: Any, data: bytes) -> None:
+    """The map the card opens on when it is not the predicted class's (an unreassuring "No
+    tumour": Prediction.heatmap_label), computed now with the same model and bytes at hand, so
+    opening a study's page publishes no task per slice. A failure leaves the scan done: the page
+    then asks for the map as for any other class."""
+    from mri.model.overlays import encode_heatmap_png
+
+    try:
+        analyzer = _get_analyzer()
+        png = encode_heatmap_png(analyzer.explain(data, prediction.heatmap_label))
+        services.class_heatmap_store(
+            prediction=prediction, label=prediction.heatmap_label, png=png, model_version=analyzer.model_version
+        )
+    except Exception:  # the scan's result stands; the map is asked for again when shown
+        logger.exception("scan %s: the %s heatmap the card opens on was not stored", prediction.scan_id,
+                         prediction.heatmap_label)
 
 
 def _text_in(data: bytes) -> str:

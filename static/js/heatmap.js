@@ -87,6 +87,8 @@
     var p = parts(controls), label = p.cls.value, name = p.cls.selectedOptions[0].textContent.split(" (")[0];
     controls._maps = controls._maps || {};
     if (controls._maps[label]) { say(controls, ""); render(controls); return; }
+    // The server's overlay is the predicted class's map: never left under another class's name.
+    if (p.overlay && p.overlay.dataset.label !== label) p.overlay.hidden = true;
     say(controls, "Computing the heatmap for " + name + "…");
     fetch(controls.dataset.heatmapUrl.replace("__label__", encodeURIComponent(label)), {
       credentials: "same-origin", headers: { Accept: "image/png, application/json" },

@@ -95,6 +95,35 @@ def test_each_class_gets_its_own_map(north, client, analyzer, django_capture_on_
     assert len(set(bodies.values())) == 3
 
 
+def test_the_map_an_unreassuring_no_tumour_opens_on_is_stored_with_the_analysis(
+    north, client, broker, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The card opens a low-confidence "No tumour" on the likeliest tumour's map
+    (Prediction.heatmap_label): the worker stores that map beside the result, so showing the
+    page publishes no task; a confident "No tumour" stores none."""
+    client.force_login(north.staff)
+    opened = {}
+    for name, top in (("unsure", 0.5), ("sure", 0.99)):
+        stand_in = PixelAnalyzer(label="notumor", top=top)
+        monkeypatch.setattr(tasks, "_get_analyzer", lambda stand_in=stand_in: stand_in)
+        with django_capture_on_commit_callbacks(execute=False):
+            (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
+        assert tasks.analyze_scan(scan.pk) == "done"
+        opened[name] = Scan.objects.get(pk=scan.pk).prediction
+    unsure, sure = opened["unsure"], opened["sure"]
+    assert unsure.heatmap_label != "notumor"
+    (stored,) = ClassHeatmap.objects.filter(prediction=unsure)
+    assert (stored.label, stored.is_ready, stored.model_version) == (unsure.heatmap_label, True, "pixel-test-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        served = client.get(_url(unsure.scan, unsure.heatmap_label))
+    assert served.status_code == 200
+    assert broker() == []  # nothing published to show it
+    expected = PixelAnalyzer().explain(unsure.scan.image.open("rb").read(), unsure.heatmap_label)
+    assert _body(served) == encode_heatmap_png(expected)
+    assert sure.heatmap_label == "notumor"
+    assert not ClassHeatmap.objects.filter(prediction=sure).exists()
+
+
 def test_unknown_class_and_unanalysed_scan_are_clear_400s(north, client, django_capture_on_commit_callbacks):
     client.force_login(north.staff)
     unknown = client.get(_url(north.scan, "tumour"))

@@ -123,6 +123,8 @@ def test_pdf_report_says_not_validated(north, t2_study) -> None:
     text = _text(case_report_export(user=north.staff, case_id=t2_study[0].case_id).pdf)
     assert text.count("Not validated for T2.") == 2
     assert "no reassurance" in text
+    # The picture says whose map it is (the card opens these on a tumour class instead).
+    assert text.count("Heatmap for No tumour: where the model looked") == 2
 
 
 def test_api_exposes_sequence_source_and_validated(north, t2_study) -> None:

@@ -20,6 +20,7 @@ from .heatmaps import (
     ClassHeatmapState,
     class_heatmap_complete,
     class_heatmap_fail,
+    class_heatmap_store,
     scan_class_heatmap,
 )
 from .publishing import scan_enqueue, scans_enqueue, scans_enqueue_study
@@ -49,6 +50,7 @@ __all__ = [
     "_process_gone",
     "class_heatmap_complete",
     "class_heatmap_fail",
+    "class_heatmap_store",
     "dicom_sequence",
     "prediction_validated",
     "rejection_message",

@@ -75,5 +75,13 @@ def class_heatmap_complete(*, heatmap: ClassHeatmap, png: bytes, model_version: 
     return True
 
 
+def class_heatmap_store(*, prediction: Any, label: str, png: bytes, model_version: str) -> bool:
+    """Store class `label`'s map computed beside the analysis (the worker, for the class the card
+    opens on when it is not the predicted one: Prediction.heatmap_label), so opening the page
+    publishes no task. False if it was stored already."""
+    heatmap, _created = ClassHeatmap.objects.get_or_create(prediction=prediction, label=label)
+    return class_heatmap_complete(heatmap=heatmap, png=png, model_version=model_version)
+
+
 def class_heatmap_fail(*, heatmap: ClassHeatmap, error: str) -> None:
     ClassHeatmap.objects.filter(pk=heatmap.pk, image="").update(error=error[:2000], finished_at=timezone.now())

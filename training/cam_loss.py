@@ -74,7 +74,7 @@ def layercam(activations: Any, gradients: Any) -> Any:
 
 
 def localised_step(cam_model: Any, optimizer: Any, weight: float) -> Callable[..., tuple[Any, Any]]:
-    """One traced training step of `cam_model` (block12's maps → [block13 maps, logits], the
+    """One traced training step of `cam_model` (the cut's cached maps → [block13 maps, logits], the
     exit flow's own layers): weighted soft-target cross-entropy on a batch, as Keras reduces it
     (sum of weighted losses / batch size), plus `weight` × the mean outside share of the true
     class's LayerCAM on a batch of boxed slices. Returns (cross-entropy, outside share)."""

@@ -86,6 +86,9 @@ class TopFinetuneConfig:
     # their output is cached once. Lower trains more of the backbone at a higher cost per epoch.
     first_block: int = 13
 
+    def __post_init__(self) -> None:
+        cut_layer(self.first_block)  # refused before the model loads, not after
+
 
 def exit_flow(model: Any, with_cam: bool = False, first_block: int = 13) -> Any:
     """A Keras model block(`first_block` - 1)'s output → logits that shares the classifier's own
@@ -200,7 +203,7 @@ def training_data(
     model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, alpha: float,
     boxed: bool = False, first_block: int = 13,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, BoxedSlices | None]:
-    """(block12 maps, soft targets, sample weights, external rows, boxed slices if asked): the
+    """(the cut's cached maps, soft targets, sample weights, external rows, boxed slices if asked): the
     merge's training split (targets: the start model's calibrated probabilities), then the
     external train part, then its remapped views (one-hot)."""
     split = load_split(Path(start_dir) / "split.json")
@@ -319,8 +322,8 @@ def shifted_schedule(inner: Any, offset: int) -> Any:
 def quick_validation(
     model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, first_block: int = 13
 ) -> dict:
-    """What promote will weigh, measured fast on cached block12 maps of the start model (blocks
-    1-12 are the same): the original validation split (temperature fitted on it, as calibrate
+    """What promote will weigh, measured fast on the cut's cached maps of the start model (the
+    frozen blocks are the same): the original validation split (temperature fitted on it, as calibrate
     does) and the external validation part's tumour slices called a tumour, per sequence (the
     gate left out: `evaluate --part val` counts it)."""
     from training.calibrate import fit_temperature

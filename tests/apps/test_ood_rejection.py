@@ -79,7 +79,7 @@ def test_a_rejected_scan_stores_no_label_and_says_why(rejected):
     assert rejected.status == ScanStatus.REJECTED
     assert rejected.is_finished
     assert rejected.error.startswith("This does not look like a brain MRI slice (")
-    assert "41.5, above the gate's threshold of 2.5," in rejected.error
+    assert "41.500, above the gate's threshold of 2.500," in rejected.error
     assert rejected.ood_score == pytest.approx(41.5)
     # The gate that judged it is kept with the score: a refitted gate does not rewrite history.
     assert rejected.ood_threshold == pytest.approx(PixelAnalyzer.ood_threshold)
@@ -144,3 +144,14 @@ def test_a_colour_photo_the_gate_passes_is_rejected_as_colour(north, monkeypatch
     assert scan.status == ScanStatus.REJECTED
     assert scan.error.startswith("This is a colour image; MRI slices are grey")
     assert not Prediction.objects.filter(scan=scan).exists()
+
+
+def test_a_score_just_above_the_threshold_does_not_read_as_equal_to_it():
+    from apps.scans.services import rejection_message
+    from mri.results import AnalysisResult
+
+    result = AnalysisResult(
+        label="notumor", probabilities={"notumor": 1.0}, heatmap=np.zeros((2, 2), np.float32), overlay_png=b"",
+        model_version="v", ood_score=2.27, out_of_distribution=True, ood_threshold=2.265246,
+    )
+    assert "score is 2.270, above the gate's threshold of 2.265," in rejection_message(result)

@@ -183,7 +183,7 @@ def test_cards_say_it_in_words_and_hide_the_engineering(
     details = card[card.index('<details class="tech small">') :]
     assert "Running the model" in details  # the timings, in words, behind the toggle
     # The score beside the threshold it was held against, and which gate judged it.
-    assert "(higher is less like them; rejected above 2.5)" in details
+    assert "0.800 (higher is less like them; rejected above 2.500)" in details
     assert PixelAnalyzer.ood_gate[:12] in details
     assert "Gradcam" not in card
     assert "Inference" not in card

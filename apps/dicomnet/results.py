@@ -31,7 +31,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from apps.scans.labels import Label
-from apps.scans.models import Scan, ScanStatus
+from apps.scans.models import Prediction, Scan, ScanStatus
 
 from .models import DicomInstance, DicomStudy
 
@@ -55,8 +55,16 @@ FINDING_CODES: dict[str, Code] = {
 NOT_ANALYSED = Code("OOD", SCHEME, "Not validated: out of distribution")
 PROBABILITY = Code("PROB", SCHEME, "Calibrated probability of finding")
 OOD_STATE = Code("OODSTATE", SCHEME, "Out-of-distribution state")
-IN_DISTRIBUTION = Code("INDIST", SCHEME, "Within the validated distribution")
+# The gate accepting a slice says it looks like a brain MRI slice, not that the model is
+# validated for it: that is the sequence's state, below (issue 16).
+IN_DISTRIBUTION = Code("INDIST", SCHEME, "Accepted by the out-of-distribution gate")
 OUT_OF_DISTRIBUTION = Code("OUTDIST", SCHEME, "Out of distribution, not validated")
+SEQUENCE_STATE = Code("SEQSTATE", SCHEME, "MRI sequence validation state")
+SEQUENCE_STATES: dict[bool | None, Code] = {  # Prediction.validated
+    True: Code("SEQVAL", SCHEME, "Validated for this MRI sequence"),
+    False: Code("SEQNOTVAL", SCHEME, "Not validated for this MRI sequence"),
+    None: Code("SEQUNK", SCHEME, "MRI sequence unknown: validation not known"),
+}
 VERIFICATION = Code("VERIF", SCHEME, "Verification state")
 UNVERIFIED = Code("UNVERIF", SCHEME, "AI output, unverified")
 VERIFIED = Code("VERIFIED", SCHEME, "Verified by a radiologist")
@@ -134,6 +142,7 @@ def _group(item: Slice, number: int, study_version: str) -> hd.sr.MeasurementsAn
     ]
     measurements = []
     if prediction is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(SEQUENCE_STATE, SEQUENCE_STATES[prediction.validated]))
         measurements.append(
             hd.sr.Measurement(name=PROBABILITY, value=round(prediction.confidence, 6), unit=codes.UCUM.NoUnits)
         )
@@ -235,6 +244,17 @@ def burnt_in(overlay_png: bytes, lines: list[str]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
+def capture_lines(prediction: Prediction) -> list[str]:
+    """The band burnt above a slice's overlay: unverified, the class and its probability, and
+    what the scan card says beside them (a PACS viewer shows only the pixels)."""
+    lines = [UNVERIFIED_LINE, f"{Label.name_of(prediction.label)} {prediction.confidence * 100:.1f}%"]
+    if prediction.not_validated:
+        lines.append(f"NOT VALIDATED FOR {prediction.scan.get_sequence_display().upper()}")
+    if prediction.is_low_confidence:
+        lines.append("LOW CONFIDENCE")
+    return lines
+
+
 def secondary_captures(slices: list[Slice], *, series_uid: str, uid_root: str) -> list[Dataset]:
     out = []
     analysed = [item for item in slices if item.scan.status == ScanStatus.DONE]
@@ -242,7 +262,7 @@ def secondary_captures(slices: list[Slice], *, series_uid: str, uid_root: str) -
         prediction = item.scan.prediction
         with prediction.overlay.open("rb") as handle:
             overlay = handle.read()
-        lines = [UNVERIFIED_LINE, f"{Label.name_of(prediction.label)} {prediction.confidence * 100:.1f}%"]
+        lines = capture_lines(prediction)
         sc = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=item.source,
             pixel_array=burnt_in(overlay, lines),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -15,7 +16,7 @@ from apps.cases.services import case_sign
 from apps.dicomnet.intake import instance_receive
 from apps.dicomnet.models import DicomStudy, OutboxItem, OutboxState
 from apps.dicomnet.outbox import outbox_due, outbox_plan, outbox_send
-from apps.dicomnet.results import ENCAPSULATED_PDF_STORAGE, UNVERIFIED_LINE
+from apps.dicomnet.results import ENCAPSULATED_PDF_STORAGE, UNVERIFIED_LINE, burnt_in, capture_lines
 from apps.dicomnet.services import node_create
 from apps.scans.models import Scan
 from apps.scans.services import scan_review
@@ -375,3 +376,36 @@ def test_a_held_scan_holds_the_study_results_back_until_a_person_decides(
     assert outbox_plan() == []  # the held slice waits for a person
     scan_hold_discard(scan=held, by=north.radiologist)
     assert len(outbox_plan()) == 2
+
+
+def test_a_not_validated_or_unsure_slice_says_so_in_the_sr_and_on_its_capture(received_study, pacs_port):
+    """Issue 16 on the PACS surface: a "No tumour" on a sequence the model is not validated for
+    is never sent as a bare, confident label (the SR's sequence state, the capture's band)."""
+    from apps.scans.models import Prediction
+
+    scans = list(Scan.objects.filter(case=received_study.case).order_by("slice_order"))
+    Scan.objects.filter(pk=scans[1].pk).update(sequence="t2", sequence_source="dicom")
+    Prediction.objects.filter(scan=scans[1]).update(validated=False)
+    outbox_plan()
+    with StoreScp(pacs_port) as pacs:
+        _send_all()
+    (sr,) = [ds for ds in pacs.received if ds.SOPClassUID == COMPREHENSIVE_3D_SR]
+    assert_shows(
+        str(sr), "Not validated for this MRI sequence", "MRI sequence unknown: validation not known",
+        "Accepted by the out-of-distribution gate",
+    )  # fmt: skip
+    assert "Within the validated distribution" not in str(sr)
+    errors, output = dciodvfy(sr)
+    assert not errors, output
+    notumor = Prediction.objects.get(scan=scans[1])
+    assert capture_lines(notumor) == [UNVERIFIED_LINE, "No tumour 91.0%", "NOT VALIDATED FOR T2"]
+    assert capture_lines(Prediction.objects.get(scan=scans[0])) == [UNVERIFIED_LINE, "Glioma 82.0%"]
+    unsure = Prediction(label="glioma", probabilities={"glioma": 0.6, "notumor": 0.4}, validated=True)
+    assert capture_lines(unsure)[2:] == ["LOW CONFIDENCE"]
+    # Those lines are what is burnt in: the T2 slice's capture is its overlay under a three-line band.
+    captures = sorted(
+        (ds for ds in pacs.received if ds.SOPClassUID == SecondaryCaptureImageStorage), key=lambda ds: ds.InstanceNumber
+    )
+    overlay = notumor.overlay.open("rb").read()
+    np.testing.assert_array_equal(captures[1].pixel_array, burnt_in(overlay, capture_lines(notumor)))
+    assert captures[1].Rows > burnt_in(overlay, capture_lines(notumor)[:2]).shape[0]

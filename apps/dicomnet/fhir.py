@@ -15,7 +15,7 @@ from apps.scans.labels import Label
 from apps.scans.models import ScanStatus
 
 from .models import DicomInstance, DicomStudy
-from .results import ALGORITHM_NAME, FINDING_CODES, PROBABILITY, SCHEME
+from .results import ALGORITHM_NAME, FINDING_CODES, PROBABILITY, SCHEME, SEQUENCE_STATE, SEQUENCE_STATES
 
 SYSTEMS = {"SCT": "http://snomed.info/sct", "LN": "http://loinc.org", SCHEME: "urn:clinic-ai:codes",
            "DCM": "http://dicom.nema.org/resources/ontology/DCM"}  # fmt: skip
@@ -71,7 +71,13 @@ def case_fhir_bundle(case: Case) -> Bundle:
                                   "system": "http://unitsofmeasure.org", "code": "1"},
             }, {
                 "code": {"text": "Model version"}, "valueString": prediction.model_version,
+            }, {  # as the SR: is the model validated for this slice's sequence (issue 16)
+                "code": {"coding": [_coding(SEQUENCE_STATE)]},
+                "valueCodeableConcept": {"coding": [_coding(SEQUENCE_STATES[prediction.validated])]},
             }]  # fmt: skip
+            if prediction.not_validated:
+                observation["note"].append({"text": f"Not validated for {scan.get_sequence_display()}: "
+                                            "read the scan without relying on the label."})
         if scan.format == "DICOM":
             observation["derivedFrom"] = [{"reference": study_url}]
         url = _urn()

@@ -45,6 +45,9 @@ def test_a_received_study_as_a_valid_fhir_bundle(north, django_capture_on_commit
     coding = observations[0]["valueCodeableConcept"]["coding"][0]
     assert coding == {"system": "http://snomed.info/sct", "code": "302820008", "display": "Intracranial meningioma"}
     assert observations[0]["component"][0]["valueQuantity"]["value"] == 0.77
+    sequence_state = observations[0]["component"][2]["valueCodeableConcept"]["coding"][0]
+    assert sequence_state["code"] == "SEQUNK"  # no sequence attributes in these slices
+    assert len(observations[0]["note"]) == 1
     assert "dataAbsentReason" in observations[1]  # the OOD gate's refusal, no finding
     (study,) = _resources(body, "ImagingStudy")
     assert study["identifier"][0]["value"] == f"urn:oid:{STUDY}"  # the PACS's own study
@@ -57,6 +60,21 @@ def test_a_received_study_as_a_valid_fhir_bundle(north, django_capture_on_commit
     (report,) = _resources(body, "DiagnosticReport")
     assert report["status"] == "final"
     assert report["conclusion"] == "Meningioma."
+
+
+def test_a_result_on_a_sequence_not_validated_says_so(north):
+    from apps.scans.models import Prediction
+
+    Scan.objects.filter(pk=north.scan.pk).update(sequence="t2", sequence_source="dicom")
+    Prediction.objects.filter(scan=north.scan).update(validated=False)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(north.staff)}")
+    body = client.get(reverse("api:case-fhir", kwargs={"case_id": north.case.pk})).json()
+    Bundle.model_validate(body)
+    (observation,) = _resources(body, "Observation")
+    state = observation["component"][2]["valueCodeableConcept"]["coding"][0]
+    assert (state["code"], state["display"]) == ("SEQNOTVAL", "Not validated for this MRI sequence")
+    assert {"text": "Not validated for T2: read the scan without relying on the label."} in observation["note"]
 
 
 def test_an_uploaded_case_without_dicom_has_no_imaging_study(north):

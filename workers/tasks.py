@@ -126,6 +126,8 @@ def _store_opening_heatmap(prediction: Any, data: bytes) -> None:
         services.class_heatmap_store(
             prediction=prediction, label=prediction.heatmap_label, png=png, model_version=analyzer.model_version
         )
+    except SoftTimeLimitExceeded:  # the task's own limit: handled where the task handles it
+        raise
     except Exception:  # the scan's result stands; the map is asked for again when shown
         logger.exception("scan %s: the %s heatmap the card opens on was not stored", prediction.scan_id,
                          prediction.heatmap_label)

@@ -56,8 +56,9 @@ NOT_ANALYSED = Code("OOD", SCHEME, "Not validated: out of distribution")
 PROBABILITY = Code("PROB", SCHEME, "Calibrated probability of finding")
 OOD_STATE = Code("OODSTATE", SCHEME, "Out-of-distribution state")
 # The gate accepting a slice says it looks like a brain MRI slice, not that the model is
-# validated for it: that is the sequence's state, below (issue 16).
-IN_DISTRIBUTION = Code("INDIST", SCHEME, "Accepted by the out-of-distribution gate")
+# validated for it: that is the sequence's state, below (issue 16). A new code, since INDIST
+# ("Within the validated distribution", SRs sent before 2026-12-07) claimed more: retired.
+IN_DISTRIBUTION = Code("OODACCEPT", SCHEME, "Accepted by the out-of-distribution gate")
 OUT_OF_DISTRIBUTION = Code("OUTDIST", SCHEME, "Out of distribution, not validated")
 SEQUENCE_STATE = Code("SEQSTATE", SCHEME, "MRI sequence validation state")
 SEQUENCE_STATES: dict[bool | None, Code] = {  # Prediction.validated
@@ -231,15 +232,34 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size)
 
 
+def band_lines(lines: list[str], width: int) -> tuple[int, list[str]]:
+    """The font size and `lines` as burnt on a capture `width` pixels wide: each wrapped at its
+    spaces to fit (on a narrow slice a warning must not be cut off at the edge)."""
+    size = max(12, width // 28)
+    font, room = _font(size), max(1, width - 12)
+    fitted = []
+    for line in lines:
+        current = ""
+        for word in line.split():
+            longer = f"{current} {word}" if current else word
+            if current and font.getlength(longer) > room:
+                fitted.append(current)
+                current = word
+            else:
+                current = longer
+        fitted.append(current)
+    return size, fitted
+
+
 def burnt_in(overlay_png: bytes, lines: list[str]) -> np.ndarray:
     """The overlay as RGB pixels with `lines` written on a dark band at the top."""
     image = Image.open(io.BytesIO(overlay_png)).convert("RGB")
-    size = max(12, image.width // 28)
-    band = (size + 6) * len(lines) + 8
+    size, fitted = band_lines(lines, image.width)
+    band = (size + 6) * len(fitted) + 8
     canvas = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
     canvas.paste(image, (0, band))
     draw = ImageDraw.Draw(canvas)
-    for row, line in enumerate(lines):
+    for row, line in enumerate(fitted):
         draw.text((6, 4 + row * (size + 6)), line, fill=(255, 255, 0), font=_font(size))
     return np.asarray(canvas, dtype=np.uint8)
 

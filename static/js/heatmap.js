@@ -87,8 +87,10 @@
     var p = parts(controls), label = p.cls.value, name = p.cls.selectedOptions[0].textContent.split(" (")[0];
     controls._maps = controls._maps || {};
     if (controls._maps[label]) { say(controls, ""); render(controls); return; }
-    // The server's overlay is the predicted class's map: never left under another class's name.
+    // Neither the server's overlay (the predicted class's map) nor the canvas's last map is left
+    // under another class's name while this one loads, or if it cannot be had.
     if (p.overlay && p.overlay.dataset.label !== label) p.overlay.hidden = true;
+    if (p.canvas && p.canvas.dataset.label && p.canvas.dataset.label !== label) p.canvas.hidden = true;
     say(controls, "Computing the heatmap for " + name + "…");
     fetch(controls.dataset.heatmapUrl.replace("__label__", encodeURIComponent(label)), {
       credentials: "same-origin", headers: { Accept: "image/png, application/json" },

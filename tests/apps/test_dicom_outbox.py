@@ -409,3 +409,14 @@ def test_a_not_validated_or_unsure_slice_says_so_in_the_sr_and_on_its_capture(re
     overlay = notumor.overlay.open("rb").read()
     np.testing.assert_array_equal(captures[1].pixel_array, burnt_in(overlay, capture_lines(notumor)))
     assert captures[1].Rows > burnt_in(overlay, capture_lines(notumor)[:2]).shape[0]
+
+
+def test_a_warning_on_a_narrow_capture_is_wrapped_not_cut_off():
+    from apps.dicomnet.results import _font, band_lines
+
+    lines = [UNVERIFIED_LINE, "No tumour 91.0%", "NOT VALIDATED FOR T1 POST-CONTRAST"]
+    assert band_lines(lines, 512)[1] == lines  # room enough: as written
+    size, fitted = band_lines(lines, 200)
+    assert len(fitted) > len(lines)
+    assert " ".join(fitted).split() == " ".join(lines).split()  # every word kept, in order
+    assert all(_font(size).getlength(line) <= 200 - 12 for line in fitted)

@@ -78,6 +78,9 @@ def case_fhir_bundle(case: Case) -> Bundle:
             if prediction.not_validated:
                 observation["note"].append({"text": f"Not validated for {scan.get_sequence_display()}: "
                                             "read the scan without relying on the label."})
+            if prediction.is_low_confidence:  # as the card and the capture's band say it
+                observation["note"].append({"text": f"Low confidence: top probability under "
+                                            f"{prediction.LOW_CONFIDENCE:.0%}."})
         if scan.format == "DICOM":
             observation["derivedFrom"] = [{"reference": study_url}]
         url = _urn()

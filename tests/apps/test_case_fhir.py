@@ -75,6 +75,14 @@ def test_a_result_on_a_sequence_not_validated_says_so(north):
     state = observation["component"][2]["valueCodeableConcept"]["coding"][0]
     assert (state["code"], state["display"]) == ("SEQNOTVAL", "Not validated for this MRI sequence")
     assert {"text": "Not validated for T2: read the scan without relying on the label."} in observation["note"]
+    assert not any(note["text"].startswith("Low confidence") for note in observation["note"])
+    # Unsure too: said as the card says it.
+    Prediction.objects.filter(scan=north.scan).update(
+        label="glioma", probabilities={"glioma": 0.55, "meningioma": 0.25, "notumor": 0.15, "pituitary": 0.05}
+    )
+    body = client.get(reverse("api:case-fhir", kwargs={"case_id": north.case.pk})).json()
+    (observation,) = _resources(body, "Observation")
+    assert {"text": "Low confidence: top probability under 70%."} in observation["note"]
 
 
 def test_an_uploaded_case_without_dicom_has_no_imaging_study(north):

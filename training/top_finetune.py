@@ -53,11 +53,11 @@ from training.localization import Box, read_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO / "var" / "top-finetune"
-CUT_LAYER = "block13_sepconv1_act"  # its input, block12's output, is cached; it and all after it train
+EXIT_FLOW = 13  # the exit flow's first block: the cut of v4's and v5's recipe, the default
 FIRST_BLOCKS = range(5, 14)  # Xception blocks that open with a ReLU on the previous block's output
 
 
-def cut_layer(first_block: int = 13) -> str:
+def cut_layer(first_block: int = EXIT_FLOW) -> str:
     """The layer whose input is cached and which, with every layer after it, trains: the first
     layer of Xception block `first_block` (13: the exit flow, v4's and v5's recipe)."""
     if first_block not in FIRST_BLOCKS:
@@ -65,9 +65,12 @@ def cut_layer(first_block: int = 13) -> str:
     return f"block{first_block}_sepconv1_act"
 
 
-def cache_dir(card: Any, first_block: int = 13) -> Path:
+CUT_LAYER = cut_layer()  # its input, block12's output, is cached; it and all after it train
+
+
+def cache_dir(card: Any, first_block: int = EXIT_FLOW) -> Path:
     """Where the maps of `card`'s model cut before `first_block` are cached (v4's folder for 13)."""
-    return CACHE_DIR / (card.version if first_block == 13 else f"{card.version}-before-block{first_block}")
+    return CACHE_DIR / (card.version if first_block == EXIT_FLOW else f"{card.version}-before-block{first_block}")
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,13 @@ class TopFinetuneConfig:
     localization_batch: int = 8
     # The first Xception block trained (13: the exit flow); blocks before it stay frozen and
     # their output is cached once. Lower trains more of the backbone at a higher cost per epoch.
-    first_block: int = 13
+    first_block: int = EXIT_FLOW
 
     def __post_init__(self) -> None:
         cut_layer(self.first_block)  # refused before the model loads, not after
 
 
-def exit_flow(model: Any, with_cam: bool = False, first_block: int = 13) -> Any:
+def exit_flow(model: Any, with_cam: bool = False, first_block: int = EXIT_FLOW) -> Any:
     """A Keras model block(`first_block` - 1)'s output → logits that shares the classifier's own
     layers (training it trains them), with those layers trainable and every BatchNorm frozen.
     `with_cam`: its outputs are [the served heatmap layer's maps, logits] (training/cam_loss.py)."""
@@ -114,7 +117,7 @@ def exit_flow(model: Any, with_cam: bool = False, first_block: int = 13) -> Any:
 
 
 def cut_maps(
-    model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16, first_block: int = 13
+    model: Any, card: Any, items: list[tuple[str, Any]], store: Path, batch: int = 16, first_block: int = EXIT_FLOW
 ) -> np.ndarray:
     """block(`first_block` - 1)'s output for each (key, loader) image (float16, N × 14 × 14 × 728),
     cached in `store` (.npy) beside the digest of the keys it holds: another image list recomputes it."""
@@ -201,7 +204,7 @@ def boxed_slices(
 
 def training_data(
     model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, alpha: float,
-    boxed: bool = False, first_block: int = 13,
+    boxed: bool = False, first_block: int = EXIT_FLOW,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, BoxedSlices | None]:
     """(the cut's cached maps, soft targets, sample weights, external rows, boxed slices if asked): the
     merge's training split (targets: the start model's calibrated probabilities), then the
@@ -320,7 +323,8 @@ def shifted_schedule(inner: Any, offset: int) -> Any:
 
 
 def quick_validation(
-    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path, first_block: int = 13
+    model: Any, card: Any, start_dir: Path, data: Path, external: Path, external_split: Path,
+    first_block: int = EXIT_FLOW,
 ) -> dict:
     """What promote will weigh, measured fast on the cut's cached maps of the start model (the
     frozen blocks are the same): the original validation split (temperature fitted on it, as calibrate

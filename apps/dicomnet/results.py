@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import highdicom as hd
@@ -224,6 +225,7 @@ def structured_report(
     return sr
 
 
+@lru_cache(maxsize=8)  # one font file read per size, not one per line of every capture
 def _font(size: int) -> ImageFont.ImageFont:
     for name in ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"):  # Debian's fonts-dejavu-core
         path = Path("/usr/share/fonts/truetype/dejavu") / name

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..labels import MODEL_LABELS
-from ..models import ClassHeatmap, Scan, ScanStatus
+from ..models import ClassHeatmap, Prediction, Scan, ScanStatus
 from . import files
 from .publishing import class_heatmap_publish
 from .transitions import ModelOutputError
@@ -75,7 +75,7 @@ def class_heatmap_complete(*, heatmap: ClassHeatmap, png: bytes, model_version: 
     return True
 
 
-def class_heatmap_store(*, prediction: Any, label: str, png: bytes, model_version: str) -> bool:
+def class_heatmap_store(*, prediction: Prediction, label: str, png: bytes, model_version: str) -> bool:
     """Store class `label`'s map computed beside the analysis (the worker, for the class the card
     opens on when it is not the predicted one: Prediction.heatmap_label), so opening the page
     publishes no task. False if it was stored already."""

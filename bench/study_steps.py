@@ -26,7 +26,8 @@ from bench.queue_throughput import bench_stack  # noqa: E402
 
 # text_check: the task's own wait for the check (all of it when the check runs in line);
 # text_work: the check's own time, on the task's text-check thread where it has one.
-STEPS = ("claim", "read", "text_check", "analyze", "store", "priority", "text_work")
+# lane_decode: a CPU lane's one decode of each slice, for its text check and its analysis.
+STEPS = ("claim", "read", "text_check", "analyze", "store", "priority", "text_work", "lane_decode")
 
 
 def main() -> int:
@@ -84,6 +85,10 @@ def main() -> int:
         for name in ("_text_in", "_texts_in"):  # one slice's check; a lane's chunk's (per chunk)
             if hasattr(tasks, name):
                 setattr(tasks, name, timed("text_work", getattr(tasks, name)))
+        import workers.study_lanes as study_lanes
+
+        if hasattr(study_lanes, "decode_timed"):  # since each slice on a lane is decoded once
+            study_lanes.decode_timed = timed("lane_decode", study_lanes.decode_timed)
         # Where it is called from: the signals (an older layout imports it there) or worklist.py.
         for module in (case_signals, worklist):
             if hasattr(module, "worklist_priority_refresh"):
@@ -151,7 +156,8 @@ def main() -> int:
               f"{len(queries) / len(ids):.1f} SQL queries/slice")
         other = tasks_s * 1000 / len(ids) - sum(per[name] for name in STEPS[:5])
         print("per slice, ms: " + ", ".join(f"{name} {per[name]:.1f}" for name in STEPS)
-              + f" (priority: inside store; text_work: on its thread where it has one); other {other:.1f}")
+              + f" (priority: inside store; text_work: on its thread where it has one; lane_decode: on the "
+              f"lanes); other {other:.1f}")
         print(f"GET /api/cases/{{id}}/scans/ ({len(ids)} scans, the study bench's poll): "
               f"median {statistics.median(polls):.0f} ms")
         print(f"baseline one analyze() median {analyze_ms:.0f} ms; unpack + tasks = "

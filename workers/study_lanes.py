@@ -19,6 +19,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from mri.intake.decode import Decoded, decode_timed
+from mri.intake.limits import ScanDecodeError
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,15 +47,18 @@ def chunks(items: Sequence[LaneSlice], size: int) -> list[list[LaneSlice]]:
 
 
 def run_chunk(
-    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[bytes]], list[str]]
+    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[np.ndarray]], list[str]]
 ) -> None:
     """Check, then analyse, one chunk (on a lane thread). `get_analyzer`: the process's model (an
     error loading it is each slice's error). `texts_in`: each slice's burnt-in text ("" when
-    none) for several slices' bytes at once. A slice whose check raised gets that error on both
-    futures (the task checks it again on its own); a slice whose analysis the task cancelled
-    meanwhile is skipped; if the chunk cannot be analysed as a whole (an unreadable slice, an
-    error), each slice is analysed on its own, so one bad slice fails alone. Whatever happens,
-    every future of the chunk is answered before this returns: the task's thread waits on them."""
+    none) for several decoded slices at once: each slice is decoded once, here, for its check and
+    its analysis. An unreadable slice (ScanDecodeError) has no text and fails alone with that
+    message; any other error while decoding fails the chunk's checks, as a check that raised
+    does. A slice whose check raised gets that error on both futures (the task checks it again
+    on its own); a slice whose analysis the task cancelled meanwhile is skipped; if the rest
+    cannot be analysed as a whole, each slice is analysed on its own (from its bytes again), so
+    one bad slice fails alone. Whatever happens, every future of the chunk is answered before
+    this returns: the task's thread waits on them."""
     try:
         _check_then_analyse(chunk, get_analyzer, texts_in)
     except BaseException as exc:
@@ -63,53 +71,70 @@ def run_chunk(
 
 
 def _check_then_analyse(
-    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[bytes]], list[str]]
+    chunk: Sequence[LaneSlice], get_analyzer: Callable[[], Any], texts_in: Callable[[list[np.ndarray]], list[str]]
 ) -> None:
-    checking = [item for item in chunk if item.checked and item.text.set_running_or_notify_cancel()]
+    # Each slice decoded once, here: its text check and its analysis read the same pixels.
+    decoded: list[Decoded | ScanDecodeError] = []
+    for item in chunk:
+        try:
+            decoded.append(decode_timed(item.data))
+        except ScanDecodeError as exc:  # that slice's analysis fails with its message
+            decoded.append(exc)
+        # Anything else (memory) raises: run_chunk fails the chunk, the task checks each slice again.
+    checking = [i for i, item in enumerate(chunk) if item.checked and item.text.set_running_or_notify_cancel()]
     failed: BaseException | None = None
     if checking:
         try:
-            found = texts_in([item.data for item in checking])
+            found = texts_in([_gray_or_blank(decoded[i]) for i in checking])
             if len(found) != len(checking):
                 raise RuntimeError(f"{len(found)} text checks for {len(checking)} slices")
         except Exception as exc:  # handed to the task's thread, which checks each slice again
             failed = exc
-            for item in checking:
-                item.text.set_exception(exc)
+            for i in checking:
+                chunk[i].text.set_exception(exc)
         else:
-            for item, text in zip(checking, found, strict=True):
-                item.text.set_result(text)
+            for i, text in zip(checking, found, strict=True):
+                chunk[i].text.set_result(text)
     to_analyse = []
-    for item in chunk:
+    for item, pixels in zip(chunk, decoded, strict=True):
         if not item.analysis.set_running_or_notify_cancel():
             continue
         if item.checked and failed is not None:
             item.analysis.set_exception(failed)
         elif item.checked and item.text.result():
             item.analysis.set_result(None)  # held by the task: never analysed
+        elif isinstance(pixels, ScanDecodeError):
+            item.analysis.set_exception(pixels)  # recorded on its own scan by the task
         else:
-            to_analyse.append(item)
+            to_analyse.append((item, pixels))
     if not to_analyse:
         return
     try:
         analyzer = get_analyzer()
     except Exception as exc:  # each scan's error (the task retries, then fails it)
-        for item in to_analyse:
+        for item, _pixels in to_analyse:
             item.analysis.set_exception(exc)
         return
     if len(to_analyse) > 1:
         try:
-            results = analyzer.analyze_batch([item.data for item in to_analyse])
+            results = analyzer.analyze_batch(
+                [item.data for item, _ in to_analyse], decoded=[pixels for _, pixels in to_analyse]
+            )
             if len(results) != len(to_analyse):
                 raise RuntimeError(f"{len(results)} results for {len(to_analyse)} slices")
         except Exception:  # each slice again on its own, below, so a bad one fails alone
             logger.warning("a chunk of %d slices: analysing one by one", len(to_analyse), exc_info=True)
         else:
-            for item, result in zip(to_analyse, results, strict=True):
+            for (item, _pixels), result in zip(to_analyse, results, strict=True):
                 item.analysis.set_result(result)
             return
-    for item in to_analyse:
+    for item, _pixels in to_analyse:
         try:
             item.analysis.set_result(analyzer.analyze(item.data))
         except Exception as exc:  # recorded on its own scan by the task
             item.analysis.set_exception(exc)
+
+
+def _gray_or_blank(pixels: Decoded | ScanDecodeError) -> np.ndarray:
+    """The slice's pixels for its text check; an unreadable slice holds no text to find."""
+    return pixels.gray if isinstance(pixels, Decoded) else np.zeros((1, 1), np.float32)

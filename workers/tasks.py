@@ -13,8 +13,9 @@ worker shares no disk with the web hosts.
   order, by the task's own thread).
 """
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,7 @@ from apps.scans.media import is_missing_object
 from apps.scans.models import Scan
 from clinic_platform.logcontext import scan_context
 from mri.intake.colour_evidence import with_colour_evidence
+from mri.intake.decode import Decoded, decode_timed
 from workers import metrics, task_names
 from workers.celery_policy import inference_task, maintenance_task
 from workers.study_lanes import LaneSlice, chunks, run_chunk
@@ -133,35 +135,30 @@ def _store_opening_heatmap(prediction: Any, data: bytes) -> None:
                          prediction.heatmap_label)
 
 
-def _text_in(data: bytes) -> str:
+def _text_in(data: bytes, keep: Callable[[Decoded], None] | None = None) -> str:
     """The text burnt into the image's pixels, "" when none, or when the image cannot be read
     (the analysis fails it with its own message). No database: it runs on a study task's
-    text-check thread too."""
+    text-check thread too. `keep`: handed the decoded pixels (a GPU study task's check thread
+    keeps them for the one batch, so each slice is decoded once)."""
     from mri.intake.burnt_text import burnt_in_text
-    from mri.intake.decode import decode_gray_bounded
     from mri.intake.limits import ScanDecodeError
 
     with metrics.stage("text_check"):
         try:
-            return burnt_in_text(decode_gray_bounded(data))
+            pixels = decode_timed(data)
         except ScanDecodeError:
             return ""
+        if keep is not None:
+            keep(pixels)
+        return burnt_in_text(pixels.gray)
 
 
-def _texts_in(datas: list[bytes]) -> list[str]:
-    """`_text_in` of several slices (a lane's chunk), read by one Tesseract reader."""
+def _texts_in(grays: list[np.ndarray]) -> list[str]:
+    """`_text_in` of several decoded slices (a lane's chunk), read by one Tesseract reader."""
     from mri.intake.burnt_text import burnt_in_texts
-    from mri.intake.decode import decode_gray_bounded
-    from mri.intake.limits import ScanDecodeError
 
-    def gray(data: bytes) -> Any:
-        try:
-            return decode_gray_bounded(data)
-        except ScanDecodeError:  # no text to find: the analysis fails it with its own message
-            return np.zeros((1, 1), np.float32)
-
-    with metrics.stage("text_check", slices=len(datas)):
-        return burnt_in_texts([gray(data) for data in datas])
+    with metrics.stage("text_check", slices=len(grays)):
+        return burnt_in_texts(grays)
 
 
 def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> bool:
@@ -259,6 +256,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     outcomes: dict[str, str] = {}
     claimed: list[tuple[Scan, bytes | None]] = []
     texts: dict[int, Future[str]] = {}  # each slice's text check (GPU: started once read; CPU: its lane's)
+    decoded: dict[int, Decoded] = {}  # GPU: each slice's pixels, kept by its check for the one pass
     batch_preferred = _batch_preferred()
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
     # A GPU worker's fallback (a batch that failed) stays one slice at a time on the device.
@@ -281,7 +279,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                 except Exception:  # read again, and the failure recorded, by _analyze_one
                     data = None
                 if batch_preferred and data is not None and not scan.burnt_text_released:
-                    texts[scan.pk] = checks.submit(_text_in, data)
+                    texts[scan.pk] = checks.submit(_text_in, data, functools.partial(decoded.__setitem__, scan.pk))
                 claimed.append((scan, data))
 
         def unheld(scan: Scan, data: bytes | None) -> tuple[bool, bytes | None]:
@@ -306,7 +304,12 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
             readable = [(scan, data) for scan, data in claimed if data is not None]
             if len(readable) > 1 and len(readable) == len(claimed):
                 try:
-                    results = _get_analyzer().analyze_batch([data for _, data in readable])
+                    # Every check is done (unheld waited on each): their pixels, unless a
+                    # slice was not checked (released by a person), then the bytes again.
+                    pixels = [decoded.get(scan.pk) for scan, _ in readable]
+                    results = _get_analyzer().analyze_batch(
+                        [data for _, data in readable], decoded=None if any(p is None for p in pixels) else pixels
+                    )
                 except SoftTimeLimitExceeded:
                     for scan, _ in claimed:
                         services.scan_fail(scan=scan, error="The analysis took too long and was stopped.")
@@ -318,6 +321,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     ids = [s.pk for s, _ in readable]
                     logger.warning("batch of scans %s: analysing one by one", ids, exc_info=True)
             texts.clear()  # every check is done and used
+            decoded.clear()
         analyses: dict[int, Future[Any]] = {}  # on lanes: each slice's analysis, in slice order
         if results is None:
             on_lanes = []

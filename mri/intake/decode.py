@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -167,6 +169,21 @@ def decode_gray_bounded(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray:
     _load_pixels(image)
     factor = math.ceil(max(image.size) / max_side)
     return to_gray(image) if factor == 1 else _reduced_gray(image, factor)
+
+
+class Decoded(NamedTuple):
+    """A scan decoded once by `decode_gray_bounded`, and what that took, for a caller that uses
+    the pixels twice (a study lane: the burnt-in text check, then the analysis)."""
+
+    gray: np.ndarray
+    ms: float
+
+
+def decode_timed(data: bytes) -> Decoded:
+    """`decode_gray_bounded(data)` with its cost in ms; raises what it raises."""
+    started = time.perf_counter()
+    gray = decode_gray_bounded(data)
+    return Decoded(gray, (time.perf_counter() - started) * 1000)
 
 
 def _reduced_gray(image: Image.Image, factor: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mri.card import DEFAULT_MODEL_DIR
-from mri.intake.decode import decode_gray_bounded
+from mri.intake.decode import Decoded, decode_gray_bounded, decode_timed
 from mri.model.cams import CamSpec, combine, flip_average, parse_method
 from mri.model.folded_graph import default_compute_dtype, folded_call
 from mri.model.ood import FIT_INPUT, GATE_INPUTS, OodGate, load_gate
@@ -180,29 +180,33 @@ class Analyzer:
         """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
         return self.analyze_batch([data])[0]
 
-    def analyze_batch(self, scans: Sequence[bytes]) -> list[AnalysisResult]:
+    def analyze_batch(self, scans: Sequence[bytes], decoded: Sequence[Decoded] | None = None) -> list[AnalysisResult]:
         """Several slices (one study) in one forward/backward pass; results in input order, the
         same as `analyze` one by one (within float tolerance). Raises ScanDecodeError if any
         file cannot be read (callers with untrusted files analyse them one by one then).
+        `decoded`: the scans already decoded (`decode_timed`, in the same order), so a caller
+        that needed the pixels first (a study lane's text check) does not pay for them twice.
         `timings_ms["inference"]` is each slice's share of the batch's model time."""
+        if decoded is None:
+            decoded = [decode_timed(data) for data in scans]  # at most WORK_SIDE a side: bounded memory
+        if len(decoded) != len(scans):
+            raise ValueError(f"{len(decoded)} decoded slices for {len(scans)} scans")
         if not scans:
             return []
-        clocks = [_Clock() for _ in scans]
-        grays, prepared = [], []
-        for data, clock in zip(scans, clocks, strict=True):
-            gray = decode_gray_bounded(data)  # at most WORK_SIDE a side: bounded memory
-            clock.lap("decode")
+        grays = [gray for gray, _ms in decoded]
+        clocks, prepared = [_Clock() for _ in grays], []
+        for (gray, ms), clock in zip(decoded, clocks, strict=True):
+            clock.add("decode", ms)
             prepared.append(prepare(gray, self.input_size, self.head_crop))
-            grays.append(gray)
             clock.lap("preprocess")
         started = time.perf_counter()
         logits, features, gradients, pooled = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
-        model_ms = (time.perf_counter() - started) * 1000 / len(scans)
+        model_ms = (time.perf_counter() - started) * 1000 / len(grays)
         probabilities = calibrated_probabilities(logits, self.temperature)
         # One score per slice (a few small matrix products); NaN when the card has no gate.
         scored = time.perf_counter()
-        ood_scores = self.ood_gate.scorer.scores(pooled) if self.ood_gate else np.full(len(scans), np.nan)
-        ood_ms = (time.perf_counter() - scored) * 1000 / len(scans)
+        ood_scores = self.ood_gate.scorer.scores(pooled) if self.ood_gate else np.full(len(grays), np.nan)
+        ood_ms = (time.perf_counter() - scored) * 1000 / len(grays)
         results = []
         for i, clock in enumerate(clocks):
             clock.add("inference", model_ms)

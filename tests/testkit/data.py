@@ -25,7 +25,7 @@ from apps.patients.models import Patient
 from apps.patients.services import patient_create
 from apps.scans.models import Scan, StudyUpload
 from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_upload
-from mri.intake.decode import decode_gray
+from mri.intake.decode import Decoded, decode_gray, decode_gray_bounded
 from mri.results import AnalysisResult
 from mri.vocabulary import CLASS_NAMES
 from tests.testkit.scans import png_bytes, real_scan_bytes
@@ -72,6 +72,7 @@ class PixelAnalyzer:
         self.out_of_distribution = out_of_distribution  # what the gate would say (mri/model/ood.py)
         self.calls = 0
         self.batch_calls = 0
+        self.decoded_given = 0  # slices handed to analyze_batch already decoded (a study lane's)
         self._counting = threading.Lock()  # a study task analyses slices on several threads
 
     def analyze(self, data: bytes) -> AnalysisResult:
@@ -95,10 +96,16 @@ class PixelAnalyzer:
             ood_gate=self.ood_gate,
         )
 
-    def analyze_batch(self, scans: list[bytes]) -> list[AnalysisResult]:
-        """The runtime's batch entry point: one call for the slices of a study."""
+    def analyze_batch(self, scans: list[bytes], decoded: list[Decoded] | None = None) -> list[AnalysisResult]:
+        """The runtime's batch entry point: one call for the slices of a study. `decoded`, the
+        pixels a caller decoded already, must be those of `scans` (checked); the stand-in
+        analyses the bytes all the same."""
+        if decoded is not None:
+            assert len(decoded) == len(scans)
+            assert all(np.array_equal(d.gray, decode_gray_bounded(s)) for d, s in zip(decoded, scans, strict=True))
         with self._counting:
             self.batch_calls += 1
+            self.decoded_given += len(decoded or ())
             self.calls -= len(scans)  # `calls` counts slices analysed one by one
         return [self.analyze(data) for data in scans]
 

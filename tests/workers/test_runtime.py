@@ -142,6 +142,25 @@ def test_analyze_batch_equals_analyze_one_by_one(analyzer) -> None:
     assert analyzer.batch_preferred == (analyzer.device == "GPU")
 
 
+def test_analyze_batch_of_slices_decoded_already_equals_it_decoding_them(analyzer) -> None:
+    """A study lane decodes each slice once, for its text check and its analysis: the pixels it
+    hands over give the results the bytes give, and each slice's decode time is the one
+    measured when it was decoded."""
+    from mri.intake.decode import Decoded, decode_timed
+
+    datas = [scan(name) for name in BATCH_SCANS[:3]]
+    decoded = [Decoded(pixels.gray, 7.5 + i) for i, pixels in enumerate(decode_timed(d) for d in datas)]
+    given = analyzer.analyze_batch(datas, decoded=decoded)
+    for i, (together, alone) in enumerate(zip(given, analyzer.analyze_batch(datas), strict=True)):
+        assert together.label == alone.label
+        for name in CLASS_NAMES:
+            assert together.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-5)
+        assert np.abs(together.heatmap - alone.heatmap).max() < 1e-4
+        assert together.timings_ms["decode"] == 7.5 + i
+    with pytest.raises(ValueError, match="2 decoded slices for 3 scans"):
+        analyzer.analyze_batch(datas, decoded=decoded[:2])
+
+
 def test_analyze_on_several_threads_at_once_gives_each_slice_its_own_result(analyzer) -> None:
     """A CPU worker analyses a study's slices on parallel lanes (workers/tasks.py): analyze()
     called from two threads at once returns what each slice gets alone."""

@@ -48,9 +48,21 @@ def test_the_worker_analyses_a_study_in_one_pass(north, analyzer, broker, django
     outcomes = tasks.analyze_scans(ids)
     assert outcomes == {str(i): "done" for i in ids}
     assert (analyzer.batch_calls, analyzer.calls) == (1, 0)
+    assert analyzer.decoded_given == 3  # the pixels each slice's text check decoded (checked equal)
     assert set(Scan.objects.filter(pk__in=ids).values_list("status", flat=True)) == {ScanStatus.DONE}
     # A duplicate message does nothing.
     assert tasks.analyze_scans(ids) == {str(i): "skipped" for i in ids}
+
+
+def test_a_slice_released_unchecked_sends_the_batch_its_bytes_to_decode(
+    north, analyzer, broker, django_capture_on_commit_callbacks
+):
+    """A slice a person released is not text-checked, so nothing decoded it: the one pass
+    decodes the batch's bytes itself (no slice goes in without its pixels)."""
+    ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
+    Scan.objects.filter(pk=ids[0]).update(burnt_text_released=True)
+    assert tasks.analyze_scans(ids) == {str(i): "done" for i in ids}
+    assert (analyzer.batch_calls, analyzer.decoded_given) == (1, 0)
 
 
 @pytest.mark.parametrize(("lane_batch", "calls"), [(1, (0, 3)), (2, (1, 1)), (4, (1, 0))])
@@ -250,9 +262,9 @@ def test_a_slice_removed_mid_analysis_is_superseded_and_the_rest_of_the_batch_is
     ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
     analyse = analyzer.analyze_batch
 
-    def removed_meanwhile(scans):
+    def removed_meanwhile(scans, decoded=None):
         Scan.all_objects.filter(pk=ids[1]).update(removed_at=timezone.now(), removed_reason="wrong patient")
-        return analyse(scans)
+        return analyse(scans, decoded)
 
     monkeypatch.setattr(analyzer, "analyze_batch", removed_meanwhile)
     assert tasks.analyze_scans(ids) == {str(ids[0]): "done", str(ids[1]): "superseded", str(ids[2]): "done"}

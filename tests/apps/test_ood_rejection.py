@@ -155,3 +155,19 @@ def test_a_score_just_above_the_threshold_does_not_read_as_equal_to_it():
         model_version="v", ood_score=2.27, out_of_distribution=True, ood_threshold=2.265246,
     )
     assert "score is 2.270, above the gate's threshold of 2.265," in rejection_message(result)
+
+
+def test_a_score_and_its_threshold_are_shown_with_the_decimals_that_tell_them_apart():
+    from apps.scans.services import gate_decimals, rejection_message
+    from mri.results import AnalysisResult
+
+    assert gate_decimals(0.8, 2.265246) == 3
+    assert gate_decimals(2.2654, 2.2652) == 4
+    assert gate_decimals(2.2652461, 2.2652460) == 7
+    assert gate_decimals(2.265246, 2.265246) == 15  # equal: as far as it goes
+    assert gate_decimals(0.8, None) == 1
+    result = AnalysisResult(
+        label="notumor", probabilities={"notumor": 1.0}, heatmap=np.zeros((2, 2), np.float32), overlay_png=b"",
+        model_version="v", ood_score=2.2654, out_of_distribution=True, ood_threshold=2.2652,
+    )
+    assert "score is 2.2654, above the gate's threshold of 2.2652," in rejection_message(result)

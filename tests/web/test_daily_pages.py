@@ -10,6 +10,7 @@ from django.urls import reverse
 from apps.cases.models import CaseStatus
 from apps.cases.selectors import case_get
 from apps.cases.services import case_create
+from apps.scans.models import Scan
 from apps.scans.services import scans_upload
 from tests.testkit.data import PixelAnalyzer, case_with_results, finish_scan, png_upload
 from tests.testkit.documents import pdf_text
@@ -185,6 +186,10 @@ def test_cards_say_it_in_words_and_hide_the_engineering(
     # The score beside the threshold it was held against, and which gate judged it.
     assert "0.800 (higher is less like them; rejected above 2.500)" in details
     assert PixelAnalyzer.ood_gate[:12] in details
+    # A score just under its threshold never reads equal to it: as many decimals as tell them apart.
+    Scan.objects.filter(pk=scans[0].pk).update(ood_score=2.26519, ood_threshold=2.26521)
+    html = staff_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert "2.26519 (higher is less like them; rejected above 2.26521)" in html
     assert "Gradcam" not in card
     assert "Inference" not in card
     rejected, _ = case_with_results(world, django_capture_on_commit_callbacks, ["rejected"])

@@ -29,6 +29,7 @@ from .sweep import SweepReport, _process_gone, scans_requeue_stale
 from .transitions import (
     ModelOutputError,
     _check_result,
+    gate_decimals,
     prediction_validated,
     rejection_message,
     scan_claim,
@@ -52,6 +53,7 @@ __all__ = [
     "class_heatmap_fail",
     "class_heatmap_store",
     "dicom_sequence",
+    "gate_decimals",
     "prediction_validated",
     "rejection_message",
     "scan_claim",

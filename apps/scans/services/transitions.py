@@ -179,13 +179,25 @@ def _finite(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def gate_decimals(score: float | None, threshold: float | None) -> int:
+    """Decimals to show a gate's score and threshold with: three (at one, the shipped threshold
+    2.265 would read as its neighbours' scores), more while the two would still read alike (a
+    score of 2.2654 rejected above 2.2652 must not read "2.265, above 2.265"); one without a
+    threshold."""
+    if score is None or threshold is None:
+        return 1
+    digits = 3
+    while digits < 15 and f"{score:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return digits
+
+
 def rejection_message(result: AnalysisResult) -> str:
     if getattr(result, "ood_reason", ""):
         return result.ood_reason
     threshold = _finite(getattr(result, "ood_threshold", None))
-    # Three decimals: the shipped threshold (2.265) at one would read as its neighbours' scores.
-    above = f", above the gate's threshold of {threshold:.3f}" if threshold is not None else ""
-    digits = 3 if threshold is not None else 1
+    digits = gate_decimals(result.ood_score, threshold)
+    above = f", above the gate's threshold of {threshold:.{digits}f}" if threshold is not None else ""
     return (
         "This does not look like a brain MRI slice (its out-of-distribution score is "
         f"{result.ood_score:.{digits}f}{above}, beyond what the brain MRI slices the model was trained on reach): "

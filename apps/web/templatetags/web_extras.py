@@ -7,6 +7,7 @@ from django import template
 
 from apps.cases.models import CaseStatus
 from apps.scans.labels import READING_CHOICES, Label, probability_text
+from apps.scans.services import gate_decimals
 
 register = template.Library()
 
@@ -40,6 +41,14 @@ def ms(value: float | int | None) -> str:
         return "—"
     value = float(value)
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+@register.filter
+def gate_pair(score: float, threshold: float) -> str:
+    """A scan's out-of-distribution score against the threshold it was held to, with as many
+    decimals as tell them apart (services.gate_decimals), as the rejection message says them."""
+    digits = gate_decimals(score, threshold)
+    return f"{score:.{digits}f} (higher is less like them; rejected above {threshold:.{digits}f})"
 
 
 # The worker's timing keys (mri/model/analyzer.py) said in words; an unknown key is humanised.

@@ -13,7 +13,14 @@ from PIL import Image
 
 from apps.scans.models import Scan
 from tests.testkit.browser import log_in
-from tests.testkit.data import ClinicWorld, case_with_results, finish_scan_with_class_maps, make_world, unpublished
+from tests.testkit.data import (
+    ClinicWorld,
+    case_with_results,
+    finish_scan,
+    finish_scan_with_class_maps,
+    make_world,
+    unpublished,
+)
 
 
 def _shot(page, name: str) -> None:
@@ -122,6 +129,52 @@ def test_heatmap_switch_shows_only_the_chosen_class_in_the_chosen_colours(
     _wait_drawn(page, canvas, "glioma", "jet")
     _shot_element(page.locator(f"#scan-{scan.pk}"), "scan-card")
 
+
+
+def test_no_map_stays_on_the_viewer_under_another_class_name_while_that_class_loads(
+    live_server, page, django_capture_on_commit_callbacks
+) -> None:
+    """The server's overlay is the predicted class's map and the canvas holds the last map
+    drawn: while another class's map is being computed (202, held here for every class but the
+    one allowed through), neither may be left on the viewer under the chosen class's name."""
+    world = _world(django_capture_on_commit_callbacks)
+    scan = finish_scan(world.scan, "glioma", 0.9)
+    allowed: set[str] = set()
+
+    def heatmaps(route) -> None:
+        label = route.request.url.rstrip("/").rsplit("/", 1)[-1]
+        if label in allowed:
+            route.continue_()
+        else:  # what the API answers while a worker computes the map
+            route.fulfill(status=202, headers={"Retry-After": "30"}, json={"status": "pending"})
+
+    page.route("**/api/scans/*/heatmaps/*/", heatmaps)
+    base = live_server.url
+    log_in(page, base, world.radiologist.username)
+    page.goto(f"{base}/cases/{world.case.pk}/")
+    viewer = page.locator(f"#scan-{scan.pk} .viewer")
+    overlay, canvas = page.locator(f"#overlay-{scan.pk}"), viewer.locator("canvas.heatmap")
+    status = page.locator(f"#scan-{scan.pk} [data-heatmap-status]")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle())
+
+    # Glioma's own map pending: the server's overlay of glioma is still the right picture.
+    assert "Computing the heatmap for Glioma" in status.inner_text()
+    assert overlay.is_visible()
+    assert canvas.is_hidden()
+    page.select_option("[data-heatmap-class]", "meningioma")
+    page.wait_for_function("s => s.textContent.includes('Meningioma')", arg=status.element_handle())
+    assert overlay.is_hidden()  # glioma's map, no longer under "Meningioma"
+
+    # Glioma's map drawn on the canvas, then pituitary chosen while its map is pending.
+    allowed.add("glioma")
+    page.select_option("[data-heatmap-class]", "glioma")
+    _wait_drawn(page, canvas, "glioma", "jet")
+    assert _colourful(_pixels(viewer)) > 6
+    page.select_option("[data-heatmap-class]", "pituitary")
+    page.wait_for_function("s => s.textContent.includes('Pituitary')", arg=status.element_handle())
+    assert canvas.is_hidden()
+    assert overlay.is_hidden()
+    assert _colourful(_pixels(viewer)) < 2  # the gray scan alone
 
 
 def test_study_summary_warns_when_slices_name_different_tumours(

@@ -8,6 +8,8 @@ noise, brightness/contrast/gamma and JPEG re-encoding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -110,17 +112,26 @@ def head_mask(gray: np.ndarray) -> np.ndarray:
 def sequence_remap(gray: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """uint8 gray slice → the same slice with another intensity mapping inside the head
     (background stays black), re-windowed to its 0.5-99.5th percentiles."""
-    mask = head_mask(gray)
-    x = gray.astype(np.float32) / 255.0
-    if kind == "invert":
-        y = 1.0 - x
-    elif kind == "gamma":
-        y = x ** rng.uniform(0.4, 2.5)
-    elif kind == "curve":  # a random, not necessarily monotone, piecewise-linear curve
-        y = np.interp(x, np.linspace(0, 1, 6), rng.uniform(0, 1, 6)).astype(np.float32)
-    else:
+    if kind not in SEQUENCE_REMAPS:
         raise ValueError(f"unknown sequence remap {kind!r}; known: {SEQUENCE_REMAPS}")
-    y = np.where(mask, y, 0.0)
+    gamma = rng.uniform(0.4, 2.5) if kind == "gamma" else 1.0
+    knots = rng.uniform(0, 1, 6) if kind == "curve" else None  # a random, not necessarily monotone, curve
+
+    def curve(x: np.ndarray) -> np.ndarray:
+        if kind == "invert":
+            return 1.0 - x
+        if knots is not None:
+            return np.interp(x, np.linspace(0, 1, 6), knots).astype(np.float32)
+        return x**gamma
+
+    return remap_head(gray, curve)
+
+
+def remap_head(gray: np.ndarray, curve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """uint8 gray slice → `curve` (of intensities in [0, 1]) applied inside the head, the
+    background black, re-windowed to the head's 0.5-99.5th percentiles."""
+    mask = head_mask(gray)
+    y = np.where(mask, curve(gray.astype(np.float32) / 255.0), 0.0)
     low, high = np.percentile(y[mask], [0.5, 99.5]) if mask.any() else (0.0, 1.0)
     y = np.clip((y - low) / max(high - low, 1e-3), 0.0, 1.0) * mask
     return (y * 255).astype(np.uint8)

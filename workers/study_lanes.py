@@ -56,7 +56,7 @@ def run_chunk(
     message; any other error while decoding fails the chunk's checks, as a check that raised
     does. A slice whose check raised gets that error on both futures (the task checks it again
     on its own); a slice whose analysis the task cancelled meanwhile is skipped; if the rest
-    cannot be analysed as a whole, each slice is analysed on its own (from its bytes again), so
+    cannot be analysed as a whole, each slice is analysed on its own (from the same pixels), so
     one bad slice fails alone. Whatever happens, every future of the chunk is answered before
     this returns: the task's thread waits on them."""
     try:
@@ -128,9 +128,9 @@ def _check_then_analyse(
             for (item, _pixels), result in zip(to_analyse, results, strict=True):
                 item.analysis.set_result(result)
             return
-    for item, _pixels in to_analyse:
+    for item, pixels in to_analyse:
         try:
-            item.analysis.set_result(analyzer.analyze(item.data))
+            item.analysis.set_result(analyzer.analyze(item.data, pixels))
         except Exception as exc:  # recorded on its own scan by the task
             item.analysis.set_exception(exc)
 

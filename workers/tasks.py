@@ -161,16 +161,19 @@ def _texts_in(grays: list[np.ndarray]) -> list[str]:
         return burnt_in_texts(grays)
 
 
-def _held_for_text(scan: Scan, data: bytes, text: Future[str] | None = None) -> bool:
+def _held_for_text(
+    scan: Scan, data: bytes, text: Future[str] | None = None, keep: Callable[[Decoded], None] | None = None
+) -> bool:
     """Hold the scan when text is burnt into its pixels (a name, a date), unless a person already
     released it; True when held (or lost to another attempt). Just before analysis, in the
     worker, so no upload path can skip it. `text`: the check already started on `data` (a GPU
-    study task's text-check thread, or a CPU study task's lane); its error, if any, is raised here."""
+    study task's text-check thread, or a CPU study task's lane); its error, if any, is raised here.
+    `keep`: handed the pixels the check decodes (as `_text_in`'s), for the analysis to reuse."""
     from apps.scans.holds import scan_hold
 
     if scan.burnt_text_released:
         return False
-    if not (text.result() if text is not None else _text_in(data)):
+    if not (text.result() if text is not None else _text_in(data, keep)):
         return False
     scan_hold(scan=scan)
     return True
@@ -189,9 +192,13 @@ def _analyze_one(
     try:
         if data is None:
             data = _read(scan)
-        if not text_checked and _held_for_text(scan, data):
+        checked: list[Decoded] = []  # the pixels the text check decoded: the analysis reads them
+        if not text_checked and _held_for_text(scan, data, keep=checked.append):
             return "held"
-        result = analysis.result() if analysis is not None else _get_analyzer().analyze(data)
+        if analysis is not None:
+            result = analysis.result()
+        else:
+            result = _get_analyzer().analyze(data, checked[0] if checked else None)
         if result is None:  # the lane found text this thread did not hold: never store unchecked
             raise RuntimeError("the analysis lane and the task disagree on the burnt-in text check")
         return _store(scan, result, data)

@@ -176,9 +176,11 @@ class Analyzer:
         ]
         return flip_average(maps[0], maps[1]) if spec.flip else maps[0]
 
-    def analyze(self, data: bytes) -> AnalysisResult:
-        """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read."""
-        return self.analyze_batch([data])[0]
+    def analyze(self, data: bytes, decoded: Decoded | None = None) -> AnalysisResult:
+        """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read.
+        `decoded`: the scan already decoded (`decode_timed`; the worker's burnt-in text check
+        decodes it first), so it is not decoded twice."""
+        return self.analyze_batch([data], None if decoded is None else [decoded])[0]
 
     def analyze_batch(self, scans: Sequence[bytes], decoded: Sequence[Decoded] | None = None) -> list[AnalysisResult]:
         """Several slices (one study) in one forward/backward pass; results in input order, the

@@ -72,12 +72,17 @@ class PixelAnalyzer:
         self.out_of_distribution = out_of_distribution  # what the gate would say (mri/model/ood.py)
         self.calls = 0
         self.batch_calls = 0
-        self.decoded_given = 0  # slices handed to analyze_batch already decoded (a study lane's)
+        self.decoded_given = 0  # slices handed over already decoded (by the text check that read them)
         self._counting = threading.Lock()  # a study task analyses slices on several threads
 
-    def analyze(self, data: bytes) -> AnalysisResult:
+    def analyze(self, data: bytes, decoded: Decoded | None = None) -> AnalysisResult:
+        """The runtime's one-scan entry point; `decoded`, the pixels the worker's text check
+        decoded already, must be those of `data` (checked); the stand-in reads the bytes."""
+        if decoded is not None:
+            assert np.array_equal(decoded.gray, decode_gray_bounded(data))
         with self._counting:
             self.calls += 1
+            self.decoded_given += decoded is not None
         gray = decode_gray(data)
         overlay = io.BytesIO()
         Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")
@@ -98,16 +103,13 @@ class PixelAnalyzer:
 
     def analyze_batch(self, scans: list[bytes], decoded: list[Decoded] | None = None) -> list[AnalysisResult]:
         """The runtime's batch entry point: one call for the slices of a study. `decoded`, the
-        pixels a caller decoded already, must be those of `scans` (checked); the stand-in
-        analyses the bytes all the same."""
-        if decoded is not None:
-            assert len(decoded) == len(scans)
-            assert all(np.array_equal(d.gray, decode_gray_bounded(s)) for d, s in zip(decoded, scans, strict=True))
+        pixels a caller decoded already, must be those of `scans` (checked by `analyze`); the
+        stand-in analyses the bytes all the same."""
+        assert decoded is None or len(decoded) == len(scans)
         with self._counting:
             self.batch_calls += 1
-            self.decoded_given += len(decoded or ())
             self.calls -= len(scans)  # `calls` counts slices analysed one by one
-        return [self.analyze(data) for data in scans]
+        return [self.analyze(data, pixels) for data, pixels in zip(scans, decoded or [None] * len(scans), strict=True)]
 
     def explain(self, data: bytes, label: str) -> np.ndarray:
         """A map of the scan's size that differs per class: the scan's pixels in one quadrant

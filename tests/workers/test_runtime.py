@@ -161,6 +161,19 @@ def test_analyze_batch_of_slices_decoded_already_equals_it_decoding_them(analyze
         analyzer.analyze_batch(datas, decoded=decoded[:2])
 
 
+def test_analyze_of_a_scan_decoded_already_equals_it_decoding_it(analyzer) -> None:
+    """The one-scan task decodes a scan once, for its burnt-in text check and its analysis."""
+    from mri.intake.decode import Decoded, decode_timed
+
+    data = scan(BATCH_SCANS[0])
+    given, alone = analyzer.analyze(data, Decoded(decode_timed(data).gray, 6.5)), analyzer.analyze(data)
+    assert given.label == alone.label
+    for name in CLASS_NAMES:
+        assert given.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-6)
+    assert np.abs(given.heatmap - alone.heatmap).max() < 1e-5
+    assert given.timings_ms["decode"] == 6.5
+
+
 def test_analyze_on_several_threads_at_once_gives_each_slice_its_own_result(analyzer) -> None:
     """A CPU worker analyses a study's slices on parallel lanes (workers/tasks.py): analyze()
     called from two threads at once returns what each slice gets alone."""

@@ -62,6 +62,17 @@ def test_second_run_does_nothing(queued, analyzer):
     assert (again.finished_at, again.attempts) == (first.finished_at, 1)
 
 
+def test_a_scan_is_decoded_once_for_its_text_check_and_its_analysis(queued, analyzer):
+    """The analysis reads the pixels the burnt-in text check decoded (PixelAnalyzer checks they
+    are the stored file's); a released scan, never checked, is decoded by the analysis."""
+    assert tasks.analyze_scan(queued.pk) == "done"
+    assert (analyzer.calls, analyzer.decoded_given) == (1, 1)
+    Prediction.objects.filter(scan=queued).delete()
+    Scan.objects.filter(pk=queued.pk).update(status=ScanStatus.QUEUED, burnt_text_released=True)
+    assert tasks.analyze_scan(queued.pk) == "done"
+    assert (analyzer.calls, analyzer.decoded_given) == (2, 1)
+
+
 def test_scan_held_by_another_worker_failed_or_missing_is_left_alone(queued, north, analyzer):
     Scan.objects.filter(pk=queued.pk).update(status=ScanStatus.PROCESSING)
     assert tasks.analyze_scan(queued.pk) == "skipped"
@@ -87,7 +98,7 @@ def test_unreadable_stored_file_fails_with_the_decoders_message(queued, analyzer
 
 def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, monkeypatch, settings, broker):
     class Broken:
-        def analyze(self, data):
+        def analyze(self, data, decoded=None):
             raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
 
     settings.SCAN_MAX_ATTEMPTS = 2
@@ -107,7 +118,9 @@ def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, 
 
 def test_result_outside_the_contract_fails_the_scan(queued, monkeypatch):
     analyzer = PixelAnalyzer()
-    wrong = SimpleNamespace(analyze=lambda data: dataclasses.replace(analyzer.analyze(data), label="astrocytoma"))
+    wrong = SimpleNamespace(
+        analyze=lambda data, decoded=None: dataclasses.replace(analyzer.analyze(data, decoded), label="astrocytoma")
+    )
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: wrong)
     assert tasks.analyze_scan(queued.pk) == "failed"
     assert Scan.objects.get(pk=queued.pk).error.startswith("The model returned an unusable result")

@@ -117,10 +117,10 @@ def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them
     lanes: set[str] = set()
     alone = analyzer.analyze
 
-    def analyze(data: bytes):
+    def analyze(data: bytes, decoded=None):
         lanes.add(threading.current_thread().name)
         meet.wait()  # both lanes are inside analyze() together
-        return alone(data)
+        return alone(data, decoded)
 
     analyzer.analyze = analyze
     stored: list[int] = []
@@ -144,10 +144,10 @@ def test_an_error_on_a_lane_is_recorded_on_its_own_slice(north, analyzer, broker
         failing = handle.read()
     alone = analyzer.analyze
 
-    def analyze(data: bytes):
+    def analyze(data: bytes, decoded=None):
         if data == failing:
             raise MemoryError("a transient failure")
-        return alone(data)
+        return alone(data, decoded)
 
     analyzer.analyze = analyze
     outcomes = tasks.analyze_scans([s.pk for s in scans])
@@ -176,8 +176,8 @@ def test_a_slice_the_gate_rejects_ends_rejected_alone_and_is_counted(
         outlier = handle.read()
     gated = analyzer.analyze
 
-    def analyze(data: bytes):  # the gate flags the middle slice only
-        result = gated(data)
+    def analyze(data: bytes, decoded=None):  # the gate flags the middle slice only
+        result = gated(data, decoded)
         return replace(result, ood_score=41.5, out_of_distribution=True) if data == outlier else result
 
     analyzer.analyze, analyzer.batch_preferred = analyze, batch_preferred

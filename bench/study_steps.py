@@ -6,7 +6,12 @@ called as the worker calls it, with its steps wrapped in clocks: claim, read, bu
 check, `analyze()`, storing (of which the stored worklist priority's refreshes), and the SQL
 queries per slice. The baseline is one `analyze()` per slice in the same process, same run.
 
-    .venv/bin/python bench/study_steps.py [--slices 60] [--syntax explicit-le]
+    .venv/bin/python bench/study_steps.py [--slices 60] [--syntax explicit-le] [--sequence t2] [--labels notumor]
+
+`--sequence`: the study's scans recorded as that sequence after the unpack (as a series with those
+DICOM attributes would be): on one the model is not validated for (t2, flair, t1), each "No tumour"
+card opens on the likeliest tumour's map, which the worker stores with the analysis (`explain`,
+timed, is the step it costs when the analysis did not make it).
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from bench.queue_throughput import bench_stack  # noqa: E402
 # text_check: the task's own wait for the check (all of it when the check runs in line);
 # text_work: the check's own time, on the task's text-check thread where it has one.
 # lane_decode: a CPU lane's one decode of each slice, for its text check and its analysis.
-STEPS = ("claim", "read", "text_check", "analyze", "store", "priority", "text_work", "lane_decode")
+# explain: the opening heatmap computed after the analysis (workers/tasks.py, _store_opening_heatmap).
+STEPS = ("claim", "read", "text_check", "analyze", "store", "priority", "text_work", "lane_decode", "explain")
 
 
 def main() -> int:
@@ -35,6 +41,11 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=60)
     parser.add_argument("--queries", action="store_true", help="print the SQL of the first batch task")
     parser.add_argument("--syntax", default="explicit-le", help="a key of tests/testkit/dicom.TRANSFER_SYNTAXES")
+    parser.add_argument("--sequence", default="", help="record the scans as this sequence (mri.intake.sequence)")
+    parser.add_argument(
+        "--labels", nargs="+", default=["glioma", "notumor", "meningioma", "pituitary"],
+        help="the training scans' classes the slices are made of, in turn",
+    )  # fmt: skip
     args = parser.parse_args()
     n = args.slices
 
@@ -54,7 +65,7 @@ def main() -> int:
         from workers import tasks
         from workers.runtime import get_analyzer
 
-        labels = ("glioma", "notumor", "meningioma", "pituitary")
+        labels = tuple(args.labels)
         archive = dicomdata.series_zip(dicomdata.training_series(n, labels=labels, key=args.syntax))
         user = stack.user
         case = case_create(created_by=user, patient=patient_create(created_by=user, mrn="T-1", name="Study Steps"))
@@ -77,6 +88,7 @@ def main() -> int:
             model_version = analyzer.model_version
             analyze = staticmethod(timed("analyze", analyzer.analyze))
             analyze_batch = staticmethod(timed("analyze", analyzer.analyze_batch))
+            explain = staticmethod(timed("explain", analyzer.explain))
 
         tasks._get_analyzer = lambda: TimedAnalyzer  # type: ignore[assignment]
         for name in ("claim", "read", "store"):
@@ -109,6 +121,8 @@ def main() -> int:
         unpack_s = time.perf_counter() - started
         unpack_cores = (time.process_time() - started_cpu) / unpack_s  # CPU time of every thread
         ids = list(Scan.objects.filter(study_upload=study).order_by("pk").values_list("pk", flat=True))
+        if args.sequence:
+            Scan.objects.filter(pk__in=ids).update(sequence=args.sequence)
         analyzer.analyze(Scan.objects.get(pk=ids[0]).image.read())  # warm, as a worker is after its first scan
 
         size = max(1, settings.SCAN_BATCH_SIZE)
@@ -156,7 +170,7 @@ def main() -> int:
               f"{len(queries) / len(ids):.1f} SQL queries/slice")
         other = tasks_s * 1000 / len(ids) - sum(per[name] for name in STEPS[:5])
         print("per slice, ms: " + ", ".join(f"{name} {per[name]:.1f}" for name in STEPS)
-              + f" (priority: inside store; text_work: on its thread where it has one; lane_decode: on the "
+              + f" (priority and explain: inside store; text_work: on its thread where it has one; lane_decode: on the "
               f"lanes); other {other:.1f}")
         print(f"GET /api/cases/{{id}}/scans/ ({len(ids)} scans, the study bench's poll): "
               f"median {statistics.median(polls):.0f} ms")

@@ -36,6 +36,11 @@ class AnalysisResult:
     ood_gate: str = ""
     # Why, when the evidence is not the score (mri/intake/colour_evidence.py: a colour image); "".
     ood_reason: str = ""
+    # An unreassuring "No tumour" (low confidence, or `unvalidated` asked for a sequence the model
+    # is not validated for): the likeliest tumour class and its heatmap (same shape rules as
+    # `heatmap`), from the same pass: the map the scan card opens on. "" and None otherwise.
+    tumour_label: str = ""
+    tumour_heatmap: np.ndarray | None = None
 
     @property
     def confidence(self) -> float:

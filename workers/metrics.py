@@ -43,6 +43,7 @@ _STAGE_OF = {
     "inference": "model",
     "ood": "model",  # the out-of-distribution score of the pass's pooled features
     "gradcam_and_overlay": "gradcam",
+    "tumour_heatmap": "gradcam",  # the map an unreassuring "No tumour" opens on
 }
 
 

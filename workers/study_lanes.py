@@ -36,6 +36,7 @@ class LaneSlice:
 
     data: bytes
     checked: bool
+    unvalidated: bool = False  # on a sequence the model is not validated for (Analyzer.analyze_batch)
     text: Future[str] = field(default_factory=Future)
     analysis: Future[Any] = field(default_factory=Future)
 
@@ -118,7 +119,9 @@ def _check_then_analyse(
     if len(to_analyse) > 1:
         try:
             results = analyzer.analyze_batch(
-                [item.data for item, _ in to_analyse], decoded=[pixels for _, pixels in to_analyse]
+                [item.data for item, _ in to_analyse],
+                decoded=[pixels for _, pixels in to_analyse],
+                unvalidated=[item.unvalidated for item, _ in to_analyse],
             )
             if len(results) != len(to_analyse):
                 raise RuntimeError(f"{len(results)} results for {len(to_analyse)} slices")
@@ -130,7 +133,7 @@ def _check_then_analyse(
             return
     for item, pixels in to_analyse:
         try:
-            item.analysis.set_result(analyzer.analyze(item.data, pixels))
+            item.analysis.set_result(analyzer.analyze(item.data, pixels, item.unvalidated))
         except Exception as exc:  # recorded on its own scan by the task
             item.analysis.set_exception(exc)
 

@@ -104,7 +104,7 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
         logger.exception("scan %s: failed, model output outside the contract", scan.pk)
         return "failed"
     if prediction is not None and prediction.heatmap_label != prediction.label:
-        _store_opening_heatmap(prediction, data)
+        _store_opening_heatmap(prediction, data, result)
     metrics.observe_timings(result.timings_ms)
     metrics.model_version(str(result.model_version))
     outcome = "done" if prediction is not None else "superseded"
@@ -115,16 +115,21 @@ def _store(scan: Scan, result: Any, data: bytes) -> str:
     return outcome
 
 
-def _store_opening_heatmap(prediction: Any, data: bytes) -> None:
+def _store_opening_heatmap(prediction: Any, data: bytes, result: Any) -> None:
     """The map the card opens on when it is not the predicted class's (an unreassuring "No
-    tumour": Prediction.heatmap_label), computed now with the same model and bytes at hand, so
-    opening a study's page publishes no task per slice. A failure leaves the scan done: the page
-    then asks for the map as for any other class."""
+    tumour": Prediction.heatmap_label), stored now, so opening a study's page publishes no task
+    per slice: the analysis's own `tumour_heatmap` when it made that class's (asked for with
+    `unvalidated`, or at low confidence), else `explain()` with the model and bytes at hand
+    (a result at the confidence threshold's edge). A failure leaves the scan done: the page then
+    asks for the map as for any other class."""
     from mri.model.overlays import encode_heatmap_png
 
     try:
         analyzer = _get_analyzer()
-        png = encode_heatmap_png(analyzer.explain(data, prediction.heatmap_label))
+        ready = getattr(result, "tumour_heatmap", None)
+        if ready is None or getattr(result, "tumour_label", "") != prediction.heatmap_label:
+            ready = analyzer.explain(data, prediction.heatmap_label)
+        png = encode_heatmap_png(ready)
         services.class_heatmap_store(
             prediction=prediction, label=prediction.heatmap_label, png=png, model_version=analyzer.model_version
         )
@@ -133,6 +138,22 @@ def _store_opening_heatmap(prediction: Any, data: bytes) -> None:
     except Exception:  # the scan's result stands; the map is asked for again when shown
         logger.exception("scan %s: the %s heatmap the card opens on was not stored", prediction.scan_id,
                          prediction.heatmap_label)
+
+
+def _unvalidated(scan: Scan, analyzer: Any) -> bool:
+    """Is the scan's sequence one the model is not validated for (known before the analysis)? Then
+    a "No tumour" on it opens on a tumour class's map, which the analysis makes in the same pass.
+    `analyzer`: the process's model, or None when it failed to load (its error is each scan's)."""
+    version = str(getattr(analyzer, "model_version", ""))
+    return bool(version) and services.prediction_validated(scan=scan, model_version=version) is False
+
+
+def _loaded_analyzer() -> Any:
+    """The process's model, or None when loading it fails: the lanes record that error per slice."""
+    try:
+        return _get_analyzer()
+    except Exception:
+        return None
 
 
 def _text_in(data: bytes, keep: Callable[[Decoded], None] | None = None) -> str:
@@ -198,7 +219,8 @@ def _analyze_one(
         if analysis is not None:
             result = analysis.result()
         else:
-            result = _get_analyzer().analyze(data, checked[0] if checked else None)
+            analyzer = _get_analyzer()
+            result = analyzer.analyze(data, checked[0] if checked else None, _unvalidated(scan, analyzer))
         if result is None:  # the lane found text this thread did not hold: never store unchecked
             raise RuntimeError("the analysis lane and the task disagree on the burnt-in text check")
         return _store(scan, result, data)
@@ -314,8 +336,11 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     # Every check is done (unheld waited on each): their pixels, unless a
                     # slice was not checked (released by a person), then the bytes again.
                     pixels = [decoded.get(scan.pk) for scan, _ in readable]
-                    results = _get_analyzer().analyze_batch(
-                        [data for _, data in readable], decoded=None if any(p is None for p in pixels) else pixels
+                    analyzer = _get_analyzer()
+                    results = analyzer.analyze_batch(
+                        [data for _, data in readable],
+                        decoded=None if any(p is None for p in pixels) else pixels,
+                        unvalidated=[_unvalidated(scan, analyzer) for scan, _ in readable],
                     )
                 except SoftTimeLimitExceeded:
                     for scan, _ in claimed:
@@ -331,10 +356,14 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
             decoded.clear()
         analyses: dict[int, Future[Any]] = {}  # on lanes: each slice's analysis, in slice order
         if results is None:
-            on_lanes = []
+            on_lanes, analyzer = [], _loaded_analyzer()
             for scan, data in claimed:
                 if data is not None:  # on a GPU worker checked above (held ones gone), one slice per call
-                    item = LaneSlice(data, checked=not batch_preferred and not scan.burnt_text_released)
+                    item = LaneSlice(
+                        data,
+                        checked=not batch_preferred and not scan.burnt_text_released,
+                        unvalidated=_unvalidated(scan, analyzer),
+                    )
                     analyses[scan.pk] = item.analysis
                     if item.checked:
                         texts[scan.pk] = item.text

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from mri.model.overlays import overlay_png
 from mri.model.preprocessing import Prepared, map_to_scan, prepare, to_model_input
 from mri.model.probabilities import calibrated_probabilities
 from mri.results import AnalysisResult
-from mri.vocabulary import CLASS_NAMES
+from mri.vocabulary import CLASS_NAMES, LOW_CONFIDENCE, NO_TUMOUR
 
 logger = logging.getLogger(__name__)
 
@@ -104,32 +104,55 @@ class Analyzer:
 
         # Any batch size: one traced function serves analyze() (batch 1), analyze_batch() and
         # explain(); `targets` (one per row) picks the class whose logit is explained.
+        no_tumour, temperature = CLASS_NAMES.index(NO_TUMOUR), float(card.temperature)
+        not_tumour = tf.constant([-np.inf if i == no_tumour else 0.0 for i in range(len(CLASS_NAMES))])
+
         @tf.function(
-            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32), tf.TensorSpec((None,), tf.int32)]
+            input_signature=[
+                tf.TensorSpec((None, size, size, 3), tf.float32),
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None,), tf.bool),
+            ]
         )
-        def forward(pixels: Any, targets: Any) -> tuple[Any, Any, Any, Any]:
-            with tf.GradientTape() as tape:
+        def forward(pixels: Any, targets: Any, unvalidated: Any) -> tuple[Any, ...]:
+            with tf.GradientTape(persistent=True) as tape:
                 tape.watch(pixels)  # the folded graph holds constants, no variables, to record from
                 *features, logits, ood_maps = network(pixels)
                 own = tf.argmax(logits, axis=-1, output_type=tf.int32)
-                paired = tf.gather(own, tf.maximum(-2 - targets, 0))
-                chosen = tf.where(targets >= 0, targets, tf.where(targets == OWN, own, paired))
+                source = tf.where(targets <= -2, -2 - targets, tf.range(tf.shape(targets)[0]))
+                chosen = tf.where(targets >= 0, targets, tf.gather(own, source))
                 # Rows do not interact (BatchNorm in inference mode), so d(sum)/d(features of
                 # row i) is row i's own gradient.
                 score = tf.reduce_sum(tf.gather(logits, chosen, axis=1, batch_dims=1))
+                # An unreassuring "No tumour" (low calibrated confidence, or a sequence the
+                # model is not validated for: Prediction.heatmap_label) also gets the likeliest
+                # tumour class's map, from this pass (a mirrored row: its original's).
+                as_float32 = tf.cast(logits, tf.float32)
+                unsure = tf.reduce_max(tf.nn.softmax(as_float32 / temperature), axis=-1) < LOW_CONFIDENCE
+                wanted = (own == no_tumour) & (unvalidated | unsure)
+                tumour = tf.gather(tf.argmax(as_float32 + not_tumour, axis=-1, output_type=tf.int32), source)
+                wanted = tf.gather(wanted, source) & (targets < 0)
+                tumour_logit = tf.gather(as_float32, tumour, axis=1, batch_dims=1)
+                tumour_score = tf.reduce_sum(tf.where(wanted, tumour_logit, tf.zeros_like(tumour_logit)))
             # Only the paths from the logit down to the deepest CAM layer are differentiated (the
             # traced function keeps only what its outputs need). The OOD features are an earlier
             # layer of the same pass, pooled over space (per row) as GateInput.pool does.
-            gradients = tape.gradient(score, features)
-            as_float = [tf.cast(t, tf.float32) for t in features], [tf.cast(g, tf.float32) for g in gradients]
+            gradients = [tf.cast(g, tf.float32) for g in tape.gradient(score, features)]
+            # The second backward pass (to the CAM layers only) runs only when a row wants it.
+            tumour_gradients = tf.cond(
+                tf.reduce_any(wanted),
+                lambda: [tf.cast(g, tf.float32) for g in tape.gradient(tumour_score, features)],
+                lambda: [tf.zeros_like(g) for g in gradients],
+            )
             ood_maps = tf.cast(ood_maps, tf.float32)
             pooled = tf.reduce_mean(ood_maps, axis=[1, 2])
             if with_std:
                 pooled = tf.concat([pooled, tf.math.reduce_std(ood_maps, axis=[1, 2])], axis=1)
-            return *as_float, logits, pooled
+            features = [tf.cast(t, tf.float32) for t in features]
+            return features, gradients, logits, pooled, tumour_gradients, wanted, tumour
 
         self._forward = forward
-        self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]))  # trace once, at load
+        self._forward(tf.zeros((1, size, size, 3)), tf.constant([OWN]), tf.constant([False]))  # trace once, at load
         # Whether a study's slices should go through analyze_batch: on 2-core CPU hosts a batch
         # was ~1.5x slower per slice on one and ~1.3x faster on another, while one analyze()
         # keeps about one core busy (bench/analyze_batch.py, docs/operations.md); so CPU
@@ -141,30 +164,39 @@ class Analyzer:
         )
 
     def _run(
-        self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool
-    ) -> tuple[np.ndarray, list, list, np.ndarray]:
+        self, prepared: Sequence[Prepared], targets: Sequence[int], flip: bool, unvalidated: Sequence[bool] = ()
+    ) -> _Pass:
         """Logits of the scans, per layer the activations and class-score gradients, and the
         scans' pooled OOD-gate features; with `flip`, the mirrored scans follow as rows
-        n..2n-1 of the layers, each explaining its original's class."""
+        n..2n-1 of the layers, each explaining its original's class. `unvalidated` (per scan,
+        default False): on a sequence the model is not validated for, so a "No tumour" there
+        wants the likeliest tumour class's gradients too (`_Pass.tumour`)."""
         pixels = to_model_input(np.stack([p.pixels for p in prepared]))
         rows = list(targets)
+        flags = list(unvalidated) or [False] * len(prepared)
         if flip:
             pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
             rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
-        features, gradients, logits, pooled = self._forward(pixels, np.asarray(rows, dtype=np.int32))
+            flags += flags
+        features, gradients, logits, pooled, tumour_gradients, wanted, tumour = self._forward(
+            pixels, np.asarray(rows, dtype=np.int32), np.asarray(flags, dtype=bool)
+        )
         count = len(prepared)
-        return (
+        wanted_rows = wanted.numpy()[:count]
+        return _Pass(
             logits.numpy()[:count],
             [f.numpy() for f in features],
             [g.numpy() for g in gradients],
             pooled.numpy()[:count],
+            [g.numpy() for g in tumour_gradients] if wanted_rows.any() else [],
+            [int(t) if w else None for t, w in zip(tumour.numpy()[:count], wanted_rows, strict=True)],
         )
 
     def probe(self, prepared: Prepared, class_index: int, flip: bool) -> tuple[np.ndarray, list, list]:
         """One scan's logits, and per layer its activations and class-score gradients (class_index
         < 0: the predicted class; with `flip`, the mirrored image as a second row)."""
-        logits, features, gradients, _pooled = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
-        return logits[0], features, gradients
+        run = self._run([prepared], [class_index if class_index >= 0 else OWN], flip)
+        return run.logits[0], run.features, run.gradients
 
     def _cam_from(self, spec: CamSpec, features: list, gradients: list, row: int = 0, count: int = 1) -> np.ndarray:
         """The method's map over the model input for scan `row` of a `_run`/`probe` of `count`
@@ -176,23 +208,34 @@ class Analyzer:
         ]
         return flip_average(maps[0], maps[1]) if spec.flip else maps[0]
 
-    def analyze(self, data: bytes, decoded: Decoded | None = None) -> AnalysisResult:
+    def analyze(self, data: bytes, decoded: Decoded | None = None, unvalidated: bool = False) -> AnalysisResult:
         """Classify one scan and explain it. Raises ScanDecodeError for a file we cannot read.
         `decoded`: the scan already decoded (`decode_timed`; the worker's burnt-in text check
-        decodes it first), so it is not decoded twice."""
-        return self.analyze_batch([data], None if decoded is None else [decoded])[0]
+        decodes it first), so it is not decoded twice. `unvalidated`: as in `analyze_batch`."""
+        return self.analyze_batch([data], None if decoded is None else [decoded], [unvalidated])[0]
 
-    def analyze_batch(self, scans: Sequence[bytes], decoded: Sequence[Decoded] | None = None) -> list[AnalysisResult]:
+    def analyze_batch(
+        self,
+        scans: Sequence[bytes],
+        decoded: Sequence[Decoded] | None = None,
+        unvalidated: Sequence[bool] | None = None,
+    ) -> list[AnalysisResult]:
         """Several slices (one study) in one forward/backward pass; results in input order, the
         same as `analyze` one by one (within float tolerance). Raises ScanDecodeError if any
         file cannot be read (callers with untrusted files analyse them one by one then).
         `decoded`: the scans already decoded (`decode_timed`, in the same order), so a caller
         that needed the pixels first (a study lane's text check) does not pay for them twice.
+        `unvalidated` (per scan): on a sequence the model is not validated for. A "No tumour"
+        that is no reassurance (there, or at low confidence) also gets the likeliest tumour
+        class's heatmap (`tumour_label`, `tumour_heatmap`) from the same pass: the map its card
+        opens on, for a second backward pass instead of a second `explain()`.
         `timings_ms["inference"]` is each slice's share of the batch's model time."""
         if decoded is None:
             decoded = [decode_timed(data) for data in scans]  # at most WORK_SIDE a side: bounded memory
-        if len(decoded) != len(scans):
-            raise ValueError(f"{len(decoded)} decoded slices for {len(scans)} scans")
+        if len(decoded) != len(scans) or (unvalidated is not None and len(unvalidated) != len(scans)):
+            raise ValueError(
+                f"{len(decoded)} decoded slices, {len(unvalidated or scans)} sequence flags for {len(scans)} scans"
+            )
         if not scans:
             return []
         grays = [gray for gray, _ms in decoded]
@@ -202,7 +245,8 @@ class Analyzer:
             prepared.append(prepare(gray, self.input_size, self.head_crop))
             clock.lap("preprocess")
         started = time.perf_counter()
-        logits, features, gradients, pooled = self._run(prepared, [OWN] * len(prepared), self.cam.flip)
+        run = self._run(prepared, [OWN] * len(prepared), self.cam.flip, unvalidated or ())
+        logits, features, gradients, pooled = run.logits, run.features, run.gradients, run.pooled
         model_ms = (time.perf_counter() - started) * 1000 / len(grays)
         probabilities = calibrated_probabilities(logits, self.temperature)
         # One score per slice (a few small matrix products); NaN when the card has no gate.
@@ -218,6 +262,12 @@ class Analyzer:
             heatmap = np.clip(map_to_scan(cam, prepared[i]), 0.0, 1.0)
             overlay = overlay_png(grays[i], heatmap)
             clock.lap("gradcam_and_overlay")
+            tumour_label, tumour_heatmap = "", None
+            if run.tumour[i] is not None:
+                tumour_label = CLASS_NAMES[run.tumour[i]]
+                tumour_cam = self._cam_from(self.cam, features, run.tumour_gradients, row=i, count=len(prepared))
+                tumour_heatmap = np.clip(map_to_scan(tumour_cam, prepared[i]), 0.0, 1.0)
+                clock.lap("tumour_heatmap")
             results.append(
                 AnalysisResult(
                     label=CLASS_NAMES[int(np.argmax(probabilities[i]))],
@@ -230,6 +280,8 @@ class Analyzer:
                     out_of_distribution=self.ood_gate is not None and self.ood_gate.is_out_of_distribution(ood_score),
                     ood_threshold=self.ood_gate.threshold if self.ood_gate else float("nan"),
                     ood_gate=self.ood_gate.statistics_sha256 if self.ood_gate else "",
+                    tumour_label=tumour_label,
+                    tumour_heatmap=tumour_heatmap,
                 )
             )
         return results
@@ -266,6 +318,19 @@ def enable_gpu_memory_growth(tf: Any) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process: too late, and harmless
             logger.warning("GPU %s already initialised; memory growth not set", gpu.name)
+
+
+class _Pass(NamedTuple):
+    """One traced pass (`Analyzer._run`): per layer, `features` and `gradients` hold every row
+    (mirrored ones after the n scans); `tumour_gradients` the likeliest tumour class's, [] when no
+    scan wanted them; `tumour[i]`: that class's index for scan i, None when it did not."""
+
+    logits: np.ndarray
+    features: list
+    gradients: list
+    pooled: np.ndarray
+    tumour_gradients: list
+    tumour: list[int | None]
 
 
 class _Clock:

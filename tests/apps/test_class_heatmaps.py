@@ -2,6 +2,7 @@
 task and kept. The task runs in-process with the model stand-in (tests.testkit.data.PixelAnalyzer): the
 endpoint, the service and the task are under test. Isolation: tests/apps/test_isolation.py."""
 
+import dataclasses
 import io
 from datetime import timedelta
 
@@ -102,7 +103,7 @@ def test_the_map_an_unreassuring_no_tumour_opens_on_is_stored_with_the_analysis(
     (Prediction.heatmap_label): the worker stores that map beside the result, so showing the
     page publishes no task; a confident "No tumour" stores none."""
     client.force_login(north.staff)
-    opened = {}
+    opened, stand_in_calls = {}, {}
     for name, top in (("unsure", 0.5), ("sure", 0.99)):
         stand_in = PixelAnalyzer(label="notumor", top=top)
         monkeypatch.setattr(tasks, "_get_analyzer", lambda stand_in=stand_in: stand_in)
@@ -110,8 +111,10 @@ def test_the_map_an_unreassuring_no_tumour_opens_on_is_stored_with_the_analysis(
             (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
         assert tasks.analyze_scan(scan.pk) == "done"
         opened[name] = Scan.objects.get(pk=scan.pk).prediction
+        stand_in_calls[name] = stand_in.explain_calls
     unsure, sure = opened["unsure"], opened["sure"]
     assert unsure.heatmap_label != "notumor"
+    assert stand_in_calls["unsure"] == 0  # the map came with the analysis, no explain() pass
     (stored,) = ClassHeatmap.objects.filter(prediction=unsure)
     assert (stored.label, stored.is_ready, stored.model_version) == (unsure.heatmap_label, True, "pixel-test-1")
     with django_capture_on_commit_callbacks(execute=True):
@@ -122,6 +125,26 @@ def test_the_map_an_unreassuring_no_tumour_opens_on_is_stored_with_the_analysis(
     assert _body(served) == encode_heatmap_png(expected)
     assert sure.heatmap_label == "notumor"
     assert not ClassHeatmap.objects.filter(prediction=sure).exists()
+
+
+def test_an_opening_map_the_analysis_did_not_make_is_explained_by_the_worker(
+    north, broker, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A result without the map its card opens on (at the confidence threshold's edge the
+    analysis and the stored probabilities can disagree) still gets it stored: by explain()."""
+    stand_in = PixelAnalyzer(label="notumor", top=0.5)
+    analyze = stand_in.analyze
+    monkeypatch.setattr(stand_in, "analyze", lambda *scan: dataclasses.replace(analyze(*scan), tumour_heatmap=None))
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
+    assert tasks.analyze_scan(scan.pk) == "done"
+    prediction = Scan.objects.get(pk=scan.pk).prediction
+    assert stand_in.explain_calls == 1
+    (stored,) = ClassHeatmap.objects.filter(prediction=prediction)
+    assert (stored.label, stored.is_ready) == (prediction.heatmap_label, True)
+    expected = stand_in.explain(scan.image.open("rb").read(), prediction.heatmap_label)
+    assert stored.image.read() == encode_heatmap_png(expected)
 
 
 def test_unknown_class_and_unanalysed_scan_are_clear_400s(north, client, django_capture_on_commit_callbacks):

@@ -16,13 +16,14 @@ from rest_framework.test import APIClient
 from apps.cases.reports import case_report_export
 from apps.cases.services import case_create
 from apps.cases.worklist import Priority, WorklistFilters, case_worklist
-from apps.scans.models import Prediction, Scan
+from apps.scans.models import ClassHeatmap, Prediction, Scan
 from apps.scans.services import scans_upload
 from mri.card import read_card
 from tests.testkit import dicom as dicomdata
-from tests.testkit.data import PASSWORD, api_token, finish_scan, unpack, upload
+from tests.testkit.data import PASSWORD, PixelAnalyzer, api_token, finish_scan, unpack, upload
 from tests.testkit.documents import pdf_text
 from tests.testkit.scans import real_scan_bytes
+from workers import tasks
 
 T2 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 4000, "EchoTime": 100}
 T1 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 500, "EchoTime": 12}
@@ -103,6 +104,30 @@ def test_an_unreassuring_no_tumour_opens_on_the_likeliest_tumours_heatmap(client
     assert f'<option value="{expected}" selected>' in card
     assert '<option value="notumor" selected>' not in card
     assert "data-heatmap-why>Opened on " in card
+
+
+@pytest.mark.parametrize("path", ["one scan", "study lanes", "one pass"])
+def test_a_confident_no_tumour_on_t2_gets_its_opening_map_from_the_analysis(
+    north, broker, monkeypatch, django_capture_on_commit_callbacks, path
+) -> None:
+    """The worker tells the analysis which slices sit on a sequence the model is not validated
+    for, so the tumour map their card opens on comes from the same pass: no explain() per slice
+    (which would nearly double a T2 or FLAIR study's time), on every task path."""
+    scans = _study(north, django_capture_on_commit_callbacks, T2)
+    stand_in = PixelAnalyzer("notumor", 0.99, SHIPPED)
+    stand_in.batch_preferred = path == "one pass"
+    monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
+    if path == "one scan":
+        outcomes = [tasks.analyze_scan(scan.pk) for scan in scans]
+    else:
+        outcomes = list(tasks.analyze_scans([scan.pk for scan in scans]).values())
+    assert outcomes == ["done", "done"]
+    assert (stand_in.unvalidated_given, stand_in.explain_calls) == (2, 0)
+    for scan in scans:
+        prediction = Scan.objects.get(pk=scan.pk).prediction
+        assert prediction.heatmap_label != "notumor"
+        (stored,) = ClassHeatmap.objects.filter(prediction=prediction)
+        assert (stored.label, stored.is_ready) == (prediction.heatmap_label, True)
 
 
 def test_worklist_ranks_it_with_low_confidence_tumours(north, t2_study) -> None:

@@ -27,7 +27,7 @@ from apps.scans.models import Scan, StudyUpload
 from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_upload
 from mri.intake.decode import Decoded, decode_gray, decode_gray_bounded
 from mri.results import AnalysisResult
-from mri.vocabulary import CLASS_NAMES
+from mri.vocabulary import CLASS_NAMES, LOW_CONFIDENCE, NO_TUMOUR
 from tests.testkit.scans import png_bytes, real_scan_bytes
 
 PASSWORD = "test-password-7"
@@ -73,21 +73,29 @@ class PixelAnalyzer:
         self.calls = 0
         self.batch_calls = 0
         self.decoded_given = 0  # slices handed over already decoded (by the text check that read them)
+        self.unvalidated_given = 0  # slices said to be on a sequence the model is not validated for
+        self.explain_calls = 0
         self._counting = threading.Lock()  # a study task analyses slices on several threads
 
-    def analyze(self, data: bytes, decoded: Decoded | None = None) -> AnalysisResult:
+    def analyze(self, data: bytes, decoded: Decoded | None = None, unvalidated: bool = False) -> AnalysisResult:
         """The runtime's one-scan entry point; `decoded`, the pixels the worker's text check
-        decoded already, must be those of `data` (checked); the stand-in reads the bytes."""
+        decoded already, must be those of `data` (checked); the stand-in reads the bytes. Like
+        the runtime, an unreassuring "No tumour" (low confidence, or `unvalidated`) comes with
+        the likeliest tumour class's map (`explain`'s, without counting as a call to it)."""
         if decoded is not None:
             assert np.array_equal(decoded.gray, decode_gray_bounded(data))
         with self._counting:
             self.calls += 1
             self.decoded_given += decoded is not None
+            self.unvalidated_given += unvalidated
         gray = decode_gray(data)
         overlay = io.BytesIO()
         Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")
         rest = (1.0 - self.top) / (len(CLASS_NAMES) - 1)
         probabilities = {name: (self.top if name == self.label else rest) for name in CLASS_NAMES}
+        tumour_label = ""
+        if self.label == NO_TUMOUR and (unvalidated or self.top < LOW_CONFIDENCE):
+            tumour_label = max((p, name) for name, p in probabilities.items() if name != NO_TUMOUR)[1]
         return AnalysisResult(
             label=self.label,
             probabilities=probabilities,
@@ -99,22 +107,33 @@ class PixelAnalyzer:
             out_of_distribution=self.out_of_distribution,
             ood_threshold=self.ood_threshold,
             ood_gate=self.ood_gate,
+            tumour_label=tumour_label,
+            tumour_heatmap=self._class_map(data, tumour_label) if tumour_label else None,
         )
 
-    def analyze_batch(self, scans: list[bytes], decoded: list[Decoded] | None = None) -> list[AnalysisResult]:
+    def analyze_batch(
+        self, scans: list[bytes], decoded: list[Decoded] | None = None, unvalidated: list[bool] | None = None
+    ) -> list[AnalysisResult]:
         """The runtime's batch entry point: one call for the slices of a study. `decoded`, the
         pixels a caller decoded already, must be those of `scans` (checked by `analyze`); the
         stand-in analyses the bytes all the same."""
         assert decoded is None or len(decoded) == len(scans)
+        assert unvalidated is None or len(unvalidated) == len(scans)
         with self._counting:
             self.batch_calls += 1
             self.calls -= len(scans)  # `calls` counts slices analysed one by one
-        return [self.analyze(data, pixels) for data, pixels in zip(scans, decoded or [None] * len(scans), strict=True)]
+        pixels, flags = decoded or [None] * len(scans), unvalidated or [False] * len(scans)
+        return [self.analyze(*scan) for scan in zip(scans, pixels, flags, strict=True)]
 
     def explain(self, data: bytes, label: str) -> np.ndarray:
         """A map of the scan's size that differs per class: the scan's pixels in one quadrant
         (a different one for each class), zeros elsewhere."""
         self.calls += 1
+        self.explain_calls += 1
+        return self._class_map(data, label)
+
+    @staticmethod
+    def _class_map(data: bytes, label: str) -> np.ndarray:
         gray = decode_gray(data).astype(np.float32)
         quadrant = CLASS_NAMES.index(label)
         mask = np.zeros_like(gray)

@@ -157,7 +157,7 @@ def test_analyze_batch_of_slices_decoded_already_equals_it_decoding_them(analyze
             assert together.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-5)
         assert np.abs(together.heatmap - alone.heatmap).max() < 1e-4
         assert together.timings_ms["decode"] == 7.5 + i
-    with pytest.raises(ValueError, match="2 decoded slices for 3 scans"):
+    with pytest.raises(ValueError, match="2 decoded slices, 3 sequence flags for 3 scans"):
         analyzer.analyze_batch(datas, decoded=decoded[:2])
 
 
@@ -172,6 +172,36 @@ def test_analyze_of_a_scan_decoded_already_equals_it_decoding_it(analyzer) -> No
         assert given.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-6)
     assert np.abs(given.heatmap - alone.heatmap).max() < 1e-5
     assert given.timings_ms["decode"] == 6.5
+
+
+def test_an_unreassuring_no_tumour_carries_the_likeliest_tumours_map_from_the_same_pass(analyzer) -> None:
+    """On a sequence the model is not validated for, a "No tumour" comes with the map of its
+    likeliest tumour class (the one its card opens on), equal to what `explain()` gives for that
+    class; a confident "No tumour" elsewhere, and a tumour call, come without one; in a batch,
+    each slice gets what it gets alone."""
+    from mri.vocabulary import NO_TUMOUR
+
+    datas = [scan(name) for name in BATCH_SCANS[:4]]
+    flagged = analyzer.analyze_batch(datas, unvalidated=[True] * 4)
+    plain = analyzer.analyze_batch(datas)
+    (healthy,) = [i for i, result in enumerate(flagged) if result.label == NO_TUMOUR]
+    result = flagged[healthy]
+    tumours = {name: p for name, p in result.probabilities.items() if name != NO_TUMOUR}
+    assert result.tumour_label == max(tumours, key=tumours.get)
+    expected = analyzer.explain(datas[healthy], result.tumour_label)
+    assert result.tumour_heatmap.shape == result.heatmap.shape
+    assert np.abs(result.tumour_heatmap - expected).max() < 1e-3
+    assert np.abs(result.tumour_heatmap - result.heatmap).max() > 0.1  # not the No-tumour map again
+    alone = analyzer.analyze(datas[healthy], unvalidated=True)
+    assert alone.tumour_label == result.tumour_label
+    assert np.abs(alone.tumour_heatmap - result.tumour_heatmap).max() < 1e-3
+    assert not plain[healthy].low_confidence  # so without the flag it is no reason to open elsewhere
+    assert (plain[healthy].tumour_label, plain[healthy].tumour_heatmap) == ("", None)
+    for i in set(range(4)) - {healthy}:  # tumour calls open on their own map
+        assert (flagged[i].tumour_label, flagged[i].tumour_heatmap) == ("", None)
+        assert np.abs(flagged[i].heatmap - plain[i].heatmap).max() < 1e-4
+    with pytest.raises(ValueError, match="3 sequence flags for 4 scans"):
+        analyzer.analyze_batch(datas, unvalidated=[True] * 3)
 
 
 def test_analyze_on_several_threads_at_once_gives_each_slice_its_own_result(analyzer) -> None:

@@ -98,7 +98,7 @@ def test_unreadable_stored_file_fails_with_the_decoders_message(queued, analyzer
 
 def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, monkeypatch, settings, broker):
     class Broken:
-        def analyze(self, data, decoded=None):
+        def analyze(self, data, decoded=None, unvalidated=False):
             raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
 
     settings.SCAN_MAX_ATTEMPTS = 2
@@ -119,7 +119,7 @@ def test_unexpected_error_is_retried_then_fails_with_a_readable_message(queued, 
 def test_result_outside_the_contract_fails_the_scan(queued, monkeypatch):
     analyzer = PixelAnalyzer()
     wrong = SimpleNamespace(
-        analyze=lambda data, decoded=None: dataclasses.replace(analyzer.analyze(data, decoded), label="astrocytoma")
+        analyze=lambda *scan: dataclasses.replace(analyzer.analyze(*scan), label="astrocytoma")
     )
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: wrong)
     assert tasks.analyze_scan(queued.pk) == "failed"

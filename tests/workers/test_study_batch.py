@@ -117,10 +117,10 @@ def test_a_cpu_worker_analyses_a_studys_slices_on_parallel_lanes_and_stores_them
     lanes: set[str] = set()
     alone = analyzer.analyze
 
-    def analyze(data: bytes, decoded=None):
+    def analyze(data: bytes, decoded=None, unvalidated=False):
         lanes.add(threading.current_thread().name)
         meet.wait()  # both lanes are inside analyze() together
-        return alone(data, decoded)
+        return alone(data, decoded, unvalidated)
 
     analyzer.analyze = analyze
     stored: list[int] = []
@@ -144,10 +144,10 @@ def test_an_error_on_a_lane_is_recorded_on_its_own_slice(north, analyzer, broker
         failing = handle.read()
     alone = analyzer.analyze
 
-    def analyze(data: bytes, decoded=None):
+    def analyze(data: bytes, decoded=None, unvalidated=False):
         if data == failing:
             raise MemoryError("a transient failure")
-        return alone(data, decoded)
+        return alone(data, decoded, unvalidated)
 
     analyzer.analyze = analyze
     outcomes = tasks.analyze_scans([s.pk for s in scans])
@@ -176,8 +176,8 @@ def test_a_slice_the_gate_rejects_ends_rejected_alone_and_is_counted(
         outlier = handle.read()
     gated = analyzer.analyze
 
-    def analyze(data: bytes, decoded=None):  # the gate flags the middle slice only
-        result = gated(data, decoded)
+    def analyze(data: bytes, decoded=None, unvalidated=False):  # the gate flags the middle slice only
+        result = gated(data, decoded, unvalidated)
         return replace(result, ood_score=41.5, out_of_distribution=True) if data == outlier else result
 
     analyzer.analyze, analyzer.batch_preferred = analyze, batch_preferred
@@ -262,9 +262,9 @@ def test_a_slice_removed_mid_analysis_is_superseded_and_the_rest_of_the_batch_is
     ids = [s.pk for s in _study(north, django_capture_on_commit_callbacks)]
     analyse = analyzer.analyze_batch
 
-    def removed_meanwhile(scans, decoded=None):
+    def removed_meanwhile(scans, decoded=None, unvalidated=None):
         Scan.all_objects.filter(pk=ids[1]).update(removed_at=timezone.now(), removed_reason="wrong patient")
-        return analyse(scans, decoded)
+        return analyse(scans, decoded, unvalidated)
 
     monkeypatch.setattr(analyzer, "analyze_batch", removed_meanwhile)
     assert tasks.analyze_scans(ids) == {str(ids[0]): "done", str(ids[1]): "superseded", str(ids[2]): "done"}

@@ -130,7 +130,7 @@ def test_a_model_that_does_not_load_is_each_slices_error():
 def test_a_batch_with_a_result_missing_is_analysed_one_by_one():
     analyzer = PixelAnalyzer()
     whole = analyzer.analyze_batch
-    analyzer.analyze_batch = lambda scans, decoded=None: whole(scans, decoded)[:-1]  # a broken batch path
+    analyzer.analyze_batch = lambda *batch, **given: whole(*batch, **given)[:-1]  # a broken batch path
     chunk = [LaneSlice(real_scan_bytes("glioma", i), checked=True) for i in (1, 2, 3)]
     run_chunk(chunk, lambda: analyzer, _texts)
     assert [item.analysis.result().label for item in chunk] == ["glioma"] * 3

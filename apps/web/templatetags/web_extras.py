@@ -60,6 +60,7 @@ _TIMING_WORDS = {
     "gradcam": "Drawing the heatmap",
     "gradcam_and_overlay": "Drawing the heatmap",
     "overlay": "Drawing the overlay",
+    "tumour_heatmap": "Drawing the likeliest tumour's heatmap",
 }
 
 

@@ -17,6 +17,8 @@ and an asynchronous one (the request stores the upload; a job splits it later) a
 
     .venv/bin/python bench/study_bench.py [--slices 20] [--kinds dicom jpeg] [--rounds 1]
                                           [--syntax explicit-le] [--lanes 2x4] [--database-url URL]
+                                          [--t2] [--labels notumor]
+`--t2 --labels notumor`: a "No tumour" T2 series, each slice's card opening on a tumour map.
 `--lanes 1 2 2x4 2x8/16` runs the rounds once per worker setting (a worker started for each,
 against the same baseline): LANES[xPER_CALL][/TASK] sets the worker's STUDY_ANALYSIS_LANES,
 STUDY_LANE_BATCH (slices per `analyze_batch` call on a lane; 1 when not given: the worker
@@ -158,6 +160,14 @@ def main() -> int:
         "--poll", nargs="+", choices=("studies", "case"), default=["studies"],
         help="what the client polls for a DICOM study's progress, in turn (case: GET /api/cases/{id}/)",
     )
+    parser.add_argument(
+        "--t2", action="store_true",
+        help="the DICOM series says it is T2-weighted (a sequence the model is not validated for)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--labels", nargs="+", default=["glioma", "notumor", "meningioma", "pituitary"],
+        help="the training scans' classes the slices are made of, in turn",
+    )  # fmt: skip
     args = worker_bench_args(parser, timeout=1800.0)
     n = args.slices
 
@@ -169,9 +179,11 @@ def main() -> int:
         from apps.accounts.services import user_create
         from tests.testkit import dicom as dicomdata
 
-        labels = ("glioma", "notumor", "meningioma", "pituitary")
+        labels = tuple(args.labels)
         jpegs = dicomdata.training_jpegs(n, labels=labels)  # what the DICOM series is made from
-        archive = dicomdata.series_zip(dicomdata.training_series(n, labels=labels, key=args.syntax))
+        attributes = dicomdata.T2_ATTRIBUTES if args.t2 else None
+        series = dicomdata.training_series(n, labels=labels, key=args.syntax, attributes=attributes)
+        archive = dicomdata.series_zip(series)
         studies = {
             "dicom": [("series.zip", archive, "application/zip")],
             "jpeg": [(f"slice{i:03d}.jpg", data, "image/jpeg") for i, data in enumerate(jpegs)],

@@ -6,9 +6,6 @@ low-confidence tumours), the PDF and the API; never as a confident "No tumour".
 The analyzer is tests.testkit.data.PixelAnalyzer (not under test) reporting the shipped model's
 version, so the services read the shipped card's list of validated sequences."""
 
-import io
-
-import pydicom
 import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -25,18 +22,14 @@ from tests.testkit.documents import pdf_text
 from tests.testkit.scans import real_scan_bytes
 from workers import tasks
 
-T2 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 4000, "EchoTime": 100}
+T2 = dicomdata.T2_ATTRIBUTES
 T1 = {"ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 500, "EchoTime": 12}
 SHIPPED = read_card()["version"]
 
 
 def _mr_slice(attributes: dict, instance: int) -> bytes:
     identity = dicomdata.Identity(instance=instance, position_z=float(instance))
-    data = dicomdata.mr_slice_from_jpeg(real_scan_bytes("glioma", instance), identity=identity)
-    dataset = pydicom.dcmread(io.BytesIO(data))
-    for name, value in attributes.items():
-        setattr(dataset, name, value)
-    return dicomdata.to_bytes(dataset)
+    return dicomdata.mr_slice_from_jpeg(real_scan_bytes("glioma", instance), identity=identity, attributes=attributes)
 
 
 def _study(world, capture, attributes: dict, slices: int = 2, title: str = "MR study") -> list[Scan]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -187,12 +188,24 @@ def to_bytes(ds: Dataset, *, preamble: bool = True) -> bytes:
     return out.getvalue()
 
 
+# What a T2-weighted spin-echo series says of itself (long TR, long TE: mri.intake.sequence.from_physics).
+T2_ATTRIBUTES: dict[str, Any] = {
+    "ScanningSequence": "SE", "SequenceVariant": "SK", "RepetitionTime": 4000, "EchoTime": 100,
+}  # fmt: skip
+
+
 def mr_slice_from_jpeg(
-    jpeg: bytes, *, key: str = "explicit-le", identity: Identity = Identity(), window: bool = True
+    jpeg: bytes,
+    *,
+    key: str = "explicit-le",
+    identity: Identity = Identity(),
+    window: bool = True,
+    attributes: Mapping[str, Any] | None = None,
 ) -> bytes:
     """A DICOM MR slice holding exactly the JPEG's gray pixels: 8-bit stored values, or shifted
     to 12/16 bits for the syntaxes built at that depth. With `window`, Window Center/Width map
-    the values back onto the JPEG's own 0-255 scale, so the decoded image equals the JPEG's."""
+    the values back onto the JPEG's own 0-255 scale, so the decoded image equals the JPEG's.
+    `attributes`: more DICOM attributes by keyword (e.g. T2_ATTRIBUTES: the series' sequence)."""
     gray = gray_from_jpeg(jpeg)
     _syntax, bits = TRANSFER_SYNTAXES[key]
     shift = {8: 0, 12: 4, 16: 8}[bits]
@@ -201,6 +214,8 @@ def mr_slice_from_jpeg(
     # Centre/width of the linear VOI function that maps stored 0..255·scale onto 0..1.
     win = (127.5 * scale + 0.5, 255.0 * scale + 1.0) if window else None
     ds = base_dataset(stored, bits_stored=bits, identity=identity, window=win)
+    for name, value in (attributes or {}).items():
+        setattr(ds, name, value)
     return to_bytes(encode(ds, key))
 
 
@@ -245,15 +260,17 @@ def training_series(
     key: str = "explicit-le",
     patient_id: str = "MRN-TEST-1",
     study_uid: str = "1.2.826.0.1.3680043.8.498.55",
+    attributes: Mapping[str, Any] | None = None,
 ) -> list[bytes]:
     """`n` slices of one series, made from `training_jpegs` (labels in turn), instance
-    numbers 1..n, 5 mm apart. Used by the page, e2e and bench code."""
+    numbers 1..n, 5 mm apart, each with `attributes` (mr_slice_from_jpeg). Used by the page,
+    e2e and bench code."""
     slices = []
     for i, jpeg in enumerate(training_jpegs(n, labels=labels)):
         identity = Identity(
             patient_id=patient_id, study_uid=study_uid, series_uid=f"{study_uid}.1", instance=i + 1, position_z=5.0 * i
         )
-        slices.append(mr_slice_from_jpeg(jpeg, key=key, identity=identity))
+        slices.append(mr_slice_from_jpeg(jpeg, key=key, identity=identity, attributes=attributes))
     return slices
 
 

@@ -47,12 +47,18 @@ def _get_analyzer() -> Any:
     return analyzer
 
 
-def _batch_preferred() -> bool:
-    """GPU workers batch a study's slices; CPU workers do them one by one (measured faster)."""
+def _loaded_analyzer() -> Any:
+    """The process's model, or None when loading it fails: the analysis then records that error
+    on each scan (each lane's slices try again to load it)."""
     try:
-        return bool(getattr(_get_analyzer(), "batch_preferred", True))
-    except Exception:  # the model did not load: the one-scan path records that on each scan
-        return False
+        return _get_analyzer()
+    except Exception:
+        return None
+
+
+def _batch_preferred(analyzer: Any) -> bool:
+    """GPU workers batch a study's slices; CPU workers do them one by one (measured faster)."""
+    return analyzer is not None and bool(getattr(analyzer, "batch_preferred", True))
 
 
 def _redelivered(task: Task) -> bool:
@@ -143,17 +149,14 @@ def _store_opening_heatmap(prediction: Any, data: bytes, result: Any) -> None:
 def _unvalidated(scan: Scan, analyzer: Any) -> bool:
     """Is the scan's sequence one the model is not validated for (known before the analysis)? Then
     a "No tumour" on it opens on a tumour class's map, which the analysis makes in the same pass.
-    `analyzer`: the process's model, or None when it failed to load (its error is each scan's)."""
+    `analyzer`: the process's model, or None when it failed to load (its error is each scan's).
+    Never raises: a speed-up only (without it the task stores that map with `explain()`)."""
     version = str(getattr(analyzer, "model_version", ""))
-    return bool(version) and services.prediction_validated(scan=scan, model_version=version) is False
-
-
-def _loaded_analyzer() -> Any:
-    """The process's model, or None when loading it fails: the lanes record that error per slice."""
     try:
-        return _get_analyzer()
+        return bool(version) and services.prediction_validated(scan=scan, model_version=version) is False
     except Exception:
-        return None
+        logger.warning("scan %s: its sequence's validation could not be read", scan.pk, exc_info=True)
+        return False
 
 
 def _text_in(data: bytes, keep: Callable[[Decoded], None] | None = None) -> str:
@@ -286,7 +289,8 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
     claimed: list[tuple[Scan, bytes | None]] = []
     texts: dict[int, Future[str]] = {}  # each slice's text check (GPU: started once read; CPU: its lane's)
     decoded: dict[int, Decoded] = {}  # GPU: each slice's pixels, kept by its check for the one pass
-    batch_preferred = _batch_preferred()
+    analyzer = _loaded_analyzer()  # once, before the claims; None: each slice records the error
+    batch_preferred = _batch_preferred(analyzer)
     checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
     # A GPU worker's fallback (a batch that failed) stays one slice at a time on the device.
     lanes = ThreadPoolExecutor(
@@ -336,8 +340,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
                     # Every check is done (unheld waited on each): their pixels, unless a
                     # slice was not checked (released by a person), then the bytes again.
                     pixels = [decoded.get(scan.pk) for scan, _ in readable]
-                    analyzer = _get_analyzer()
-                    results = analyzer.analyze_batch(
+                    results = analyzer.analyze_batch(  # loaded: a batch is preferred
                         [data for _, data in readable],
                         decoded=None if any(p is None for p in pixels) else pixels,
                         unvalidated=[_unvalidated(scan, analyzer) for scan, _ in readable],
@@ -356,7 +359,7 @@ def _analyze_batch(scan_ids: Sequence[int], redelivered: bool) -> dict[str, str]
             decoded.clear()
         analyses: dict[int, Future[Any]] = {}  # on lanes: each slice's analysis, in slice order
         if results is None:
-            on_lanes, analyzer = [], _loaded_analyzer()
+            on_lanes = []
             for scan, data in claimed:
                 if data is not None:  # on a GPU worker checked above (held ones gone), one slice per call
                     item = LaneSlice(

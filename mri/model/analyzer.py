@@ -173,7 +173,7 @@ class Analyzer:
         wants the likeliest tumour class's gradients too (`_Pass.tumour`)."""
         pixels = to_model_input(np.stack([p.pixels for p in prepared]))
         rows = list(targets)
-        flags = list(unvalidated) or [False] * len(prepared)
+        flags = [bool(flag) for flag in unvalidated] if len(unvalidated) else [False] * len(prepared)
         if flip:
             pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
             rows += [t if t >= 0 else pair_of(i) for i, t in enumerate(targets)]
@@ -232,10 +232,9 @@ class Analyzer:
         `timings_ms["inference"]` is each slice's share of the batch's model time."""
         if decoded is None:
             decoded = [decode_timed(data) for data in scans]  # at most WORK_SIDE a side: bounded memory
-        if len(decoded) != len(scans) or (unvalidated is not None and len(unvalidated) != len(scans)):
-            raise ValueError(
-                f"{len(decoded)} decoded slices, {len(unvalidated or scans)} sequence flags for {len(scans)} scans"
-            )
+        flags = [False] * len(scans) if unvalidated is None else [bool(flag) for flag in unvalidated]
+        if len(decoded) != len(scans) or len(flags) != len(scans):
+            raise ValueError(f"{len(decoded)} decoded slices, {len(flags)} sequence flags for {len(scans)} scans")
         if not scans:
             return []
         grays = [gray for gray, _ms in decoded]
@@ -245,7 +244,7 @@ class Analyzer:
             prepared.append(prepare(gray, self.input_size, self.head_crop))
             clock.lap("preprocess")
         started = time.perf_counter()
-        run = self._run(prepared, [OWN] * len(prepared), self.cam.flip, unvalidated or ())
+        run = self._run(prepared, [OWN] * len(prepared), self.cam.flip, flags)
         logits, features, gradients, pooled = run.logits, run.features, run.gradients, run.pooled
         model_ms = (time.perf_counter() - started) * 1000 / len(grays)
         probabilities = calibrated_probabilities(logits, self.temperature)

@@ -127,20 +127,22 @@ def test_the_map_an_unreassuring_no_tumour_opens_on_is_stored_with_the_analysis(
     assert not ClassHeatmap.objects.filter(prediction=sure).exists()
 
 
+@pytest.mark.parametrize("made", [{"tumour_heatmap": None}, {"tumour_label": "glioma"}], ids=["none", "another"])
 def test_an_opening_map_the_analysis_did_not_make_is_explained_by_the_worker(
-    north, broker, monkeypatch, django_capture_on_commit_callbacks
+    north, broker, monkeypatch, django_capture_on_commit_callbacks, made
 ):
     """A result without the map its card opens on (at the confidence threshold's edge the
-    analysis and the stored probabilities can disagree) still gets it stored: by explain()."""
-    stand_in = PixelAnalyzer(label="notumor", top=0.5)
+    analysis and the stored probabilities can disagree; on a tie they can name different
+    classes) still gets it stored: by explain(), never another class's map under its name."""
+    stand_in = PixelAnalyzer(label="notumor", top=0.5)  # the card opens on pituitary (a tie: the last name)
     analyze = stand_in.analyze
-    monkeypatch.setattr(stand_in, "analyze", lambda *scan: dataclasses.replace(analyze(*scan), tumour_heatmap=None))
+    monkeypatch.setattr(stand_in, "analyze", lambda *scan: dataclasses.replace(analyze(*scan), **made))
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
     with django_capture_on_commit_callbacks(execute=False):
         (scan,) = scans_upload(case=north.case, uploaded_by=north.staff, uploads=[upload(png_bytes())]).scans
     assert tasks.analyze_scan(scan.pk) == "done"
     prediction = Scan.objects.get(pk=scan.pk).prediction
-    assert stand_in.explain_calls == 1
+    assert (prediction.heatmap_label, stand_in.explain_calls) == ("pituitary", 1)
     (stored,) = ClassHeatmap.objects.filter(prediction=prediction)
     assert (stored.label, stored.is_ready) == (prediction.heatmap_label, True)
     expected = stand_in.explain(scan.image.open("rb").read(), prediction.heatmap_label)

@@ -105,8 +105,11 @@ def test_a_confident_no_tumour_on_t2_gets_its_opening_map_from_the_analysis(
 ) -> None:
     """The worker tells the analysis which slices sit on a sequence the model is not validated
     for, so the tumour map their card opens on comes from the same pass: no explain() per slice
-    (which would nearly double a T2 or FLAIR study's time), on every task path."""
-    scans = _study(north, django_capture_on_commit_callbacks, T2)
+    (which would nearly double a T2 or FLAIR study's time), on every task path, each slice's
+    flag its own (the last slice's sequence is unknown: its confident "No tumour" opens on its
+    own map)."""
+    scans = _study(north, django_capture_on_commit_callbacks, T2, slices=3)
+    Scan.objects.filter(pk=scans[2].pk).update(sequence="unknown")
     stand_in = PixelAnalyzer("notumor", 0.99, SHIPPED)
     stand_in.batch_preferred = path == "one pass"
     monkeypatch.setattr(tasks, "_get_analyzer", lambda: stand_in)
@@ -114,13 +117,14 @@ def test_a_confident_no_tumour_on_t2_gets_its_opening_map_from_the_analysis(
         outcomes = [tasks.analyze_scan(scan.pk) for scan in scans]
     else:
         outcomes = list(tasks.analyze_scans([scan.pk for scan in scans]).values())
-    assert outcomes == ["done", "done"]
+    assert outcomes == ["done", "done", "done"]
     assert (stand_in.unvalidated_given, stand_in.explain_calls) == (2, 0)
-    for scan in scans:
+    assert stand_in.batch_calls == (0 if path == "one scan" else 1)  # no silent one-by-one fallback
+    for scan, t2 in zip(scans, (True, True, False), strict=True):
         prediction = Scan.objects.get(pk=scan.pk).prediction
-        assert prediction.heatmap_label != "notumor"
-        (stored,) = ClassHeatmap.objects.filter(prediction=prediction)
-        assert (stored.label, stored.is_ready) == (prediction.heatmap_label, True)
+        assert (prediction.heatmap_label != "notumor") == t2
+        stored = ClassHeatmap.objects.filter(prediction=prediction)
+        assert [(map.label, map.is_ready) for map in stored] == ([(prediction.heatmap_label, True)] if t2 else [])
 
 
 def test_worklist_ranks_it_with_low_confidence_tumours(north, t2_study) -> None:

@@ -82,8 +82,7 @@ class PixelAnalyzer:
         decoded already, must be those of `data` (checked); the stand-in reads the bytes. Like
         the runtime, an unreassuring "No tumour" (low confidence, or `unvalidated`) comes with
         the likeliest tumour class's map (`explain`'s, without counting as a call to it)."""
-        if decoded is not None:
-            assert np.array_equal(decoded.gray, decode_gray_bounded(data))
+        _check_pixels([data], None if decoded is None else [decoded])
         with self._counting:
             self.calls += 1
             self.decoded_given += decoded is not None
@@ -115,10 +114,11 @@ class PixelAnalyzer:
         self, scans: list[bytes], decoded: list[Decoded] | None = None, unvalidated: list[bool] | None = None
     ) -> list[AnalysisResult]:
         """The runtime's batch entry point: one call for the slices of a study. `decoded`, the
-        pixels a caller decoded already, must be those of `scans` (checked by `analyze`); the
-        stand-in analyses the bytes all the same."""
-        assert decoded is None or len(decoded) == len(scans)
-        assert unvalidated is None or len(unvalidated) == len(scans)
+        pixels a caller decoded already, must be those of `scans` (checked); the stand-in analyses
+        the bytes all the same."""
+        _check_pixels(scans, decoded)
+        if unvalidated is not None and len(unvalidated) != len(scans):
+            pytest.fail(f"{len(unvalidated)} sequence flags for {len(scans)} scans")
         with self._counting:
             self.batch_calls += 1
             self.calls -= len(scans)  # `calls` counts slices analysed one by one
@@ -141,6 +141,19 @@ class PixelAnalyzer:
         top, left = (quadrant // 2) * (h // 2), (quadrant % 2) * (w // 2)
         mask[top : top + h // 2, left : left + w // 2] = 1.0
         return gray * mask
+
+
+def _check_pixels(scans: list[bytes], decoded: list[Decoded] | None) -> None:
+    """The pixels a caller hands over must be its scans' own, in order. pytest.fail, not an
+    assertion: a caller's broad `except Exception` (a batch retried one slice at a time) must not
+    swallow the mistake."""
+    if decoded is None:
+        return
+    if len(decoded) != len(scans):
+        pytest.fail(f"{len(decoded)} decoded slices for {len(scans)} scans")
+    for i, (pixels, data) in enumerate(zip(decoded, scans, strict=True)):
+        if not np.array_equal(pixels.gray, decode_gray_bounded(data)):
+            pytest.fail(f"the pixels handed over for slice {i} are not that slice's")
 
 
 def finish_scan(scan: Scan, label: str = "glioma", top: float = 0.7, model_version: str | None = None) -> Scan:

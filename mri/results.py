@@ -6,10 +6,11 @@ the tests import this one definition (docs/CONTRACTS.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mri.vocabulary import LOW_CONFIDENCE
+from mri.vocabulary import LOW_CONFIDENCE, NO_TUMOUR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,3 +50,16 @@ class AnalysisResult:
     @property
     def low_confidence(self) -> bool:
         return self.confidence < LOW_CONFIDENCE
+
+
+def opening_label(label: str, probabilities: Mapping[str, float], not_validated: bool) -> str:
+    """The class whose heatmap a result's card opens on: the predicted one, except a "No tumour"
+    that is no reassurance (low confidence, or a sequence the model is not validated for). Then
+    the most likely tumour class: a "No tumour" map shows nothing a reader can check, the tumour
+    class's map shows where a missed tumour would be (the maps measured on outside gliomas,
+    docs/model.md, are the true class's). Prediction.heatmap_label; the analyzer's traced pass
+    makes the same choice in-graph (mri/model/analyzer.py)."""
+    if label != NO_TUMOUR or not (float(probabilities.get(label, 0.0)) < LOW_CONFIDENCE or not_validated):
+        return label
+    tumours = [(float(p), name) for name, p in probabilities.items() if name != NO_TUMOUR]
+    return max(tumours)[1] if tumours else label

@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.accounts.clinics import ClinicManager
 from mri.intake.sequence import DISPLAY as SEQUENCE_DISPLAY
 from mri.intake.sequence import MriSequence, SequenceSource
+from mri.results import opening_label
 from mri.vocabulary import LOW_CONFIDENCE, NO_TUMOUR
 
 from .labels import MODEL_LABEL_CHOICES, READING_CHOICES, Label
@@ -300,15 +301,8 @@ class Prediction(models.Model):
 
     @property
     def heatmap_label(self) -> str:
-        """The class whose heatmap the card opens on: the predicted one, except a "No tumour"
-        that is no reassurance (low confidence, or a sequence the model is not validated for).
-        Then the most likely tumour class: a "No tumour" map shows nothing a reader can check,
-        the tumour class's map shows where a missed tumour would be (the maps measured on
-        outside gliomas, docs/model.md, are the true class's)."""
-        if self.label != NO_TUMOUR or not (self.is_low_confidence or self.not_validated):
-            return self.label
-        tumours = [(float(p), k) for k, p in self.probabilities.items() if k != NO_TUMOUR]
-        return max(tumours)[1] if tumours else self.label
+        """The class whose heatmap the card opens on (mri.results.opening_label)."""
+        return opening_label(self.label, self.probabilities, self.not_validated)
 
 
 class ScanReview(models.Model):

@@ -26,8 +26,8 @@ from apps.patients.services import patient_create
 from apps.scans.models import Scan, StudyUpload
 from apps.scans.services import UploadOutcome, scan_claim, scan_complete, scan_reject, scans_upload
 from mri.intake.decode import Decoded, decode_gray, decode_gray_bounded
-from mri.results import AnalysisResult
-from mri.vocabulary import CLASS_NAMES, LOW_CONFIDENCE, NO_TUMOUR
+from mri.results import AnalysisResult, opening_label
+from mri.vocabulary import CLASS_NAMES
 from tests.testkit.scans import png_bytes, real_scan_bytes
 
 PASSWORD = "test-password-7"
@@ -92,9 +92,8 @@ class PixelAnalyzer:
         Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(overlay, format="PNG")
         rest = (1.0 - self.top) / (len(CLASS_NAMES) - 1)
         probabilities = {name: (self.top if name == self.label else rest) for name in CLASS_NAMES}
-        tumour_label = ""
-        if self.label == NO_TUMOUR and (unvalidated or self.top < LOW_CONFIDENCE):
-            tumour_label = max((p, name) for name, p in probabilities.items() if name != NO_TUMOUR)[1]
+        opens_on = opening_label(self.label, probabilities, unvalidated)
+        tumour_label = opens_on if opens_on != self.label else ""
         return AnalysisResult(
             label=self.label,
             probabilities=probabilities,
